@@ -1,0 +1,417 @@
+// Package fsm is Pontoon's object store and the state machine of its Raft
+// log.
+//
+// Keys map to opaque object bytes in a bbolt file. Every Raft entry is a
+// transaction (see Txn); applying it is deterministic (no clocks, no
+// randomness, no map order), so every server that applies the same log holds
+// byte-identical state. A key's modification revision is the Raft index of
+// the entry that last wrote it, which is the same on every server; the API
+// layer hands it out as the Kubernetes resourceVersion.
+//
+// The index of the last applied entry is stored in the same bbolt
+// transaction as the writes (etcd's consistent index): after a crash the
+// store knows exactly which entries it already holds, and Raft's replay of
+// older entries is skipped. Applies arrive in batches (raft.BatchingFSM) and
+// each batch is one bbolt transaction, so one fsync covers many writes.
+//
+// The package does no I/O beyond its own bbolt file and knows nothing of the
+// network, so it is tested by feeding it log entries in memory.
+package fsm
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"go.etcd.io/bbolt"
+)
+
+// timeoutOpen bounds the wait for bbolt's file lock: a second process on
+// the same data dir fails instead of hanging.
+const timeoutOpen = time.Second
+
+var (
+	bucketKV   = []byte("kv")
+	bucketMeta = []byte("meta")
+	keyApplied = []byte("applied")
+)
+
+// KV is a stored key with its value, UID and modification revision.
+type KV struct {
+	Key         string
+	Value       []byte
+	UID         string
+	ModRevision uint64
+}
+
+// Options tune a Store.
+type Options struct {
+	// WatchHistory is how many events the watch history keeps.
+	WatchHistory int
+	// NoSync skips fsync on commit. Only for tests that throw the file away.
+	NoSync bool
+}
+
+// DefaultWatchHistory is the number of events kept when Options leave it 0.
+const DefaultWatchHistory = 20000
+
+// Store is the object store. Apply, ApplyBatch, Snapshot and Restore are
+// called by Raft from one goroutine; the read methods may be called from any
+// number of goroutines at once.
+type Store struct {
+	path string
+	opts Options
+
+	// mu guards db against Restore swapping the file. Readers hold it only
+	// while they begin a bbolt transaction.
+	mu sync.RWMutex
+	db *bbolt.DB
+
+	// applied and term are the last applied entry; written only by the
+	// apply goroutine, read by it alone (others read the hub).
+	applied, term uint64
+	keys          atomic.Int64
+	hub           *hub
+	lastApply     atomic.Int64 // nanoseconds the last batch took
+}
+
+// Open opens or creates the store at path. A file that is not a store (or is
+// damaged beyond what bbolt's two meta pages recover from) is an error; the
+// file is never rewritten to make it fit.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.WatchHistory == 0 {
+		opts.WatchHistory = DefaultWatchHistory
+	}
+	s := &Store{path: path, opts: opts}
+	if err := s.open(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func boltOptions(readOnly bool) *bbolt.Options {
+	return &bbolt.Options{
+		Timeout:  timeoutOpen,
+		ReadOnly: readOnly,
+		// A large initial mmap avoids remapping (which waits for every
+		// open read transaction) as the file grows; it costs address space,
+		// not memory.
+		InitialMmapSize: 1 << 30,
+		NoFreelistSync:  true,
+		FreelistType:    bbolt.FreelistMapType,
+	}
+}
+
+func (s *Store) open() error {
+	db, err := bbolt.Open(s.path, 0o600, boltOptions(false))
+	if err != nil {
+		return fmt.Errorf("open store %s: %w", s.path, err)
+	}
+	db.NoSync = s.opts.NoSync
+	var keys int
+	err = db.Update(func(tx *bbolt.Tx) error {
+		kv, err := tx.CreateBucketIfNotExists(bucketKV)
+		if err != nil {
+			return err
+		}
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		s.applied, s.term, err = decodeApplied(meta.Get(keyApplied))
+		if err != nil {
+			return err
+		}
+		keys = kv.Stats().KeyN
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("open store %s: %w", s.path, err)
+	}
+	s.db = db
+	s.keys.Store(int64(keys))
+	if s.hub == nil {
+		s.hub = newHub(s.opts.WatchHistory, s.applied)
+	}
+	return nil
+}
+
+func decodeApplied(b []byte) (index, term uint64, err error) {
+	switch len(b) {
+	case 0:
+		return 0, 0, nil
+	case 16:
+		return binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:]), nil
+	default:
+		return 0, 0, fmt.Errorf("applied index record is %d bytes, want 16", len(b))
+	}
+}
+
+func encodeApplied(index, term uint64) []byte {
+	b := make([]byte, 16)
+	binary.BigEndian.PutUint64(b, index)
+	binary.BigEndian.PutUint64(b[8:], term)
+	return b
+}
+
+// A stored record is the modification revision, the UID and the value.
+func encodeRecord(rev uint64, uid string, value []byte) []byte {
+	b := make([]byte, 0, 9+len(uid)+len(value))
+	b = binary.BigEndian.AppendUint64(b, rev)
+	b = append(b, byte(len(uid)))
+	b = append(b, uid...)
+	return append(b, value...)
+}
+
+// decodeRecord copies a record out of bbolt's memory into a KV.
+func decodeRecord(key, rec []byte) (KV, error) {
+	if len(rec) < 9 || len(rec) < 9+int(rec[8]) {
+		return KV{}, fmt.Errorf("record for %q is truncated (%d bytes)", key, len(rec))
+	}
+	n := 9 + int(rec[8])
+	return KV{
+		Key:         string(key),
+		ModRevision: binary.BigEndian.Uint64(rec),
+		UID:         string(rec[9:n]),
+		Value:       bytes.Clone(rec[n:]),
+	}, nil
+}
+
+// recordHeader reads the revision and UID of a record without copying the value.
+func recordHeader(rec []byte) (rev uint64, uid string, ok bool) {
+	if len(rec) < 9 || len(rec) < 9+int(rec[8]) {
+		return 0, "", false
+	}
+	return binary.BigEndian.Uint64(rec), string(rec[9 : 9+int(rec[8])]), true
+}
+
+// Close closes the bbolt file.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.db.Close()
+}
+
+// Apply applies one log entry. Raft calls ApplyBatch instead; Apply exists to
+// satisfy raft.FSM.
+func (s *Store) Apply(l *raft.Log) any {
+	return s.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies committed log entries in one bbolt transaction and
+// returns a *Result for each command entry. Entries at or below the stored
+// applied index were applied before a restart and are skipped.
+func (s *Store) ApplyBatch(logs []*raft.Log) []any {
+	start := time.Now()
+	results := make([]any, len(logs))
+	var events []Event
+	var keyDelta int64
+	index, term := s.applied, s.term
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		kv := tx.Bucket(bucketKV)
+		for i, l := range logs {
+			if l.Index <= index {
+				continue
+			}
+			index, term = l.Index, l.Term
+			if l.Type != raft.LogCommand {
+				continue
+			}
+			res, evs, delta := applyTxn(kv, l.Index, l.Data)
+			results[i] = res
+			events = append(events, evs...)
+			keyDelta += delta
+		}
+		if index == s.applied {
+			return nil
+		}
+		return tx.Bucket(bucketMeta).Put(keyApplied, encodeApplied(index, term))
+	})
+	if err != nil {
+		// The log is committed; a server that cannot write it must stop
+		// rather than diverge. On restart it replays from its applied index.
+		panic(fmt.Sprintf("fsm: cannot write applied entries up to %d: %v", index, err))
+	}
+	s.applied, s.term = index, term
+	s.keys.Add(keyDelta)
+	s.hub.publish(events, index)
+	s.lastApply.Store(int64(time.Since(start)))
+	return results
+}
+
+// applyTxn checks every precondition against the state before the
+// transaction, then writes all operations, or none.
+func applyTxn(kv *bbolt.Bucket, index uint64, data []byte) (*Result, []Event, int64) {
+	txn, err := UnmarshalTxn(data)
+	if err == nil {
+		err = txn.Validate()
+	}
+	if err != nil {
+		var te *TxnError
+		if !errors.As(err, &te) {
+			te = &TxnError{Code: CodeInvalid, Message: err.Error()}
+		}
+		return &Result{Revision: index, Err: te}, nil, 0
+	}
+	for i, op := range txn.Ops {
+		if err := check(kv, i, op); err != nil {
+			return &Result{Revision: index, Err: err}, nil, 0
+		}
+	}
+	events := make([]Event, 0, len(txn.Ops))
+	var delta int64
+	for _, op := range txn.Ops {
+		key := []byte(op.Key)
+		var prev KV
+		if rec := kv.Get(key); rec != nil {
+			prev, _ = decodeRecord(key, rec)
+		}
+		ev := Event{Key: op.Key, Revision: index, Prev: prev}
+		var err error
+		switch op.Type {
+		case OpPut:
+			ev.Type, ev.Value, ev.UID = EventPut, bytes.Clone(op.Value), op.UID
+			err = kv.Put(key, encodeRecord(index, op.UID, op.Value))
+			if prev.ModRevision == 0 {
+				delta++
+			}
+		case OpDelete:
+			if prev.ModRevision == 0 {
+				// A second delete of the same key within one transaction.
+				continue
+			}
+			ev.Type = EventDelete
+			err = kv.Delete(key)
+			delta--
+		}
+		if err != nil {
+			// Only bbolt's own limits (key size) fail here; the transaction
+			// must not be half applied, so refuse it deterministically.
+			panic(fmt.Sprintf("fsm: write %q at %d: %v", op.Key, index, err))
+		}
+		events = append(events, ev)
+	}
+	return &Result{Revision: index}, events, delta
+}
+
+func check(kv *bbolt.Bucket, i int, op Op) error {
+	rec := kv.Get([]byte(op.Key))
+	rev, uid, _ := recordHeader(rec)
+	fail := func(code Code, msg string) error {
+		return &TxnError{Code: code, Op: i, Key: op.Key, Current: rev, Message: msg}
+	}
+	switch {
+	case rec != nil && op.Cond.MustNotExist:
+		return fail(CodeExists, "key already exists")
+	case rec == nil && (op.Cond.MustExist || op.Type == OpDelete || op.Cond.ModRevision != 0 || op.Cond.UID != ""):
+		return fail(CodeNotFound, "key not found")
+	case op.Cond.ModRevision != 0 && op.Cond.ModRevision != rev:
+		return fail(CodeConflict, fmt.Sprintf("revision is %d, not %d", rev, op.Cond.ModRevision))
+	case op.Cond.UID != "" && op.Cond.UID != uid:
+		return fail(CodeConflict, fmt.Sprintf("uid is %q, not %q", uid, op.Cond.UID))
+	}
+	return nil
+}
+
+// beginRead starts a read transaction and returns it with the applied index
+// it sees.
+func (s *Store) beginRead() (*bbolt.Tx, uint64, error) {
+	s.mu.RLock()
+	tx, err := s.db.Begin(false)
+	s.mu.RUnlock()
+	if err != nil {
+		return nil, 0, fmt.Errorf("begin read: %w", err)
+	}
+	index, _, err := decodeApplied(tx.Bucket(bucketMeta).Get(keyApplied))
+	if err != nil {
+		tx.Rollback()
+		return nil, 0, err
+	}
+	return tx, index, nil
+}
+
+// Get returns the key's current state, whether it exists, and the revision
+// of the state it was read from.
+func (s *Store) Get(key string) (kv KV, found bool, rev uint64, err error) {
+	tx, rev, err := s.beginRead()
+	if err != nil {
+		return KV{}, false, 0, err
+	}
+	defer tx.Rollback()
+	rec := tx.Bucket(bucketKV).Get([]byte(key))
+	if rec == nil {
+		return KV{}, false, rev, nil
+	}
+	kv, err = decodeRecord([]byte(key), rec)
+	return kv, err == nil, rev, err
+}
+
+// Applied returns the index of the last applied entry.
+func (s *Store) Applied() uint64 {
+	return s.hub.stats().Published
+}
+
+// WaitApplied blocks until the entry at index has been applied.
+func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
+	return s.hub.waitPublished(ctx, index)
+}
+
+// Watch returns a watcher of the events under prefix after revision rev.
+func (s *Store) Watch(prefix string, rev uint64) (*Watcher, error) {
+	return s.hub.watch(prefix, rev)
+}
+
+// Stats describes the store, for metrics and operators.
+type Stats struct {
+	Applied      uint64
+	Keys         int64
+	FileSize     int64
+	LastApply    time.Duration
+	WatchHistory HistoryStats
+}
+
+// Stats returns the store's current figures.
+func (s *Store) Stats() Stats {
+	st := Stats{
+		Keys:         s.keys.Load(),
+		LastApply:    time.Duration(s.lastApply.Load()),
+		WatchHistory: s.hub.stats(),
+	}
+	st.Applied = st.WatchHistory.Published
+	if fi, err := os.Stat(s.path); err == nil {
+		st.FileSize = fi.Size()
+	}
+	return st
+}
+
+// Digest returns the applied index and a SHA-256 of every key, UID,
+// revision and value: equal digests at equal indexes mean equal state.
+func (s *Store) Digest() (index uint64, sum [32]byte, err error) {
+	tx, index, err := s.beginRead()
+	if err != nil {
+		return 0, sum, err
+	}
+	defer tx.Rollback()
+	h := sha256.New()
+	err = tx.Bucket(bucketKV).ForEach(func(k, v []byte) error {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(k)))
+		h.Write(n[:])
+		h.Write(k)
+		binary.BigEndian.PutUint64(n[:], uint64(len(v)))
+		h.Write(n[:])
+		h.Write(v)
+		return nil
+	})
+	copy(sum[:], h.Sum(nil))
+	return index, sum, err
+}

@@ -1,0 +1,248 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// MaxValueSize is the largest value a single operation may write. Kubernetes
+// refuses objects over 1.5 MiB (etcd's default request limit); so do we, so
+// that one object can never stall the Raft log for everyone else.
+const MaxValueSize = 3 << 19 // 1.5 MiB
+
+// txnVersion is the first byte of every encoded transaction, so that the log
+// format can change without misreading old entries.
+const txnVersion = 1
+
+// OpType says what an operation does to its key.
+type OpType uint8
+
+// The operation types.
+const (
+	OpPut OpType = iota + 1
+	OpDelete
+)
+
+// Cond is the precondition of one operation. The zero Cond always holds.
+type Cond struct {
+	// MustNotExist requires the key to be absent (a create).
+	MustNotExist bool
+	// MustExist requires the key to be present (an unconditional update).
+	MustExist bool
+	// ModRevision, when not zero, requires the key's current modification
+	// revision (its resourceVersion) to equal it.
+	ModRevision uint64
+	// UID, when not empty, requires the stored UID to equal it.
+	UID string
+}
+
+// Op is one write of a transaction.
+type Op struct {
+	Type  OpType
+	Key   string
+	Value []byte // OpPut only
+	UID   string // OpPut only: stored beside the value for UID preconditions
+	Cond  Cond
+}
+
+// Txn is a list of operations applied all or nothing: if any precondition
+// fails, nothing is written. Everything non-deterministic (UIDs, timestamps)
+// has been decided by the caller and is part of the values.
+type Txn struct {
+	Ops []Op
+}
+
+// Put returns an operation that writes value at key under cond.
+func Put(key string, value []byte, uid string, cond Cond) Op {
+	return Op{Type: OpPut, Key: key, Value: value, UID: uid, Cond: cond}
+}
+
+// Delete returns an operation that removes key under cond.
+func Delete(key string, cond Cond) Op {
+	return Op{Type: OpDelete, Key: key, Cond: cond}
+}
+
+// Validate checks what can be checked without the store: the caller runs it
+// before a transaction enters the log, and Apply runs it again so that a bad
+// entry is refused the same way on every server.
+func (t *Txn) Validate() error {
+	for i, op := range t.Ops {
+		if op.Key == "" {
+			return &TxnError{Code: CodeInvalid, Op: i, Message: "empty key"}
+		}
+		switch op.Type {
+		case OpPut:
+			if len(op.Value) > MaxValueSize {
+				return &TxnError{Code: CodeTooLarge, Op: i, Key: op.Key,
+					Message: fmt.Sprintf("value is %d bytes, the limit is %d", len(op.Value), MaxValueSize)}
+			}
+		case OpDelete:
+		default:
+			return &TxnError{Code: CodeInvalid, Op: i, Key: op.Key, Message: fmt.Sprintf("unknown operation type %d", op.Type)}
+		}
+		if len(op.UID) > 255 || len(op.Cond.UID) > 255 {
+			return &TxnError{Code: CodeInvalid, Op: i, Key: op.Key, Message: "uid longer than 255 bytes"}
+		}
+		if op.Cond.MustExist && op.Cond.MustNotExist {
+			return &TxnError{Code: CodeInvalid, Op: i, Key: op.Key, Message: "key cannot both exist and not exist"}
+		}
+	}
+	return nil
+}
+
+// Marshal encodes the transaction for the Raft log.
+func (t *Txn) Marshal() []byte {
+	n := 1 + binary.MaxVarintLen64
+	for _, op := range t.Ops {
+		n += 2 + 4*binary.MaxVarintLen64 + len(op.Key) + len(op.Value) + len(op.UID) + len(op.Cond.UID) + binary.MaxVarintLen64
+	}
+	b := make([]byte, 0, n)
+	b = append(b, txnVersion)
+	b = binary.AppendUvarint(b, uint64(len(t.Ops)))
+	for _, op := range t.Ops {
+		var flags byte
+		if op.Cond.MustNotExist {
+			flags |= 1
+		}
+		if op.Cond.MustExist {
+			flags |= 2
+		}
+		b = append(b, byte(op.Type), flags)
+		b = binary.AppendUvarint(b, op.Cond.ModRevision)
+		b = appendBytes(b, []byte(op.Cond.UID))
+		b = appendBytes(b, []byte(op.Key))
+		b = appendBytes(b, []byte(op.UID))
+		b = appendBytes(b, op.Value)
+	}
+	return b
+}
+
+func appendBytes(b, v []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(v)))
+	return append(b, v...)
+}
+
+// errMalformed is wrapped by every decoding error.
+var errMalformed = errors.New("malformed transaction")
+
+// UnmarshalTxn decodes a transaction written by Marshal. Values alias b.
+func UnmarshalTxn(b []byte) (*Txn, error) {
+	d := decoder{b: b}
+	if v := d.byte(); v != txnVersion {
+		return nil, fmt.Errorf("%w: version %d", errMalformed, v)
+	}
+	n := d.uvarint()
+	if n > uint64(len(b)) {
+		return nil, fmt.Errorf("%w: %d operations in %d bytes", errMalformed, n, len(b))
+	}
+	t := &Txn{Ops: make([]Op, 0, n)}
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		var op Op
+		op.Type = OpType(d.byte())
+		flags := d.byte()
+		op.Cond.MustNotExist = flags&1 != 0
+		op.Cond.MustExist = flags&2 != 0
+		op.Cond.ModRevision = d.uvarint()
+		op.Cond.UID = string(d.bytes())
+		op.Key = string(d.bytes())
+		op.UID = string(d.bytes())
+		op.Value = d.bytes()
+		t.Ops = append(t.Ops, op)
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%w: %d trailing bytes", errMalformed, len(d.b))
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return t, nil
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: truncated %s", errMalformed, what)
+	}
+	d.b = nil
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) < 1 {
+		d.fail("byte")
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail("field")
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
+
+// Code classifies why a transaction was refused.
+type Code string
+
+// The refusal codes. The API layer maps them to Kubernetes reasons.
+const (
+	CodeExists   Code = "Exists"   // MustNotExist failed
+	CodeNotFound Code = "NotFound" // MustExist or a delete of a missing key
+	CodeConflict Code = "Conflict" // ModRevision or UID differs
+	CodeTooLarge Code = "TooLarge" // value over MaxValueSize
+	CodeInvalid  Code = "Invalid"  // malformed operation
+)
+
+// TxnError is a transaction refused by a precondition or by validation.
+// Nothing of the transaction was written. It survives a JSON round trip, so a
+// follower can return the leader's verdict unchanged.
+type TxnError struct {
+	Code Code `json:"code"`
+	// Op is the index of the operation that failed.
+	Op  int    `json:"op"`
+	Key string `json:"key,omitempty"`
+	// Current is the key's modification revision when it exists.
+	Current uint64 `json:"current,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+func (e *TxnError) Error() string {
+	s := fmt.Sprintf("operation %d on %q: %s", e.Op, e.Key, e.Code)
+	if e.Current != 0 {
+		s += fmt.Sprintf(" (current revision %d)", e.Current)
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// Result is what applying one log entry returns through raft.ApplyFuture.
+type Result struct {
+	// Revision is the entry's Raft index: the resourceVersion of everything
+	// the transaction wrote.
+	Revision uint64
+	// Err is a *TxnError when the transaction was refused.
+	Err error
+}
