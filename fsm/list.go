@@ -125,4 +125,3 @@ func (s *Store) List(ctx context.Context, opts ListOptions) (ListResult, error) 
 	}
 	return res, nil
 }
-
