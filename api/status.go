@@ -1,0 +1,73 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/pontoon-dev/pontoon/fsm"
+	"github.com/pontoon-dev/pontoon/raftstore"
+)
+
+// pontoonResource names the store's own objects in Status details.
+var pontoonResource = schema.GroupResource{Group: "pontoon.dev", Resource: "keys"}
+
+// statusFor turns an error into the Kubernetes Status a client gets, with
+// the code and reason kube-apiserver would use for the same situation.
+func statusFor(err error) *metav1.Status {
+	var se apierrors.APIStatus
+	var te *fsm.TxnError
+	switch {
+	case errors.As(err, &se):
+		st := se.Status()
+		return &st
+	case errors.As(err, &te):
+		switch te.Code {
+		case fsm.CodeExists:
+			return ptr(apierrors.NewAlreadyExists(pontoonResource, te.Key).Status())
+		case fsm.CodeNotFound:
+			return ptr(apierrors.NewNotFound(pontoonResource, te.Key).Status())
+		case fsm.CodeConflict:
+			return ptr(apierrors.NewConflict(pontoonResource, te.Key, te).Status())
+		case fsm.CodeTooLarge:
+			return ptr(apierrors.NewRequestEntityTooLargeError(te.Error()).Status())
+		default:
+			return ptr(apierrors.NewBadRequest(te.Error()).Status())
+		}
+	case errors.Is(err, fsm.ErrCompacted):
+		return ptr(apierrors.NewResourceExpired(err.Error()).Status())
+	case errors.Is(err, fsm.ErrBadSnapshot):
+		return ptr(apierrors.NewBadRequest(err.Error()).Status())
+	case errors.Is(err, raftstore.ErrUnknownPeer):
+		return ptr(apierrors.NewNotFound(schema.GroupResource{Group: "pontoon.dev", Resource: "raftpeers"}, err.Error()).Status())
+	case errors.Is(err, raftstore.ErrUnknownOutcome), errors.Is(err, context.DeadlineExceeded):
+		return ptr(apierrors.NewTimeoutError(err.Error(), 1).Status())
+	case errors.Is(err, raftstore.ErrNoLeader), errors.Is(err, raftstore.ErrNotLeader):
+		return ptr(apierrors.NewServiceUnavailable(err.Error()).Status())
+	default:
+		return ptr(apierrors.NewInternalError(err).Status())
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// writeError writes err as a Status.
+func writeError(w http.ResponseWriter, err error) {
+	st := statusFor(err)
+	st.TypeMeta = metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}
+	if st.Code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, int(st.Code), st)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,34 @@
+// Command pontoon is the single binary of a Pontoon cluster: servers,
+// agents and the operator commands. It wires the packages together and has
+// no logic of its own.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:           "pontoon",
+		Short:         "A Kubernetes-compatible container orchestrator whose control plane needs no etcd",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(serverCommand(), devCommand(), operatorCommand(), membersCommand(), snapshotCommand())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "pontoon: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv})), nil
+}

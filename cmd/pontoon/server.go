@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/pontoon-dev/pontoon/api"
+	"github.com/pontoon-dev/pontoon/fsm"
+	"github.com/pontoon-dev/pontoon/membership"
+	"github.com/pontoon-dev/pontoon/raftstore"
+)
+
+// serverOptions are the flags of `pontoon server`.
+type serverOptions struct {
+	name, dataDir                  string
+	apiAddr, raftAddr, gossipAddr  string
+	advertise                      string
+	bootstrapExpect                int
+	join                           []string
+	heartbeatTimeout               time.Duration
+	snapshotThreshold, trailingLog uint64
+	deadServerGrace                time.Duration
+	watchHistory                   int
+	logLevel                       string
+}
+
+func (o *serverOptions) flags(cmd *cobra.Command) {
+	host, _ := os.Hostname()
+	f := cmd.Flags()
+	f.StringVar(&o.name, "name", host, "server name, unique in the cluster")
+	f.StringVar(&o.dataDir, "data-dir", "", "directory for the Raft log, snapshots and the store (required)")
+	f.StringVar(&o.apiAddr, "api-addr", "127.0.0.1:6443", "address of the Kubernetes and operator API")
+	f.StringVar(&o.raftAddr, "raft-addr", "127.0.0.1:6444", "address Raft listens on")
+	f.StringVar(&o.gossipAddr, "gossip-addr", "127.0.0.1:7946", "address gossip listens on (TCP and UDP)")
+	f.StringVar(&o.advertise, "advertise", "", "IP other members reach this server at (default: the host of --raft-addr)")
+	f.IntVar(&o.bootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many servers see each other (0: join an existing cluster)")
+	f.StringArrayVar(&o.join, "join", nil, "gossip address of any member to join, retried until it answers (repeatable)")
+	f.DurationVar(&o.heartbeatTimeout, "raft-heartbeat-timeout", 500*time.Millisecond, "Raft heartbeat and election timeout; the leader lease is half of it")
+	f.Uint64Var(&o.snapshotThreshold, "raft-snapshot-threshold", 16384, "log entries between Raft snapshots")
+	f.Uint64Var(&o.trailingLog, "raft-trailing-logs", 32768, "log entries kept after a snapshot, so a lagging follower catches up without one")
+	f.DurationVar(&o.deadServerGrace, "dead-server-grace", 2*time.Minute, "how long a server must be dead before autopilot may remove it (once a replacement keeps the voters at --bootstrap-expect)")
+	f.IntVar(&o.watchHistory, "watch-history", fsm.DefaultWatchHistory, "events kept for watches that start at an older revision")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+func serverCommand() *cobra.Command {
+	var o serverOptions
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a control-plane server: Raft member, object store and API",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.dataDir == "" {
+				return errors.New("--data-dir is required")
+			}
+			return runServer(cmd.Context(), o)
+		},
+	}
+	o.flags(cmd)
+	return cmd
+}
+
+func devCommand() *cobra.Command {
+	var o serverOptions
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a one-server cluster on this machine with its data under ./.pontoon",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.bootstrapExpect = 1
+			return runServer(cmd.Context(), o)
+		},
+	}
+	o.flags(cmd)
+	cmd.Flags().Lookup("data-dir").DefValue = ".pontoon"
+	cmd.Flags().Set("data-dir", ".pontoon")
+	cmd.Flags().Set("name", "dev")
+	return cmd
+}
+
+// advertised returns addr with its host replaced by ip when ip is set.
+func advertised(addr, ip string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("address %q: %w", addr, err)
+	}
+	if ip != "" {
+		host = ip
+	}
+	if h := net.ParseIP(host); h == nil || h.IsUnspecified() {
+		return "", fmt.Errorf("address %q listens on every interface: set --advertise to the IP others reach this server at", addr)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+func runServer(ctx context.Context, o serverOptions) error {
+	logger, err := newLogger(o.logLevel)
+	if err != nil {
+		return err
+	}
+	logger = logger.With("server", o.name)
+	if o.advertise == "" {
+		o.advertise, _, _ = net.SplitHostPort(o.raftAddr)
+	}
+	advRaft, err := advertised(o.raftAddr, o.advertise)
+	if err != nil {
+		return err
+	}
+	advAPI, err := advertised(o.apiAddr, o.advertise)
+	if err != nil {
+		return err
+	}
+	advGossip, err := advertised(o.gossipAddr, o.advertise)
+	if err != nil {
+		return err
+	}
+
+	id, err := raftstore.LoadIdentity(o.dataDir, o.name)
+	if err != nil {
+		return err
+	}
+	store, err := fsm.Open(filepath.Join(o.dataDir, "fsm.db"), fsm.Options{WatchHistory: o.watchHistory})
+	if err != nil {
+		return fmt.Errorf("data dir %s: %w", o.dataDir, err)
+	}
+	defer store.Close()
+
+	pool, err := membership.Create(membership.Config{
+		Name: o.name, BindAddr: o.gossipAddr, AdvertiseAddr: advGossip, Logger: logger,
+		Meta: membership.Meta{
+			Role: membership.RoleServer, APIAddr: advAPI, RaftAddr: advRaft, NodeID: id.NodeID,
+			ClusterID: raftstore.StoredClusterID(store), Expect: o.bootstrapExpect,
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer pool.Shutdown()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	node, err := raftstore.Open(raftstore.Config{
+		Identity: id, DataDir: o.dataDir, RaftAddr: o.raftAddr, AdvertiseRaft: advRaft, LocalIP: o.advertise,
+		BootstrapExpect: o.bootstrapExpect, Store: store, Members: pool, Logger: logger, Metrics: reg,
+		HeartbeatTimeout: o.heartbeatTimeout, SnapshotThreshold: o.snapshotThreshold, TrailingLogs: o.trailingLog,
+		DeadServerGrace: o.deadServerGrace,
+	})
+	if err != nil {
+		return err
+	}
+
+	apiServer := api.New(api.Config{Node: node, Store: store, Members: pool, Metrics: reg, TempDir: o.dataDir, Logger: logger})
+	ln, err := net.Listen("tcp", o.apiAddr)
+	if err != nil {
+		node.Shutdown(context.Background())
+		return fmt.Errorf("API listen on %s: %w", o.apiAddr, err)
+	}
+	httpServer := &http.Server{Handler: apiServer, ReadHeaderTimeout: 10 * time.Second}
+	logger.Info("server started", "api", advAPI, "raft", advRaft, "gossip", advGossip, "data_dir", o.dataDir)
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	fatal := make(chan error, 3)
+	go func() { fatal <- fmt.Errorf("API server: %w", httpServer.Serve(ln)) }()
+	go func() {
+		if err := pool.Join(ctx, o.join); err != nil && ctx.Err() == nil {
+			fatal <- err
+		}
+	}()
+	go func() {
+		select {
+		case <-node.Removed():
+			fatal <- raftstore.ErrRemoved
+		case <-ctx.Done():
+		}
+	}()
+	var exitErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case exitErr = <-fatal:
+	}
+	return shutdown(logger, node, pool, httpServer, exitErr)
+}
+
+// shutdown stops a server in the order that keeps clients served longest:
+// hand over leadership, stop Raft, say goodbye to gossip, close the API.
+func shutdown(logger *slog.Logger, node *raftstore.Node, pool *membership.Pool, httpServer *http.Server, exitErr error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := node.Shutdown(ctx); err != nil {
+		logger.Warn("raft shutdown", "err", err)
+	}
+	if err := pool.Leave(time.Second); err != nil {
+		logger.Warn("gossip leave", "err", err)
+	}
+	if err := httpServer.Shutdown(ctx); err != nil {
+		httpServer.Close()
+	}
+	if exitErr == nil {
+		logger.Info("stopped")
+	}
+	return exitErr
+}

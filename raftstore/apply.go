@@ -1,0 +1,464 @@
+package raftstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/pontoon-dev/pontoon/fsm"
+)
+
+func newID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// withTimeout bounds ctx by the node's apply timeout unless it has a deadline.
+func (n *Node) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+}
+
+// Apply commits txn through the leader and returns its revision (the Raft
+// index of its entry). A refused transaction returns a *fsm.TxnError.
+func (n *Node) Apply(ctx context.Context, txn *fsm.Txn) (uint64, error) {
+	if err := txn.Validate(); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	ctx, cancel := n.withTimeout(ctx)
+	defer cancel()
+	rev, err := n.apply(ctx, txn)
+	n.metrics.observeApply(start, err)
+	return rev, err
+}
+
+func (n *Node) apply(ctx context.Context, txn *fsm.Txn) (uint64, error) {
+	for {
+		if n.IsLeader() {
+			rev, err := n.applyLeader(ctx, txn)
+			if !errors.Is(err, raft.ErrNotLeader) {
+				return rev, err
+			}
+			// Not appended: safe to send it to whoever leads now.
+		}
+		api, err := n.waitLeaderAPI(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if api == "" {
+			continue // this server became the leader meanwhile
+		}
+		rev, err := n.forwardApply(ctx, api, txn)
+		if errors.Is(err, errNotLeaderThere) {
+			// The server we asked did nothing: it has stepped down, or
+			// was elected and is not ready yet. Ask again shortly.
+			if err := pause(ctx); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		return rev, err
+	}
+}
+
+// applyLeader appends txn to the log on this (leader) server.
+func (n *Node) applyLeader(ctx context.Context, txn *fsm.Txn) (uint64, error) {
+	n.restoreMu.RLock()
+	defer n.restoreMu.RUnlock()
+	return n.applyLocal(ctx, txn)
+}
+
+func (n *Node) applyLocal(ctx context.Context, txn *fsm.Txn) (uint64, error) {
+	timeout := time.Until(deadline(ctx))
+	f := n.raft.Apply(txn.Marshal(), timeout)
+	// raft.ApplyFuture has no context: wait for it in the background so a
+	// cancelled caller returns at once; the entry's fate is then unknown.
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		switch {
+		case err == nil:
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+			// Never appended to the log.
+			return 0, raft.ErrNotLeader
+		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			return 0, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+		default:
+			return 0, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+		}
+		res := f.Response().(*fsm.Result)
+		return res.Revision, res.Err
+	case <-ctx.Done():
+		return 0, fmt.Errorf("%w: %v", ErrUnknownOutcome, ctx.Err())
+	}
+}
+
+func deadline(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
+
+// leaderAPI returns the API address of the current leader, "" with a nil
+// error when this server is the leader, or ErrNoLeader.
+func (n *Node) leaderAPI() (string, error) {
+	_, id := n.raft.LeaderWithID()
+	switch {
+	case id == "":
+		return "", ErrNoLeader
+	case id == raft.ServerID(n.cfg.Identity.Name):
+		if n.IsLeader() {
+			return "", nil
+		}
+		return "", ErrNoLeader // elected, not ready yet
+	}
+	m, ok := n.cfg.Members.Member(string(id))
+	if !ok || m.APIAddr == "" {
+		return "", fmt.Errorf("%w: leader %s is not in the gossip pool", ErrNoLeader, id)
+	}
+	return m.APIAddr, nil
+}
+
+// waitLeaderAPI waits, within ctx, until a ready leader is known.
+func (n *Node) waitLeaderAPI(ctx context.Context) (string, error) {
+	for {
+		n.mu.Lock()
+		wake := n.readyWake
+		n.mu.Unlock()
+		api, err := n.leaderAPI()
+		if err == nil {
+			return api, nil
+		}
+		if n.stopping.Load() {
+			return "", fmt.Errorf("%w: server is shutting down", ErrNoLeader)
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w: %v", err, ctx.Err())
+		case <-wake:
+		case <-n.cfg.Members.Changed():
+		case <-time.After(50 * time.Millisecond):
+			// A leader elsewhere that becomes ready raises no event here.
+		}
+	}
+}
+
+// pause waits a moment before asking the leader again.
+func pause(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %v", ErrNoLeader, ctx.Err())
+	case <-time.After(20 * time.Millisecond):
+		return nil
+	}
+}
+
+// ReadIndex returns once this server's store has applied everything that
+// was committed when ReadIndex was called: a read from the store afterwards
+// is linearizable.
+func (n *Node) ReadIndex(ctx context.Context) error {
+	start := time.Now()
+	ctx, cancel := n.withTimeout(ctx)
+	defer cancel()
+	index, err := n.readIndex(ctx)
+	if err == nil {
+		err = n.cfg.Store.WaitApplied(ctx, index)
+	}
+	n.metrics.observeRead(start, err)
+	return err
+}
+
+func (n *Node) readIndex(ctx context.Context) (uint64, error) {
+	for {
+		if n.IsLeader() {
+			index, err := n.leaderReadIndex(ctx)
+			if !errors.Is(err, raft.ErrNotLeader) {
+				return index, err
+			}
+		}
+		api, err := n.waitLeaderAPI(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if api == "" {
+			continue
+		}
+		index, err := n.forwardReadIndex(ctx, api)
+		if errors.Is(err, errNotLeaderThere) {
+			if err := pause(ctx); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		return index, err
+	}
+}
+
+// leaderReadIndex is the leader's half of ReadIndex: the commit index, once
+// a heartbeat round has confirmed that no other leader can have committed
+// anything newer.
+func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
+	index := n.raft.CommitIndex()
+	f := n.raft.VerifyLeader()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return 0, raft.ErrNotLeader
+		}
+		return index, nil
+	case <-ctx.Done():
+		return 0, fmt.Errorf("%w: leadership not confirmed: %v", ErrNoLeader, ctx.Err())
+	}
+}
+
+// The internal endpoints, on every server's API address.
+const (
+	pathApply     = "/pontoon/internal/apply"
+	pathReadIndex = "/pontoon/internal/readindex"
+	pathStatus    = "/pontoon/internal/status"
+)
+
+// errNotLeaderThere is the forwarding target's answer that it is not the
+// leader and did nothing.
+var errNotLeaderThere = errors.New("target is not the leader")
+
+func newHTTPClient(localIP string) *http.Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	if ip := net.ParseIP(localIP); ip != nil && !ip.IsUnspecified() {
+		dialer.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	return &http.Client{Transport: &http.Transport{
+		DialContext:         dialer.DialContext,
+		MaxIdleConnsPerHost: 512,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+}
+
+type applyReply struct {
+	Revision uint64        `json:"revision"`
+	Error    *fsm.TxnError `json:"error,omitempty"`
+}
+
+func (n *Node) post(ctx context.Context, api, path string, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+api+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	if d, ok := ctx.Deadline(); ok {
+		req.Header.Set("Pontoon-Timeout", strconv.FormatInt(time.Until(d).Milliseconds(), 10))
+	}
+	return n.client.Do(req)
+}
+
+func (n *Node) forwardApply(ctx context.Context, api string, txn *fsm.Txn) (uint64, error) {
+	resp, err := n.post(ctx, api, pathApply, txn.Marshal())
+	if err != nil {
+		// Sent or not, we cannot tell: never retry.
+		return 0, fmt.Errorf("%w: forwarding to the leader at %s: %v", ErrUnknownOutcome, api, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("%w: reading the leader's reply: %v", ErrUnknownOutcome, err)
+	case resp.StatusCode == http.StatusMisdirectedRequest:
+		return 0, errNotLeaderThere
+	case resp.StatusCode != http.StatusOK:
+		return 0, fmt.Errorf("%w: leader at %s answered %s: %s", ErrUnknownOutcome, api, resp.Status, bytes.TrimSpace(body))
+	}
+	var reply applyReply
+	if err := json.Unmarshal(body, &reply); err != nil {
+		return 0, fmt.Errorf("%w: unreadable reply from the leader: %v", ErrUnknownOutcome, err)
+	}
+	if reply.Error != nil {
+		return reply.Revision, reply.Error
+	}
+	return reply.Revision, nil
+}
+
+func (n *Node) forwardReadIndex(ctx context.Context, api string) (uint64, error) {
+	resp, err := n.post(ctx, api, pathReadIndex, nil)
+	if err != nil {
+		return 0, fmt.Errorf("%w: asking the leader at %s: %v", ErrNoLeader, api, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	switch {
+	case resp.StatusCode == http.StatusMisdirectedRequest:
+		return 0, errNotLeaderThere
+	case resp.StatusCode != http.StatusOK || len(body) != 8:
+		return 0, fmt.Errorf("%w: leader at %s answered %s: %s", ErrNoLeader, api, resp.Status, bytes.TrimSpace(body))
+	}
+	return binary.BigEndian.Uint64(body), nil
+}
+
+// Handler serves the internal endpoints other servers forward to.
+func (n *Node) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+pathApply, n.serveApply)
+	mux.HandleFunc("POST "+pathReadIndex, n.serveReadIndex)
+	mux.HandleFunc("GET "+pathStatus, n.serveStatus)
+	return mux
+}
+
+// requestContext bounds a forwarded request by the sender's remaining time.
+func requestContext(r *http.Request) (context.Context, context.CancelFunc) {
+	if ms, err := strconv.ParseInt(r.Header.Get("Pontoon-Timeout"), 10, 64); err == nil && ms > 0 {
+		return context.WithTimeout(r.Context(), time.Duration(ms)*time.Millisecond)
+	}
+	return context.WithTimeout(r.Context(), 10*time.Second)
+}
+
+func (n *Node) serveApply(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 4*fsm.MaxValueSize))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	txn, err := fsm.UnmarshalTxn(body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if !n.IsLeader() {
+		http.Error(w, "not the leader", http.StatusMisdirectedRequest)
+		return
+	}
+	ctx, cancel := requestContext(r)
+	defer cancel()
+	start := time.Now()
+	rev, err := n.applyLeader(ctx, txn)
+	n.metrics.observeApply(start, err)
+	var te *fsm.TxnError
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		http.Error(w, "not the leader", http.StatusMisdirectedRequest)
+		return
+	case errors.As(err, &te):
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(applyReply{Revision: rev, Error: te})
+}
+
+func (n *Node) serveReadIndex(w http.ResponseWriter, r *http.Request) {
+	if !n.IsLeader() {
+		http.Error(w, "not the leader", http.StatusMisdirectedRequest)
+		return
+	}
+	ctx, cancel := requestContext(r)
+	defer cancel()
+	index, err := n.leaderReadIndex(ctx)
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		http.Error(w, "not the leader", http.StatusMisdirectedRequest)
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+	default:
+		w.Write(binary.BigEndian.AppendUint64(nil, index))
+	}
+}
+
+// Status is a server's view of its own Raft state.
+type Status struct {
+	Name         string `json:"name"`
+	State        string `json:"state"`
+	Term         uint64 `json:"term"`
+	LastIndex    uint64 `json:"last_index"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Leader       string `json:"leader"`
+	ClusterID    string `json:"cluster_id"`
+}
+
+// Status returns this server's Raft state.
+func (n *Node) Status() Status {
+	_, leader := n.raft.LeaderWithID()
+	return Status{
+		Name:         n.cfg.Identity.Name,
+		State:        n.raft.State().String(),
+		Term:         n.raft.CurrentTerm(),
+		LastIndex:    n.raft.LastIndex(),
+		CommitIndex:  n.raft.CommitIndex(),
+		AppliedIndex: n.cfg.Store.Applied(),
+		Leader:       string(leader),
+		ClusterID:    n.ClusterID(),
+	}
+}
+
+func (n *Node) serveStatus(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(n.Status())
+}
+
+// Ready reports whether this server can serve: a leader is known and the
+// store has applied what this server knows to be committed.
+func (n *Node) Ready() error {
+	if _, err := n.leaderAPI(); err != nil {
+		return err
+	}
+	if applied, commit := n.raft.AppliedIndex(), n.raft.CommitIndex(); applied < commit {
+		return fmt.Errorf("catching up: applied %d of %d", applied, commit)
+	}
+	return nil
+}
+
+// LeaderOnly serves h on the leader and proxies the request to the leader
+// from any other server, so operator commands work against any server.
+// fail writes the error when no leader can be reached.
+func (n *Node) LeaderOnly(h http.Handler, fail func(http.ResponseWriter, error)) http.Handler {
+	proxy := &httputil.ReverseProxy{
+		Rewrite:   func(r *httputil.ProxyRequest) { r.Out.Header.Set(headerForwarded, n.cfg.Identity.Name) },
+		Transport: n.client.Transport,
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.IsLeader() {
+			h.ServeHTTP(w, r)
+			return
+		}
+		if r.Header.Get(headerForwarded) != "" {
+			fail(w, fmt.Errorf("%w: leadership moved while the request was forwarded", ErrNoLeader))
+			return
+		}
+		ctx, cancel := n.withTimeout(r.Context())
+		defer cancel()
+		api, err := n.waitLeaderAPI(ctx)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		if api == "" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		r = r.Clone(r.Context())
+		r.URL.Scheme, r.URL.Host = "http", api
+		proxy.ServeHTTP(w, r)
+	})
+}
+
+// headerForwarded marks a request proxied to the leader, so it is never
+// proxied twice.
+const headerForwarded = "Pontoon-Forwarded-By"

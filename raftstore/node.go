@@ -1,0 +1,468 @@
+// Package raftstore is the Raft node of a Pontoon server: hashicorp/raft
+// with its log in raft-boltdb, its snapshots on disk and fsm.Store as its
+// state machine.
+//
+// It gives the rest of the server four things:
+//   - Apply: a transaction from any server. A follower forwards it to the
+//     leader over an internal HTTP endpoint and returns the leader's verdict;
+//     it never retries a request that may have reached the log, so nothing
+//     is applied twice.
+//   - ReadIndex: a linearizable read barrier on any server. hashicorp/raft has
+//     none built in (its issues #359, #603), so the leader confirms its
+//     leadership with VerifyLeader and hands out its commit index; the reader
+//     waits until its own store has applied that index, then reads locally.
+//   - Leader duties: functions that run while this server is leader, started
+//     after the new leader has applied an entry of its own term and stopped
+//     (and waited for) when leadership is lost.
+//   - Membership management: bootstrap with --bootstrap-expect, joining
+//     servers added as non-voters and promoted once caught up, dead servers
+//     removed after a grace period (autopilot, as Consul calls it).
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/bbolt"
+
+	"github.com/pontoon-dev/pontoon/fsm"
+	"github.com/pontoon-dev/pontoon/membership"
+)
+
+// Errors returned by Apply and ReadIndex. The API layer maps them to 503s
+// (no leader) and 504s (unknown outcome).
+var (
+	// ErrNoLeader: no leader could be reached in time; nothing was sent.
+	ErrNoLeader = errors.New("no Raft leader is known")
+	// ErrUnknownOutcome: the transaction may or may not have been applied
+	// (leadership was lost after it entered the log, or the connection to
+	// the leader broke after it was sent).
+	ErrUnknownOutcome = errors.New("outcome unknown: the write may or may not have been applied")
+	// ErrRemoved: this server was removed from the cluster.
+	ErrRemoved = errors.New("this server was removed from the Raft configuration")
+)
+
+// Reserved keys the node writes. Everything under /pontoon/ belongs to it.
+const (
+	keyClusterID = "/pontoon/cluster/id"
+	keyLeader    = "/pontoon/raft/leader"
+	// prefixRemoved holds a tombstone per removed server: its node ID, so
+	// autopilot does not add it back while it still gossips.
+	prefixRemoved = "/pontoon/raft/removed/"
+)
+
+// Config configures a Node.
+type Config struct {
+	Identity Identity
+	DataDir  string
+	// RaftAddr is where Raft listens; AdvertiseRaft is the address others
+	// dial (and the source address of this server's own dials).
+	RaftAddr, AdvertiseRaft string
+	// LocalIP is the address outgoing HTTP to other servers leaves from.
+	LocalIP string
+	// BootstrapExpect is the number of servers that form a new cluster
+	// together; zero means wait to be added to an existing one.
+	BootstrapExpect int
+
+	Store   *fsm.Store
+	Members *membership.Pool
+	Logger  *slog.Logger
+	Metrics prometheus.Registerer
+
+	// HeartbeatTimeout is Raft's heartbeat and election timeout; the leader
+	// lease is half of it.
+	HeartbeatTimeout  time.Duration
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	SnapshotInterval  time.Duration
+	// DeadServerGrace is how long a server must be dead in gossip before
+	// autopilot may remove it.
+	DeadServerGrace time.Duration
+	// ApplyTimeout bounds Apply and ReadIndex calls whose context has no
+	// deadline.
+	ApplyTimeout time.Duration
+	// NoSync disables fsync of the Raft log: tests only.
+	NoSync bool
+}
+
+func (c *Config) setDefaults() {
+	if c.HeartbeatTimeout == 0 {
+		c.HeartbeatTimeout = 500 * time.Millisecond
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 16384
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = 32768
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = 2 * time.Minute
+	}
+	if c.DeadServerGrace == 0 {
+		c.DeadServerGrace = 2 * time.Minute
+	}
+	if c.ApplyTimeout == 0 {
+		c.ApplyTimeout = 10 * time.Second
+	}
+	if c.AdvertiseRaft == "" {
+		c.AdvertiseRaft = c.RaftAddr
+	}
+}
+
+// LeaderDuty runs while this server is leader, until ctx is cancelled.
+type LeaderDuty func(ctx context.Context)
+
+// Node is a running Raft member.
+type Node struct {
+	cfg       Config
+	raft      *raft.Raft
+	transport *raft.NetworkTransport
+	logStore  *raftboltdb.BoltStore
+	logger    *slog.Logger
+	client    *http.Client
+	metrics   *metrics
+
+	// restoreMu is held for writing by a snapshot restore so that no
+	// Apply enters the log while the restore picks its index.
+	restoreMu sync.RWMutex
+
+	mu        sync.Mutex
+	duties    []LeaderDuty
+	ready     bool          // leader and its marker entry applied
+	readyWake chan struct{} // closed when ready or the leader changes
+	leaderErr error         // why the last attempt to become ready failed
+
+	observed  chan raft.Observation
+	removed   chan struct{}
+	stopping  atomic.Bool
+	bootstrap atomic.Bool // true once this server has Raft state
+	wg        sync.WaitGroup
+	stop      context.CancelFunc
+}
+
+// Open opens the data dir's Raft state and starts the node. It refuses a
+// data dir whose store and log disagree, and never rewrites one.
+func Open(cfg Config) (*Node, error) {
+	cfg.setDefaults()
+	raftDir := filepath.Join(cfg.DataDir, "raft")
+	if err := os.MkdirAll(raftDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create raft dir: %w", err)
+	}
+	logStore, err := raftboltdb.New(raftboltdb.Options{
+		Path: filepath.Join(raftDir, "raft.db"),
+		BoltOptions: &bbolt.Options{
+			Timeout: time.Second,
+			// Vault's lesson: syncing the freelist makes every commit
+			// of a large log store slow; the map freelist is rebuilt
+			// quickly at open instead.
+			NoFreelistSync: true,
+			FreelistType:   bbolt.FreelistMapType,
+		},
+		NoSync: cfg.NoSync,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open raft log %s: %w", filepath.Join(raftDir, "raft.db"), err)
+	}
+	n := &Node{cfg: cfg, logStore: logStore, logger: cfg.Logger.With("component", "raft"),
+		readyWake: make(chan struct{}), removed: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			n.closeStores()
+		}
+	}()
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, newHCLog(cfg.Logger, "raft-snapshots"))
+	if err != nil {
+		return nil, fmt.Errorf("open raft snapshots: %w", err)
+	}
+	hasState, err := raft.HasExistingState(logStore, logStore, snaps)
+	if err != nil {
+		return nil, fmt.Errorf("read raft state: %w", err)
+	}
+	if err := checkConsistent(cfg.Store, logStore, snaps); err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+	}
+	stream, err := newStreamLayer(cfg.RaftAddr, cfg.AdvertiseRaft)
+	if err != nil {
+		return nil, err
+	}
+	n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  stream,
+		MaxPool: 8,
+		Timeout: 10 * time.Second,
+		Logger:  newHCLog(cfg.Logger, "raft-net"),
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.Identity.Name)
+	rc.Logger = newHCLog(cfg.Logger, "raft")
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.HeartbeatTimeout
+	rc.LeaderLeaseTimeout = cfg.HeartbeatTimeout / 2
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+	// The store keeps its own applied index in bbolt; restoring the last
+	// snapshot at start would throw that away and rewrite the whole file.
+	rc.NoSnapshotRestoreOnStart = true
+	rc.NoLegacyTelemetry = true
+
+	cache, err := raft.NewLogCache(512, logStore)
+	if err != nil {
+		return nil, fmt.Errorf("raft log cache: %w", err)
+	}
+	r, err := raft.NewRaft(rc, cfg.Store, cache, logStore, snaps, n.transport)
+	if err != nil {
+		n.transport.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	n.raft = r
+	n.bootstrap.Store(hasState)
+	n.client = newHTTPClient(cfg.LocalIP)
+	n.metrics = newMetrics(n, cfg.Metrics)
+
+	n.observed = make(chan raft.Observation, 64)
+	r.RegisterObserver(raft.NewObserver(n.observed, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.LeaderObservation, raft.PeerObservation:
+			return true
+		}
+		return false
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stop = cancel
+	n.wg.Add(2)
+	go n.observe(ctx)
+	go n.leadership(ctx)
+	if hasState {
+		n.setBootstrapped(ctx)
+	} else if cfg.BootstrapExpect > 0 {
+		n.wg.Add(1)
+		go n.runBootstrap(ctx)
+	}
+	n.AddLeaderDuty(n.autopilot)
+	ok = true
+	return n, nil
+}
+
+// checkConsistent refuses a store that is ahead of everything the Raft log
+// and snapshots know: a store copied from another server or cluster.
+func checkConsistent(store *fsm.Store, logs raft.LogStore, snaps raft.SnapshotStore) error {
+	last, err := logs.LastIndex()
+	if err != nil {
+		return fmt.Errorf("read raft log: %w", err)
+	}
+	list, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("list raft snapshots: %w", err)
+	}
+	for _, s := range list {
+		last = max(last, s.Index)
+	}
+	if applied := store.Applied(); applied > last {
+		return fmt.Errorf("the store has applied entry %d but the Raft log ends at %d: the store is not this log's (copied from another server or cluster?)", applied, last)
+	}
+	return nil
+}
+
+func (n *Node) closeStores() {
+	if n.logStore != nil {
+		n.logStore.Close()
+	}
+}
+
+// AddLeaderDuty registers fn to run whenever this server leads. Register
+// duties before the node can become leader (right after Open).
+func (n *Node) AddLeaderDuty(fn LeaderDuty) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.duties = append(n.duties, fn)
+}
+
+// observe handles Raft's observations: it wakes waiters on leader changes
+// and notices this server's removal.
+func (n *Node) observe(ctx context.Context) {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case o := <-n.observed:
+			switch d := o.Data.(type) {
+			case raft.LeaderObservation:
+				if d.LeaderID != "" && !n.bootstrap.Swap(true) {
+					n.setBootstrapped(ctx)
+				}
+				n.mu.Lock()
+				n.wakeLocked()
+				n.mu.Unlock()
+			case raft.PeerObservation:
+				if d.Removed && d.Peer.ID == raft.ServerID(n.cfg.Identity.Name) {
+					n.logger.Warn("this server was removed from the Raft configuration")
+					select {
+					case <-n.removed:
+					default:
+						close(n.removed)
+					}
+				}
+			}
+		}
+	}
+}
+
+func (n *Node) wakeLocked() {
+	close(n.readyWake)
+	n.readyWake = make(chan struct{})
+}
+
+// leadership starts the leader duties when this server becomes leader and
+// stops them, waiting until they have returned, when it stops being one.
+func (n *Node) leadership(ctx context.Context) {
+	defer n.wg.Done()
+	var cancel context.CancelFunc = func() {}
+	var running sync.WaitGroup
+	stopDuties := func() {
+		cancel()
+		running.Wait()
+		n.mu.Lock()
+		n.ready = false
+		n.wakeLocked()
+		n.mu.Unlock()
+	}
+	defer stopDuties()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case leader := <-n.raft.LeaderCh():
+			stopDuties()
+			if !leader {
+				n.logger.Info("lost leadership")
+				continue
+			}
+			dctx, dcancel := context.WithCancel(ctx)
+			cancel = dcancel
+			running.Add(1)
+			go func() {
+				defer running.Done()
+				n.lead(dctx, &running)
+			}()
+		}
+	}
+}
+
+// lead makes a new leader ready: it applies a marker entry of its own term
+// (which, as raft.Barrier would, waits until every earlier entry is applied,
+// and gives readers an index their store will reach), records the cluster
+// ID on a new cluster, then starts the duties.
+func (n *Node) lead(ctx context.Context, running *sync.WaitGroup) {
+	start := time.Now()
+	for {
+		_, err := n.applyLocal(ctx, &fsm.Txn{Ops: []fsm.Op{fsm.Put(keyLeader, []byte(n.cfg.Identity.Name), "", fsm.Cond{})}})
+		if err == nil {
+			break
+		}
+		n.mu.Lock()
+		n.leaderErr = err
+		n.mu.Unlock()
+		if ctx.Err() != nil || n.raft.State() != raft.Leader {
+			return
+		}
+		n.logger.Warn("leader marker not applied, retrying", "err", err)
+	}
+	if err := n.ensureClusterID(ctx); err != nil {
+		n.logger.Warn("cannot record the cluster ID", "err", err)
+	}
+	n.mu.Lock()
+	n.ready = true
+	n.wakeLocked()
+	duties := append([]LeaderDuty(nil), n.duties...)
+	n.mu.Unlock()
+	n.logger.Info("leader ready", "term", n.raft.CurrentTerm(), "after", time.Since(start))
+	for _, d := range duties {
+		running.Add(1)
+		go func() {
+			defer running.Done()
+			d(ctx)
+		}()
+	}
+}
+
+// ensureClusterID writes a new random cluster ID if the store has none:
+// the first leader of a new cluster does this once.
+func (n *Node) ensureClusterID(ctx context.Context) error {
+	if _, found, _, err := n.cfg.Store.Get(keyClusterID); err != nil || found {
+		return err
+	}
+	id := newID()
+	_, err := n.applyLocal(ctx, &fsm.Txn{Ops: []fsm.Op{fsm.Put(keyClusterID, []byte(id), "", fsm.Cond{MustNotExist: true})}})
+	var te *fsm.TxnError
+	if errors.As(err, &te) && te.Code == fsm.CodeExists {
+		return nil
+	}
+	return err
+}
+
+// ClusterID returns the cluster's ID once this server's store holds it.
+func (n *Node) ClusterID() string { return StoredClusterID(n.cfg.Store) }
+
+// StoredClusterID returns the cluster ID a store holds, or "".
+func StoredClusterID(store *fsm.Store) string {
+	kv, found, _, err := store.Get(keyClusterID)
+	if err != nil || !found {
+		return ""
+	}
+	return string(kv.Value)
+}
+
+// IsLeader reports whether this server is the leader and ready to serve.
+func (n *Node) IsLeader() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ready && n.raft.State() == raft.Leader
+}
+
+// Removed is closed when this server is removed from the cluster.
+func (n *Node) Removed() <-chan struct{} { return n.removed }
+
+// Shutdown stops the node. A leader first hands leadership to an
+// up-to-date follower, so that clients see no election timeout. The server
+// stays in the Raft configuration: a restarted server takes its place again.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.stopping.Store(true)
+	if n.raft.State() == raft.Leader {
+		n.restoreMu.Lock()
+		f := n.raft.LeadershipTransfer()
+		done := make(chan error, 1)
+		go func() { done <- f.Error() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				n.logger.Warn("leadership transfer failed", "err", err)
+			} else {
+				n.logger.Info("leadership transferred")
+			}
+		case <-ctx.Done():
+		}
+		n.restoreMu.Unlock()
+	}
+	n.stop()
+	err := n.raft.Shutdown().Error()
+	n.wg.Wait()
+	n.transport.Close()
+	n.closeStores()
+	return err
+}
