@@ -116,22 +116,16 @@ func (s *Store) open() error {
 		return fmt.Errorf("open store %s: %w", s.path, err)
 	}
 	db.NoSync = s.opts.NoSync
+	if err := ensureBuckets(db); err != nil {
+		db.Close()
+		return fmt.Errorf("open store %s: %w", s.path, err)
+	}
 	var keys int
-	err = db.Update(func(tx *bbolt.Tx) error {
-		kv, err := tx.CreateBucketIfNotExists(bucketKV)
-		if err != nil {
-			return err
-		}
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
-		}
-		s.applied, s.term, err = decodeApplied(meta.Get(keyApplied))
-		if err != nil {
-			return err
-		}
-		keys = kv.Stats().KeyN
-		return nil
+	err = db.View(func(tx *bbolt.Tx) error {
+		var err error
+		s.applied, s.term, err = decodeApplied(tx.Bucket(bucketMeta).Get(keyApplied))
+		keys = tx.Bucket(bucketKV).Stats().KeyN
+		return err
 	})
 	if err != nil {
 		db.Close()
@@ -143,6 +137,27 @@ func (s *Store) open() error {
 		s.hub = newHub(s.opts.WatchHistory, s.applied)
 	}
 	return nil
+}
+
+// ensureBuckets creates the buckets of a new store. An existing store is
+// only read: opening it leaves the file as it was.
+func ensureBuckets(db *bbolt.DB) error {
+	var missing bool
+	db.View(func(tx *bbolt.Tx) error {
+		missing = tx.Bucket(bucketKV) == nil || tx.Bucket(bucketMeta) == nil
+		return nil
+	})
+	if !missing {
+		return nil
+	}
+	return db.Update(func(tx *bbolt.Tx) error {
+		for _, b := range [][]byte{bucketKV, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func decodeApplied(b []byte) (index, term uint64, err error) {

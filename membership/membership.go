@@ -59,6 +59,9 @@ type Meta struct {
 	Bootstrapped bool `json:"boot,omitempty"`
 	// Expect is a server's --bootstrap-expect.
 	Expect int `json:"expect,omitempty"`
+	// Leaving is gossiped just before a graceful leave, so the others
+	// tell a member that left from one that died.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // Member is one member of the pool.
@@ -181,20 +184,28 @@ func (p *Pool) LocalMeta() Meta {
 	return p.meta
 }
 
+// TryJoin contacts the given gossip addresses once. It reports whether any
+// answered, and fails with ErrOtherCluster when they belong to another
+// cluster.
+func (p *Pool) TryJoin(addrs []string) (bool, error) {
+	if len(addrs) == 0 {
+		return true, nil
+	}
+	n, err := p.ml.Join(addrs)
+	if mm := p.mismatchErr(); mm != nil {
+		return false, mm
+	}
+	return n > 0, err
+}
+
 // Join contacts the given gossip addresses until one answers or ctx ends.
 // It fails at once with ErrOtherCluster when they belong to another cluster.
 func (p *Pool) Join(ctx context.Context, addrs []string) error {
-	if len(addrs) == 0 {
-		return nil
-	}
 	delay := 100 * time.Millisecond
 	for {
-		n, err := p.ml.Join(addrs)
-		if mm := p.mismatchErr(); mm != nil {
-			return mm
-		}
-		if n > 0 {
-			return nil
+		joined, err := p.TryJoin(addrs)
+		if joined || errors.Is(err, ErrOtherCluster) {
+			return err
 		}
 		p.logger.Debug("gossip join failed, retrying", "addrs", addrs, "err", err)
 		select {
@@ -252,7 +263,10 @@ func (p *Pool) Changed() <-chan struct{} {
 
 // Leave tells the others this member is leaving, then stops gossiping.
 func (p *Pool) Leave(timeout time.Duration) error {
-	err := p.ml.Leave(timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout/2)
+	defer cancel()
+	p.UpdateMeta(ctx, func(m *Meta) { m.Leaving = true })
+	err := p.ml.Leave(timeout / 2)
 	if serr := p.ml.Shutdown(); err == nil {
 		err = serr
 	}
@@ -281,11 +295,13 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d *delegate) LocalState(join bool) []byte                { return nil }
 func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
 
-func (d *delegate) NotifyJoin(n *memberlist.Node)   { d.update(n) }
-func (d *delegate) NotifyLeave(n *memberlist.Node)  { d.update(n) }
-func (d *delegate) NotifyUpdate(n *memberlist.Node) { d.update(n) }
+func (d *delegate) NotifyJoin(n *memberlist.Node)   { d.update(n, false) }
+func (d *delegate) NotifyLeave(n *memberlist.Node)  { d.update(n, true) }
+func (d *delegate) NotifyUpdate(n *memberlist.Node) { d.update(n, false) }
 
-func (d *delegate) update(n *memberlist.Node) {
+// update records a member. memberlist does not keep the Node's own State
+// field current, so the status comes from which callback fired.
+func (d *delegate) update(n *memberlist.Node, gone bool) {
 	p := d.pool()
 	var meta Meta
 	if err := json.Unmarshal(n.Meta, &meta); err != nil {
@@ -293,13 +309,11 @@ func (d *delegate) update(n *memberlist.Node) {
 		return
 	}
 	status := StatusAlive
-	switch n.State {
-	case memberlist.StateSuspect:
-		status = StatusSuspect
-	case memberlist.StateDead:
-		status = StatusDead
-	case memberlist.StateLeft:
+	switch {
+	case gone && meta.Leaving:
 		status = StatusLeft
+	case gone:
+		status = StatusDead
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -236,17 +236,15 @@ func Open(cfg Config) (*Node, error) {
 
 	n.observed = make(chan raft.Observation, 64)
 	r.RegisterObserver(raft.NewObserver(n.observed, false, func(o *raft.Observation) bool {
-		switch o.Data.(type) {
-		case raft.LeaderObservation, raft.PeerObservation:
-			return true
-		}
-		return false
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop = cancel
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.observe(ctx)
 	go n.leadership(ctx)
+	go n.watchRemoval(ctx)
 	if hasState {
 		n.setBootstrapped(ctx)
 	} else if cfg.BootstrapExpect > 0 {
@@ -292,8 +290,8 @@ func (n *Node) AddLeaderDuty(fn LeaderDuty) {
 	n.duties = append(n.duties, fn)
 }
 
-// observe handles Raft's observations: it wakes waiters on leader changes
-// and notices this server's removal.
+// observe wakes waiters on leader changes, and advertises that this server
+// has Raft state once it has seen a leader.
 func (n *Node) observe(ctx context.Context) {
 	defer n.wg.Done()
 	for {
@@ -301,24 +299,32 @@ func (n *Node) observe(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case o := <-n.observed:
-			switch d := o.Data.(type) {
-			case raft.LeaderObservation:
-				if d.LeaderID != "" && !n.bootstrap.Swap(true) {
-					n.setBootstrapped(ctx)
-				}
-				n.mu.Lock()
-				n.wakeLocked()
-				n.mu.Unlock()
-			case raft.PeerObservation:
-				if d.Removed && d.Peer.ID == raft.ServerID(n.cfg.Identity.Name) {
-					n.logger.Warn("this server was removed from the Raft configuration")
-					select {
-					case <-n.removed:
-					default:
-						close(n.removed)
-					}
-				}
+			if d := o.Data.(raft.LeaderObservation); d.LeaderID != "" && !n.bootstrap.Swap(true) {
+				n.setBootstrapped(ctx)
 			}
+			n.mu.Lock()
+			n.wakeLocked()
+			n.mu.Unlock()
+		}
+	}
+}
+
+// watchRemoval closes Removed when the store holds this node's tombstone.
+// hashicorp/raft tells only the leader about a removal, but the tombstone
+// is written before the server leaves the configuration, so the removed
+// server always applies it.
+func (n *Node) watchRemoval(ctx context.Context) {
+	defer n.wg.Done()
+	key := prefixRemoved + n.cfg.Identity.Name
+	for ctx.Err() == nil {
+		w, err := n.cfg.Store.Watch(key, n.cfg.Store.Applied())
+		if kv, found, _, _ := n.cfg.Store.Get(key); found && string(kv.Value) == n.cfg.Identity.NodeID {
+			n.logger.Warn("this server was removed from the cluster")
+			close(n.removed)
+			return
+		}
+		if err == nil {
+			w.Next(ctx, 1)
 		}
 	}
 }

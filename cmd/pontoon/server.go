@@ -149,6 +149,12 @@ func runServer(ctx context.Context, o serverOptions) error {
 		return err
 	}
 	defer pool.Shutdown()
+	// One join attempt before Raft starts: a data dir of another cluster
+	// is refused before anything can write to it. Later attempts (peers
+	// not up yet) run in the background.
+	if _, err := pool.TryJoin(o.join); errors.Is(err, membership.ErrOtherCluster) {
+		return fmt.Errorf("data dir %s: %w", o.dataDir, err)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

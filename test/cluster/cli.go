@@ -1,0 +1,25 @@
+package cluster
+
+import (
+	"bytes"
+	"os/exec"
+)
+
+// CLI runs the pontoon binary with args against server s and returns its
+// standard output, standard error and exit code.
+func (c *Cluster) CLI(s *Server, args ...string) (stdout, stderr string, code int) {
+	cmd := exec.Command(c.opts.Bin, append(args, "--server", s.API())...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		code = -1
+		errb.WriteString(err.Error())
+	}
+	return out.String(), errb.String(), code
+}
+
+// Bin returns the binary the cluster runs.
+func (c *Cluster) Bin() string { return c.opts.Bin }

@@ -1,0 +1,384 @@
+// Package cluster runs Pontoon servers as real processes on loopback
+// addresses for end-to-end tests and benchmarks: each server has its own
+// 127.0.0.x address (so an iptables partition between two addresses cuts
+// exactly their traffic), its own data dir, and logs kept for the failure
+// report. Everything it starts is stopped, and every rule it adds removed,
+// when the test ends, also when it fails.
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pontoon-dev/pontoon/api/client"
+)
+
+// ClientIP is the source address of every client the harness makes, so
+// that partitions between servers never cut the test's own requests.
+const ClientIP = "127.0.0.99"
+
+// Binary returns the pontoon binary to test: $PONTOON_BIN (make test sets
+// it) or one built from the repository into dir.
+func Binary(dir string) (string, error) {
+	if bin := os.Getenv("PONTOON_BIN"); bin != "" {
+		return bin, nil
+	}
+	bin := filepath.Join(dir, "pontoon")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/pontoon")
+	cmd.Dir = ".."
+	for i := 0; i < 3 && !fileExists(filepath.Join(cmd.Dir, "go.mod")); i++ {
+		cmd.Dir = filepath.Join("..", cmd.Dir)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build pontoon: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// TB is the part of testing.TB the harness uses, so benchmarks programs
+// can drive it too.
+type TB interface {
+	Helper()
+	Logf(format string, args ...any)
+	Fatalf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+	Failed() bool
+}
+
+var _ TB = (testing.TB)(nil)
+
+// Options shape a cluster.
+type Options struct {
+	// Bin is the pontoon binary.
+	Bin string
+	// Servers is how many servers to make; BaseIP is the last octet of the
+	// first one's 127.0.0.x address.
+	Servers int
+	BaseIP  int
+	// Expect is --bootstrap-expect; zero means Servers.
+	Expect int
+	// Args are extra flags for every server.
+	Args []string
+}
+
+// Cluster is a set of servers.
+type Cluster struct {
+	t       TB
+	opts    Options
+	Servers []*Server
+	mu      sync.Mutex
+	rules   [][]string
+}
+
+// Server is one server process.
+type Server struct {
+	Name    string
+	IP      string
+	DataDir string
+	Args    []string
+	c       *Cluster
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	log     *bytes.Buffer
+	starts  int
+}
+
+// New prepares a cluster's servers without starting them.
+func New(t TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Expect == 0 {
+		opts.Expect = opts.Servers
+	}
+	c := &Cluster{t: t, opts: opts}
+	dir := t.TempDir()
+	for i := range opts.Servers {
+		c.Servers = append(c.Servers, c.newServer(dir, i))
+	}
+	t.Cleanup(c.close)
+	return c
+}
+
+func (c *Cluster) newServer(dir string, i int) *Server {
+	s := &Server{
+		Name:    fmt.Sprintf("s%d", i+1),
+		IP:      fmt.Sprintf("127.0.0.%d", c.opts.BaseIP+i),
+		DataDir: filepath.Join(dir, fmt.Sprintf("s%d", i+1)),
+		c:       c,
+		log:     &bytes.Buffer{},
+	}
+	return s
+}
+
+// AddServer prepares one more server that joins the running cluster (no
+// --bootstrap-expect of its own).
+func (c *Cluster) AddServer() *Server {
+	s := c.newServer(c.t.TempDir(), len(c.Servers))
+	s.Args = []string{"--bootstrap-expect", "0"}
+	c.Servers = append(c.Servers, s)
+	return s
+}
+
+// Start starts every server, in the order given by idx (all in order when
+// idx is empty).
+func (c *Cluster) Start(idx ...int) {
+	c.t.Helper()
+	if len(idx) == 0 {
+		for i := range c.Servers {
+			idx = append(idx, i)
+		}
+	}
+	for _, i := range idx {
+		c.Servers[i].Start()
+	}
+}
+
+// API returns the server's API URL.
+func (s *Server) API() string { return "http://" + s.IP + ":6443" }
+
+// GossipAddr returns the server's gossip address.
+func (s *Server) GossipAddr() string { return s.IP + ":7946" }
+
+// RaftAddr returns the server's Raft address.
+func (s *Server) RaftAddr() string { return s.IP + ":6444" }
+
+// Client returns a client of this server whose requests leave from ClientIP.
+func (s *Server) Client() *client.Client { return client.New(s.API(), HTTPClient()) }
+
+// HTTPClient returns an HTTP client whose connections leave from ClientIP.
+func HTTPClient() *http.Client {
+	d := &net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ClientIP)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 256}}
+}
+
+// Start starts the server's process with its data dir as it is.
+func (s *Server) Start() {
+	c := s.c
+	c.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		c.t.Fatalf("%s is already running", s.Name)
+	}
+	args := []string{"server", "--name", s.Name, "--data-dir", s.DataDir,
+		"--api-addr", s.IP + ":6443", "--raft-addr", s.RaftAddr(), "--gossip-addr", s.GossipAddr(),
+		"--bootstrap-expect", strconv.Itoa(c.opts.Expect), "--log-level", "debug"}
+	for _, o := range c.Servers {
+		if o != s {
+			args = append(args, "--join", o.GossipAddr())
+		}
+	}
+	args = append(args, c.opts.Args...)
+	args = append(args, s.Args...)
+	cmd := exec.Command(c.opts.Bin, args...)
+	s.starts++
+	fmt.Fprintf(s.log, "=== start %d: %s\n", s.starts, strings.Join(args, " "))
+	cmd.Stdout, cmd.Stderr = lockedWriter{s}, lockedWriter{s}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("start %s: %v", s.Name, err)
+	}
+	s.cmd, s.exited = cmd, make(chan struct{})
+	go func(exited chan struct{}) {
+		err := cmd.Wait()
+		s.mu.Lock()
+		fmt.Fprintf(s.log, "=== exited: %v\n", err)
+		s.mu.Unlock()
+		close(exited)
+	}(s.exited)
+}
+
+type lockedWriter struct{ s *Server }
+
+func (w lockedWriter) Write(b []byte) (int, error) {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	return w.s.log.Write(b)
+}
+
+func (s *Server) running() (*exec.Cmd, chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd, s.exited
+}
+
+// Running reports whether the process is up.
+func (s *Server) Running() bool {
+	cmd, _ := s.running()
+	return cmd != nil
+}
+
+// Signal sends sig to the process.
+func (s *Server) Signal(sig syscall.Signal) {
+	if cmd, _ := s.running(); cmd != nil {
+		cmd.Process.Signal(sig)
+	}
+}
+
+// Kill kills the process with SIGKILL and waits for it to exit.
+func (s *Server) Kill() { s.stop(syscall.SIGKILL) }
+
+// Stop sends SIGTERM and waits for a graceful exit.
+func (s *Server) Stop() { s.stop(syscall.SIGTERM) }
+
+func (s *Server) stop(sig syscall.Signal) {
+	cmd, exited := s.running()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGCONT)
+	cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+	}
+	s.mu.Lock()
+	s.cmd = nil
+	s.mu.Unlock()
+}
+
+// Wait waits for the process to exit by itself and returns its exit code.
+func (s *Server) Wait(timeout time.Duration) (int, bool) {
+	cmd, exited := s.running()
+	if cmd == nil {
+		return 0, false
+	}
+	select {
+	case <-exited:
+	case <-time.After(timeout):
+		return 0, false
+	}
+	s.mu.Lock()
+	s.cmd = nil
+	s.mu.Unlock()
+	return cmd.ProcessState.ExitCode(), true
+}
+
+// Log returns what the server has printed so far.
+func (s *Server) Log() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.log.String()
+}
+
+func (c *Cluster) close() {
+	for _, s := range c.Servers {
+		s.Kill()
+	}
+	c.Heal()
+	if c.t.Failed() {
+		for _, s := range c.Servers {
+			log := s.Log()
+			if len(log) > 60000 {
+				log = "…" + log[len(log)-60000:]
+			}
+			c.t.Logf("--- log of %s:\n%s", s.Name, log)
+		}
+	}
+}
+
+// Eventually polls cond every 50ms until it returns nil or the timeout
+// passes, then fails the test with cond's last error.
+func Eventually(t TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Leader waits until the running servers agree on one leader, and returns it.
+func (c *Cluster) Leader(timeout time.Duration) *Server {
+	c.t.Helper()
+	var leader *Server
+	Eventually(c.t, timeout, func() error {
+		leader = nil
+		names := map[string]bool{}
+		for _, s := range c.Servers {
+			if !s.Running() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := s.Client().Status(ctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.Name, err)
+			}
+			if st.Leader == "" {
+				return fmt.Errorf("%s knows no leader", s.Name)
+			}
+			names[st.Leader] = true
+		}
+		if len(names) != 1 {
+			return fmt.Errorf("servers disagree on the leader: %v", names)
+		}
+		for name := range names {
+			leader = c.Server(name)
+		}
+		if leader == nil || !leader.Running() {
+			return fmt.Errorf("leader %v is not running", names)
+		}
+		return leader.ready()
+	})
+	return leader
+}
+
+func (s *Server) ready() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.API()+"/readyz", nil)
+	resp, err := HTTPClient().Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s not ready: %s", s.Name, resp.Status)
+	}
+	return nil
+}
+
+// Server returns the server with the given name, or nil.
+func (c *Cluster) Server(name string) *Server {
+	for _, s := range c.Servers {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// Others returns the servers other than s.
+func (c *Cluster) Others(s *Server) []*Server {
+	var out []*Server
+	for _, o := range c.Servers {
+		if o != s {
+			out = append(out, o)
+		}
+	}
+	return out
+}
