@@ -278,7 +278,7 @@ func TestRemovePeerAndDeadServerCleanup(t *testing.T) {
 
 	// remove-peer through a follower removes a live server for good; it
 	// stops itself and is not added back.
-	victim := c.Others(c.Leader(10*time.Second))[0]
+	victim := c.Others(c.Leader(10 * time.Second))[0]
 	if victim == dead {
 		victim = repl
 	}
