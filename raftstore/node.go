@@ -213,6 +213,11 @@ func Open(cfg Config) (*Node, error) {
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
 	rc.TrailingLogs = cfg.TrailingLogs
 	rc.SnapshotInterval = cfg.SnapshotInterval
+	// Followers learn the commit index only from AppendEntries (not from
+	// heartbeats), sent when there is something new or every CommitTimeout.
+	// A linearizable read on a follower waits for that, so the default
+	// 50 ms would be the floor of every follower read.
+	rc.CommitTimeout = 5 * time.Millisecond
 	rc.BatchApplyCh = true
 	rc.MaxAppendEntries = 256
 	// The store keeps its own applied index in bbolt; restoring the last

@@ -1,0 +1,51 @@
+package cluster
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+
+	"github.com/pontoon-dev/pontoon/fsm"
+)
+
+// Command is one transaction in a server's Raft log.
+type Command struct {
+	Index uint64
+	Txn   *fsm.Txn
+}
+
+// Commands reads the transactions of a stopped server's Raft log up to and
+// including index upTo: the ground truth of what the cluster committed.
+func (s *Server) Commands(upTo uint64) ([]Command, error) {
+	store, err := raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(s.DataDir, "raft", "raft.db"),
+		BoltOptions: &bbolt.Options{ReadOnly: true},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open %s's raft log: %w", s.Name, err)
+	}
+	defer store.Close()
+	first, err := store.FirstIndex()
+	if err != nil {
+		return nil, err
+	}
+	var out []Command
+	for i := first; i <= upTo; i++ {
+		var l raft.Log
+		if err := store.GetLog(i, &l); err != nil {
+			return nil, fmt.Errorf("%s's log entry %d: %w", s.Name, i, err)
+		}
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		txn, err := fsm.UnmarshalTxn(l.Data)
+		if err != nil {
+			return nil, fmt.Errorf("%s's log entry %d: %w", s.Name, i, err)
+		}
+		out = append(out, Command{Index: i, Txn: txn})
+	}
+	return out, nil
+}

@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pontoon-dev/pontoon/api/client"
+	"github.com/pontoon-dev/pontoon/test/cluster"
+)
+
+// TestPartitionedLeaderAcknowledgesNothing cuts the leader off from the two
+// other servers with iptables: writes sent to it are never acknowledged,
+// the majority elects a leader and goes on, and after healing all servers
+// agree, with none of the minority's writes committed.
+func TestPartitionedLeaderAcknowledgesNothing(t *testing.T) {
+	c := newCluster(t, 3, 21, "--raft-snapshot-threshold", "1000000", "--raft-trailing-logs", "1000000")
+	c.Start()
+	old := c.Leader(20 * time.Second)
+	majority := c.Others(old)
+
+	w := newWorkload(c, 32)
+	var minority atomic.Bool
+	var targetMu sync.Mutex
+	targets := c.Servers
+	w.targets = func() []*cluster.Server {
+		targetMu.Lock()
+		defer targetMu.Unlock()
+		return targets
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := w.run(ctx, 6)
+	time.Sleep(time.Second)
+
+	// Writers aimed only at the old leader, started once it is cut off.
+	c.Partition(old)
+	minority.Store(true)
+	cut := time.Now()
+	var minorityAcks atomic.Int64
+	minorityValues := make(chan string, 1000)
+	mctx, mstop := context.WithCancel(context.Background())
+	var mwg sync.WaitGroup
+	for i := range 4 {
+		mwg.Add(1)
+		go func() {
+			defer mwg.Done()
+			for seq := 0; mctx.Err() == nil; seq++ {
+				v := fmt.Sprintf("minority-%d-%d", i, seq)
+				select {
+				case minorityValues <- v:
+				default:
+				}
+				octx, cancel := context.WithTimeout(mctx, 2*time.Second)
+				if _, err := old.Client().Put(octx, fmt.Sprintf("m%d", i), []byte(v), client.Cond{}); err == nil {
+					minorityAcks.Add(1)
+				}
+				cancel()
+			}
+		}()
+	}
+
+	// The majority elects a leader among themselves and accepts writes.
+	var newLeader *cluster.Server
+	cluster.Eventually(t, 10*time.Second, func() error {
+		st, err := majority[0].Client().Status(context.Background())
+		if err != nil {
+			return err
+		}
+		if st.Leader == "" || st.Leader == old.Name {
+			return fmt.Errorf("majority's leader is %q", st.Leader)
+		}
+		newLeader = c.Server(st.Leader)
+		return nil
+	})
+	t.Logf("majority elected %s %v after the partition", newLeader.Name, time.Since(cut).Round(time.Millisecond))
+	targetMu.Lock()
+	targets = majority
+	targetMu.Unlock()
+	before := len(w.acks)
+	cluster.Eventually(t, 10*time.Second, func() error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if len(w.acks) < before+100 {
+			return fmt.Errorf("%d writes on the majority side", len(w.acks)-before)
+		}
+		return nil
+	})
+	mstop()
+	mwg.Wait()
+	if n := minorityAcks.Load(); n != 0 {
+		t.Fatalf("%d writes were acknowledged by the partitioned leader", n)
+	}
+
+	c.Heal()
+	targetMu.Lock()
+	targets = c.Servers
+	targetMu.Unlock()
+	time.Sleep(time.Second)
+	stop()
+	done.Wait()
+	w.verify(t)
+	close(minorityValues)
+	// verify stopped the servers; their logs hold none of the minority's writes.
+	cmds, err := old.Commands(^uint64(0) >> 1)
+	if err == nil {
+		inLog := map[string]bool{}
+		for _, cmd := range cmds {
+			for _, op := range cmd.Txn.Ops {
+				inLog[string(op.Value)] = true
+			}
+		}
+		for v := range minorityValues {
+			if inLog[v] {
+				t.Fatalf("minority write %s was committed", v)
+			}
+		}
+	}
+}

@@ -1,0 +1,137 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pontoon-dev/pontoon/api/client"
+	"github.com/pontoon-dev/pontoon/test/cluster"
+)
+
+// TestReadAfterWriteOnAnotherServer: a write acknowledged by one server is
+// seen by a linearizable read issued afterwards on any other server.
+func TestReadAfterWriteOnAnotherServer(t *testing.T) {
+	c := newCluster(t, 3, 21)
+	c.Start()
+	c.Leader(20 * time.Second)
+	ctx := context.Background()
+	for i := range 300 {
+		w, r := c.Servers[i%3], c.Servers[(i+1+i/3%2)%3]
+		v := fmt.Sprint("v", i)
+		if _, err := w.Client().Put(ctx, "rw", []byte(v), client.Cond{}); err != nil {
+			t.Fatal(err)
+		}
+		kv, err := r.Client().Get(ctx, "rw", false)
+		if err != nil || string(kv.Value) != v {
+			t.Fatalf("write %s via %s, read via %s: %q %v", v, w.Name, r.Name, kv.Value, err)
+		}
+	}
+}
+
+// TestPagedListAtOneRevision lists with limit/continue while another client
+// writes: every page is at the first page's revision.
+func TestPagedListAtOneRevision(t *testing.T) {
+	c := newCluster(t, 3, 21)
+	c.Start()
+	c.Leader(20 * time.Second)
+	ctx := context.Background()
+	cl := c.Servers[0].Client()
+	for i := range 50 {
+		if _, err := cl.Put(ctx, fmt.Sprintf("p/%02d", i), []byte("before"), client.Cond{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page, err := c.Servers[1].Client().List(ctx, "p/", 10, "", false)
+	if err != nil || len(page.Items) != 10 || page.Continue == "" {
+		t.Fatalf("first page: %+v %v", page, err)
+	}
+	for i := range 50 {
+		cl.Put(ctx, fmt.Sprintf("p/%02d", i), []byte("after"), client.Cond{})
+	}
+	n := len(page.Items)
+	for page.Continue != "" {
+		// Later pages may come from any server: the revision is in the token.
+		page, err = c.Servers[n/10%3].Client().List(ctx, "p/", 10, page.Continue, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kv := range page.Items {
+			if string(kv.Value) != "before" {
+				t.Fatalf("%s on a later page shows %q, written after the listing began", kv.Key, kv.Value)
+			}
+		}
+		n += len(page.Items)
+	}
+	if n != 50 {
+		t.Fatalf("pages held %d keys, want 50", n)
+	}
+	if _, err := cl.List(ctx, "p/", 10, "bm90IGEgdG9rZW4", false); client.Reason(err) != "BadRequest" {
+		t.Fatalf("a bad continue token: %v", err)
+	}
+}
+
+func TestErrorsAreStatuses(t *testing.T) {
+	c := newCluster(t, 1, 45)
+	c.Start()
+	c.Leader(20 * time.Second)
+	ctx := context.Background()
+	cl := c.Servers[0].Client()
+	if _, err := cl.Put(ctx, "x", []byte("1"), client.Cond{Create: true}); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		err    error
+		reason string
+	}{
+		"create existing": {err: second(cl.Put(ctx, "x", []byte("2"), client.Cond{Create: true})), reason: "AlreadyExists"},
+		"stale revision":  {err: second(cl.Put(ctx, "x", []byte("2"), client.Cond{Revision: 1})), reason: "Conflict"},
+		"update missing":  {err: second(cl.Put(ctx, "y", []byte("2"), client.Cond{Update: true})), reason: "NotFound"},
+		"delete missing":  {err: second(cl.Delete(ctx, "y", client.Cond{})), reason: "NotFound"},
+		"too large":       {err: second(cl.Put(ctx, "big", make([]byte, 3<<19+1), client.Cond{})), reason: "RequestEntityTooLarge"},
+	} {
+		if got := client.Reason(tc.err); string(got) != tc.reason {
+			t.Errorf("%s: reason %q (%v), want %s", name, got, tc.err, tc.reason)
+		}
+	}
+	kv, err := cl.Get(ctx, "x", false)
+	if err != nil || string(kv.Value) != "1" {
+		t.Fatalf("refused writes changed x: %q %v", kv.Value, err)
+	}
+}
+
+func second[T any](_ T, err error) error { return err }
+
+func TestHealthAndMetrics(t *testing.T) {
+	c := newCluster(t, 1, 46)
+	c.Start()
+	c.Leader(20 * time.Second)
+	if _, err := c.Servers[0].Client().Put(context.Background(), "m", nil, client.Cond{}); err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string) (int, string) {
+		resp, err := cluster.HTTPClient().Get(c.Servers[0].API() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, p := range []string{"/livez", "/readyz"} {
+		if code, body := get(p); code != http.StatusOK || body != "ok" {
+			t.Fatalf("%s: %d %q", p, code, body)
+		}
+	}
+	_, metrics := get("/metrics")
+	for _, m := range []string{"pontoon_raft_state 2", "pontoon_raft_is_leader 1", "pontoon_raft_apply_duration_seconds_bucket",
+		"pontoon_fsm_applied_index", "pontoon_fsm_keys", "pontoon_watch_history_events", "pontoon_raft_commit_index"} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("/metrics has no %q", m)
+		}
+	}
+}

@@ -1,0 +1,91 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pontoon-dev/pontoon/api/client"
+)
+
+func TestSnapshotSaveInspectRestore(t *testing.T) {
+	c := newCluster(t, 3, 21)
+	c.Start()
+	leader := c.Leader(20 * time.Second)
+	follower := c.Others(leader)[0]
+	ctx := context.Background()
+	for _, k := range []string{"a", "b", "c"} {
+		if _, err := leader.Client().Put(ctx, k, []byte("saved"), client.Cond{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "snap.db")
+	out, stderr, code := c.CLI(follower, "snapshot", "save", file)
+	if code != 0 || !strings.Contains(out, "saved snapshot") {
+		t.Fatalf("save: exit %d: %s %s", code, out, stderr)
+	}
+	out, stderr, code = c.CLI(follower, "snapshot", "inspect", file)
+	if code != 0 {
+		t.Fatalf("inspect: %s", stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "INDEX TERM SIZE OBJECTS" {
+		t.Fatalf("inspect printed %q", out)
+	}
+	// a, b, c, plus the cluster ID and the leader marker.
+	if f := strings.Fields(lines[1]); f[3] != "5" {
+		t.Fatalf("inspect counts %s objects, want 5: %q", f[3], out)
+	}
+
+	// Change everything, then restore through another follower.
+	leader.Client().Delete(ctx, "a", client.Cond{})
+	leader.Client().Put(ctx, "b", []byte("changed"), client.Cond{})
+	leader.Client().Put(ctx, "d", []byte("new"), client.Cond{})
+	other := c.Others(leader)[1]
+	if out, stderr, code := c.CLI(other, "snapshot", "restore", file); code != 0 {
+		t.Fatalf("restore: exit %d: %s %s", code, out, stderr)
+	}
+	for _, s := range c.Servers {
+		for k, want := range map[string]string{"a": "saved", "b": "saved", "d": ""} {
+			kv, err := s.Client().Get(ctx, k, false)
+			if want == "" {
+				if client.Reason(err) != "NotFound" {
+					t.Fatalf("%s: %s survived the restore: %v", s.Name, k, err)
+				}
+				continue
+			}
+			if err != nil || string(kv.Value) != want {
+				t.Fatalf("%s: %s = %q (%v) after restore, want %q", s.Name, k, kv.Value, err, want)
+			}
+		}
+	}
+	if _, err := leader.Client().Put(ctx, "after", []byte("restore"), client.Cond{}); err != nil {
+		t.Fatalf("write after restore: %v", err)
+	}
+	waitConverged(t, c)
+
+	// A truncated or damaged file is refused and the cluster is untouched.
+	before, _ := leader.Client().Digest(ctx)
+	good, _ := os.ReadFile(file)
+	for name, b := range map[string][]byte{
+		"truncated": good[:len(good)/2],
+		"damaged":   append(append([]byte{}, good[:100]...), append([]byte("XXXX"), good[104:]...)...),
+	} {
+		bad := filepath.Join(dir, name)
+		os.WriteFile(bad, b, 0o600)
+		for _, cmd := range [][]string{{"snapshot", "inspect", bad}, {"snapshot", "restore", bad}} {
+			_, stderr, code := c.CLI(follower, cmd...)
+			if code == 0 || !strings.Contains(stderr, "invalid snapshot") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Fatalf("%s %s: exit %d, %q", strings.Join(cmd[:2], " "), name, code, stderr)
+			}
+		}
+	}
+	after, _ := leader.Client().Digest(ctx)
+	if after != before {
+		t.Fatalf("a refused snapshot changed the cluster: %v -> %v", before, after)
+	}
+}
