@@ -56,7 +56,8 @@ type KV struct {
 type Options struct {
 	// WatchHistory is how many events the watch history keeps.
 	WatchHistory int
-	// NoSync skips fsync on commit. Only for tests that throw the file away.
+	// NoSync skips fsync on commit; Close syncs. The caller must be able
+	// to rebuild the store after a machine crash (raftstore does).
 	NoSync bool
 }
 
@@ -209,10 +210,14 @@ func recordHeader(rec []byte) (rev uint64, uid string, ok bool) {
 	return binary.BigEndian.Uint64(rec), string(rec[9 : 9+int(rec[8])]), true
 }
 
-// Close closes the bbolt file.
+// Close syncs and closes the bbolt file.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.db.Sync(); err != nil {
+		s.db.Close()
+		return fmt.Errorf("sync store: %w", err)
+	}
 	return s.db.Close()
 }
 

@@ -92,8 +92,9 @@ type Config struct {
 	// ApplyTimeout bounds Apply and ReadIndex calls whose context has no
 	// deadline.
 	ApplyTimeout time.Duration
-	// NoSync disables fsync of the Raft log: tests only.
-	NoSync bool
+	// RebuildStore says OpenStore set the store aside: Raft restores its
+	// latest snapshot into the empty store at start and replays the log.
+	RebuildStore bool
 }
 
 func (c *Config) setDefaults() {
@@ -169,7 +170,6 @@ func Open(cfg Config) (*Node, error) {
 			NoFreelistSync: true,
 			FreelistType:   bbolt.FreelistMapType,
 		},
-		NoSync: cfg.NoSync,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open raft log %s: %w", filepath.Join(raftDir, "raft.db"), err)
@@ -221,8 +221,9 @@ func Open(cfg Config) (*Node, error) {
 	rc.BatchApplyCh = true
 	rc.MaxAppendEntries = 256
 	// The store keeps its own applied index in bbolt; restoring the last
-	// snapshot at start would throw that away and rewrite the whole file.
-	rc.NoSnapshotRestoreOnStart = true
+	// snapshot at start would throw that away and rewrite the whole file,
+	// unless the store was set aside and must be rebuilt.
+	rc.NoSnapshotRestoreOnStart = !cfg.RebuildStore
 	rc.NoLegacyTelemetry = true
 
 	cache, err := raft.NewLogCache(512, logStore)

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -32,6 +31,7 @@ type serverOptions struct {
 	join                           []string
 	heartbeatTimeout               time.Duration
 	snapshotThreshold, trailingLog uint64
+	snapshotInterval               time.Duration
 	deadServerGrace                time.Duration
 	watchHistory                   int
 	logLevel                       string
@@ -50,6 +50,7 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.StringArrayVar(&o.join, "join", nil, "gossip address of any member to join, retried until it answers (repeatable)")
 	f.DurationVar(&o.heartbeatTimeout, "raft-heartbeat-timeout", 500*time.Millisecond, "Raft heartbeat and election timeout; the leader lease is half of it")
 	f.Uint64Var(&o.snapshotThreshold, "raft-snapshot-threshold", 16384, "log entries between Raft snapshots")
+	f.DurationVar(&o.snapshotInterval, "raft-snapshot-interval", 2*time.Minute, "how often Raft checks whether --raft-snapshot-threshold is reached")
 	f.Uint64Var(&o.trailingLog, "raft-trailing-logs", 32768, "log entries kept after a snapshot, so a lagging follower catches up without one")
 	f.DurationVar(&o.deadServerGrace, "dead-server-grace", 2*time.Minute, "how long a server must be dead before autopilot may remove it (once a replacement keeps the voters at --bootstrap-expect)")
 	f.IntVar(&o.watchHistory, "watch-history", fsm.DefaultWatchHistory, "events kept for watches that start at an older revision")
@@ -132,11 +133,15 @@ func runServer(ctx context.Context, o serverOptions) error {
 	if err != nil {
 		return err
 	}
-	store, err := fsm.Open(filepath.Join(o.dataDir, "fsm.db"), fsm.Options{WatchHistory: o.watchHistory})
+	store, rebuild, err := raftstore.OpenStore(o.dataDir, fsm.Options{WatchHistory: o.watchHistory}, logger)
 	if err != nil {
 		return fmt.Errorf("data dir %s: %w", o.dataDir, err)
 	}
-	defer store.Close()
+	defer func() {
+		if err := raftstore.CloseStore(o.dataDir, store); err != nil {
+			logger.Error("close store", "err", err)
+		}
+	}()
 
 	pool, err := membership.Create(membership.Config{
 		Name: o.name, BindAddr: o.gossipAddr, AdvertiseAddr: advGossip, Logger: logger,
@@ -162,7 +167,8 @@ func runServer(ctx context.Context, o serverOptions) error {
 		Identity: id, DataDir: o.dataDir, RaftAddr: o.raftAddr, AdvertiseRaft: advRaft, LocalIP: o.advertise,
 		BootstrapExpect: o.bootstrapExpect, Store: store, Members: pool, Logger: logger, Metrics: reg,
 		HeartbeatTimeout: o.heartbeatTimeout, SnapshotThreshold: o.snapshotThreshold, TrailingLogs: o.trailingLog,
-		DeadServerGrace: o.deadServerGrace,
+		SnapshotInterval: o.snapshotInterval,
+		DeadServerGrace:  o.deadServerGrace, RebuildStore: rebuild,
 	})
 	if err != nil {
 		return err

@@ -54,6 +54,7 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 type TB interface {
 	Helper()
 	Logf(format string, args ...any)
+	Errorf(format string, args ...any)
 	Fatalf(format string, args ...any)
 	Cleanup(func())
 	TempDir() string
@@ -283,6 +284,11 @@ func (c *Cluster) close() {
 		s.Kill()
 	}
 	c.Heal()
+	for _, s := range c.Servers {
+		if strings.Contains(s.Log(), "WARNING: DATA RACE") {
+			c.t.Errorf("%s reported a data race", s.Name)
+		}
+	}
 	if c.t.Failed() {
 		for _, s := range c.Servers {
 			log := s.Log()
@@ -381,4 +387,12 @@ func (c *Cluster) Others(s *Server) []*Server {
 		}
 	}
 	return out
+}
+
+// PID returns the process ID of the running server, or 0.
+func (s *Server) PID() int {
+	if cmd, _ := s.running(); cmd != nil {
+		return cmd.Process.Pid
+	}
+	return 0
 }

@@ -1,0 +1,49 @@
+# The two commands a new user needs are `make run` and `make test`; see README.md.
+
+GO      ?= go
+BIN     := $(CURDIR)/bin
+PONTOON := $(BIN)/pontoon
+
+# Debian packages the tests and benchmarks need, by the command that shows
+# each is installed. Installed once, only when missing.
+TEST_PACKAGES  := iptables:iptables
+BENCH_PACKAGES := etcd:etcd-server
+
+.PHONY: run build test unit e2e bench deps-test deps-bench fmt vet clean
+
+build:
+	$(GO) build -o $(PONTOON) ./cmd/pontoon
+
+# One server with its data under ./.pontoon; Ctrl-C stops it.
+run: build
+	$(PONTOON) dev
+
+test: deps-test vet build
+	$(GO) test -race -count=1 ./...
+	$(MAKE) e2e
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+# The end-to-end suite drives real server processes built with the race
+# detector, so a data race under chaos fails the run.
+e2e:
+	$(GO) build -race -o $(BIN)/pontoon-race ./cmd/pontoon
+	cd test && PONTOON_BIN=$(BIN)/pontoon-race $(GO) test -race -count=1 -timeout 20m ./...
+
+bench: deps-bench build
+	cd test && PONTOON_BIN=$(PONTOON) $(GO) run ./bench -out $(CURDIR)/docs/benchmarks.md
+
+vet:
+	@test -z "$$(gofmt -l . | tee /dev/stderr)" || (echo "gofmt: the files above need formatting" >&2; exit 1)
+	$(GO) vet ./...
+	cd test && $(GO) vet ./...
+
+deps-test:
+	@./deploy/install-packages.sh $(TEST_PACKAGES)
+
+deps-bench:
+	@./deploy/install-packages.sh $(BENCH_PACKAGES)
+
+clean:
+	rm -rf $(BIN) .pontoon

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs Debian packages that are missing. Each argument is COMMAND:PACKAGE;
+# the package is installed only when the command is not found, so running
+# this again changes nothing.
+set -euo pipefail
+missing=()
+for pair in "$@"; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+((${#missing[@]})) || exit 0
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-packages: need root to install: ${missing[*]}" >&2
+  exit 1
+fi
+echo "installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${missing[@]}" >/dev/null

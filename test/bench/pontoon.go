@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pontoon-dev/pontoon/api/client"
+	"github.com/pontoon-dev/pontoon/test/cluster"
+)
+
+type pontoon struct {
+	r       *runner
+	c       *cluster.Cluster
+	clients []*client.Client
+}
+
+func newPontoon(r *runner, bin string) *pontoon {
+	c := cluster.New(r, cluster.Options{Bin: bin, Servers: 3, BaseIP: 21, Args: []string{"--log-level", "warn"}})
+	hc := cluster.HTTPClient()
+	hc.Transport.(*http.Transport).MaxIdleConnsPerHost = 512
+	p := &pontoon{r: r, c: c}
+	for _, s := range c.Servers {
+		p.clients = append(p.clients, client.New(s.API(), hc))
+	}
+	return p
+}
+
+func (p *pontoon) name() string { return "Pontoon" }
+func (p *pontoon) start()       { p.c.Start(); p.c.Leader(30 * time.Second) }
+
+func (p *pontoon) put(ctx context.Context, i int, key string, value []byte) error {
+	_, err := p.clients[i].Put(ctx, key, value, client.Cond{})
+	return err
+}
+
+func (p *pontoon) get(ctx context.Context, i int, key string) error {
+	_, err := p.clients[i].Get(ctx, key, false)
+	if client.Reason(err) == "NotFound" {
+		return nil
+	}
+	return err
+}
+
+func (p *pontoon) leader() int {
+	l := p.c.Leader(30 * time.Second)
+	for i, s := range p.c.Servers {
+		if s == l {
+			return i
+		}
+	}
+	return 0
+}
+
+func (p *pontoon) kill(i int)    { p.c.Servers[i].Kill() }
+func (p *pontoon) restart(i int) { p.c.Servers[i].Start() }
+
+func (p *pontoon) ready(i int) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return p.get(ctx, i, "ready") == nil
+}
+
+func (p *pontoon) rss(i int) int64 { return rssOf(p.c.Servers[i].PID()) }
+func (p *pontoon) stop() {
+	for _, s := range p.c.Servers {
+		s.Kill()
+	}
+}
+
+// rssOf reads a process's resident set size from /proc.
+func rssOf(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
