@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strconv"
 	"time"
@@ -34,6 +35,8 @@ type Config struct {
 	// TempDir holds uploaded snapshots while they are verified.
 	TempDir string
 	Logger  *slog.Logger
+	// Pprof serves Go's profiler under /debug/pprof/.
+	Pprof bool
 }
 
 // Server is the HTTP API of one server.
@@ -58,6 +61,13 @@ func New(cfg Config) *Server {
 	m.Handle("POST /pontoon/v1/snapshot", cfg.Node.LeaderOnly(http.HandlerFunc(s.restoreSnapshot), writeError))
 	m.HandleFunc("GET /pontoon/v1/digest", s.digest)
 	s.routeKV()
+	if cfg.Pprof {
+		m.HandleFunc("/debug/pprof/", pprof.Index)
+		m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		m.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	}
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierrors.NewNotFound(pontoonResource, r.URL.Path))
 	})

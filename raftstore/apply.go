@@ -65,7 +65,7 @@ func (n *Node) apply(ctx context.Context, txn *fsm.Txn) (uint64, error) {
 		if api == "" {
 			continue // this server became the leader meanwhile
 		}
-		rev, err := n.forwardApply(ctx, api, txn)
+		rev, err := n.forward(ctx, api, txn)
 		if errors.Is(err, errNotLeaderThere) {
 			// The server we asked did nothing: it has stepped down, or
 			// was elected and is not ready yet. Ask again shortly.
@@ -86,10 +86,13 @@ func (n *Node) applyLeader(ctx context.Context, txn *fsm.Txn) (uint64, error) {
 }
 
 func (n *Node) applyLocal(ctx context.Context, txn *fsm.Txn) (uint64, error) {
-	timeout := time.Until(deadline(ctx))
-	f := n.raft.Apply(txn.Marshal(), timeout)
-	// raft.ApplyFuture has no context: wait for it in the background so a
-	// cancelled caller returns at once; the entry's fate is then unknown.
+	return await(ctx, n.raft.Apply(txn.Marshal(), time.Until(deadline(ctx))))
+}
+
+// await waits for an entry submitted with raft.Apply. raft.ApplyFuture has
+// no context: it is waited for in the background so that a cancelled caller
+// returns at once; the entry's fate is then unknown.
+func await(ctx context.Context, f raft.ApplyFuture) (uint64, error) {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	select {
@@ -99,8 +102,6 @@ func (n *Node) applyLocal(ctx context.Context, txn *fsm.Txn) (uint64, error) {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
 			// Never appended to the log.
 			return 0, raft.ErrNotLeader
-		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-			return 0, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 		default:
 			return 0, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 		}
@@ -253,11 +254,6 @@ func newHTTPClient(localIP string) *http.Client {
 	}}
 }
 
-type applyReply struct {
-	Revision uint64        `json:"revision"`
-	Error    *fsm.TxnError `json:"error,omitempty"`
-}
-
 func (n *Node) post(ctx context.Context, api, path string, body []byte) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+api+path, bytes.NewReader(body))
 	if err != nil {
@@ -268,32 +264,6 @@ func (n *Node) post(ctx context.Context, api, path string, body []byte) (*http.R
 		req.Header.Set("Pontoon-Timeout", strconv.FormatInt(time.Until(d).Milliseconds(), 10))
 	}
 	return n.client.Do(req)
-}
-
-func (n *Node) forwardApply(ctx context.Context, api string, txn *fsm.Txn) (uint64, error) {
-	resp, err := n.post(ctx, api, pathApply, txn.Marshal())
-	if err != nil {
-		// Sent or not, we cannot tell: never retry.
-		return 0, fmt.Errorf("%w: forwarding to the leader at %s: %v", ErrUnknownOutcome, api, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	switch {
-	case err != nil:
-		return 0, fmt.Errorf("%w: reading the leader's reply: %v", ErrUnknownOutcome, err)
-	case resp.StatusCode == http.StatusMisdirectedRequest:
-		return 0, errNotLeaderThere
-	case resp.StatusCode != http.StatusOK:
-		return 0, fmt.Errorf("%w: leader at %s answered %s: %s", ErrUnknownOutcome, api, resp.Status, bytes.TrimSpace(body))
-	}
-	var reply applyReply
-	if err := json.Unmarshal(body, &reply); err != nil {
-		return 0, fmt.Errorf("%w: unreadable reply from the leader: %v", ErrUnknownOutcome, err)
-	}
-	if reply.Error != nil {
-		return reply.Revision, reply.Error
-	}
-	return reply.Revision, nil
 }
 
 func (n *Node) forwardReadIndex(ctx context.Context, api string) (uint64, error) {
@@ -327,40 +297,6 @@ func requestContext(r *http.Request) (context.Context, context.CancelFunc) {
 		return context.WithTimeout(r.Context(), time.Duration(ms)*time.Millisecond)
 	}
 	return context.WithTimeout(r.Context(), 10*time.Second)
-}
-
-func (n *Node) serveApply(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 4*fsm.MaxValueSize))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	txn, err := fsm.UnmarshalTxn(body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	if !n.IsLeader() {
-		http.Error(w, "not the leader", http.StatusMisdirectedRequest)
-		return
-	}
-	ctx, cancel := requestContext(r)
-	defer cancel()
-	start := time.Now()
-	rev, err := n.applyLeader(ctx, txn)
-	n.metrics.observeApply(start, err)
-	var te *fsm.TxnError
-	switch {
-	case errors.Is(err, raft.ErrNotLeader):
-		http.Error(w, "not the leader", http.StatusMisdirectedRequest)
-		return
-	case errors.As(err, &te):
-	case err != nil:
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(applyReply{Revision: rev, Error: te})
 }
 
 func (n *Node) serveReadIndex(w http.ResponseWriter, r *http.Request) {

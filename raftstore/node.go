@@ -144,6 +144,7 @@ type Node struct {
 	readyWake chan struct{} // closed when ready or the leader changes
 	leaderErr error         // why the last attempt to become ready failed
 
+	forwards  chan *forwardReq
 	observed  chan raft.Observation
 	removed   chan struct{}
 	stopping  atomic.Bool
@@ -247,10 +248,14 @@ func Open(cfg Config) (*Node, error) {
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop = cancel
-	n.wg.Add(3)
+	n.forwards = make(chan *forwardReq)
+	n.wg.Add(3 + forwardSenders)
 	go n.observe(ctx)
 	go n.leadership(ctx)
 	go n.watchRemoval(ctx)
+	for range forwardSenders {
+		go n.runForwarder(ctx)
+	}
 	if hasState {
 		n.setBootstrapped(ctx)
 	} else if cfg.BootstrapExpect > 0 {

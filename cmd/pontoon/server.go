@@ -34,6 +34,7 @@ type serverOptions struct {
 	snapshotInterval               time.Duration
 	deadServerGrace                time.Duration
 	watchHistory                   int
+	pprof                          bool
 	logLevel                       string
 }
 
@@ -55,6 +56,7 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.DurationVar(&o.deadServerGrace, "dead-server-grace", 2*time.Minute, "how long a server must be dead before autopilot may remove it (once a replacement keeps the voters at --bootstrap-expect)")
 	f.IntVar(&o.watchHistory, "watch-history", fsm.DefaultWatchHistory, "events kept for watches that start at an older revision")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&o.pprof, "enable-pprof", false, "serve Go's profiler under /debug/pprof/ on the API address")
 }
 
 func serverCommand() *cobra.Command {
@@ -174,7 +176,7 @@ func runServer(ctx context.Context, o serverOptions) error {
 		return err
 	}
 
-	apiServer := api.New(api.Config{Node: node, Store: store, Members: pool, Metrics: reg, TempDir: o.dataDir, Logger: logger})
+	apiServer := api.New(api.Config{Node: node, Store: store, Members: pool, Metrics: reg, TempDir: o.dataDir, Logger: logger, Pprof: o.pprof})
 	ln, err := net.Listen("tcp", o.apiAddr)
 	if err != nil {
 		node.Shutdown(context.Background())

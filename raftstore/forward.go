@@ -1,0 +1,208 @@
+package raftstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/pontoon-dev/pontoon/fsm"
+)
+
+// A follower forwards the transactions its clients send to the leader in
+// batches: the transactions that arrive while a batch is on its way go
+// together in the next one. Under load this turns one HTTP round trip per
+// write into one per batch, on the follower and on the leader alike, and
+// the leader submits a whole batch to Raft before waiting, so Raft stores
+// and replicates it as one. A batch is never retried: when its fate is
+// unknown, every transaction in it is reported as of unknown outcome.
+
+const (
+	// forwardSenders is how many batches may be on their way at once.
+	forwardSenders = 4
+	// maxForwardBatch bounds a batch's transactions.
+	maxForwardBatch = 256
+)
+
+type forwardReq struct {
+	ctx  context.Context
+	api  string
+	txn  []byte
+	done chan forwardResult
+}
+
+type forwardResult struct {
+	rev uint64
+	err error
+}
+
+// forward sends txn to the leader at api and waits for its verdict.
+func (n *Node) forward(ctx context.Context, api string, txn *fsm.Txn) (uint64, error) {
+	req := &forwardReq{ctx: ctx, api: api, txn: txn.Marshal(), done: make(chan forwardResult, 1)}
+	select {
+	case n.forwards <- req:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("%w: %v", ErrNoLeader, ctx.Err())
+	}
+	select {
+	case res := <-req.done:
+		return res.rev, res.err
+	case <-ctx.Done():
+		return 0, fmt.Errorf("%w: %v", ErrUnknownOutcome, ctx.Err())
+	}
+}
+
+// runForwarder is one sender of batches; forwardSenders of them run.
+func (n *Node) runForwarder(ctx context.Context) {
+	defer n.wg.Done()
+	var next *forwardReq
+	for {
+		if next == nil {
+			select {
+			case next = <-n.forwards:
+			case <-ctx.Done():
+				return
+			}
+		}
+		batch := []*forwardReq{next}
+		next = nil
+	gather:
+		for len(batch) < maxForwardBatch {
+			select {
+			case r := <-n.forwards:
+				if r.api != batch[0].api {
+					next = r // for the next batch
+					break gather
+				}
+				batch = append(batch, r)
+			default:
+				break gather
+			}
+		}
+		n.sendBatch(batch)
+	}
+}
+
+// applyReply is the leader's verdict on one forwarded transaction.
+type applyReply struct {
+	Revision uint64        `json:"revision,omitempty"`
+	Error    *fsm.TxnError `json:"error,omitempty"`
+	// NotLeader: the transaction was not appended; it may be sent again.
+	NotLeader bool `json:"not_leader,omitempty"`
+	// Unknown: the transaction's fate is unknown; Message says why.
+	Unknown bool   `json:"unknown,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+func (n *Node) sendBatch(batch []*forwardReq) {
+	var body []byte
+	var latest time.Time
+	for _, r := range batch {
+		body = binary.AppendUvarint(body, uint64(len(r.txn)))
+		body = append(body, r.txn...)
+		if d := deadline(r.ctx); d.After(latest) {
+			latest = d
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), latest)
+	defer cancel()
+	replies, err := n.postBatch(ctx, batch[0].api, body, len(batch))
+	for i, r := range batch {
+		res := forwardResult{err: err}
+		if err == nil {
+			rep := replies[i]
+			switch {
+			case rep.Error != nil:
+				res = forwardResult{rev: rep.Revision, err: rep.Error}
+			case rep.NotLeader:
+				res.err = errNotLeaderThere
+			case rep.Unknown:
+				res.err = fmt.Errorf("%w: %s", ErrUnknownOutcome, rep.Message)
+			default:
+				res.rev = rep.Revision
+			}
+		}
+		r.done <- res
+	}
+}
+
+func (n *Node) postBatch(ctx context.Context, api string, body []byte, count int) ([]applyReply, error) {
+	resp, err := n.post(ctx, api, pathApply, body)
+	if err != nil {
+		// Sent or not, we cannot tell: never retry.
+		return nil, fmt.Errorf("%w: forwarding to the leader at %s: %v", ErrUnknownOutcome, api, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%w: reading the leader's reply: %v", ErrUnknownOutcome, err)
+	case resp.StatusCode == http.StatusMisdirectedRequest:
+		return nil, errNotLeaderThere
+	case resp.StatusCode != http.StatusOK:
+		return nil, fmt.Errorf("%w: leader at %s answered %s: %s", ErrUnknownOutcome, api, resp.Status, bytes.TrimSpace(b))
+	}
+	var replies []applyReply
+	if err := json.Unmarshal(b, &replies); err != nil || len(replies) != count {
+		return nil, fmt.Errorf("%w: unreadable reply from the leader (%d replies for %d transactions): %v", ErrUnknownOutcome, len(replies), count, err)
+	}
+	return replies, nil
+}
+
+// serveApply applies a forwarded batch on the leader: every transaction is
+// submitted before any is waited for.
+func (n *Node) serveApply(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxForwardBatch*(fsm.MaxValueSize+4096)))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	var txns [][]byte
+	for len(body) > 0 {
+		size, k := binary.Uvarint(body)
+		if k <= 0 || size > uint64(len(body)-k) {
+			http.Error(w, "malformed batch", http.StatusBadRequest)
+			return
+		}
+		txns = append(txns, body[k:k+int(size)])
+		body = body[k+int(size):]
+	}
+	if !n.IsLeader() {
+		http.Error(w, "not the leader", http.StatusMisdirectedRequest)
+		return
+	}
+	ctx, cancel := requestContext(r)
+	defer cancel()
+	start := time.Now()
+	n.restoreMu.RLock()
+	futures := make([]raft.ApplyFuture, len(txns))
+	for i, txn := range txns {
+		futures[i] = n.raft.Apply(txn, time.Until(deadline(ctx)))
+	}
+	n.restoreMu.RUnlock()
+	replies := make([]applyReply, len(txns))
+	for i, f := range futures {
+		rev, err := await(ctx, f)
+		n.metrics.observeApply(start, err)
+		var te *fsm.TxnError
+		switch {
+		case err == nil:
+			replies[i].Revision = rev
+		case errors.As(err, &te):
+			replies[i] = applyReply{Revision: rev, Error: te}
+		case errors.Is(err, raft.ErrNotLeader):
+			replies[i].NotLeader = true
+		default:
+			replies[i] = applyReply{Unknown: true, Message: err.Error()}
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(replies)
+}
