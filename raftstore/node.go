@@ -108,7 +108,7 @@ func (c *Config) setDefaults() {
 		c.TrailingLogs = 32768
 	}
 	if c.SnapshotInterval == 0 {
-		c.SnapshotInterval = 2 * time.Minute
+		c.SnapshotInterval = 5 * time.Second
 	}
 	if c.DeadServerGrace == 0 {
 		c.DeadServerGrace = 2 * time.Minute
