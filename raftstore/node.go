@@ -455,12 +455,26 @@ func (n *Node) IsLeader() bool {
 // Removed is closed when this server is removed from the cluster.
 func (n *Node) Removed() <-chan struct{} { return n.removed }
 
+// hasOtherVoter reports whether leadership can go to another server.
+func (n *Node) hasOtherVoter() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && s.ID != raft.ServerID(n.cfg.Identity.Name) {
+			return true
+		}
+	}
+	return false
+}
+
 // Shutdown stops the node. A leader first hands leadership to an
 // up-to-date follower, so that clients see no election timeout. The server
 // stays in the Raft configuration: a restarted server takes its place again.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.stopping.Store(true)
-	if n.raft.State() == raft.Leader {
+	if n.raft.State() == raft.Leader && n.hasOtherVoter() {
 		n.restoreMu.Lock()
 		f := n.raft.LeadershipTransfer()
 		done := make(chan error, 1)
