@@ -2,12 +2,9 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/pontoon-dev/pontoon/test/cluster"
 )
 
 // TestChaosKeepsEveryAcknowledgedWrite runs writers and linearizable readers
@@ -81,15 +78,7 @@ func TestFiveServersSurviveLosingTwo(t *testing.T) {
 	l.Kill()
 	f.Kill()
 	c.Leader(20 * time.Second)
-	n := len(w.acks)
-	cluster.Eventually(t, 10*time.Second, func() error {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if len(w.acks) < n+50 {
-			return fmt.Errorf("only %d writes since losing two servers", len(w.acks)-n)
-		}
-		return nil
-	})
+	w.waitAcked(t, 10*time.Second, w.acked(), 50, "since losing two servers")
 	l.Start()
 	f.Start()
 	time.Sleep(time.Second)

@@ -79,15 +79,7 @@ func TestPartitionedLeaderAcknowledgesNothing(t *testing.T) {
 	targetMu.Lock()
 	targets = majority
 	targetMu.Unlock()
-	before := len(w.acks)
-	cluster.Eventually(t, 10*time.Second, func() error {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if len(w.acks) < before+100 {
-			return fmt.Errorf("%d writes on the majority side", len(w.acks)-before)
-		}
-		return nil
-	})
+	w.waitAcked(t, 10*time.Second, w.acked(), 100, "on the majority side")
 	mstop()
 	mwg.Wait()
 	if n := minorityAcks.Load(); n != 0 {

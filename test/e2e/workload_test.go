@@ -118,6 +118,24 @@ func (w *workload) step(ctx context.Context, id, seq int, s *cluster.Server, key
 	}
 }
 
+// acked returns the number of acknowledged writes so far.
+func (w *workload) acked() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acks)
+}
+
+// waitAcked waits until n more writes than before have been acknowledged.
+func (w *workload) waitAcked(t *testing.T, timeout time.Duration, before, n int, what string) {
+	t.Helper()
+	cluster.Eventually(t, timeout, func() error {
+		if got := w.acked() - before; got < n {
+			return fmt.Errorf("only %d writes %s", got, what)
+		}
+		return nil
+	})
+}
+
 // waitConverged waits until every running server has applied the same index
 // with the same state, and returns that index.
 func waitConverged(t *testing.T, c *cluster.Cluster) uint64 {
