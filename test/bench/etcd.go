@@ -108,7 +108,7 @@ func (e *etcd) ready(i int) bool {
 	return e.get(ctx, i, "ready") == nil
 }
 
-func (e *etcd) rss(i int) int64 { return rssOf(e.procs[i].Process.Pid) }
+func (e *etcd) rss(i int) memory { return memoryOf(e.procs[i].Process.Pid) }
 
 func (e *etcd) stop() {
 	for _, c := range e.clients {

@@ -64,24 +64,41 @@ func (p *pontoon) ready(i int) bool {
 	return p.get(ctx, i, "ready") == nil
 }
 
-func (p *pontoon) rss(i int) int64 { return rssOf(p.c.Servers[i].PID()) }
+func (p *pontoon) rss(i int) memory { return memoryOf(p.c.Servers[i].PID()) }
 func (p *pontoon) stop() {
 	for _, s := range p.c.Servers {
 		s.Kill()
 	}
 }
 
-// rssOf reads a process's resident set size from /proc.
-func rssOf(pid int) int64 {
+// memory is a process's resident set: in all, and the parts that are
+// anonymous (heap, stacks) and file-backed (mapped files such as bbolt's,
+// clean pages the kernel can drop and read again).
+type memory struct {
+	rss, anon, file int64
+}
+
+// memoryOf reads a process's resident set from /proc.
+func memoryOf(pid int) memory {
+	var m memory
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return 0
+		return m
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			m.rss = kb << 10
+		case "RssAnon:":
+			m.anon = kb << 10
+		case "RssFile:":
+			m.file = kb << 10
 		}
 	}
-	return 0
+	return m
 }
