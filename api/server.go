@@ -1,4 +1,5 @@
-// Package api serves everything on a server's API address: health
+// Package api serves everything on a server's API address: the Kubernetes
+// API (package kube), health
 // (/livez, /readyz), Prometheus metrics (/metrics), the operator endpoints
 // under /pontoon/v1/ (Raft peers, gossip members, snapshots), the raw key
 // space used by benchmarks and tests, and Raft's internal forwarding
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -21,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
+	"github.com/pontoon-dev/pontoon/api/kube"
 	"github.com/pontoon-dev/pontoon/fsm"
 	"github.com/pontoon-dev/pontoon/membership"
 	"github.com/pontoon-dev/pontoon/raftstore"
@@ -37,6 +40,8 @@ type Config struct {
 	Logger  *slog.Logger
 	// Pprof serves Go's profiler under /debug/pprof/.
 	Pprof bool
+	// ServiceCIDR is the range of service ClusterIPs.
+	ServiceCIDR *net.IPNet
 }
 
 // Server is the HTTP API of one server.
@@ -45,10 +50,17 @@ type Server struct {
 	mux *http.ServeMux
 }
 
-// New builds the API's routes.
-func New(cfg Config) *Server {
+// New builds the API's routes, and registers the API's leader duty (the
+// system namespaces) with the node.
+func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
 	m := s.mux
+	k, err := kube.New(kube.Config{Node: cfg.Node, Store: cfg.Store, ServiceCIDR: cfg.ServiceCIDR, Logger: cfg.Logger.With("component", "kube-api"), StatusFor: statusFor})
+	if err != nil {
+		return nil, err
+	}
+	k.Register(m)
+	cfg.Node.AddLeaderDuty(k.EnsureNamespaces)
 	m.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	m.HandleFunc("GET /readyz", s.readyz)
 	m.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
@@ -71,7 +83,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierrors.NewNotFound(pontoonResource, r.URL.Path))
 	})
-	return s
+	return s, nil
 }
 
 // ServeHTTP implements http.Handler.

@@ -151,6 +151,9 @@ type Watcher struct {
 	after  uint64
 	next   uint64 // sequence number of the next event to look at
 	epoch  uint64
+	// progress is the newest revision all of whose events under prefix
+	// have been returned.
+	progress uint64
 }
 
 // watch starts a watcher for events with revisions greater than rev.
@@ -161,13 +164,14 @@ func (h *hub) watch(prefix string, rev uint64) (*Watcher, error) {
 		return nil, ErrCompacted
 	}
 	i := sort.Search(len(h.events), func(i int) bool { return h.events[i].Revision > rev })
-	return &Watcher{h: h, prefix: prefix, after: rev, next: h.base + uint64(i), epoch: h.epoch}, nil
+	return &Watcher{h: h, prefix: prefix, after: rev, next: h.base + uint64(i), epoch: h.epoch, progress: rev}, nil
 }
 
-// Next blocks until at least one event is available, and returns up to max
-// of them. It returns ErrCompacted when the watcher fell out of the history
-// (or the store was restored from a snapshot) and ctx's error when ctx ends.
-func (w *Watcher) Next(ctx context.Context, max int) ([]Event, error) {
+// Next blocks until at least one event is available, and returns up to
+// limit of them. It returns ErrCompacted when the watcher fell out of the
+// history (or the store was restored from a snapshot) and ctx's error when
+// ctx ends.
+func (w *Watcher) Next(ctx context.Context, limit int) ([]Event, error) {
 	for {
 		w.h.mu.Lock()
 		if w.epoch != w.h.epoch || w.next < w.h.base {
@@ -176,11 +180,16 @@ func (w *Watcher) Next(ctx context.Context, max int) ([]Event, error) {
 		}
 		var out []Event
 		end := w.h.base + uint64(len(w.h.events))
-		for ; w.next < end && len(out) < max; w.next++ {
+		for ; w.next < end && len(out) < limit; w.next++ {
 			ev := w.h.events[w.next-w.h.base]
 			if ev.Revision > w.after && strings.HasPrefix(ev.Key, w.prefix) {
 				out = append(out, ev)
 			}
+		}
+		if w.next == end {
+			w.progress = max(w.progress, w.h.published)
+		} else {
+			w.progress = max(w.progress, w.h.events[w.next-w.h.base].Revision-1)
 		}
 		wake := w.h.wake
 		w.h.mu.Unlock()
@@ -194,6 +203,11 @@ func (w *Watcher) Next(ctx context.Context, max int) ([]Event, error) {
 		}
 	}
 }
+
+// Progress returns the newest revision all of whose events under the
+// watcher's prefix have been returned by Next: a revision a client may
+// resume from without missing anything (a Kubernetes bookmark).
+func (w *Watcher) Progress() uint64 { return w.progress }
 
 // HistoryStats describes the watch history, for metrics.
 type HistoryStats struct {

@@ -18,7 +18,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serverCommand(), devCommand(), operatorCommand(), membersCommand(), snapshotCommand())
+	root.AddCommand(serverCommand(), devCommand(), operatorCommand(), membersCommand(), snapshotCommand(), kubeconfigCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "pontoon: %v\n", err)
 		os.Exit(1)

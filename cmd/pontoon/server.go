@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -36,6 +37,9 @@ type serverOptions struct {
 	watchHistory                   int
 	pprof                          bool
 	logLevel                       string
+	serviceCIDR                    string
+	// kubeconfig, when set, is written for the local API once it listens.
+	kubeconfig string
 }
 
 func (o *serverOptions) flags(cmd *cobra.Command) {
@@ -56,6 +60,7 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.DurationVar(&o.deadServerGrace, "dead-server-grace", 2*time.Minute, "how long a server must be dead before autopilot may remove it (once a replacement keeps the voters at --bootstrap-expect)")
 	f.IntVar(&o.watchHistory, "watch-history", fsm.DefaultWatchHistory, "events kept for watches that start at an older revision")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.serviceCIDR, "service-cidr", "10.96.0.0/16", "IPv4 range service ClusterIPs are allocated from")
 	f.BoolVar(&o.pprof, "enable-pprof", false, "serve Go's profiler under /debug/pprof/ on the API address")
 }
 
@@ -84,6 +89,7 @@ func devCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.bootstrapExpect = 1
+			o.kubeconfig = filepath.Join(o.dataDir, "kubeconfig")
 			return runServer(cmd.Context(), o)
 		},
 	}
@@ -115,6 +121,13 @@ func runServer(ctx context.Context, o serverOptions) error {
 		return err
 	}
 	logger = logger.With("server", o.name)
+	_, serviceCIDR, err := net.ParseCIDR(o.serviceCIDR)
+	if err != nil || serviceCIDR.IP.To4() == nil {
+		return fmt.Errorf("--service-cidr %q: want an IPv4 CIDR such as 10.96.0.0/16", o.serviceCIDR)
+	}
+	if ones, _ := serviceCIDR.Mask.Size(); ones > 30 || ones < 12 {
+		return fmt.Errorf("--service-cidr %q: the prefix must be between /12 and /30", o.serviceCIDR)
+	}
 	if o.advertise == "" {
 		o.advertise, _, _ = net.SplitHostPort(o.raftAddr)
 	}
@@ -176,14 +189,32 @@ func runServer(ctx context.Context, o serverOptions) error {
 		return err
 	}
 
-	apiServer := api.New(api.Config{Node: node, Store: store, Members: pool, Metrics: reg, TempDir: o.dataDir, Logger: logger, Pprof: o.pprof})
+	apiServer, err := api.New(api.Config{Node: node, Store: store, Members: pool, Metrics: reg, TempDir: o.dataDir, Logger: logger,
+		Pprof: o.pprof, ServiceCIDR: serviceCIDR})
+	if err != nil {
+		node.Shutdown(context.Background())
+		return err
+	}
 	ln, err := net.Listen("tcp", o.apiAddr)
 	if err != nil {
 		node.Shutdown(context.Background())
 		return fmt.Errorf("API listen on %s: %w", o.apiAddr, err)
 	}
-	httpServer := &http.Server{Handler: apiServer, ReadHeaderTimeout: 10 * time.Second}
+	// Watches end when the server shuts down, so clients move to another
+	// server at once.
+	baseCtx, cancelBase := context.WithCancel(context.Background())
+	httpServer := &http.Server{Handler: apiServer, ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return baseCtx }}
+	httpServer.RegisterOnShutdown(cancelBase)
 	logger.Info("server started", "api", advAPI, "raft", advRaft, "gossip", advGossip, "data_dir", o.dataDir)
+	if o.kubeconfig != "" {
+		if err := writeKubeconfig(o.kubeconfig, "http://"+advAPI); err != nil {
+			logger.Warn("writing kubeconfig", "err", err)
+		} else {
+			abs, _ := filepath.Abs(o.kubeconfig)
+			fmt.Printf("export KUBECONFIG=%s\n", abs)
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

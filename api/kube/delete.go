@@ -1,0 +1,330 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/pontoon-dev/pontoon/api/resource"
+)
+
+// deleteOptions reads DeleteOptions from the body, or from the query.
+func (h *Handler) deleteOptions(w http.ResponseWriter, req *request) (*metav1.DeleteOptions, error) {
+	opts := &metav1.DeleteOptions{}
+	body, err := readBody(req)
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > 0 {
+		// Clients send DeleteOptions in the resource's group version, in
+		// v1 or in meta.k8s.io/v1: every group version registers it.
+		obj, err := h.decodeInto(w, req, body, func() runtime.Object { return opts },
+			func() (string, string) { return "", "DeleteOptions" })
+		if err != nil {
+			return nil, err
+		}
+		opts = obj.(*metav1.DeleteOptions)
+	} else if err := metav1.Convert_url_Values_To_v1_DeleteOptions(ptrTo(req.URL.Query()), opts, nil); err != nil {
+		return nil, apierrors.NewBadRequest(err.Error())
+	}
+	if opts.PropagationPolicy != nil {
+		switch *opts.PropagationPolicy {
+		case metav1.DeletePropagationBackground, metav1.DeletePropagationForeground, metav1.DeletePropagationOrphan:
+		default:
+			return nil, invalid(req.res, req.name, nil)
+		}
+	}
+	return opts, nil
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+func (h *Handler) delete(w http.ResponseWriter, req *request) error {
+	opts, err := h.deleteOptions(w, req)
+	if err != nil {
+		return err
+	}
+	obj, code, err := h.deleteObject(req.Context(), req, opts)
+	if err != nil {
+		return err
+	}
+	if code == http.StatusOK {
+		m := accessor(obj)
+		h.writeObject(w, req.out, http.StatusOK, &metav1.Status{
+			TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess,
+			Details: &metav1.StatusDetails{Name: m.GetName(), Group: req.res.GroupVersion.Group, Kind: req.res.Name, UID: m.GetUID()}})
+		return nil
+	}
+	return h.writeResult(w, req, code, obj)
+}
+
+// deleteObject deletes one object as DeleteOptions say: at once, or by
+// setting deletionTimestamp when finalizers (or a pod's grace period) must
+// run first. It returns 200 when the object is gone, 202 when it stays.
+func (h *Handler) deleteObject(ctx context.Context, req *request, opts *metav1.DeleteOptions) (runtime.Object, int, error) {
+	dry, err := dryRun(req, opts.DryRun)
+	if err != nil {
+		return nil, 0, err
+	}
+	r := req.res
+	for attempt := 0; ; attempt++ {
+		old, rev, err := h.objects.get(r, req.namespace, req.name)
+		if err != nil {
+			return nil, 0, err
+		}
+		if err := checkPreconditions(r, req.name, old, opts.Preconditions); err != nil {
+			return nil, 0, err
+		}
+		obj, pending := h.prepareDelete(r, old.DeepCopyObject(), opts)
+		var out runtime.Object
+		code := http.StatusOK
+		if pending {
+			code = http.StatusAccepted
+			out, _, err = h.storeUpdate(ctx, &request{Request: req.Request, res: r, namespace: req.namespace, name: req.name, out: req.out, applied: true, deleting: true}, old, rev, obj, dry)
+		} else {
+			out, _, err = h.deleteNow(ctx, req, old, rev, dry)
+		}
+		if apierrors.IsConflict(err) && attempt < updateRetries {
+			if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
+				return nil, 0, err
+			}
+			continue
+		}
+		return out, code, err
+	}
+}
+
+func checkPreconditions(r *resource.Resource, name string, obj runtime.Object, p *metav1.Preconditions) error {
+	if p == nil {
+		return nil
+	}
+	m := accessor(obj)
+	gr := r.GroupVersionResource().GroupResource()
+	if p.UID != nil && *p.UID != m.GetUID() {
+		return apierrors.NewConflict(gr, name, fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", *p.UID, m.GetUID()))
+	}
+	if p.ResourceVersion != nil && *p.ResourceVersion != m.GetResourceVersion() {
+		return apierrors.NewConflict(gr, name, fmt.Errorf("Precondition failed: ResourceVersion in precondition: %v, ResourceVersion in object meta: %v", *p.ResourceVersion, m.GetResourceVersion()))
+	}
+	return nil
+}
+
+// prepareDelete marks obj for deletion and says whether it must stay
+// (pending) until finalizers or the kubelet are done with it.
+func (h *Handler) prepareDelete(r *resource.Resource, obj runtime.Object, opts *metav1.DeleteOptions) (runtime.Object, bool) {
+	m := accessor(obj)
+	policy := metav1.DeletePropagationBackground
+	if opts.OrphanDependents != nil && *opts.OrphanDependents {
+		policy = metav1.DeletePropagationOrphan
+	}
+	if opts.PropagationPolicy != nil {
+		policy = *opts.PropagationPolicy
+	}
+	finalizers := m.GetFinalizers()
+	switch policy {
+	case metav1.DeletePropagationOrphan:
+		finalizers = addFinalizer(finalizers, metav1.FinalizerOrphanDependents)
+	case metav1.DeletePropagationForeground:
+		finalizers = addFinalizer(finalizers, metav1.FinalizerDeleteDependents)
+	}
+	grace := int64(0)
+	if pod, ok := obj.(*corev1.Pod); ok && pod.Spec.NodeName != "" &&
+		pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
+		// The kubelet stops the containers, then deletes the pod with
+		// grace period 0.
+		grace = corev1.DefaultTerminationGracePeriodSeconds
+		if pod.Spec.TerminationGracePeriodSeconds != nil {
+			grace = *pod.Spec.TerminationGracePeriodSeconds
+		}
+		if opts.GracePeriodSeconds != nil {
+			grace = *opts.GracePeriodSeconds
+		}
+	}
+	if ns, ok := obj.(*corev1.Namespace); ok {
+		ns.Status.Phase = corev1.NamespaceTerminating
+	}
+	if len(finalizers) == 0 && grace == 0 && !hasFinalizers(obj) {
+		return obj, false
+	}
+	m.SetFinalizers(finalizers)
+	if m.GetDeletionTimestamp() == nil {
+		m.SetDeletionTimestamp(nowPlus(grace))
+		m.SetDeletionGracePeriodSeconds(&grace)
+	} else if cur := m.GetDeletionGracePeriodSeconds(); cur != nil && grace < *cur {
+		// A shorter grace period replaces a longer one.
+		m.SetDeletionTimestamp(nowPlus(grace))
+		m.SetDeletionGracePeriodSeconds(&grace)
+	}
+	if grace == 0 && len(finalizers) == 0 && !hasFinalizers(obj) {
+		return obj, false
+	}
+	return obj, true
+}
+
+func addFinalizer(fs []string, f string) []string {
+	for _, x := range fs {
+		if x == f {
+			return fs
+		}
+	}
+	return append(fs, f)
+}
+
+func (h *Handler) deleteCollection(w http.ResponseWriter, req *request) error {
+	opts, err := h.deleteOptions(w, req)
+	if err != nil {
+		return err
+	}
+	sel, err := h.parseSelector(req)
+	if err != nil {
+		return err
+	}
+	objs, _, err := h.listObjects(req, sel)
+	if err != nil {
+		return err
+	}
+	var deleted []runtime.Object
+	for _, obj := range objs {
+		m := accessor(obj)
+		one := *req
+		one.namespace, one.name = m.GetNamespace(), m.GetName()
+		out, _, err := h.deleteObject(req.Context(), &one, opts)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		deleted = append(deleted, out)
+	}
+	l := req.res.NewList()
+	if err := meta.SetList(l, deleted); err != nil {
+		return err
+	}
+	l.GetObjectKind().SetGroupVersionKind(req.res.GroupVersion.WithKind(req.res.Kind + "List"))
+	h.writeObject(w, req.out, http.StatusOK, l)
+	return nil
+}
+
+// action serves the POST-only subresources: pods/binding and
+// pods/eviction.
+func (h *Handler) action(w http.ResponseWriter, req *request) error {
+	body, err := readBody(req)
+	if err != nil {
+		return err
+	}
+	ok := &metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess, Code: http.StatusCreated}
+	switch req.sub {
+	case "binding":
+		obj, err := h.decodeInto(w, req, body, func() runtime.Object { return &corev1.Binding{} },
+			func() (string, string) { return "v1", "Binding" })
+		if err != nil {
+			return err
+		}
+		b := obj.(*corev1.Binding)
+		if b.Target.Name == "" {
+			return invalid(req.res, req.name, nil)
+		}
+		bindReq := *req
+		bindReq.sub, bindReq.applied = "binding", true
+		_, _, err = h.updateObject(req.Context(), &bindReq, func(old runtime.Object) (runtime.Object, error) {
+			return bind(old.(*corev1.Pod), b)
+		}, true)
+		if err != nil {
+			return err
+		}
+	case "eviction":
+		obj, err := h.decodeInto(w, req, body, func() runtime.Object { return &policyv1.Eviction{} },
+			func() (string, string) { return "policy/v1", "Eviction" })
+		if err != nil {
+			return err
+		}
+		opts := obj.(*policyv1.Eviction).DeleteOptions
+		if opts == nil {
+			opts = &metav1.DeleteOptions{}
+		}
+		if _, _, err := h.deleteObject(req.Context(), req, opts); err != nil {
+			return err
+		}
+	}
+	h.writeObject(w, req.out, http.StatusCreated, ok)
+	return nil
+}
+
+// bind sets a pod's node, once, and marks it scheduled, as the binding
+// subresource of kube-apiserver does.
+func bind(pod *corev1.Pod, b *corev1.Binding) (runtime.Object, error) {
+	if pod.DeletionTimestamp != nil {
+		return nil, apierrors.NewConflict(corev1.Resource("pods/binding"), pod.Name, errors.New("pod is being deleted, cannot be assigned to a host"))
+	}
+	if pod.Spec.NodeName != "" {
+		return nil, apierrors.NewConflict(corev1.Resource("pods/binding"), pod.Name, fmt.Errorf("pod %s is already assigned to node %q", pod.Name, pod.Spec.NodeName))
+	}
+	pod.Spec.NodeName = b.Target.Name
+	cond := corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}
+	replaced := false
+	for i, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled {
+			pod.Status.Conditions[i], replaced = cond, true
+		}
+	}
+	if !replaced {
+		pod.Status.Conditions = append(pod.Status.Conditions, cond)
+	}
+	return pod, nil
+}
+
+// scaleOf is the autoscaling/v1 Scale of a scalable object.
+func scaleOf(r *resource.Resource, obj runtime.Object) *autoscalingv1.Scale {
+	m := accessor(obj)
+	spec, status, sel := r.Scale.Get(obj)
+	return &autoscalingv1.Scale{
+		TypeMeta: metav1.TypeMeta{Kind: "Scale", APIVersion: "autoscaling/v1"},
+		ObjectMeta: metav1.ObjectMeta{Name: m.GetName(), Namespace: m.GetNamespace(), UID: m.GetUID(),
+			ResourceVersion: m.GetResourceVersion(), CreationTimestamp: m.GetCreationTimestamp()},
+		Spec:   autoscalingv1.ScaleSpec{Replicas: spec},
+		Status: autoscalingv1.ScaleStatus{Replicas: status, Selector: sel},
+	}
+}
+
+var scaleGVK = schema.GroupVersionKind{Group: "autoscaling", Version: "v1", Kind: "Scale"}
+
+// updateScale sets spec.replicas from a Scale.
+func (h *Handler) updateScale(w http.ResponseWriter, req *request, body []byte) error {
+	obj, err := h.decodeInto(w, req, body, func() runtime.Object { return &autoscalingv1.Scale{} },
+		func() (string, string) { return scaleGVK.GroupVersion().String(), scaleGVK.Kind })
+	if err != nil {
+		return err
+	}
+	return h.writeScale(w, req, obj.(*autoscalingv1.Scale))
+}
+
+func (h *Handler) writeScale(w http.ResponseWriter, req *request, s *autoscalingv1.Scale) error {
+	if s.Spec.Replicas < 0 {
+		return apierrors.NewInvalid(scaleGVK.GroupKind(), req.name, nil)
+	}
+	mainReq := *req
+	mainReq.sub = ""
+	out, _, err := h.updateObject(req.Context(), &mainReq, func(old runtime.Object) (runtime.Object, error) {
+		if s.ResourceVersion != "" && s.ResourceVersion != accessor(old).GetResourceVersion() {
+			return nil, apierrors.NewConflict(req.res.GroupVersionResource().GroupResource(), req.name, errors.New(conflictMessage))
+		}
+		req.res.Scale.Set(old, s.Spec.Replicas)
+		return old, nil
+	}, true)
+	if err != nil {
+		return err
+	}
+	h.writeObject(w, req.out, http.StatusOK, scaleOf(req.res, out))
+	return nil
+}

@@ -1,0 +1,265 @@
+// Package kube serves the Kubernetes REST API from the local store: every
+// server answers reads and watches itself (linearizable by default, through
+// the Raft read barrier) and turns writes into store transactions. It is
+// generic over the resources of package resource.
+package kube
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+
+	"github.com/pontoon-dev/pontoon/api/resource"
+	"github.com/pontoon-dev/pontoon/fsm"
+	"github.com/pontoon-dev/pontoon/raftstore"
+)
+
+// Config wires the Kubernetes API to the server.
+type Config struct {
+	Node  *raftstore.Node
+	Store *fsm.Store
+	// ServiceCIDR is the range ClusterIPs are allocated from.
+	ServiceCIDR *net.IPNet
+	Logger      *slog.Logger
+	// StatusFor maps errors of the lower layers (no leader, timeouts) to
+	// the Status a client gets.
+	StatusFor func(error) *metav1.Status
+}
+
+// Handler serves /api, /apis, /version and /openapi.
+type Handler struct {
+	cfg      Config
+	registry *resource.Registry
+	scheme   *runtime.Scheme
+	codecs   serializer.CodecFactory
+	objects  *objects
+	fields   *fieldManagers
+	ips      *ipAllocator
+	openapi  *openAPI
+}
+
+// New builds the handler.
+func New(cfg Config) (*Handler, error) {
+	scheme, err := newScheme()
+	if err != nil {
+		return nil, fmt.Errorf("kube: scheme: %w", err)
+	}
+	h := &Handler{cfg: cfg, registry: resource.Builtin(), scheme: scheme, codecs: newCodecs(scheme)}
+	h.objects = newObjects(cfg.Node, cfg.Store, scheme)
+	if h.openapi, err = loadOpenAPI(h.registry); err != nil {
+		return nil, err
+	}
+	if h.fields, err = newFieldManagers(h.openapi, scheme, h.registry); err != nil {
+		return nil, err
+	}
+	h.ips = newIPAllocator(cfg.ServiceCIDR, cfg.Store)
+	return h, nil
+}
+
+// Register adds the handler's routes to mux.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /version", h.version)
+	mux.HandleFunc("GET /api", h.discoveryAPI)
+	mux.HandleFunc("GET /apis", h.discoveryAPIs)
+	mux.HandleFunc("/api/", h.serve)
+	mux.HandleFunc("/apis/", h.serve)
+	mux.HandleFunc("GET /openapi/v2", h.openapi.serveV2)
+	mux.HandleFunc("GET /openapi/v3", h.openapi.serveV3Index)
+	mux.HandleFunc("GET /openapi/v3/{path...}", h.openapi.serveV3)
+}
+
+// request is a parsed resource URL.
+type request struct {
+	*http.Request
+	gv        schema.GroupVersion
+	res       *resource.Resource
+	namespace string
+	name      string
+	sub       string
+	out       output
+	// applied says the update function has merged managedFields itself
+	// (server-side apply).
+	applied bool
+	// deleting says the update marks the object for deletion.
+	deleting bool
+}
+
+// namespaceSubresources are the subresources of a namespace, which would
+// otherwise read as resources inside it.
+var namespaceSubresources = map[string]bool{"status": true, "finalize": true}
+
+// parse splits /api/v1/... and /apis/<group>/<version>/... into their
+// parts, as kube-apiserver's RequestInfoFactory does.
+func (h *Handler) parse(r *http.Request) (*request, []string, error) {
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	req := &request{Request: r}
+	switch {
+	case parts[0] == "api" && len(parts) >= 2:
+		req.gv, parts = schema.GroupVersion{Version: parts[1]}, parts[2:]
+	case parts[0] == "apis" && len(parts) >= 3:
+		req.gv, parts = schema.GroupVersion{Group: parts[1], Version: parts[2]}, parts[3:]
+	default:
+		return req, parts, nil
+	}
+	if len(parts) == 0 {
+		return req, nil, nil
+	}
+	if parts[0] == "namespaces" && len(parts) > 1 {
+		req.namespace = parts[1]
+		if len(parts) > 2 && !namespaceSubresources[parts[2]] {
+			parts = parts[2:]
+		} else {
+			// The namespace object itself.
+			req.namespace, parts = "", append([]string{"namespaces", parts[1]}, parts[2:]...)
+		}
+	}
+	res, ok := h.registry.Lookup(req.gv.WithResource(parts[0]))
+	if !ok {
+		return nil, nil, apierrors.NewNotFound(schema.GroupResource{Group: req.gv.Group, Resource: parts[0]}, "")
+	}
+	req.res = res
+	if len(parts) > 1 {
+		req.name = parts[1]
+	}
+	if len(parts) > 2 {
+		req.sub = parts[2]
+	}
+	if len(parts) > 3 {
+		return nil, nil, apierrors.NewNotFound(res.GroupVersionResource().GroupResource(), strings.Join(parts[1:], "/"))
+	}
+	if res.Namespaced == false && req.namespace != "" {
+		return nil, nil, apierrors.NewNotFound(res.GroupVersionResource().GroupResource(), "")
+	}
+	return req, parts, nil
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
+	req, parts, err := h.parse(r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if req.res == nil {
+		if len(parts) == 0 && r.Method == http.MethodGet && req.gv.Version != "" {
+			h.discoveryGroupVersion(w, r, req.gv)
+			return
+		}
+		if len(parts) == 0 && r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/apis/") {
+			h.discoveryGroup(w, r, strings.Trim(strings.TrimPrefix(r.URL.Path, "/apis/"), "/"))
+			return
+		}
+		h.writeError(w, r, apierrors.NewNotFound(schema.GroupResource{}, r.URL.Path))
+		return
+	}
+	if err := h.route(w, req); err != nil {
+		h.writeError(w, r, err)
+	}
+}
+
+// route dispatches a resource request to its verb.
+func (h *Handler) route(w http.ResponseWriter, req *request) error {
+	switch req.sub {
+	case "", "status", "scale", "binding", "eviction", "finalize":
+	default:
+		return apierrors.NewNotFound(req.res.GroupVersionResource().GroupResource(), req.name+"/"+req.sub)
+	}
+	if err := h.checkSubresource(req); err != nil {
+		return err
+	}
+	allowed := []outputKind{asPartialMetadata}
+	if req.Method == http.MethodGet {
+		allowed = append(allowed, asTable)
+	}
+	out, err := h.negotiate(req.Request, allowed...)
+	if err != nil {
+		return err
+	}
+	req.out = out
+	q := req.URL.Query()
+	switch {
+	case req.Method == http.MethodGet && req.name == "":
+		if q.Get("watch") == "true" || q.Get("watch") == "1" {
+			return h.watch(w, req)
+		}
+		return h.list(w, req)
+	case req.Method == http.MethodGet:
+		return h.get(w, req)
+	case req.Method == http.MethodPost && req.name == "":
+		return h.create(w, req)
+	case req.Method == http.MethodPost && (req.sub == "binding" || req.sub == "eviction"):
+		return h.action(w, req)
+	case req.Method == http.MethodPut && req.name != "":
+		return h.update(w, req)
+	case req.Method == http.MethodPatch && req.name != "":
+		return h.patch(w, req)
+	case req.Method == http.MethodDelete && req.name == "":
+		return h.deleteCollection(w, req)
+	case req.Method == http.MethodDelete && req.sub == "":
+		return h.delete(w, req)
+	}
+	return apierrors.NewMethodNotSupported(req.res.GroupVersionResource().GroupResource(), strings.ToLower(req.Method))
+}
+
+func (h *Handler) checkSubresource(req *request) error {
+	r := req.res
+	ok := true
+	switch req.sub {
+	case "status":
+		ok = r.Status
+	case "scale":
+		ok = r.Scale != nil
+	case "binding", "eviction":
+		ok = contains(r.Actions, req.sub)
+	case "finalize":
+		ok = r.Name == "namespaces"
+	}
+	if !ok || (req.sub != "" && req.name == "") {
+		return apierrors.NewNotFound(r.GroupVersionResource().GroupResource(), req.name+"/"+req.sub)
+	}
+	return nil
+}
+
+// writeObject encodes obj in the negotiated format.
+func (h *Handler) writeObject(w http.ResponseWriter, out output, code int, obj runtime.Object) {
+	w.Header().Set("Content-Type", out.info.MediaType)
+	w.WriteHeader(code)
+	if err := out.info.Serializer.Encode(obj, w); err != nil {
+		h.cfg.Logger.Debug("writing response failed", "err", err)
+	}
+}
+
+// writeError writes err as a Status, in the format the client accepts.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var st *metav1.Status
+	var se apierrors.APIStatus
+	if errors.As(err, &se) {
+		s := se.Status()
+		st = &s
+	} else {
+		st = h.cfg.StatusFor(err)
+	}
+	st.TypeMeta = metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}
+	st.Status = metav1.StatusFailure
+	if st.Code == http.StatusServiceUnavailable || st.Code == http.StatusGatewayTimeout {
+		w.Header().Set("Retry-After", "1")
+	}
+	out, nerr := h.negotiate(r)
+	if nerr != nil {
+		out = output{info: h.jsonInfo()}
+	}
+	h.writeObject(w, out, int(st.Code), st)
+}
+
+func (h *Handler) jsonInfo() runtime.SerializerInfo {
+	info, _ := runtime.SerializerInfoForMediaType(h.codecs.SupportedMediaTypes(), mediaJSON)
+	return info
+}

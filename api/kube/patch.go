@@ -1,0 +1,147 @@
+package kube
+
+import (
+	"encoding/json"
+	"fmt"
+	"mime"
+	"net/http"
+
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
+	"sigs.k8s.io/yaml"
+)
+
+// patch serves the four patch types: JSON Patch, JSON merge patch,
+// strategic merge patch, and server-side apply.
+func (h *Handler) patch(w http.ResponseWriter, req *request) error {
+	body, err := readBody(req)
+	if err != nil {
+		return err
+	}
+	mt, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type"))
+	pt := types.PatchType(mt)
+	switch pt {
+	case types.JSONPatchType, types.MergePatchType, types.StrategicMergePatchType:
+	case types.ApplyYAMLPatchType:
+		return h.apply(w, req, body)
+	default:
+		return statusError(http.StatusUnsupportedMediaType, "UnsupportedMediaType",
+			fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: %s, %s, %s, %s",
+				types.JSONPatchType, types.MergePatchType, types.StrategicMergePatchType, types.ApplyYAMLPatchType))
+	}
+	jsonInfo := h.jsonInfo()
+	if req.sub == "scale" {
+		cur, _, err := h.objects.get(req.res, req.namespace, req.name)
+		if err != nil {
+			return err
+		}
+		patched, err := applyPatch(pt, scaleOf(req.res, cur), body)
+		if err != nil {
+			return err
+		}
+		obj, err := h.decodeWith(w, req, jsonInfo, patched, func() runtime.Object { return &autoscalingv1.Scale{} },
+			func() (string, string) { return scaleGVK.GroupVersion().String(), scaleGVK.Kind })
+		if err != nil {
+			return err
+		}
+		return h.writeScale(w, req, obj.(*autoscalingv1.Scale))
+	}
+	out, code, err := h.updateObject(req.Context(), req, func(old runtime.Object) (runtime.Object, error) {
+		old.GetObjectKind().SetGroupVersionKind(req.res.GroupVersionKind())
+		patched, err := applyPatch(pt, old, body)
+		if err != nil {
+			return nil, err
+		}
+		return h.decodeWith(w, req, jsonInfo, patched, req.res.New,
+			func() (string, string) { return req.res.GroupVersion.String(), req.res.Kind })
+	}, true)
+	if err != nil {
+		return err
+	}
+	return h.writeResult(w, req, code, out)
+}
+
+// applyPatch applies a JSON, merge or strategic merge patch to obj's JSON.
+func applyPatch(pt types.PatchType, obj runtime.Object, patch []byte) ([]byte, error) {
+	cur, err := json.Marshal(obj)
+	if err != nil {
+		return nil, err
+	}
+	var out []byte
+	switch pt {
+	case types.JSONPatchType:
+		p, perr := jsonpatch.DecodePatch(patch)
+		if perr != nil {
+			return nil, apierrors.NewBadRequest(perr.Error())
+		}
+		out, err = p.Apply(cur)
+	case types.MergePatchType:
+		out, err = jsonpatch.MergePatch(cur, patch)
+	case types.StrategicMergePatchType:
+		out, err = strategicpatch.StrategicMergePatch(cur, patch, obj)
+	}
+	if err != nil {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("the patch could not be applied: %v", err))
+	}
+	return out, nil
+}
+
+// apply serves server-side apply: the applied configuration is merged into
+// the stored object (or creates it) by the field manager, which records
+// ownership in managedFields and refuses to take fields another manager
+// owns unless forced.
+func (h *Handler) apply(w http.ResponseWriter, req *request, body []byte) error {
+	q := req.URL.Query()
+	manager := q.Get("fieldManager")
+	if manager == "" {
+		return apierrors.NewBadRequest("PATCH with apply requires fieldManager")
+	}
+	force := q.Get("force") == "true"
+	patch := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(body, &patch.Object); err != nil {
+		return apierrors.NewBadRequest(fmt.Sprintf("error decoding YAML: %v", err))
+	}
+	if patch.Object == nil {
+		return apierrors.NewBadRequest("the applied configuration is empty")
+	}
+	r := req.res
+	if patch.GetAPIVersion() != r.GroupVersion.String() || patch.GetKind() != r.Kind {
+		return apierrors.NewBadRequest(fmt.Sprintf("the API version in the data (%s) does not match the expected API version (%s) or kind %s",
+			patch.GetAPIVersion(), r.GroupVersion, r.Kind))
+	}
+	if patch.GetName() != "" && patch.GetName() != req.name {
+		return apierrors.NewBadRequest(fmt.Sprintf("the name of the object (%s) does not match the name on the URL (%s)", patch.GetName(), req.name))
+	}
+	if req.sub == "scale" {
+		return apierrors.NewMethodNotSupported(r.GroupVersionResource().GroupResource(), "apply to scale")
+	}
+	fm := h.fields.get(r, req.sub)
+	applied := *req
+	applied.applied = true
+	out, code, err := h.updateObject(req.Context(), &applied, func(old runtime.Object) (runtime.Object, error) {
+		return fm.Apply(old, patch.DeepCopy(), manager, force)
+	}, true)
+	if apierrors.IsNotFound(err) && req.sub == "" {
+		empty := r.New()
+		empty.GetObjectKind().SetGroupVersionKind(r.GroupVersionKind())
+		obj, err := fm.Apply(empty, patch.DeepCopy(), manager, force)
+		if err != nil {
+			return err
+		}
+		m := accessor(obj)
+		m.SetName(req.name)
+		if out, err = h.createObject(req.Context(), &applied, obj); err != nil {
+			return err
+		}
+		return h.writeResult(w, req, http.StatusCreated, out)
+	}
+	if err != nil {
+		return err
+	}
+	return h.writeResult(w, req, code, out)
+}

@@ -1,0 +1,191 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
+
+	"github.com/pontoon-dev/pontoon/api/resource"
+	"github.com/pontoon-dev/pontoon/fsm"
+	"github.com/pontoon-dev/pontoon/raftstore"
+)
+
+// Objects are stored under /registry/<group>/<resource>/[<namespace>/]<name>
+// ("core" for the core group), Protobuf-encoded without their
+// resourceVersion: the resourceVersion is the revision of the entry that
+// last wrote the key, set when the object is read.
+const registryPrefix = "/registry/"
+
+// objects reads and writes API objects in the replicated store.
+type objects struct {
+	node  *raftstore.Node
+	store *fsm.Store
+	codec runtime.Serializer
+}
+
+func newObjects(node *raftstore.Node, store *fsm.Store, scheme *runtime.Scheme) *objects {
+	return &objects{node: node, store: store, codec: protobuf.NewSerializer(scheme, scheme)}
+}
+
+// prefix is the key prefix of a resource's objects in one namespace, or in
+// all of them when ns is empty.
+func prefix(r *resource.Resource, ns string) string {
+	group := r.GroupVersion.Group
+	if group == "" {
+		group = "core"
+	}
+	p := registryPrefix + group + "/" + r.Name + "/"
+	if r.Namespaced && ns != "" {
+		p += ns + "/"
+	}
+	return p
+}
+
+func key(r *resource.Resource, ns, name string) string {
+	return prefix(r, ns) + name
+}
+
+// encode returns the stored form of obj: Protobuf, without
+// resourceVersion.
+func (o *objects) encode(r *resource.Resource, obj runtime.Object) ([]byte, error) {
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return nil, err
+	}
+	rv := m.GetResourceVersion()
+	m.SetResourceVersion("")
+	obj.GetObjectKind().SetGroupVersionKind(r.GroupVersionKind())
+	b, err := runtime.Encode(o.codec, obj)
+	m.SetResourceVersion(rv)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", r.Kind, err)
+	}
+	return b, nil
+}
+
+// decode returns the object stored in value, with its resourceVersion.
+func (o *objects) decode(r *resource.Resource, value []byte, rev uint64) (runtime.Object, error) {
+	obj := r.New()
+	if _, _, err := o.codec.Decode(value, nil, obj); err != nil {
+		return nil, fmt.Errorf("decode stored %s: %w", r.Kind, err)
+	}
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return nil, err
+	}
+	m.SetResourceVersion(strconv.FormatUint(rev, 10))
+	return obj, nil
+}
+
+// maxWaitApplied bounds the wait for this server to apply a revision a
+// client has seen elsewhere.
+const maxWaitApplied = 5 * time.Second
+
+// consistency says how current a read must be.
+type consistency struct {
+	// linearizable reads run the ReadIndex barrier first.
+	linearizable bool
+	// minRevision waits until this server has applied it.
+	minRevision uint64
+}
+
+// readConsistency interprets resourceVersion as Kubernetes does for
+// get and list: "" is a linearizable read, "0" any local state, and a
+// number at least that revision.
+func readConsistency(rv string) (consistency, error) {
+	switch rv {
+	case "":
+		return consistency{linearizable: true}, nil
+	case "0":
+		return consistency{}, nil
+	}
+	n, err := parseRV(rv)
+	return consistency{minRevision: n}, err
+}
+
+func parseRV(rv string) (uint64, error) {
+	n, err := strconv.ParseUint(rv, 10, 64)
+	if err != nil {
+		return 0, apierrors.NewBadRequest(fmt.Sprintf("invalid resource version %q", rv))
+	}
+	return n, nil
+}
+
+// sync waits until the local store is as current as c requires.
+func (o *objects) sync(ctx context.Context, c consistency) error {
+	if c.linearizable {
+		return o.node.ReadIndex(ctx)
+	}
+	if c.minRevision > o.store.Applied() {
+		wctx, cancel := context.WithTimeout(ctx, maxWaitApplied)
+		defer cancel()
+		if err := o.store.WaitApplied(wctx, c.minRevision); err != nil {
+			return apierrors.NewTimeoutError(fmt.Sprintf("Too large resource version: %d, current: %d", c.minRevision, o.store.Applied()), 1)
+		}
+	}
+	return nil
+}
+
+// get reads one object from the local store.
+func (o *objects) get(r *resource.Resource, ns, name string) (runtime.Object, uint64, error) {
+	kv, found, _, err := o.store.Get(key(r, ns, name))
+	if err != nil {
+		return nil, 0, err
+	}
+	if !found {
+		return nil, 0, apierrors.NewNotFound(r.GroupVersionResource().GroupResource(), name)
+	}
+	obj, err := o.decode(r, kv.Value, kv.ModRevision)
+	return obj, kv.ModRevision, err
+}
+
+// apply commits a transaction and maps the store's refusals to the Status
+// kube-apiserver returns for the same case.
+func (o *objects) apply(ctx context.Context, r *resource.Resource, name string, txn *fsm.Txn) (uint64, error) {
+	rev, err := o.node.Apply(ctx, txn)
+	var te *fsm.TxnError
+	if errors.As(err, &te) {
+		gr := r.GroupVersionResource().GroupResource()
+		switch te.Code {
+		case fsm.CodeExists:
+			if te.Op > 0 {
+				// The object's own key is always the first operation.
+				return 0, errAllocationTaken
+			}
+			return 0, apierrors.NewAlreadyExists(gr, name)
+		case fsm.CodeNotFound:
+			return 0, apierrors.NewNotFound(gr, name)
+		case fsm.CodeConflict:
+			return 0, apierrors.NewConflict(gr, name, errors.New(conflictMessage))
+		case fsm.CodeTooLarge:
+			return 0, apierrors.NewRequestEntityTooLargeError("limit is 1572864")
+		}
+	}
+	return rev, err
+}
+
+// conflictMessage is kube-apiserver's wording, which clients match on.
+const conflictMessage = "the object has been modified; please apply your changes to the latest version and try again"
+
+// setRV sets obj's resourceVersion.
+func setRV(obj runtime.Object, rev uint64) {
+	if m, err := meta.Accessor(obj); err == nil {
+		m.SetResourceVersion(strconv.FormatUint(rev, 10))
+	}
+}
+
+func accessor(obj runtime.Object) metav1.Object {
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		panic(fmt.Sprintf("%T has no object metadata: %v", obj, err))
+	}
+	return m
+}

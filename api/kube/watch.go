@@ -1,0 +1,278 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer/streaming"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/pontoon-dev/pontoon/fsm"
+)
+
+// bookmarkInterval is how often an idle watch that allows bookmarks is
+// told how far it has got.
+const bookmarkInterval = 5 * time.Second
+
+// minWatchTimeout is the shortest server-side watch timeout; each watch
+// gets a random one between it and twice it, as kube-apiserver does, so
+// that clients do not all reconnect at once.
+const minWatchTimeout = 30 * time.Minute
+
+// initialEventsEnd is the annotation of the bookmark that ends the initial
+// events of a streaming list.
+const initialEventsEnd = "k8s.io/initial-events-end"
+
+// watchStream writes watch events in the negotiated format, one frame per
+// event, flushed as it is written.
+type watchStream struct {
+	h       *Handler
+	req     *request
+	w       http.ResponseWriter
+	flusher http.Flusher
+	enc     streaming.Encoder
+	first   bool
+}
+
+func (s *watchStream) send(typ watch.EventType, obj runtime.Object) error {
+	switch s.req.out.kind {
+	case asTable:
+		if typ != watch.Bookmark && typ != watch.Error {
+			t, err := s.h.table(s.req, []runtime.Object{obj}, metav1.ListMeta{}, s.first)
+			if err != nil {
+				return err
+			}
+			s.first = false
+			obj = t
+		}
+	case asPartialMetadata:
+		if typ != watch.Error {
+			obj = partialMetadata(s.req.res, obj)
+		}
+	default:
+		obj.GetObjectKind().SetGroupVersionKind(s.req.res.GroupVersionKind())
+	}
+	raw, err := runtime.Encode(s.req.out.info.Serializer, obj)
+	if err != nil {
+		return err
+	}
+	if err := s.enc.Encode(&metav1.WatchEvent{Type: string(typ), Object: runtime.RawExtension{Raw: raw}}); err != nil {
+		return err
+	}
+	s.flusher.Flush()
+	return nil
+}
+
+func (s *watchStream) bookmark(rev uint64, annotations map[string]string) error {
+	obj := s.req.res.New()
+	m := accessor(obj)
+	m.SetResourceVersion(strconv.FormatUint(rev, 10))
+	m.SetAnnotations(annotations)
+	return s.send(watch.Bookmark, obj)
+}
+
+func (s *watchStream) fail(err error) {
+	st := s.h.cfg.StatusFor(err)
+	var se apierrors.APIStatus
+	if errors.As(err, &se) {
+		v := se.Status()
+		st = &v
+	}
+	st.TypeMeta = metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}
+	st.Status = metav1.StatusFailure
+	s.send(watch.Error, st)
+}
+
+// watchStart says where a watch begins: with the current state as ADDED
+// events (initial), and from which revision.
+type watchStart struct {
+	initial     bool
+	consistency consistency
+	revision    uint64
+	// initialEnd marks the end of the initial events with a bookmark.
+	initialEnd bool
+}
+
+func parseWatchStart(req *request) (watchStart, error) {
+	q := req.URL.Query()
+	rv := q.Get("resourceVersion")
+	if q.Get("sendInitialEvents") == "true" {
+		if q.Get("resourceVersionMatch") != string(metav1.ResourceVersionMatchNotOlderThan) {
+			return watchStart{}, apierrors.NewInvalid(metav1.SchemeGroupVersion.WithKind("ListOptions").GroupKind(), "", nil)
+		}
+		c, err := readConsistency(rv)
+		return watchStart{initial: true, consistency: c, initialEnd: q.Get("allowWatchBookmarks") == "true"}, err
+	}
+	switch rv {
+	case "":
+		return watchStart{initial: true, consistency: consistency{linearizable: true}}, nil
+	case "0":
+		return watchStart{initial: true}, nil
+	}
+	n, err := parseRV(rv)
+	return watchStart{revision: n}, err
+}
+
+func watchTimeout(req *request) time.Duration {
+	if s, err := strconv.Atoi(req.URL.Query().Get("timeoutSeconds")); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	return minWatchTimeout + rand.N(minWatchTimeout)
+}
+
+// watch streams the changes of a resource, as kube-apiserver does: the
+// synthetic ADDED events of the current state first when asked, then every
+// change in revision order, with bookmarks; a revision older than the
+// history is a 410 inside the stream.
+func (h *Handler) watch(w http.ResponseWriter, req *request) error {
+	sel, err := h.parseSelector(req)
+	if err != nil {
+		return err
+	}
+	start, err := parseWatchStart(req)
+	if err != nil {
+		return err
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		return apierrors.NewInternalError(errors.New("streaming is not supported"))
+	}
+	if err := h.objects.sync(req.Context(), start.consistency); err != nil {
+		return err
+	}
+	stream := req.out.info.StreamSerializer
+	if stream == nil {
+		return apierrors.NewBadRequest(fmt.Sprintf("%s does not support watch", req.out.info.MediaType))
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), watchTimeout(req))
+	defer cancel()
+
+	pfx := prefix(req.res, req.namespace)
+	var initial []runtime.Object
+	rev := start.revision
+	if start.initial {
+		res, err := h.objects.store.List(ctx, fsm.ListOptions{Prefix: pfx})
+		if err != nil {
+			return err
+		}
+		rev = res.Revision
+		for _, kv := range res.KVs {
+			obj, err := h.objects.decode(req.res, kv.Value, kv.ModRevision)
+			if err != nil {
+				return err
+			}
+			if sel.matches(req.res, obj) {
+				initial = append(initial, obj)
+			}
+		}
+	}
+	ws := &watchStream{h: h, req: req, w: w, flusher: flusher, first: true}
+	mt := req.out.info.MediaType
+	if mt == mediaProtobuf {
+		mt += ";stream=watch"
+	}
+	w.Header().Set("Content-Type", mt)
+	w.Header().Set("Transfer-Encoding", "chunked")
+	w.WriteHeader(http.StatusOK)
+	ws.enc = streaming.NewEncoder(stream.Framer.NewFrameWriter(w), stream.Serializer)
+	flusher.Flush()
+
+	watcher, err := h.objects.store.Watch(pfx, rev)
+	if err != nil {
+		if errors.Is(err, fsm.ErrCompacted) {
+			err = apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", rev, h.objects.store.Applied()))
+		}
+		ws.fail(err)
+		return nil
+	}
+	for _, obj := range initial {
+		if err := ws.send(watch.Added, obj); err != nil {
+			return nil
+		}
+	}
+	bookmarks := req.URL.Query().Get("allowWatchBookmarks") == "true"
+	if start.initialEnd {
+		if err := ws.bookmark(rev, map[string]string{initialEventsEnd: "true"}); err != nil {
+			return nil
+		}
+	}
+	for {
+		next, cancelNext := context.WithTimeout(ctx, bookmarkInterval)
+		evs, err := watcher.Next(next, 256)
+		cancelNext()
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, context.DeadlineExceeded):
+			if bookmarks {
+				if err := ws.bookmark(watcher.Progress(), nil); err != nil {
+					return nil
+				}
+			}
+			continue
+		case errors.Is(err, fsm.ErrCompacted):
+			ws.fail(apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", watcher.Progress(), h.objects.store.Applied())))
+			return nil
+		case err != nil:
+			ws.fail(err)
+			return nil
+		}
+		for _, ev := range evs {
+			typ, obj, err := h.eventObject(req, sel, ev)
+			if err != nil {
+				ws.fail(err)
+				return nil
+			}
+			if obj == nil {
+				continue
+			}
+			if err := ws.send(typ, obj); err != nil {
+				return nil
+			}
+		}
+	}
+}
+
+// eventObject turns a store event into the watch event a client with sel
+// sees: an object that stops matching is DELETED, one that starts
+// matching is ADDED. A nil object means the client does not see it.
+func (h *Handler) eventObject(req *request, sel selector, ev fsm.Event) (watch.EventType, runtime.Object, error) {
+	filtered := !sel.labels.Empty() || !sel.fields.Empty()
+	var prev runtime.Object
+	prevMatched := ev.Prev.ModRevision != 0
+	if ev.Prev.ModRevision != 0 && (filtered || ev.Type == fsm.EventDelete) {
+		var err error
+		if prev, err = h.objects.decode(req.res, ev.Prev.Value, ev.Revision); err != nil {
+			return "", nil, err
+		}
+		prevMatched = sel.matches(req.res, prev)
+	}
+	if ev.Type == fsm.EventDelete {
+		if !prevMatched {
+			return "", nil, nil
+		}
+		return watch.Deleted, prev, nil
+	}
+	obj, err := h.objects.decode(req.res, ev.Value, ev.Revision)
+	if err != nil {
+		return "", nil, err
+	}
+	matches := sel.matches(req.res, obj)
+	switch {
+	case matches && prevMatched:
+		return watch.Modified, obj, nil
+	case matches:
+		return watch.Added, obj, nil
+	case prevMatched:
+		return watch.Deleted, obj, nil
+	}
+	return "", nil, nil
+}

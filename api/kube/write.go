@@ -1,0 +1,450 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/validation"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/pontoon-dev/pontoon/api/resource"
+	"github.com/pontoon-dev/pontoon/fsm"
+)
+
+// maxBodySize is kube-apiserver's request body limit; objects themselves
+// are limited to fsm.MaxValueSize when stored.
+const maxBodySize = 3 << 20
+
+// updateRetries bounds the retries of an update whose precondition lost a
+// race with another writer, when the client did not ask for one.
+const updateRetries = 8
+
+func readBody(req *request) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(req.Body, maxBodySize+1))
+	if err != nil {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("reading the request body: %v", err))
+	}
+	if len(body) > maxBodySize {
+		return nil, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("limit is %d", maxBodySize))
+	}
+	return body, nil
+}
+
+// fieldValidation reads the fieldValidation parameter: Strict refuses
+// unknown and duplicate fields, Warn (the default) reports them in
+// Warning headers, Ignore drops them silently.
+func fieldValidation(req *request) (string, error) {
+	switch v := req.URL.Query().Get("fieldValidation"); v {
+	case "":
+		return metav1.FieldValidationWarn, nil
+	case metav1.FieldValidationIgnore, metav1.FieldValidationWarn, metav1.FieldValidationStrict:
+		return v, nil
+	default:
+		return "", apierrors.NewBadRequest(fmt.Sprintf("fieldValidation must be one of Ignore, Warn or Strict, not %q", v))
+	}
+}
+
+// decodeInto decodes a request body into a new object of the kind r
+// expects, honouring fieldValidation.
+func (h *Handler) decodeInto(w http.ResponseWriter, req *request, body []byte, newObj func() runtime.Object, gvk func() (string, string)) (runtime.Object, error) {
+	info, err := h.requestSerializer(req.Request)
+	if err != nil {
+		return nil, err
+	}
+	return h.decodeWith(w, req, info, body, newObj, gvk)
+}
+
+// decodeWith decodes body with the given serializer.
+func (h *Handler) decodeWith(w http.ResponseWriter, req *request, info runtime.SerializerInfo, body []byte, newObj func() runtime.Object, gvk func() (string, string)) (runtime.Object, error) {
+	validate, err := fieldValidation(req)
+	if err != nil {
+		return nil, err
+	}
+	dec := info.Serializer
+	if info.StrictSerializer != nil && validate != metav1.FieldValidationIgnore {
+		dec = info.StrictSerializer
+	}
+	into := newObj()
+	obj, got, err := dec.Decode(body, nil, into)
+	if err != nil && runtime.IsStrictDecodingError(err) && obj != nil {
+		if validate == metav1.FieldValidationStrict {
+			return nil, apierrors.NewBadRequest(err.Error())
+		}
+		if sde, ok := runtime.AsStrictDecodingError(err); ok {
+			for _, e := range sde.Errors() {
+				w.Header().Add("Warning", fmt.Sprintf("299 - %q", e))
+			}
+		}
+		err = nil
+	}
+	if err != nil {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("the object provided is unrecognized or malformed: %v", err))
+	}
+	if obj != into {
+		wantGV, wantKind := gvk()
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("the object provided is unrecognized (must be of type %s): %s %s, not %s", wantKind, got.GroupVersion(), got.Kind, wantGV))
+	}
+	if got != nil && got.Kind != "" {
+		wantGV, wantKind := gvk()
+		if got.Kind != wantKind || (wantGV != "" && got.GroupVersion().String() != wantGV) {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("the API version in the data (%s) does not match the expected API version (%s) or kind %s", got.GroupVersion(), wantGV, wantKind))
+		}
+	}
+	return obj, nil
+}
+
+// decodeObject decodes the body of a create or update of req.res.
+func (h *Handler) decodeObject(w http.ResponseWriter, req *request, body []byte) (runtime.Object, error) {
+	r := req.res
+	return h.decodeInto(w, req, body, r.New, func() (string, string) { return r.GroupVersion.String(), r.Kind })
+}
+
+// dryRun reports whether the request asked for dryRun=All.
+func dryRun(req *request, opts []string) (bool, error) {
+	if opts == nil {
+		opts = req.URL.Query()["dryRun"]
+	}
+	for _, v := range opts {
+		if v != metav1.DryRunAll {
+			return false, apierrors.NewBadRequest(fmt.Sprintf("dryRun must be %q, not %q", metav1.DryRunAll, v))
+		}
+	}
+	return len(opts) > 0, nil
+}
+
+func invalid(r *resource.Resource, name string, errs field.ErrorList) error {
+	return apierrors.NewInvalid(r.GroupVersionKind().GroupKind(), name, errs)
+}
+
+// validate runs metadata and resource validation; old is nil on create.
+func validate(r *resource.Resource, obj, old runtime.Object) error {
+	m := accessor(obj)
+	nameFn := validation.NameIsDNSSubdomain
+	switch r.Name {
+	case "namespaces":
+		nameFn = validation.ValidateNamespaceName
+	case "services":
+		nameFn = validation.NameIsDNS1035Label
+	}
+	errs := validation.ValidateObjectMetaAccessor(m, r.Namespaced, nameFn, field.NewPath("metadata"))
+	if old != nil {
+		errs = append(errs, validation.ValidateObjectMetaAccessorUpdate(m, accessor(old), field.NewPath("metadata"))...)
+	}
+	if r.Validate != nil {
+		errs = append(errs, r.Validate(obj, old)...)
+	}
+	if len(errs) > 0 {
+		return invalid(r, m.GetName(), errs)
+	}
+	return nil
+}
+
+// checkNamespace refuses content in a namespace that does not exist or is
+// being deleted (kube-apiserver's NamespaceLifecycle admission).
+func (h *Handler) checkNamespace(ctx context.Context, ns string) error {
+	nsRes, _ := h.registry.Lookup(corev1.SchemeGroupVersion.WithResource("namespaces"))
+	obj, _, err := h.objects.get(nsRes, "", ns)
+	if apierrors.IsNotFound(err) {
+		// This server may lag behind the write that created it.
+		if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
+			return err
+		}
+		obj, _, err = h.objects.get(nsRes, "", ns)
+	}
+	if err != nil {
+		return err
+	}
+	if n := obj.(*corev1.Namespace); n.DeletionTimestamp != nil || n.Status.Phase == corev1.NamespaceTerminating {
+		return apierrors.NewForbidden(corev1.Resource("namespaces"), ns,
+			fmt.Errorf("unable to create new content in namespace %s because it is being terminated", ns))
+	}
+	return nil
+}
+
+func (h *Handler) create(w http.ResponseWriter, req *request) error {
+	body, err := readBody(req)
+	if err != nil {
+		return err
+	}
+	obj, err := h.decodeObject(w, req, body)
+	if err != nil {
+		return err
+	}
+	obj, err = h.createObject(req.Context(), req, obj)
+	if err != nil {
+		return err
+	}
+	return h.writeResult(w, req, http.StatusCreated, obj)
+}
+
+// createObject prepares a decoded object and stores it: everything a
+// server decides (uid, timestamps, generated name, ClusterIP) is decided
+// here, before the transaction enters the log.
+func (h *Handler) createObject(ctx context.Context, req *request, obj runtime.Object) (runtime.Object, error) {
+	r := req.res
+	dry, err := dryRun(req, nil)
+	if err != nil {
+		return nil, err
+	}
+	m := accessor(obj)
+	if r.Namespaced {
+		if m.GetNamespace() != "" && m.GetNamespace() != req.namespace {
+			return nil, apierrors.NewBadRequest("the namespace of the provided object does not match the namespace sent on the request")
+		}
+		m.SetNamespace(req.namespace)
+	} else {
+		m.SetNamespace("")
+	}
+	if m.GetName() == "" && m.GetGenerateName() != "" {
+		m.SetName(m.GetGenerateName() + utilrand.String(5))
+	}
+	m.SetUID(types.UID(uuid.NewString()))
+	m.SetCreationTimestamp(metav1.Now())
+	m.SetResourceVersion("")
+	m.SetDeletionTimestamp(nil)
+	m.SetDeletionGracePeriodSeconds(nil)
+	m.SetGeneration(0)
+	if r.Generation {
+		m.SetGeneration(1)
+	}
+	if r.Status {
+		resource.ClearStatus(obj)
+	}
+	if r.Default != nil {
+		r.Default(obj)
+	}
+	if r.PrepareCreate != nil {
+		r.PrepareCreate(obj)
+	}
+	if err := validate(r, obj, nil); err != nil {
+		return nil, err
+	}
+	if r.Namespaced {
+		if err := h.checkNamespace(ctx, req.namespace); err != nil {
+			return nil, err
+		}
+	}
+	if !req.applied {
+		if obj, err = h.fields.get(r, "").Update(r.New(), obj, managerName(req.Request)); err != nil {
+			return nil, apierrors.NewInternalError(fmt.Errorf("managed fields: %w", err))
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		ops, err := h.admitCreate(ctx, r, obj)
+		if err != nil {
+			return nil, err
+		}
+		if dry {
+			return obj, nil
+		}
+		value, err := h.objects.encode(r, obj)
+		if err != nil {
+			return nil, err
+		}
+		txn := &fsm.Txn{Ops: append([]fsm.Op{fsm.Put(key(r, m.GetNamespace(), m.GetName()), value, string(m.GetUID()), fsm.Cond{MustNotExist: true})}, ops...)}
+		rev, err := h.objects.apply(ctx, r, m.GetName(), txn)
+		if errors.Is(err, errAllocationTaken) && attempt < updateRetries {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		setRV(obj, rev)
+		return obj, nil
+	}
+}
+
+func (h *Handler) update(w http.ResponseWriter, req *request) error {
+	body, err := readBody(req)
+	if err != nil {
+		return err
+	}
+	if req.sub == "scale" {
+		return h.updateScale(w, req, body)
+	}
+	obj, err := h.decodeObject(w, req, body)
+	if err != nil {
+		return err
+	}
+	m := accessor(obj)
+	if m.GetName() != req.name {
+		return apierrors.NewBadRequest(fmt.Sprintf("the name of the object (%s) does not match the name on the URL (%s)", m.GetName(), req.name))
+	}
+	if req.res.Namespaced && m.GetNamespace() != "" && m.GetNamespace() != req.namespace {
+		return apierrors.NewBadRequest("the namespace of the provided object does not match the namespace sent on the request")
+	}
+	out, code, err := h.updateObject(req.Context(), req, func(old runtime.Object) (runtime.Object, error) {
+		return obj.DeepCopyObject(), nil
+	}, m.GetResourceVersion() == "")
+	if err != nil {
+		return err
+	}
+	return h.writeResult(w, req, code, out)
+}
+
+// updateFunc returns the object as the client wants it, given the stored
+// one.
+type updateFunc func(old runtime.Object) (runtime.Object, error)
+
+// updateObject reads the stored object, applies fn, prepares and stores
+// the result conditioned on the stored revision. With retry (an update
+// without resourceVersion, a patch) a lost race is retried on a fresh
+// read; otherwise it is a 409 Conflict.
+func (h *Handler) updateObject(ctx context.Context, req *request, fn updateFunc, retry bool) (runtime.Object, int, error) {
+	r := req.res
+	dry, err := dryRun(req, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	for attempt := 0; ; attempt++ {
+		old, rev, err := h.objects.get(r, req.namespace, req.name)
+		if err != nil {
+			return nil, 0, err
+		}
+		obj, err := fn(old.DeepCopyObject())
+		if err != nil {
+			return nil, 0, err
+		}
+		out, code, err := h.storeUpdate(ctx, req, old, rev, obj, dry)
+		if retry && apierrors.IsConflict(err) && attempt < updateRetries {
+			if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
+				return nil, 0, err
+			}
+			continue
+		}
+		return out, code, err
+	}
+}
+
+// storeUpdate prepares obj as the new version of old (stored at rev) and
+// stores it. An object whose deletion waited only for finalizers is
+// deleted when the last one is removed.
+func (h *Handler) storeUpdate(ctx context.Context, req *request, old runtime.Object, rev uint64, obj runtime.Object, dry bool) (runtime.Object, int, error) {
+	r := req.res
+	m, om := accessor(obj), accessor(old)
+	if rv := m.GetResourceVersion(); rv != "" && rv != om.GetResourceVersion() {
+		return nil, 0, apierrors.NewConflict(r.GroupVersionResource().GroupResource(), req.name, errors.New(conflictMessage))
+	}
+	m.SetNamespace(om.GetNamespace())
+	m.SetUID(om.GetUID())
+	m.SetCreationTimestamp(om.GetCreationTimestamp())
+	if !req.deleting {
+		m.SetDeletionTimestamp(om.GetDeletionTimestamp())
+		m.SetDeletionGracePeriodSeconds(om.GetDeletionGracePeriodSeconds())
+	}
+	m.SetGeneration(om.GetGeneration())
+	m.SetResourceVersion(om.GetResourceVersion())
+	switch req.sub {
+	case "status":
+		resource.CopySpec(obj, old)
+		m.SetLabels(om.GetLabels())
+		m.SetAnnotations(om.GetAnnotations())
+		m.SetFinalizers(om.GetFinalizers())
+		m.SetOwnerReferences(om.GetOwnerReferences())
+	case "binding":
+		// bind has changed exactly what a binding may change.
+	case "finalize":
+		ns, o := obj.(*corev1.Namespace), old.(*corev1.Namespace)
+		finalizers := ns.Spec.Finalizers
+		*ns = *o.DeepCopy()
+		ns.Spec.Finalizers = finalizers
+		m = accessor(obj)
+	default:
+		if r.Status {
+			resource.CopyStatus(obj, old)
+		}
+	}
+	if r.Default != nil {
+		r.Default(obj)
+	}
+	if r.Generation && resource.SpecChanged(obj, old) {
+		m.SetGeneration(om.GetGeneration() + 1)
+	}
+	prior := old
+	if req.deleting {
+		// Deletion is the one change of these fields metadata validation
+		// must let through (the finalizers of the propagation policy).
+		prior = old.DeepCopyObject()
+		accessor(prior).SetFinalizers(m.GetFinalizers())
+		accessor(prior).SetDeletionTimestamp(m.GetDeletionTimestamp())
+		accessor(prior).SetDeletionGracePeriodSeconds(m.GetDeletionGracePeriodSeconds())
+	}
+	if err := validate(r, obj, prior); err != nil {
+		return nil, 0, err
+	}
+	sub := req.sub
+	if sub == "finalize" {
+		sub = ""
+	}
+	if !req.applied {
+		var err error
+		if obj, err = h.fields.get(r, sub).Update(old, obj, managerName(req.Request)); err != nil {
+			return nil, 0, apierrors.NewInternalError(fmt.Errorf("managed fields: %w", err))
+		}
+		m = accessor(obj)
+	}
+	if m.GetDeletionTimestamp() != nil && !hasFinalizers(obj) {
+		return h.deleteNow(ctx, req, old, rev, dry)
+	}
+	if apiequality.Semantic.DeepEqual(obj, old) {
+		// Nothing changed: no write, the resourceVersion stays.
+		return old, http.StatusOK, nil
+	}
+	if dry {
+		return obj, http.StatusOK, nil
+	}
+	value, err := h.objects.encode(r, obj)
+	if err != nil {
+		return nil, 0, err
+	}
+	txn := &fsm.Txn{Ops: []fsm.Op{fsm.Put(key(r, om.GetNamespace(), om.GetName()), value, string(om.GetUID()), fsm.Cond{ModRevision: rev})}}
+	newRev, err := h.objects.apply(ctx, r, req.name, txn)
+	if err != nil {
+		return nil, 0, err
+	}
+	setRV(obj, newRev)
+	return obj, http.StatusOK, nil
+}
+
+// hasFinalizers says whether something must still happen before obj may
+// be removed: metadata finalizers, or a namespace's spec finalizers.
+func hasFinalizers(obj runtime.Object) bool {
+	if ns, ok := obj.(*corev1.Namespace); ok && len(ns.Spec.Finalizers) > 0 {
+		return true
+	}
+	return len(accessor(obj).GetFinalizers()) > 0
+}
+
+// deleteNow removes old (stored at rev) and whatever was allocated for it.
+func (h *Handler) deleteNow(ctx context.Context, req *request, old runtime.Object, rev uint64, dry bool) (runtime.Object, int, error) {
+	r := req.res
+	m := accessor(old)
+	if dry {
+		return old, http.StatusOK, nil
+	}
+	ops := append([]fsm.Op{fsm.Delete(key(r, m.GetNamespace(), m.GetName()), fsm.Cond{ModRevision: rev})}, h.releaseOnDelete(r, old)...)
+	delRev, err := h.objects.apply(ctx, r, m.GetName(), &fsm.Txn{Ops: ops})
+	if err != nil {
+		return nil, 0, err
+	}
+	setRV(old, delRev)
+	return old, http.StatusOK, nil
+}
+
+// nowPlus is the time a graceful deletion ends.
+func nowPlus(seconds int64) *metav1.Time {
+	t := metav1.NewTime(time.Now().Add(time.Duration(seconds) * time.Second))
+	return &t
+}

@@ -1,0 +1,309 @@
+package resource
+
+import (
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// The defaults below are those of kube-apiserver (pkg/apis/*/v1/defaults.go
+// and the defaulting admission plugins) for the fields users set and
+// controllers read; a user reading back an object sees what Kubernetes
+// would show.
+
+func ptrTo[T any](v T) *T { return &v }
+
+func defaultNamespace(ns *corev1.Namespace) {
+	if ns.Labels == nil {
+		ns.Labels = map[string]string{}
+	}
+	ns.Labels[corev1.LabelMetadataName] = ns.Name
+	if ns.Status.Phase == "" {
+		ns.Status.Phase = corev1.NamespaceActive
+	}
+	if len(ns.Spec.Finalizers) == 0 {
+		ns.Spec.Finalizers = []corev1.FinalizerName{corev1.FinalizerKubernetes}
+	}
+}
+
+// defaultTolerationSeconds is how long a pod stays on a node that is not
+// ready or unreachable (the DefaultTolerationSeconds admission plugin).
+const defaultTolerationSeconds = 300
+
+func defaultPod(p *corev1.Pod) {
+	defaultPodSpec(&p.Spec)
+	for _, key := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
+		if !toleratesNoExecute(p.Spec.Tolerations, key) {
+			p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists,
+				Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptrTo[int64](defaultTolerationSeconds)})
+		}
+	}
+	if p.Spec.Priority == nil {
+		p.Spec.Priority = ptrTo[int32](0)
+	}
+	if p.Status.Phase == "" {
+		p.Status.Phase = corev1.PodPending
+	}
+	if p.Status.QOSClass == "" {
+		p.Status.QOSClass = qosClass(&p.Spec)
+	}
+}
+
+func toleratesNoExecute(ts []corev1.Toleration, key string) bool {
+	for _, t := range ts {
+		if (t.Key == key || t.Key == "") && (t.Effect == corev1.TaintEffectNoExecute || t.Effect == "") {
+			return true
+		}
+	}
+	return false
+}
+
+// qosClass is the pod's quality of service class, as the kubelet and
+// kube-apiserver compute it.
+func qosClass(spec *corev1.PodSpec) corev1.PodQOSClass {
+	requests, limits, all := false, false, true
+	for _, c := range spec.Containers {
+		if len(c.Resources.Requests) > 0 {
+			requests = true
+		}
+		if len(c.Resources.Limits) > 0 {
+			limits = true
+		}
+		for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+			l, ok := c.Resources.Limits[name]
+			r, rok := c.Resources.Requests[name]
+			if !ok || (rok && r.Cmp(l) != 0) {
+				all = false
+			}
+		}
+	}
+	switch {
+	case !requests && !limits:
+		return corev1.PodQOSBestEffort
+	case all:
+		return corev1.PodQOSGuaranteed
+	default:
+		return corev1.PodQOSBurstable
+	}
+}
+
+func defaultPodSpec(s *corev1.PodSpec) {
+	if s.RestartPolicy == "" {
+		s.RestartPolicy = corev1.RestartPolicyAlways
+	}
+	if s.DNSPolicy == "" {
+		s.DNSPolicy = corev1.DNSClusterFirst
+	}
+	if s.TerminationGracePeriodSeconds == nil {
+		s.TerminationGracePeriodSeconds = ptrTo[int64](corev1.DefaultTerminationGracePeriodSeconds)
+	}
+	if s.SchedulerName == "" {
+		s.SchedulerName = corev1.DefaultSchedulerName
+	}
+	if s.SecurityContext == nil {
+		s.SecurityContext = &corev1.PodSecurityContext{}
+	}
+	if s.EnableServiceLinks == nil {
+		s.EnableServiceLinks = ptrTo(corev1.DefaultEnableServiceLinks)
+	}
+	for i := range s.InitContainers {
+		defaultContainer(&s.InitContainers[i])
+	}
+	for i := range s.Containers {
+		defaultContainer(&s.Containers[i])
+	}
+}
+
+func defaultContainer(c *corev1.Container) {
+	if c.TerminationMessagePath == "" {
+		c.TerminationMessagePath = corev1.TerminationMessagePathDefault
+	}
+	if c.TerminationMessagePolicy == "" {
+		c.TerminationMessagePolicy = corev1.TerminationMessageReadFile
+	}
+	if c.ImagePullPolicy == "" {
+		c.ImagePullPolicy = corev1.PullIfNotPresent
+		if image := c.Image[strings.LastIndex(c.Image, "/")+1:]; !strings.Contains(image, ":") && !strings.Contains(image, "@") || strings.HasSuffix(image, ":latest") {
+			c.ImagePullPolicy = corev1.PullAlways
+		}
+	}
+	for i := range c.Ports {
+		if c.Ports[i].Protocol == "" {
+			c.Ports[i].Protocol = corev1.ProtocolTCP
+		}
+	}
+}
+
+func defaultTemplate(t *corev1.PodTemplateSpec) { defaultPodSpec(&t.Spec) }
+
+func defaultService(s *corev1.Service) {
+	if s.Spec.Type == "" {
+		s.Spec.Type = corev1.ServiceTypeClusterIP
+	}
+	if s.Spec.SessionAffinity == "" {
+		s.Spec.SessionAffinity = corev1.ServiceAffinityNone
+	}
+	if s.Spec.Type != corev1.ServiceTypeExternalName {
+		if s.Spec.InternalTrafficPolicy == nil {
+			s.Spec.InternalTrafficPolicy = ptrTo(corev1.ServiceInternalTrafficPolicyCluster)
+		}
+		if s.Spec.IPFamilyPolicy == nil {
+			s.Spec.IPFamilyPolicy = ptrTo(corev1.IPFamilyPolicySingleStack)
+		}
+		if len(s.Spec.IPFamilies) == 0 {
+			s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol}
+		}
+	}
+	if (s.Spec.Type == corev1.ServiceTypeNodePort || s.Spec.Type == corev1.ServiceTypeLoadBalancer) && s.Spec.ExternalTrafficPolicy == "" {
+		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster
+	}
+	for i := range s.Spec.Ports {
+		p := &s.Spec.Ports[i]
+		if p.Protocol == "" {
+			p.Protocol = corev1.ProtocolTCP
+		}
+		if p.TargetPort == (intstr.IntOrString{}) {
+			p.TargetPort = intstr.FromInt32(p.Port)
+		}
+	}
+}
+
+func defaultSecret(s *corev1.Secret) {
+	if s.Type == "" {
+		s.Type = corev1.SecretTypeOpaque
+	}
+}
+
+func defaultDeployment(d *appsv1.Deployment) {
+	if d.Spec.Replicas == nil {
+		d.Spec.Replicas = ptrTo[int32](1)
+	}
+	if d.Spec.Strategy.Type == "" {
+		d.Spec.Strategy.Type = appsv1.RollingUpdateDeploymentStrategyType
+	}
+	if d.Spec.Strategy.Type == appsv1.RollingUpdateDeploymentStrategyType {
+		if d.Spec.Strategy.RollingUpdate == nil {
+			d.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{}
+		}
+		if d.Spec.Strategy.RollingUpdate.MaxUnavailable == nil {
+			d.Spec.Strategy.RollingUpdate.MaxUnavailable = ptrTo(intstr.FromString("25%"))
+		}
+		if d.Spec.Strategy.RollingUpdate.MaxSurge == nil {
+			d.Spec.Strategy.RollingUpdate.MaxSurge = ptrTo(intstr.FromString("25%"))
+		}
+	}
+	if d.Spec.RevisionHistoryLimit == nil {
+		d.Spec.RevisionHistoryLimit = ptrTo[int32](10)
+	}
+	if d.Spec.ProgressDeadlineSeconds == nil {
+		d.Spec.ProgressDeadlineSeconds = ptrTo[int32](600)
+	}
+	defaultTemplate(&d.Spec.Template)
+}
+
+func defaultReplicaSet(r *appsv1.ReplicaSet) {
+	if r.Spec.Replicas == nil {
+		r.Spec.Replicas = ptrTo[int32](1)
+	}
+	defaultTemplate(&r.Spec.Template)
+}
+
+func defaultStatefulSet(s *appsv1.StatefulSet) {
+	if s.Spec.Replicas == nil {
+		s.Spec.Replicas = ptrTo[int32](1)
+	}
+	if s.Spec.PodManagementPolicy == "" {
+		s.Spec.PodManagementPolicy = appsv1.OrderedReadyPodManagement
+	}
+	if s.Spec.UpdateStrategy.Type == "" {
+		s.Spec.UpdateStrategy.Type = appsv1.RollingUpdateStatefulSetStrategyType
+	}
+	if s.Spec.UpdateStrategy.Type == appsv1.RollingUpdateStatefulSetStrategyType && s.Spec.UpdateStrategy.RollingUpdate == nil {
+		s.Spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateStatefulSetStrategy{Partition: ptrTo[int32](0)}
+	}
+	if s.Spec.RevisionHistoryLimit == nil {
+		s.Spec.RevisionHistoryLimit = ptrTo[int32](10)
+	}
+	if s.Spec.PersistentVolumeClaimRetentionPolicy == nil {
+		s.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+			WhenDeleted: appsv1.RetainPersistentVolumeClaimRetentionPolicyType, WhenScaled: appsv1.RetainPersistentVolumeClaimRetentionPolicyType}
+	}
+	defaultTemplate(&s.Spec.Template)
+}
+
+func defaultDaemonSet(d *appsv1.DaemonSet) {
+	if d.Spec.UpdateStrategy.Type == "" {
+		d.Spec.UpdateStrategy.Type = appsv1.RollingUpdateDaemonSetStrategyType
+	}
+	if d.Spec.UpdateStrategy.Type == appsv1.RollingUpdateDaemonSetStrategyType && d.Spec.UpdateStrategy.RollingUpdate == nil {
+		d.Spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptrTo(intstr.FromInt32(1)), MaxSurge: ptrTo(intstr.FromInt32(0))}
+	}
+	if d.Spec.RevisionHistoryLimit == nil {
+		d.Spec.RevisionHistoryLimit = ptrTo[int32](10)
+	}
+	defaultTemplate(&d.Spec.Template)
+}
+
+func defaultJobSpec(s *batchv1.JobSpec) {
+	if s.Completions == nil && s.Parallelism == nil {
+		s.Completions, s.Parallelism = ptrTo[int32](1), ptrTo[int32](1)
+	}
+	if s.Parallelism == nil {
+		s.Parallelism = ptrTo[int32](1)
+	}
+	if s.BackoffLimit == nil {
+		s.BackoffLimit = ptrTo[int32](6)
+	}
+	if s.CompletionMode == nil {
+		s.CompletionMode = ptrTo(batchv1.NonIndexedCompletion)
+	}
+	if s.Suspend == nil {
+		s.Suspend = ptrTo(false)
+	}
+	if s.PodReplacementPolicy == nil {
+		s.PodReplacementPolicy = ptrTo(batchv1.TerminatingOrFailed)
+	}
+	if s.ManualSelector == nil || !*s.ManualSelector {
+		s.ManualSelector = nil
+	}
+	defaultTemplate(&s.Template)
+}
+
+func defaultJob(j *batchv1.Job) { defaultJobSpec(&j.Spec) }
+
+func defaultCronJob(c *batchv1.CronJob) {
+	if c.Spec.ConcurrencyPolicy == "" {
+		c.Spec.ConcurrencyPolicy = batchv1.AllowConcurrent
+	}
+	if c.Spec.Suspend == nil {
+		c.Spec.Suspend = ptrTo(false)
+	}
+	if c.Spec.SuccessfulJobsHistoryLimit == nil {
+		c.Spec.SuccessfulJobsHistoryLimit = ptrTo[int32](3)
+	}
+	if c.Spec.FailedJobsHistoryLimit == nil {
+		c.Spec.FailedJobsHistoryLimit = ptrTo[int32](1)
+	}
+	defaultTemplate(&c.Spec.JobTemplate.Spec.Template)
+}
+
+// prepareJob gives a job without a manual selector the selector and pod
+// labels kube-apiserver generates from its uid.
+func prepareJob(j *batchv1.Job) {
+	if j.Spec.ManualSelector != nil && *j.Spec.ManualSelector {
+		return
+	}
+	uid := string(j.UID)
+	j.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{batchv1.ControllerUidLabel: uid}}
+	if j.Spec.Template.Labels == nil {
+		j.Spec.Template.Labels = map[string]string{}
+	}
+	for k, v := range map[string]string{batchv1.ControllerUidLabel: uid, "controller-uid": uid,
+		batchv1.JobNameLabel: j.Name, "job-name": j.Name} {
+		j.Spec.Template.Labels[k] = v
+	}
+}

@@ -1,0 +1,264 @@
+package resource
+
+import (
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// The checks below are the part of kube-apiserver's validation that keeps
+// stored objects usable by controllers and the kubelet: required fields,
+// names, selectors that match their templates, ports in range. Object
+// metadata is validated for every resource by the REST handler.
+
+func dnsLabel(errs field.ErrorList, path *field.Path, v string) field.ErrorList {
+	for _, msg := range validation.IsDNS1123Label(v) {
+		errs = append(errs, field.Invalid(path, v, msg))
+	}
+	return errs
+}
+
+func validatePod(p, _ *corev1.Pod) field.ErrorList {
+	return validatePodSpec(&p.Spec, field.NewPath("spec"))
+}
+
+func validatePodSpec(s *corev1.PodSpec, path *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if len(s.Containers) == 0 {
+		errs = append(errs, field.Required(path.Child("containers"), ""))
+	}
+	names := sets.New[string]()
+	check := func(cs []corev1.Container, p *field.Path) {
+		for i, c := range cs {
+			cp := p.Index(i)
+			if c.Name == "" {
+				errs = append(errs, field.Required(cp.Child("name"), ""))
+			} else {
+				errs = dnsLabel(errs, cp.Child("name"), c.Name)
+				if names.Has(c.Name) {
+					errs = append(errs, field.Duplicate(cp.Child("name"), c.Name))
+				}
+				names.Insert(c.Name)
+			}
+			if c.Image == "" {
+				errs = append(errs, field.Required(cp.Child("image"), ""))
+			}
+			for j, port := range c.Ports {
+				if port.ContainerPort < 1 || port.ContainerPort > 65535 {
+					errs = append(errs, field.Invalid(cp.Child("ports").Index(j).Child("containerPort"), port.ContainerPort, validation.InclusiveRangeError(1, 65535)))
+				}
+			}
+		}
+	}
+	check(s.InitContainers, path.Child("initContainers"))
+	check(s.Containers, path.Child("containers"))
+	switch s.RestartPolicy {
+	case corev1.RestartPolicyAlways, corev1.RestartPolicyOnFailure, corev1.RestartPolicyNever:
+	default:
+		errs = append(errs, field.NotSupported(path.Child("restartPolicy"), s.RestartPolicy,
+			[]corev1.RestartPolicy{corev1.RestartPolicyAlways, corev1.RestartPolicyOnFailure, corev1.RestartPolicyNever}))
+	}
+	if s.NodeName != "" {
+		for _, msg := range validation.IsDNS1123Subdomain(s.NodeName) {
+			errs = append(errs, field.Invalid(path.Child("nodeName"), s.NodeName, msg))
+		}
+	}
+	return errs
+}
+
+// validateSelected checks a workload's selector and that its pod template
+// carries the labels it selects.
+func validateSelected(sel *metav1.LabelSelector, tmpl *corev1.PodTemplateSpec, path *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if sel == nil {
+		return append(errs, field.Required(path.Child("selector"), ""))
+	}
+	errs = append(errs, metav1validation.ValidateLabelSelector(sel, metav1validation.LabelSelectorValidationOptions{}, path.Child("selector"))...)
+	if len(sel.MatchLabels)+len(sel.MatchExpressions) == 0 {
+		errs = append(errs, field.Invalid(path.Child("selector"), sel, "empty selector is invalid for a workload"))
+	}
+	if s, err := metav1.LabelSelectorAsSelector(sel); err == nil && !s.Matches(labels.Set(tmpl.Labels)) {
+		errs = append(errs, field.Invalid(path.Child("template", "metadata", "labels"), tmpl.Labels, "`selector` does not match template `labels`"))
+	}
+	return append(errs, validatePodSpec(&tmpl.Spec, path.Child("template", "spec"))...)
+}
+
+func validateReplicas(r *int32, path *field.Path) field.ErrorList {
+	if r != nil && *r < 0 {
+		return field.ErrorList{field.Invalid(path, *r, "must be greater than or equal to 0")}
+	}
+	return nil
+}
+
+// immutableSelector refuses a changed selector, as apps/v1 does.
+func immutableSelector(sel, old *metav1.LabelSelector, path *field.Path) field.ErrorList {
+	if old != nil && fmt.Sprint(sel) != fmt.Sprint(old) {
+		return field.ErrorList{field.Invalid(path, sel, "field is immutable")}
+	}
+	return nil
+}
+
+func validateDeployment(d, old *appsv1.Deployment) field.ErrorList {
+	spec := field.NewPath("spec")
+	errs := validateSelected(d.Spec.Selector, &d.Spec.Template, spec)
+	errs = append(errs, validateReplicas(d.Spec.Replicas, spec.Child("replicas"))...)
+	if d.Spec.Template.Spec.RestartPolicy != corev1.RestartPolicyAlways {
+		errs = append(errs, field.NotSupported(spec.Child("template", "spec", "restartPolicy"), d.Spec.Template.Spec.RestartPolicy, []string{string(corev1.RestartPolicyAlways)}))
+	}
+	if old != nil {
+		errs = append(errs, immutableSelector(d.Spec.Selector, old.Spec.Selector, spec.Child("selector"))...)
+	}
+	return errs
+}
+
+func validateReplicaSet(r, old *appsv1.ReplicaSet) field.ErrorList {
+	spec := field.NewPath("spec")
+	errs := validateSelected(r.Spec.Selector, &r.Spec.Template, spec)
+	errs = append(errs, validateReplicas(r.Spec.Replicas, spec.Child("replicas"))...)
+	if old != nil {
+		errs = append(errs, immutableSelector(r.Spec.Selector, old.Spec.Selector, spec.Child("selector"))...)
+	}
+	return errs
+}
+
+func validateStatefulSet(s, old *appsv1.StatefulSet) field.ErrorList {
+	spec := field.NewPath("spec")
+	errs := validateSelected(s.Spec.Selector, &s.Spec.Template, spec)
+	errs = append(errs, validateReplicas(s.Spec.Replicas, spec.Child("replicas"))...)
+	switch s.Spec.PodManagementPolicy {
+	case appsv1.OrderedReadyPodManagement, appsv1.ParallelPodManagement:
+	default:
+		errs = append(errs, field.NotSupported(spec.Child("podManagementPolicy"), s.Spec.PodManagementPolicy,
+			[]appsv1.PodManagementPolicyType{appsv1.OrderedReadyPodManagement, appsv1.ParallelPodManagement}))
+	}
+	if old != nil {
+		errs = append(errs, immutableSelector(s.Spec.Selector, old.Spec.Selector, spec.Child("selector"))...)
+	}
+	return errs
+}
+
+func validateDaemonSet(d, old *appsv1.DaemonSet) field.ErrorList {
+	spec := field.NewPath("spec")
+	errs := validateSelected(d.Spec.Selector, &d.Spec.Template, spec)
+	if old != nil {
+		errs = append(errs, immutableSelector(d.Spec.Selector, old.Spec.Selector, spec.Child("selector"))...)
+	}
+	return errs
+}
+
+func validateJobSpec(s *batchv1.JobSpec, path *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	switch s.Template.Spec.RestartPolicy {
+	case corev1.RestartPolicyOnFailure, corev1.RestartPolicyNever:
+	default:
+		errs = append(errs, field.NotSupported(path.Child("template", "spec", "restartPolicy"), s.Template.Spec.RestartPolicy,
+			[]corev1.RestartPolicy{corev1.RestartPolicyOnFailure, corev1.RestartPolicyNever}))
+	}
+	for name, v := range map[string]*int32{"parallelism": s.Parallelism, "completions": s.Completions, "backoffLimit": s.BackoffLimit} {
+		if v != nil && *v < 0 {
+			errs = append(errs, field.Invalid(path.Child(name), *v, "must be greater than or equal to 0"))
+		}
+	}
+	if s.ActiveDeadlineSeconds != nil && *s.ActiveDeadlineSeconds <= 0 {
+		errs = append(errs, field.Invalid(path.Child("activeDeadlineSeconds"), *s.ActiveDeadlineSeconds, "must be greater than 0"))
+	}
+	return append(errs, validatePodSpec(&s.Template.Spec, path.Child("template", "spec"))...)
+}
+
+func validateJob(j, old *batchv1.Job) field.ErrorList {
+	spec := field.NewPath("spec")
+	errs := validateJobSpec(&j.Spec, spec)
+	if j.Spec.Selector != nil {
+		errs = append(errs, validateSelected(j.Spec.Selector, &j.Spec.Template, spec)...)
+	}
+	if old != nil {
+		errs = append(errs, immutableSelector(j.Spec.Selector, old.Spec.Selector, spec.Child("selector"))...)
+		if fmt.Sprint(j.Spec.Template) != fmt.Sprint(old.Spec.Template) && (old.Spec.Suspend == nil || !*old.Spec.Suspend) {
+			errs = append(errs, field.Invalid(spec.Child("template"), "", "field is immutable"))
+		}
+	}
+	return errs
+}
+
+func validateCronJob(c, _ *batchv1.CronJob) field.ErrorList {
+	spec := field.NewPath("spec")
+	var errs field.ErrorList
+	if c.Spec.Schedule == "" {
+		errs = append(errs, field.Required(spec.Child("schedule"), ""))
+	}
+	switch c.Spec.ConcurrencyPolicy {
+	case batchv1.AllowConcurrent, batchv1.ForbidConcurrent, batchv1.ReplaceConcurrent:
+	default:
+		errs = append(errs, field.NotSupported(spec.Child("concurrencyPolicy"), c.Spec.ConcurrencyPolicy,
+			[]batchv1.ConcurrencyPolicy{batchv1.AllowConcurrent, batchv1.ForbidConcurrent, batchv1.ReplaceConcurrent}))
+	}
+	return append(errs, validateJobSpec(&c.Spec.JobTemplate.Spec, spec.Child("jobTemplate", "spec"))...)
+}
+
+func validateService(s, old *corev1.Service) field.ErrorList {
+	spec := field.NewPath("spec")
+	var errs field.ErrorList
+	switch s.Spec.Type {
+	case corev1.ServiceTypeClusterIP, corev1.ServiceTypeNodePort, corev1.ServiceTypeLoadBalancer, corev1.ServiceTypeExternalName:
+	default:
+		errs = append(errs, field.NotSupported(spec.Child("type"), s.Spec.Type,
+			[]corev1.ServiceType{corev1.ServiceTypeClusterIP, corev1.ServiceTypeNodePort, corev1.ServiceTypeLoadBalancer, corev1.ServiceTypeExternalName}))
+	}
+	if s.Spec.Type != corev1.ServiceTypeExternalName && len(s.Spec.Ports) == 0 && s.Spec.ClusterIP != corev1.ClusterIPNone {
+		errs = append(errs, field.Required(spec.Child("ports"), ""))
+	}
+	names := sets.New[string]()
+	for i, p := range s.Spec.Ports {
+		pp := spec.Child("ports").Index(i)
+		if len(s.Spec.Ports) > 1 && p.Name == "" {
+			errs = append(errs, field.Required(pp.Child("name"), "when more than one port is defined"))
+		}
+		if p.Name != "" {
+			errs = dnsLabel(errs, pp.Child("name"), p.Name)
+			if names.Has(p.Name) {
+				errs = append(errs, field.Duplicate(pp.Child("name"), p.Name))
+			}
+			names.Insert(p.Name)
+		}
+		if p.Port < 1 || p.Port > 65535 {
+			errs = append(errs, field.Invalid(pp.Child("port"), p.Port, validation.InclusiveRangeError(1, 65535)))
+		}
+	}
+	if old != nil && old.Spec.ClusterIP != "" && s.Spec.ClusterIP != old.Spec.ClusterIP {
+		errs = append(errs, field.Invalid(spec.Child("clusterIP"), s.Spec.ClusterIP, "field is immutable"))
+	}
+	return errs
+}
+
+func validateConfigMap(c, _ *corev1.ConfigMap) field.ErrorList {
+	var errs field.ErrorList
+	for k := range c.Data {
+		for _, msg := range validation.IsConfigMapKey(k) {
+			errs = append(errs, field.Invalid(field.NewPath("data").Key(k), k, msg))
+		}
+	}
+	for k := range c.BinaryData {
+		if _, dup := c.Data[k]; dup {
+			errs = append(errs, field.Invalid(field.NewPath("binaryData").Key(k), k, "duplicate of key present in data"))
+		}
+	}
+	return errs
+}
+
+func validateSecret(s, _ *corev1.Secret) field.ErrorList {
+	var errs field.ErrorList
+	for k := range s.Data {
+		for _, msg := range validation.IsConfigMapKey(k) {
+			errs = append(errs, field.Invalid(field.NewPath("data").Key(k), k, msg))
+		}
+	}
+	return errs
+}
