@@ -84,6 +84,9 @@ type Cluster struct {
 	Servers []*Server
 	mu      sync.Mutex
 	rules   [][]string
+	// kubeconfigs are the kubeconfig files kubectl uses, by server name.
+	kubeconfigs map[string]string
+	kubeCache   string
 }
 
 // Server is one server process.
@@ -163,8 +166,11 @@ func (s *Server) Client() *client.Client { return client.New(s.API(), HTTPClient
 
 // HTTPClient returns an HTTP client whose connections leave from ClientIP.
 func HTTPClient() *http.Client {
-	d := &net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ClientIP)}}
-	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 256}}
+	return &http.Client{Transport: &http.Transport{DialContext: dialer().DialContext, MaxIdleConnsPerHost: 256}}
+}
+
+func dialer() *net.Dialer {
+	return &net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ClientIP)}}
 }
 
 // Start starts the server's process with its data dir as it is.
