@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -77,8 +78,12 @@ func (h *Handler) deleteObject(ctx context.Context, req *request, opts *metav1.D
 		return nil, 0, err
 	}
 	r := req.res
+	var minRev uint64
+	if opts.Preconditions != nil && opts.Preconditions.ResourceVersion != nil {
+		minRev, _ = strconv.ParseUint(*opts.Preconditions.ResourceVersion, 10, 64)
+	}
 	for attempt := 0; ; attempt++ {
-		old, rev, err := h.objects.get(r, req.namespace, req.name)
+		old, rev, err := h.objects.getCurrent(ctx, r, req.namespace, req.name, minRev)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -237,7 +242,7 @@ func (h *Handler) action(w http.ResponseWriter, req *request) error {
 		}
 		bindReq := *req
 		bindReq.sub, bindReq.applied = "binding", true
-		_, _, err = h.updateObject(req.Context(), &bindReq, func(old runtime.Object) (runtime.Object, error) {
+		_, _, err = h.updateObject(req.Context(), &bindReq, 0, func(old runtime.Object) (runtime.Object, error) {
 			return bind(old.(*corev1.Pod), b)
 		}, true)
 		if err != nil {
@@ -315,7 +320,7 @@ func (h *Handler) writeScale(w http.ResponseWriter, req *request, s *autoscaling
 	}
 	mainReq := *req
 	mainReq.sub = ""
-	out, _, err := h.updateObject(req.Context(), &mainReq, func(old runtime.Object) (runtime.Object, error) {
+	out, _, err := h.updateObject(req.Context(), &mainReq, 0, func(old runtime.Object) (runtime.Object, error) {
 		if s.ResourceVersion != "" && s.ResourceVersion != accessor(old).GetResourceVersion() {
 			return nil, apierrors.NewConflict(req.res.GroupVersionResource().GroupResource(), req.name, errors.New(conflictMessage))
 		}

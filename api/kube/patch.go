@@ -36,7 +36,7 @@ func (h *Handler) patch(w http.ResponseWriter, req *request) error {
 	}
 	jsonInfo := h.jsonInfo()
 	if req.sub == "scale" {
-		cur, _, err := h.objects.get(req.res, req.namespace, req.name)
+		cur, _, err := h.objects.getCurrent(req.Context(), req.res, req.namespace, req.name, 0)
 		if err != nil {
 			return err
 		}
@@ -51,7 +51,7 @@ func (h *Handler) patch(w http.ResponseWriter, req *request) error {
 		}
 		return h.writeScale(w, req, obj.(*autoscalingv1.Scale))
 	}
-	out, code, err := h.updateObject(req.Context(), req, func(old runtime.Object) (runtime.Object, error) {
+	out, code, err := h.updateObject(req.Context(), req, 0, func(old runtime.Object) (runtime.Object, error) {
 		old.GetObjectKind().SetGroupVersionKind(req.res.GroupVersionKind())
 		patched, err := applyPatch(pt, old, body)
 		if err != nil {
@@ -123,7 +123,7 @@ func (h *Handler) apply(w http.ResponseWriter, req *request, body []byte) error 
 	fm := h.fields.get(r, req.sub)
 	applied := *req
 	applied.applied = true
-	out, code, err := h.updateObject(req.Context(), &applied, func(old runtime.Object) (runtime.Object, error) {
+	out, code, err := h.updateObject(req.Context(), &applied, 0, func(old runtime.Object) (runtime.Object, error) {
 		return fm.Apply(old, patch.DeepCopy(), manager, force)
 	}, true)
 	if apierrors.IsNotFound(err) && req.sub == "" {

@@ -134,6 +134,25 @@ func (o *objects) sync(ctx context.Context, c consistency) error {
 	return nil
 }
 
+// getCurrent reads one object for a write: from the local store, which
+// has applied at least minRev (the version the client saw), and after the
+// read barrier when it does not have the object, which may be this
+// server lagging behind a create elsewhere. A stale read costs a retry,
+// never a wrong write: writes are conditioned on the revision read.
+func (o *objects) getCurrent(ctx context.Context, r *resource.Resource, ns, name string, minRev uint64) (runtime.Object, uint64, error) {
+	if err := o.sync(ctx, consistency{minRevision: minRev}); err != nil {
+		return nil, 0, err
+	}
+	obj, rev, err := o.get(r, ns, name)
+	if apierrors.IsNotFound(err) {
+		if err := o.sync(ctx, consistency{linearizable: true}); err != nil {
+			return nil, 0, err
+		}
+		return o.get(r, ns, name)
+	}
+	return obj, rev, err
+}
+
 // get reads one object from the local store.
 func (o *objects) get(r *resource.Resource, ns, name string) (runtime.Object, uint64, error) {
 	kv, found, _, err := o.store.Get(key(r, ns, name))
@@ -149,8 +168,17 @@ func (o *objects) get(r *resource.Resource, ns, name string) (runtime.Object, ui
 
 // apply commits a transaction and maps the store's refusals to the Status
 // kube-apiserver returns for the same case.
+//
+// It returns once this server has applied the write too, so that a client
+// reads its own writes from the server it wrote through, even with
+// resourceVersion=0.
 func (o *objects) apply(ctx context.Context, r *resource.Resource, name string, txn *fsm.Txn) (uint64, error) {
 	rev, err := o.node.Apply(ctx, txn)
+	if err == nil {
+		wctx, cancel := context.WithTimeout(ctx, maxWaitApplied)
+		defer cancel()
+		o.store.WaitApplied(wctx, rev)
+	}
 	var te *fsm.TxnError
 	if errors.As(err, &te) {
 		gr := r.GroupVersionResource().GroupResource()

@@ -58,7 +58,9 @@ func (s *watchStream) send(typ watch.EventType, obj runtime.Object) error {
 			obj = partialMetadata(s.req.res, obj)
 		}
 	default:
-		obj.GetObjectKind().SetGroupVersionKind(s.req.res.GroupVersionKind())
+		if typ != watch.Error {
+			obj.GetObjectKind().SetGroupVersionKind(s.req.res.GroupVersionKind())
+		}
 	}
 	raw, err := runtime.Encode(s.req.out.info.Serializer, obj)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -285,7 +286,8 @@ func (h *Handler) update(w http.ResponseWriter, req *request) error {
 	if req.res.Namespaced && m.GetNamespace() != "" && m.GetNamespace() != req.namespace {
 		return apierrors.NewBadRequest("the namespace of the provided object does not match the namespace sent on the request")
 	}
-	out, code, err := h.updateObject(req.Context(), req, func(old runtime.Object) (runtime.Object, error) {
+	minRev, _ := strconv.ParseUint(m.GetResourceVersion(), 10, 64)
+	out, code, err := h.updateObject(req.Context(), req, minRev, func(old runtime.Object) (runtime.Object, error) {
 		return obj.DeepCopyObject(), nil
 	}, m.GetResourceVersion() == "")
 	if err != nil {
@@ -302,14 +304,17 @@ type updateFunc func(old runtime.Object) (runtime.Object, error)
 // the result conditioned on the stored revision. With retry (an update
 // without resourceVersion, a patch) a lost race is retried on a fresh
 // read; otherwise it is a 409 Conflict.
-func (h *Handler) updateObject(ctx context.Context, req *request, fn updateFunc, retry bool) (runtime.Object, int, error) {
+//
+// minRev is the revision the client's object came from: this server waits
+// until it has applied it before reading.
+func (h *Handler) updateObject(ctx context.Context, req *request, minRev uint64, fn updateFunc, retry bool) (runtime.Object, int, error) {
 	r := req.res
 	dry, err := dryRun(req, nil)
 	if err != nil {
 		return nil, 0, err
 	}
 	for attempt := 0; ; attempt++ {
-		old, rev, err := h.objects.get(r, req.namespace, req.name)
+		old, rev, err := h.objects.getCurrent(ctx, r, req.namespace, req.name, minRev)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -395,7 +400,7 @@ func (h *Handler) storeUpdate(ctx context.Context, req *request, old runtime.Obj
 		}
 		m = accessor(obj)
 	}
-	if m.GetDeletionTimestamp() != nil && !hasFinalizers(obj) {
+	if m.GetDeletionTimestamp() != nil && !hasFinalizers(obj) && !graceful(m) {
 		return h.deleteNow(ctx, req, old, rev, dry)
 	}
 	if apiequality.Semantic.DeepEqual(obj, old) {
@@ -416,6 +421,13 @@ func (h *Handler) storeUpdate(ctx context.Context, req *request, old runtime.Obj
 	}
 	setRV(obj, newRev)
 	return obj, http.StatusOK, nil
+}
+
+// graceful says a deletion waits for its grace period (a pod's kubelet)
+// rather than only for finalizers.
+func graceful(m metav1.Object) bool {
+	g := m.GetDeletionGracePeriodSeconds()
+	return g != nil && *g > 0
 }
 
 // hasFinalizers says whether something must still happen before obj may

@@ -1,0 +1,587 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/pontoon-dev/pontoon/test/cluster"
+)
+
+// kubeCluster starts a 3-server cluster and returns it with clients of
+// two different servers: writes go through one, reads through the other.
+func kubeCluster(t *testing.T, baseIP int, args ...string) (c *cluster.Cluster, w, r *cluster.Server) {
+	c = newCluster(t, 3, baseIP, args...)
+	c.Start()
+	l := c.Leader(20 * time.Second)
+	w, r = c.Others(l)[0], c.Others(l)[1]
+	cluster.Eventually(t, 10*time.Second, func() error {
+		_, err := r.Clientset().CoreV1().Namespaces().Get(context.Background(), "default", metav1.GetOptions{})
+		return err
+	})
+	return c, w, r
+}
+
+func protobufClientset(t *testing.T, s *cluster.Server) *kubernetes.Clientset {
+	cfg := s.RESTConfig()
+	cfg.ContentType = runtime.ContentTypeProtobuf
+	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func configMap(name string, data map[string]string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"test": "yes"}}, Data: data}
+}
+
+func wantReason(t *testing.T, err error, code int32, reason metav1.StatusReason) {
+	t.Helper()
+	var se apierrors.APIStatus
+	if err == nil || !errorsAs(err, &se) || se.Status().Code != code || se.Status().Reason != reason {
+		t.Fatalf("got %v, want %d %s", err, code, reason)
+	}
+}
+
+func errorsAs(err error, target *apierrors.APIStatus) bool {
+	s, ok := err.(apierrors.APIStatus)
+	if ok {
+		*target = s
+	}
+	return ok
+}
+
+// raw sends a request to s and returns the status, headers and body.
+func raw(t *testing.T, s *cluster.Server, method, path, contentType, accept, body string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, s.API()+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := cluster.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return resp.StatusCode, resp.Header, b.String()
+}
+
+func TestKubeAPI(t *testing.T) {
+	c, w, r := kubeCluster(t, 51, "--watch-history", "300")
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	ns := "default"
+
+	t.Run("discovery", func(t *testing.T) {
+		groups, lists, err := rcs.Discovery().ServerGroupsAndResources()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, g := range groups {
+			names = append(names, g.Name)
+		}
+		for _, g := range []string{"", "apps", "batch", "coordination.k8s.io", "discovery.k8s.io"} {
+			if !slices.Contains(names, g) {
+				t.Errorf("group %q missing from %v", g, names)
+			}
+		}
+		found := map[string]metav1.APIResource{}
+		for _, l := range lists {
+			for _, res := range l.APIResources {
+				found[l.GroupVersion+"/"+res.Name] = res
+			}
+		}
+		for _, want := range []string{"apps/v1/deployments/scale", "v1/pods/binding", "v1/pods/eviction", "v1/pods/status", "batch/v1/cronjobs", "discovery.k8s.io/v1/endpointslices", "coordination.k8s.io/v1/leases"} {
+			if _, ok := found[want]; !ok {
+				t.Errorf("%s missing from discovery", want)
+			}
+		}
+		if p := found["v1/pods"]; !slices.Contains(p.Categories, "all") || !slices.Contains(p.ShortNames, "po") || !p.Namespaced {
+			t.Errorf("pods in discovery: %+v", p)
+		}
+		if s := found["apps/v1/deployments/scale"]; s.Kind != "Scale" || s.Group != "autoscaling" {
+			t.Errorf("deployments/scale: %+v", s)
+		}
+		// Legacy discovery, for clients that do not ask for aggregated.
+		code, hdr, body := raw(t, r, "GET", "/apis", "", "application/json", "")
+		if code != 200 || !strings.Contains(body, `"APIGroupList"`) || hdr.Get("Content-Type") != "application/json" {
+			t.Errorf("legacy /apis: %d %s %s", code, hdr.Get("Content-Type"), body)
+		}
+		code, hdr, _ = raw(t, r, "GET", "/apis", "", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json", "")
+		if code != 200 || !strings.Contains(hdr.Get("Content-Type"), "as=APIGroupDiscoveryList") {
+			t.Errorf("aggregated /apis: %d %s", code, hdr.Get("Content-Type"))
+		}
+	})
+
+	t.Run("protobuf and JSON", func(t *testing.T) {
+		pw, pr := protobufClientset(t, w), protobufClientset(t, r)
+		cm, err := pw.CoreV1().ConfigMaps(ns).Create(ctx, configMap("proto", map[string]string{"k": "v"}), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := rcs.CoreV1().ConfigMaps(ns).Get(ctx, "proto", metav1.GetOptions{})
+		if err != nil || got.Data["k"] != "v" || got.ResourceVersion != cm.ResourceVersion || got.UID != cm.UID {
+			t.Fatalf("JSON read of a Protobuf write: %v %+v", err, got)
+		}
+		l, err := pr.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: "test=yes"})
+		if err != nil || len(l.Items) == 0 {
+			t.Fatalf("Protobuf list: %v", err)
+		}
+		code, hdr, body := raw(t, r, "GET", "/api/v1/namespaces/default/configmaps/proto", "", "application/yaml", "")
+		if code != 200 || hdr.Get("Content-Type") != "application/yaml" || !strings.Contains(body, "kind: ConfigMap") {
+			t.Fatalf("YAML get: %d %s", code, body)
+		}
+		code, _, body = raw(t, w, "POST", "/api/v1/namespaces/default/configmaps", "application/yaml", "", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: from-yaml}\ndata: {a: b}\n")
+		if code != 201 {
+			t.Fatalf("YAML create: %d %s", code, body)
+		}
+	})
+
+	t.Run("tables", func(t *testing.T) {
+		if _, err := wcs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "tabled"},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		code, _, body := raw(t, r, "GET", "/api/v1/namespaces/default/pods", "", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json", "")
+		var tbl metav1.Table
+		if err := json.Unmarshal([]byte(body), &tbl); code != 200 || err != nil {
+			t.Fatalf("table: %d %v %s", code, err, body)
+		}
+		var cols []string
+		for _, c := range tbl.ColumnDefinitions {
+			cols = append(cols, c.Name)
+		}
+		if want := "Name Ready Status Restarts Age IP Node Nominated Node Readiness Gates"; strings.Join(cols, " ") != want {
+			t.Fatalf("pod columns %q, want %q", strings.Join(cols, " "), want)
+		}
+		if len(tbl.Rows) != 1 || tbl.Rows[0].Cells[1] != "0/1" || tbl.Rows[0].Cells[2] != "Pending" {
+			t.Fatalf("rows: %+v", tbl.Rows)
+		}
+		code, _, body = raw(t, r, "GET", "/api/v1/namespaces/default/pods", "", "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io", "")
+		if code != 200 || !strings.Contains(body, `"kind":"PartialObjectMetadataList"`) || strings.Contains(body, `"spec"`) {
+			t.Fatalf("metadata list: %d %s", code, body)
+		}
+		code, _, _ = raw(t, r, "GET", "/api/v1/namespaces/default/pods", "", "text/html", "")
+		if code != http.StatusNotAcceptable {
+			t.Fatalf("text/html: %d, want 406", code)
+		}
+	})
+
+	t.Run("errors", func(t *testing.T) {
+		_, err := rcs.CoreV1().ConfigMaps(ns).Get(ctx, "missing", metav1.GetOptions{})
+		wantReason(t, err, 404, metav1.StatusReasonNotFound)
+		_, err = wcs.CoreV1().ConfigMaps(ns).Create(ctx, configMap("proto", nil), metav1.CreateOptions{})
+		wantReason(t, err, 409, metav1.StatusReasonAlreadyExists)
+		cm, _ := rcs.CoreV1().ConfigMaps(ns).Get(ctx, "proto", metav1.GetOptions{})
+		stale := cm.DeepCopy()
+		cm.Data["k"] = "v2"
+		if _, err := wcs.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		stale.Data["k"] = "lost"
+		_, err = wcs.CoreV1().ConfigMaps(ns).Update(ctx, stale, metav1.UpdateOptions{})
+		wantReason(t, err, 409, metav1.StatusReasonConflict)
+		_, err = wcs.CoreV1().ConfigMaps(ns).Create(ctx, configMap("Not_A_Name", nil), metav1.CreateOptions{})
+		wantReason(t, err, 422, metav1.StatusReasonInvalid)
+		if se := err.(apierrors.APIStatus).Status(); len(se.Details.Causes) == 0 || se.Details.Causes[0].Field != "metadata.name" {
+			t.Fatalf("invalid name causes: %+v", se.Details)
+		}
+		_, err = wcs.CoreV1().ConfigMaps(ns).Create(ctx, configMap("big", map[string]string{"b": strings.Repeat("x", 2<<20)}), metav1.CreateOptions{})
+		wantReason(t, err, 413, metav1.StatusReasonRequestEntityTooLarge)
+		for _, tc := range []struct {
+			ct, body string
+			code     int
+		}{
+			{"text/plain", "hello", 415},
+			{"application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"`, 400},
+			{"application/json", `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}`, 400},
+			{"application/vnd.kubernetes.protobuf", "k8s\x00garbage", 400},
+			{"application/yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [}\n", 400},
+		} {
+			code, _, body := raw(t, w, "POST", "/api/v1/namespaces/default/configmaps", tc.ct, "", tc.body)
+			if code != tc.code || !strings.Contains(body, `"kind":"Status"`) {
+				t.Errorf("POST %s %q: %d %s, want %d with a Status", tc.ct, tc.body, code, body, tc.code)
+			}
+		}
+		if _, err := rcs.CoreV1().ConfigMaps(ns).Get(ctx, "x", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("a refused create stored something: %v", err)
+		}
+		code, hdr, body := raw(t, w, "POST", "/api/v1/namespaces/default/configmaps?fieldValidation=Strict", "application/json", "",
+			`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"strict"},"bogus":1}`)
+		if code != 400 || !strings.Contains(body, `unknown field \"bogus\"`) {
+			t.Fatalf("Strict: %d %s", code, body)
+		}
+		code, hdr, _ = raw(t, w, "POST", "/api/v1/namespaces/default/configmaps?fieldValidation=Warn", "application/json", "",
+			`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"warned"},"bogus":1}`)
+		if code != 201 || !strings.Contains(hdr.Get("Warning"), `unknown field`) {
+			t.Fatalf("Warn: %d %v", code, hdr)
+		}
+		_, err = wcs.CoreV1().ConfigMaps("nosuchns").Create(ctx, configMap("orphan", nil), metav1.CreateOptions{})
+		wantReason(t, err, 404, metav1.StatusReasonNotFound)
+	})
+
+	t.Run("metadata and status", func(t *testing.T) {
+		d := deployment("meta", 2)
+		d.GenerateName, d.Name = "meta-", ""
+		got, err := wcs.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(got.Name, "meta-") || len(got.Name) != 10 || got.UID == "" || got.CreationTimestamp.IsZero() || got.Generation != 1 {
+			t.Fatalf("server-set metadata: %+v", got.ObjectMeta)
+		}
+		got.Labels = map[string]string{"x": "y"}
+		got, _ = wcs.AppsV1().Deployments(ns).Update(ctx, got, metav1.UpdateOptions{})
+		if got.Generation != 1 {
+			t.Fatalf("a label change bumped generation to %d", got.Generation)
+		}
+		got.Spec.Replicas = ptr[int32](3)
+		got.Status.Replicas = 99
+		got, _ = wcs.AppsV1().Deployments(ns).Update(ctx, got, metav1.UpdateOptions{})
+		if got.Generation != 2 || got.Status.Replicas != 0 {
+			t.Fatalf("spec update: generation %d, status.replicas %d (want 2, 0)", got.Generation, got.Status.Replicas)
+		}
+		got.Status.Replicas = 3
+		got.Spec.Replicas = ptr[int32](10)
+		got, err = wcs.AppsV1().Deployments(ns).UpdateStatus(ctx, got, metav1.UpdateOptions{})
+		if err != nil || got.Status.Replicas != 3 || *got.Spec.Replicas != 3 || got.Generation != 2 {
+			t.Fatalf("status update: %v %+v", err, got)
+		}
+		s, err := wcs.AppsV1().Deployments(ns).GetScale(ctx, got.Name, metav1.GetOptions{})
+		if err != nil || s.Spec.Replicas != 3 || s.Status.Replicas != 3 {
+			t.Fatalf("scale: %v %+v", err, s)
+		}
+		s.Spec.Replicas = 4
+		if _, err := wcs.AppsV1().Deployments(ns).UpdateScale(ctx, got.Name, s, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := rcs.AppsV1().Deployments(ns).Get(ctx, got.Name, metav1.GetOptions{}); *got.Spec.Replicas != 4 {
+			t.Fatalf("scale did not set replicas: %d", *got.Spec.Replicas)
+		}
+	})
+
+	t.Run("patches", func(t *testing.T) {
+		d, err := wcs.AppsV1().Deployments(ns).Create(ctx, deployment("patched", 1), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []struct {
+			pt   types.PatchType
+			body string
+		}{
+			{types.StrategicMergePatchType, `{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"busybox:2"}]}}}}`},
+			{types.MergePatchType, `{"metadata":{"labels":{"merge":"yes"}}}`},
+			{types.JSONPatchType, `[{"op":"replace","path":"/spec/replicas","value":3}]`},
+		} {
+			if _, err := wcs.AppsV1().Deployments(ns).Patch(ctx, d.Name, p.pt, []byte(p.body), metav1.PatchOptions{}); err != nil {
+				t.Fatalf("%s: %v", p.pt, err)
+			}
+		}
+		got, _ := rcs.AppsV1().Deployments(ns).Get(ctx, d.Name, metav1.GetOptions{})
+		if len(got.Spec.Template.Spec.Containers) != 1 || got.Spec.Template.Spec.Containers[0].Image != "busybox:2" || got.Labels["merge"] != "yes" || *got.Spec.Replicas != 3 {
+			t.Fatalf("after patches: %+v", got.Spec)
+		}
+		apply := `{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"patched"},"spec":{"replicas":5,"selector":{"matchLabels":{"app":"patched"}},"template":{"metadata":{"labels":{"app":"patched"}},"spec":{"containers":[{"name":"c","image":"busybox:2"}]}}}}`
+		_, err = wcs.AppsV1().Deployments(ns).Patch(ctx, d.Name, types.ApplyPatchType, []byte(apply), metav1.PatchOptions{FieldManager: "tool"})
+		wantReason(t, err, 409, metav1.StatusReasonConflict)
+		if causes := err.(apierrors.APIStatus).Status().Details.Causes; len(causes) == 0 || causes[0].Field != ".spec.replicas" {
+			t.Fatalf("apply conflict causes: %+v", causes)
+		}
+		got, err = wcs.AppsV1().Deployments(ns).Patch(ctx, d.Name, types.ApplyPatchType, []byte(apply), metav1.PatchOptions{FieldManager: "tool", Force: ptr(true)})
+		if err != nil || *got.Spec.Replicas != 5 {
+			t.Fatalf("forced apply: %v", err)
+		}
+		managers := map[string]bool{}
+		for _, m := range got.ManagedFields {
+			managers[m.Manager+"/"+string(m.Operation)] = true
+		}
+		if !managers["tool/Apply"] {
+			t.Fatalf("managedFields: %v", managers)
+		}
+		// Apply creates what does not exist.
+		created, err := wcs.AppsV1().Deployments(ns).Patch(ctx, "applied", types.ApplyPatchType,
+			[]byte(strings.Replace(strings.Replace(apply, `"name":"patched"`, `"name":"applied"`, 1), "patched", "applied", -1)), metav1.PatchOptions{FieldManager: "tool"})
+		if err != nil || created.UID == "" {
+			t.Fatalf("apply create: %v", err)
+		}
+	})
+
+	t.Run("selectors and pages", func(t *testing.T) {
+		for i := range 25 {
+			cm := configMap(fmt.Sprintf("page-%02d", i), map[string]string{"i": fmt.Sprint(i)})
+			cm.Labels["parity"] = []string{"even", "odd"}[i%2]
+			if _, err := wcs.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l, err := rcs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: "parity in (odd),test=yes"})
+		if err != nil || len(l.Items) != 12 {
+			t.Fatalf("set-based selector: %v, %d items", err, len(l.Items))
+		}
+		l, err = rcs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=page-07"})
+		if err != nil || len(l.Items) != 1 {
+			t.Fatalf("field selector: %v, %d items", err, len(l.Items))
+		}
+		_, err = rcs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=x"})
+		wantReason(t, err, 400, metav1.StatusReasonBadRequest)
+
+		// Pages over one revision: a delete between pages does not show.
+		first, err := rcs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: "parity", Limit: 10})
+		if err != nil || len(first.Items) != 10 || first.Continue == "" {
+			t.Fatalf("first page: %v %d %q", err, len(first.Items), first.Continue)
+		}
+		if err := wcs.CoreV1().ConfigMaps(ns).Delete(ctx, "page-20", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		names := []string{}
+		for _, cm := range first.Items {
+			names = append(names, cm.Name)
+		}
+		token := first.Continue
+		for token != "" {
+			page, err := rcs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: "parity", Limit: 10, Continue: token})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if page.ResourceVersion != first.ResourceVersion {
+				t.Fatalf("page at %s, first at %s", page.ResourceVersion, first.ResourceVersion)
+			}
+			for _, cm := range page.Items {
+				names = append(names, cm.Name)
+			}
+			token = page.Continue
+		}
+		if len(names) != 25 || !slices.Contains(names, "page-20") || !slices.IsSorted(names) {
+			t.Fatalf("paged list: %v", names)
+		}
+		// An exact list at the older revision shows the deleted object;
+		// a list at "0" is served locally at once.
+		old, err := rcs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: "parity", ResourceVersion: first.ResourceVersion, ResourceVersionMatch: metav1.ResourceVersionMatchExact})
+		if err != nil || len(old.Items) != 25 {
+			t.Fatalf("exact list: %v %d", err, len(old.Items))
+		}
+		if _, err := rcs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{ResourceVersion: "0"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := wcs.CoreV1().ConfigMaps(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "parity=even"}); err != nil {
+			t.Fatal(err)
+		}
+		if l, _ := rcs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: "parity"}); len(l.Items) != 12 {
+			t.Fatalf("deletecollection left %d", len(l.Items))
+		}
+	})
+
+	t.Run("pods", func(t *testing.T) {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bound"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+		if _, err := wcs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := wcs.CoreV1().Pods(ns).Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "bound"}, Target: corev1.ObjectReference{Kind: "Node", Name: "n1"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		err := wcs.CoreV1().Pods(ns).Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "bound"}, Target: corev1.ObjectReference{Kind: "Node", Name: "n2"}}, metav1.CreateOptions{})
+		wantReason(t, err, 409, metav1.StatusReasonConflict)
+		l, err := rcs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=n1,status.phase=Pending"})
+		if err != nil || len(l.Items) != 1 || l.Items[0].Spec.NodeName != "n1" {
+			t.Fatalf("pods on n1: %v %+v", err, l)
+		}
+		// A bound pod is deleted gracefully: it stays for the kubelet.
+		if err := wcs.CoreV1().Pods(ns).Delete(ctx, "bound", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := rcs.CoreV1().Pods(ns).Get(ctx, "bound", metav1.GetOptions{})
+		if err != nil || got.DeletionTimestamp == nil || *got.DeletionGracePeriodSeconds != 30 {
+			t.Fatalf("graceful delete: %v %+v", err, got)
+		}
+		if err := wcs.CoreV1().Pods(ns).Delete(ctx, "bound", metav1.DeleteOptions{GracePeriodSeconds: ptr[int64](0)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rcs.CoreV1().Pods(ns).Get(ctx, "bound", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("grace 0 left the pod: %v", err)
+		}
+		if _, err := wcs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "evicted"}, Spec: pod.Spec}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := wcs.CoreV1().Pods(ns).EvictV1(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: "evicted"}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rcs.CoreV1().Pods(ns).Get(ctx, "evicted", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("eviction left the pod: %v", err)
+		}
+		err = wcs.CoreV1().Pods(ns).Delete(ctx, "tabled", metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: ptr(types.UID("wrong"))}})
+		wantReason(t, err, 409, metav1.StatusReasonConflict)
+	})
+
+	t.Run("dry run", func(t *testing.T) {
+		got, err := wcs.CoreV1().ConfigMaps(ns).Create(ctx, configMap("dry", nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil || got.UID == "" {
+			t.Fatalf("dry run create: %v", err)
+		}
+		if _, err := rcs.CoreV1().ConfigMaps(ns).Get(ctx, "dry", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("dry run stored the object: %v", err)
+		}
+		if err := wcs.CoreV1().ConfigMaps(ns).Delete(ctx, "proto", metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rcs.CoreV1().ConfigMaps(ns).Get(ctx, "proto", metav1.GetOptions{}); err != nil {
+			t.Fatalf("dry run delete removed the object: %v", err)
+		}
+	})
+
+	t.Run("ClusterIPs are never given twice", func(t *testing.T) {
+		var wg sync.WaitGroup
+		errs := make(chan error, 30)
+		for i := range 30 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s := c.Servers[i%3].Clientset()
+				_, err := s.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("svc-%d", i)},
+					Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{})
+				errs <- err
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		l, err := rcs.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]string{}
+		for _, s := range l.Items {
+			if prev, dup := seen[s.Spec.ClusterIP]; dup {
+				t.Fatalf("%s and %s both got %s", prev, s.Name, s.Spec.ClusterIP)
+			}
+			seen[s.Spec.ClusterIP] = s.Name
+		}
+		_, err = wcs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "taken"},
+			Spec: corev1.ServiceSpec{ClusterIP: l.Items[0].Spec.ClusterIP, Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{})
+		wantReason(t, err, 422, metav1.StatusReasonInvalid)
+	})
+
+	t.Run("watch", func(t *testing.T) {
+		l, err := rcs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wi, err := rcs.CoreV1().ConfigMaps(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: l.ResourceVersion, AllowWatchBookmarks: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer wi.Stop()
+		for i := range 5 {
+			if _, err := wcs.CoreV1().ConfigMaps(ns).Create(ctx, configMap(fmt.Sprintf("watched-%d", i), nil), metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range 5 {
+			ev := nextEvent(t, wi)
+			if ev.Type != watch.Added || ev.Object.(*corev1.ConfigMap).Name != fmt.Sprintf("watched-%d", i) {
+				t.Fatalf("event %d: %s %s", i, ev.Type, ev.Object.(*corev1.ConfigMap).Name)
+			}
+		}
+		// A streaming list: the current state, then the bookmark that
+		// ends it.
+		si, err := rcs.CoreV1().ConfigMaps(ns).Watch(ctx, metav1.ListOptions{SendInitialEvents: ptr(true), AllowWatchBookmarks: true,
+			ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan, LabelSelector: "test=yes"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer si.Stop()
+		added := 0
+		for {
+			ev := nextEvent(t, si)
+			if ev.Type == watch.Bookmark {
+				if ev.Object.(*corev1.ConfigMap).Annotations["k8s.io/initial-events-end"] != "true" {
+					t.Fatalf("bookmark without the initial-events-end annotation")
+				}
+				break
+			}
+			added++
+		}
+		if want, _ := rcs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: "test=yes"}); added != len(want.Items) {
+			t.Fatalf("streaming list sent %d objects, a list has %d", added, len(want.Items))
+		}
+		// Far enough behind the history, a watch gets 410 Gone in the
+		// stream, as from kube-apiserver.
+		for i := range 320 {
+			cm := configMap("churn", map[string]string{"i": fmt.Sprint(i)})
+			if _, err := wcs.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{}); apierrors.IsNotFound(err) {
+				_, err = wcs.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{})
+			}
+		}
+		old, err := rcs.CoreV1().ConfigMaps(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: l.ResourceVersion})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer old.Stop()
+		ev := nextEvent(t, old)
+		if st, ok := ev.Object.(*metav1.Status); ev.Type != watch.Error || !ok || st.Code != 410 || st.Reason != metav1.StatusReasonExpired {
+			t.Fatalf("watch from a compacted revision: %s %+v", ev.Type, ev.Object)
+		}
+	})
+}
+
+func nextEvent(t *testing.T, w watch.Interface) watch.Event {
+	t.Helper()
+	select {
+	case ev, ok := <-w.ResultChan():
+		if !ok {
+			t.Fatal("watch closed")
+		}
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no watch event within 10s")
+	}
+	return watch.Event{}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func deployment(name string, replicas int32) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: appsv1.DeploymentSpec{
+		Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: labels},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
+}
+
