@@ -402,3 +402,6 @@ func (s *Server) PID() int {
 	}
 	return 0
 }
+
+// Cluster returns the cluster s belongs to.
+func (s *Server) Cluster() *Cluster { return s.c }

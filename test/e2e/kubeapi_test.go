@@ -147,6 +147,26 @@ func TestKubeAPI(t *testing.T) {
 		}
 	})
 
+	t.Run("openapi", func(t *testing.T) {
+		code, _, body := raw(t, r, "GET", "/openapi/v3", "", "application/json", "")
+		var index struct {
+			Paths map[string]struct {
+				URL string `json:"serverRelativeURL"`
+			} `json:"paths"`
+		}
+		if err := json.Unmarshal([]byte(body), &index); code != 200 || err != nil || index.Paths["apis/apps/v1"].URL == "" {
+			t.Fatalf("/openapi/v3: %d %v %s", code, err, body)
+		}
+		code, _, body = raw(t, r, "GET", index.Paths["apis/apps/v1"].URL, "", "application/json", "")
+		if code != 200 || !strings.Contains(body, `"fieldValidation"`) || !strings.Contains(body, `"io.k8s.api.apps.v1.Deployment"`) {
+			t.Fatalf("apps/v1 document: %d, %d bytes", code, len(body))
+		}
+		code, _, body = raw(t, r, "GET", "/openapi/v2", "", "application/json", "")
+		if code != 200 || !strings.Contains(body, `"swagger": "2.0"`) {
+			t.Fatalf("/openapi/v2: %d, %.200s", code, body)
+		}
+	})
+
 	t.Run("protobuf and JSON", func(t *testing.T) {
 		pw, pr := protobufClientset(t, w), protobufClientset(t, r)
 		cm, err := pw.CoreV1().ConfigMaps(ns).Create(ctx, configMap("proto", map[string]string{"k": "v"}), metav1.CreateOptions{})
