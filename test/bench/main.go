@@ -26,6 +26,7 @@ func main() {
 	duration := flag.Duration("duration", 8*time.Second, "how long each throughput measurement runs")
 	keys := flag.Int("restart-keys", 100000, "keys loaded before the restart and memory measurements")
 	rounds := flag.Int("failover-rounds", 20, "leader kills in the failover measurement")
+	suites := flag.String("suites", "store,kube", "what to measure: store (against etcd), kube (the Kubernetes API)")
 	flag.Parse()
 	bin := os.Getenv("PONTOON_BIN")
 	if bin == "" {
@@ -36,10 +37,17 @@ func main() {
 	cfg := config{duration: *duration, keys: *keys, rounds: *rounds}
 	var report report
 	start := time.Now()
-	for _, sys := range []system{newPontoon(r, bin), newEtcd(r)} {
-		log.Printf("== %s", sys.name())
-		report.add(measure(r, sys, cfg))
-		sys.stop()
+	if strings.Contains(*suites, "store") {
+		for _, sys := range []system{newPontoon(r, bin), newEtcd(r)} {
+			log.Printf("== %s", sys.name())
+			report.add(measure(r, sys, cfg))
+			sys.stop()
+		}
+	}
+	if strings.Contains(*suites, "kube") {
+		log.Printf("== Kubernetes API")
+		k := measureKube(r, bin, cfg)
+		report.kube = &k
 	}
 	text := report.markdown(cfg, time.Since(start))
 	if *out == "" {
@@ -225,6 +233,7 @@ func failover(sys system) time.Duration {
 
 type report struct {
 	results []result
+	kube    *kubeResult
 }
 
 func (r *report) add(res result) { r.results = append(r.results, res) }
@@ -245,36 +254,47 @@ func durations(ds []time.Duration) (p50, p99 time.Duration) {
 }
 
 func (r *report) markdown(cfg config, took time.Duration) string {
-	p, e := r.results[0], r.results[1]
 	var b strings.Builder
 	host, _ := os.Hostname()
-	fmt.Fprintf(&b, "# Benchmarks\n\nProduced by `make bench` (`cd test && go run ./bench -out ../docs/benchmarks.md`) on %s, %d cores, %s, in %v. ",
+	fmt.Fprintf(&b, "# Benchmarks\n\nProduced by `make bench` (`cd test && go run ./bench -out ../docs/benchmarks.md`) on %s, %d cores, %s, in %v.\n\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), host, took.Round(time.Second))
-	fmt.Fprintf(&b, "Both systems ran in the same invocation on the same machine: Pontoon's store with 3 servers on 127.0.0.21-23, etcd %s (Debian's `etcd-server`) with 3 members on 127.0.0.31-33, both fsyncing every commit. ", etcdVersion())
-	fmt.Fprintf(&b, "Values are 1 KiB; each throughput figure is %v of closed-loop clients spread over the three members. Ratios are Pontoon / etcd.\n\n", cfg.duration)
+	if len(r.results) == 2 {
+		r.storeMarkdown(&b, cfg)
+	}
+	if r.kube != nil {
+		r.kube.markdown(&b)
+	}
+	return b.String()
+}
 
-	b.WriteString("## Replicated store: writes\n\n| clients | Pontoon writes/s | etcd writes/s | throughput ratio | Pontoon p50 / p99 | etcd p50 / p99 | p99 ratio |\n|---|---|---|---|---|---|---|\n")
+func (r *report) storeMarkdown(b *strings.Builder, cfg config) {
+	p, e := r.results[0], r.results[1]
+	b.WriteString("## Replicated store against etcd (issue 2)\n\n")
+	fmt.Fprintf(b, "Both systems ran in the same invocation on the same machine: Pontoon's store with 3 servers on 127.0.0.21-23, etcd %s (Debian's `etcd-server`) with 3 members on 127.0.0.31-33, both fsyncing every commit. ", etcdVersion())
+	fmt.Fprintf(b, "Values are 1 KiB; each throughput figure is %v of closed-loop clients spread over the three members. Ratios are Pontoon / etcd.\n\n", cfg.duration)
+
+	b.WriteString("### Writes\n\n| clients | Pontoon writes/s | etcd writes/s | throughput ratio | Pontoon p50 / p99 | etcd p50 / p99 | p99 ratio |\n|---|---|---|---|---|---|---|\n")
 	for i := range p.writes {
 		pw, ew := p.writes[i], e.writes[i]
-		fmt.Fprintf(&b, "| %d | %.0f | %.0f | %s | %s / %s | %s / %s | %s |\n", pw.clients, pw.perSec, ew.perSec, ratio(pw.perSec, ew.perSec),
+		fmt.Fprintf(b, "| %d | %.0f | %.0f | %s | %s / %s | %s / %s | %s |\n", pw.clients, pw.perSec, ew.perSec, ratio(pw.perSec, ew.perSec),
 			ms(pw.p50), ms(pw.p99), ms(ew.p50), ms(ew.p99), ratio(float64(pw.p99), float64(ew.p99)))
 	}
-	fmt.Fprintf(&b, "\n## Linearizable reads on a follower (16 clients)\n\n| | reads/s | p50 | p99 |\n|---|---|---|---|\n| Pontoon | %.0f | %s | %s |\n| etcd | %.0f | %s | %s |\n| ratio | %s | | |\n",
+	fmt.Fprintf(b, "\n### Linearizable reads on a follower (16 clients)\n\n| | reads/s | p50 | p99 |\n|---|---|---|---|\n| Pontoon | %.0f | %s | %s |\n| etcd | %.0f | %s | %s |\n| ratio | %s | | |\n",
 		p.reads.perSec, ms(p.reads.p50), ms(p.reads.p99), e.reads.perSec, ms(e.reads.p50), ms(e.reads.p99), ratio(p.reads.perSec, e.reads.perSec))
-	fmt.Fprintf(&b, "\n## Restart and memory with %d keys of 1 KiB\n\nResident memory right after loading, split into anonymous memory (heap, stacks) and file-backed pages (mapped bbolt files: clean page cache the kernel can drop and read again).\n\n| | follower restart to first linearizable read | resident | anonymous | file-backed |\n|---|---|---|---|---|\n| Pontoon | %s | %d MiB | %d MiB | %d MiB |\n| etcd | %s | %d MiB | %d MiB | %d MiB |\n| ratio | %s | %s | %s | %s |\n",
+	fmt.Fprintf(b, "\n### Restart and memory with %d keys of 1 KiB\n\nResident memory right after loading, split into anonymous memory (heap, stacks) and file-backed pages (mapped bbolt files: clean page cache the kernel can drop and read again).\n\n| | follower restart to first linearizable read | resident | anonymous | file-backed |\n|---|---|---|---|---|\n| Pontoon | %s | %d MiB | %d MiB | %d MiB |\n| etcd | %s | %d MiB | %d MiB | %d MiB |\n| ratio | %s | %s | %s | %s |\n",
 		cfg.keys, ms(p.restart), p.rss.rss>>20, p.rss.anon>>20, p.rss.file>>20, ms(e.restart), e.rss.rss>>20, e.rss.anon>>20, e.rss.file>>20,
 		ratio(float64(p.restart), float64(e.restart)), ratio(float64(p.rss.rss), float64(e.rss.rss)), ratio(float64(p.rss.anon), float64(e.rss.anon)), ratio(float64(p.rss.file), float64(e.rss.file)))
 	pp50, pp99 := durations(p.failover)
 	ep50, ep99 := durations(e.failover)
-	fmt.Fprintf(&b, "\n## Leader failover (%d rounds)\n\nTime from `kill -9` of the leader to the first write acknowledged through a surviving member.\n\n| | median | p99 (slowest of %d) |\n|---|---|---|\n| Pontoon | %s | %s |\n| etcd | %s | %s |\n",
+	fmt.Fprintf(b, "\n### Leader failover (%d rounds)\n\nTime from `kill -9` of the leader to the first write acknowledged through a surviving member.\n\n| | median | p99 (slowest of %d) |\n|---|---|---|\n| Pontoon | %s | %s |\n| etcd | %s | %s |\n",
 		len(p.failover), len(p.failover), ms(pp50), ms(pp99), ms(ep50), ms(ep99))
-	b.WriteString("\n## Goals (issue 2)\n\n")
+	b.WriteString("\n### Goals (issue 2)\n\n")
 	goal := func(ok bool, text string) {
 		mark := "met"
 		if !ok {
 			mark = "**not met**"
 		}
-		fmt.Fprintf(&b, "- %s: %s\n", text, mark)
+		fmt.Fprintf(b, "- %s: %s\n", text, mark)
 	}
 	for i, n := range clientCounts {
 		if n == 1 {
@@ -286,7 +306,6 @@ func (r *report) markdown(cfg config, took time.Duration) string {
 	}
 	goal(pp99 < 2*time.Second, fmt.Sprintf("failover p99 under 2 s (%s)", ms(pp99)))
 	goal(p.rss.rss < 400<<20, fmt.Sprintf("resident memory with %d objects under 400 MiB (%d MiB)", cfg.keys, p.rss.rss>>20))
-	return b.String()
 }
 
 // runner gives the cluster harness what it needs from a test.
