@@ -141,6 +141,10 @@ type Node struct {
 	mu        sync.Mutex
 	duties    []LeaderDuty
 	ready     bool          // leader and its marker entry applied
+	// dutyCtx and dutyRunning are the running duties' context and group
+	// while ready, so that a duty added then starts at once.
+	dutyCtx     context.Context
+	dutyRunning *sync.WaitGroup
 	readyWake chan struct{} // closed when ready or the leader changes
 	leaderErr error         // why the last attempt to become ready failed
 
@@ -293,12 +297,29 @@ func (n *Node) closeStores() {
 	}
 }
 
-// AddLeaderDuty registers fn to run whenever this server leads. Register
-// duties before the node can become leader (right after Open).
+// AddLeaderDuty registers fn to run whenever this server leads; when it
+// leads already, fn starts at once.
 func (n *Node) AddLeaderDuty(fn LeaderDuty) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.duties = append(n.duties, fn)
+	if n.ready {
+		n.startDuty(fn)
+	}
+}
+
+// startDuty runs fn under the current leadership; n.mu is held and the
+// node is ready.
+func (n *Node) startDuty(fn LeaderDuty) {
+	ctx, running := n.dutyCtx, n.dutyRunning
+	if ctx.Err() != nil {
+		return // leadership is being given up; its wait may have begun
+	}
+	running.Add(1)
+	go func() {
+		defer running.Done()
+		fn(ctx)
+	}()
 }
 
 // observe wakes waiters on leader changes, and advertises that this server
@@ -351,13 +372,20 @@ func (n *Node) leadership(ctx context.Context) {
 	defer n.wg.Done()
 	var cancel context.CancelFunc = func() {}
 	var running sync.WaitGroup
-	stopDuties := func() {
-		cancel()
-		running.Wait()
+	notReady := func() {
 		n.mu.Lock()
 		n.ready = false
 		n.wakeLocked()
 		n.mu.Unlock()
+	}
+	stopDuties := func() {
+		// Not ready before the wait, so that readers stop counting on
+		// this leader; again after it, in case lead became ready
+		// meanwhile. No duty starts once ctx is cancelled (startDuty).
+		notReady()
+		cancel()
+		running.Wait()
+		notReady()
 	}
 	defer stopDuties()
 	for {
@@ -404,17 +432,13 @@ func (n *Node) lead(ctx context.Context, running *sync.WaitGroup) {
 		n.logger.Warn("cannot record the cluster ID", "err", err)
 	}
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	n.ready = true
+	n.dutyCtx, n.dutyRunning = ctx, running
 	n.wakeLocked()
-	duties := append([]LeaderDuty(nil), n.duties...)
-	n.mu.Unlock()
 	n.logger.Info("leader ready", "term", n.raft.CurrentTerm(), "after", time.Since(start))
-	for _, d := range duties {
-		running.Add(1)
-		go func() {
-			defer running.Done()
-			d(ctx)
-		}()
+	for _, d := range n.duties {
+		n.startDuty(d)
 	}
 }
 

@@ -45,6 +45,7 @@ type Handler struct {
 	fields   *fieldManagers
 	ips      *ipAllocator
 	openapi  *openAPI
+	events   *eventCache
 }
 
 // New builds the handler.
@@ -62,6 +63,7 @@ func New(cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	h.ips = newIPAllocator(cfg.ServiceCIDR, cfg.Store)
+	h.events = newEventCache()
 	return h, nil
 }
 

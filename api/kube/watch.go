@@ -42,6 +42,14 @@ type watchStream struct {
 	first   bool
 }
 
+func (s *watchStream) sendRaw(typ watch.EventType, raw []byte) error {
+	if err := s.enc.Encode(&metav1.WatchEvent{Type: string(typ), Object: runtime.RawExtension{Raw: raw}}); err != nil {
+		return err
+	}
+	s.flusher.Flush()
+	return nil
+}
+
 func (s *watchStream) send(typ watch.EventType, obj runtime.Object) error {
 	switch s.req.out.kind {
 	case asTable:
@@ -66,11 +74,7 @@ func (s *watchStream) send(typ watch.EventType, obj runtime.Object) error {
 	if err != nil {
 		return err
 	}
-	if err := s.enc.Encode(&metav1.WatchEvent{Type: string(typ), Object: runtime.RawExtension{Raw: raw}}); err != nil {
-		return err
-	}
-	s.flusher.Flush()
-	return nil
+	return s.sendRaw(typ, raw)
 }
 
 func (s *watchStream) bookmark(rev uint64, annotations map[string]string) error {
@@ -206,6 +210,8 @@ func (h *Handler) watch(w http.ResponseWriter, req *request) error {
 			return nil
 		}
 	}
+	// Watchers that see every event as it is share its encoding.
+	shared := req.out.kind == asObject && sel.labels.Empty() && sel.fields.Empty()
 	for {
 		next, cancelNext := context.WithTimeout(ctx, bookmarkInterval)
 		evs, err := watcher.Next(next, 256)
@@ -228,6 +234,17 @@ func (h *Handler) watch(w http.ResponseWriter, req *request) error {
 			return nil
 		}
 		for _, ev := range evs {
+			if shared {
+				raw, err := h.encodedEvent(req.res, req.out.info, ev)
+				if err != nil {
+					ws.fail(err)
+					return nil
+				}
+				if err := ws.sendRaw(plainEventType(ev), raw); err != nil {
+					return nil
+				}
+				continue
+			}
 			typ, obj, err := h.eventObject(req, sel, ev)
 			if err != nil {
 				ws.fail(err)
@@ -241,6 +258,17 @@ func (h *Handler) watch(w http.ResponseWriter, req *request) error {
 			}
 		}
 	}
+}
+
+// plainEventType is the type of an event for a watcher without a selector.
+func plainEventType(ev fsm.Event) watch.EventType {
+	switch {
+	case ev.Type == fsm.EventDelete:
+		return watch.Deleted
+	case ev.Prev.ModRevision != 0:
+		return watch.Modified
+	}
+	return watch.Added
 }
 
 // eventObject turns a store event into the watch event a client with sel
