@@ -141,12 +141,12 @@ type Node struct {
 	mu        sync.Mutex
 	duties    []LeaderDuty
 	ready     bool          // leader and its marker entry applied
+	readyWake chan struct{} // closed when ready or the leader changes
+	leaderErr error         // why the last attempt to become ready failed
 	// dutyCtx and dutyRunning are the running duties' context and group
 	// while ready, so that a duty added then starts at once.
 	dutyCtx     context.Context
 	dutyRunning *sync.WaitGroup
-	readyWake chan struct{} // closed when ready or the leader changes
-	leaderErr error         // why the last attempt to become ready failed
 
 	forwards  chan *forwardReq
 	observed  chan raft.Observation
