@@ -165,20 +165,24 @@ func sortedGroups(groups map[string][]schema.GroupVersion) []string {
 func (h *Handler) discoveryGroup(w http.ResponseWriter, r *http.Request, name string) {
 	gvs, ok := h.groups()[name]
 	if !ok || name == "" {
-		h.writeError(w, r, apierrors.NewNotFound(schema.GroupResource{}, r.URL.Path))
-		return
-	}
-	out, err := h.negotiate(r)
-	if err != nil {
-		h.writeError(w, r, err)
+		h.writeDiscovery(w, r, nil)
 		return
 	}
 	g := apiGroup(name, gvs)
-	h.writeObject(w, out, http.StatusOK, &g)
+	h.writeDiscovery(w, r, &g)
 }
 
 func (h *Handler) discoveryGroupVersion(w http.ResponseWriter, r *http.Request, gv schema.GroupVersion) {
 	if len(h.registry.In(gv)) == 0 {
+		h.writeDiscovery(w, r, nil)
+		return
+	}
+	h.writeDiscovery(w, r, h.resourceList(gv))
+}
+
+// writeDiscovery writes a legacy discovery document, or 404 for nil.
+func (h *Handler) writeDiscovery(w http.ResponseWriter, r *http.Request, doc runtime.Object) {
+	if doc == nil {
 		h.writeError(w, r, apierrors.NewNotFound(schema.GroupResource{}, r.URL.Path))
 		return
 	}
@@ -187,7 +191,7 @@ func (h *Handler) discoveryGroupVersion(w http.ResponseWriter, r *http.Request, 
 		h.writeError(w, r, err)
 		return
 	}
-	h.writeObject(w, out, http.StatusOK, h.resourceList(gv))
+	h.writeObject(w, out, http.StatusOK, doc)
 }
 
 // aggregated is the aggregated discovery document of the core group or of

@@ -106,52 +106,45 @@ func immutableSelector(sel, old *metav1.LabelSelector, path *field.Path) field.E
 	return nil
 }
 
-func validateDeployment(d, old *appsv1.Deployment) field.ErrorList {
+// validateWorkload checks what the apps/v1 workloads share: a selector
+// that matches the template and, on update, has not changed (oldSel reads
+// it from the old object), and replicas that are not negative (nil for a
+// DaemonSet).
+func validateWorkload(sel *metav1.LabelSelector, tmpl *corev1.PodTemplateSpec, replicas *int32, update bool, oldSel func() *metav1.LabelSelector) field.ErrorList {
 	spec := field.NewPath("spec")
-	errs := validateSelected(d.Spec.Selector, &d.Spec.Template, spec)
-	errs = append(errs, validateReplicas(d.Spec.Replicas, spec.Child("replicas"))...)
-	if d.Spec.Template.Spec.RestartPolicy != corev1.RestartPolicyAlways {
-		errs = append(errs, field.NotSupported(spec.Child("template", "spec", "restartPolicy"), d.Spec.Template.Spec.RestartPolicy, []string{string(corev1.RestartPolicyAlways)}))
+	errs := validateSelected(sel, tmpl, spec)
+	errs = append(errs, validateReplicas(replicas, spec.Child("replicas"))...)
+	if update {
+		errs = append(errs, immutableSelector(sel, oldSel(), spec.Child("selector"))...)
 	}
-	if old != nil {
-		errs = append(errs, immutableSelector(d.Spec.Selector, old.Spec.Selector, spec.Child("selector"))...)
+	return errs
+}
+
+func validateDeployment(d, old *appsv1.Deployment) field.ErrorList {
+	errs := validateWorkload(d.Spec.Selector, &d.Spec.Template, d.Spec.Replicas, old != nil, func() *metav1.LabelSelector { return old.Spec.Selector })
+	if d.Spec.Template.Spec.RestartPolicy != corev1.RestartPolicyAlways {
+		errs = append(errs, field.NotSupported(field.NewPath("spec", "template", "spec", "restartPolicy"), d.Spec.Template.Spec.RestartPolicy, []string{string(corev1.RestartPolicyAlways)}))
 	}
 	return errs
 }
 
 func validateReplicaSet(r, old *appsv1.ReplicaSet) field.ErrorList {
-	spec := field.NewPath("spec")
-	errs := validateSelected(r.Spec.Selector, &r.Spec.Template, spec)
-	errs = append(errs, validateReplicas(r.Spec.Replicas, spec.Child("replicas"))...)
-	if old != nil {
-		errs = append(errs, immutableSelector(r.Spec.Selector, old.Spec.Selector, spec.Child("selector"))...)
-	}
-	return errs
+	return validateWorkload(r.Spec.Selector, &r.Spec.Template, r.Spec.Replicas, old != nil, func() *metav1.LabelSelector { return old.Spec.Selector })
 }
 
 func validateStatefulSet(s, old *appsv1.StatefulSet) field.ErrorList {
-	spec := field.NewPath("spec")
-	errs := validateSelected(s.Spec.Selector, &s.Spec.Template, spec)
-	errs = append(errs, validateReplicas(s.Spec.Replicas, spec.Child("replicas"))...)
+	errs := validateWorkload(s.Spec.Selector, &s.Spec.Template, s.Spec.Replicas, old != nil, func() *metav1.LabelSelector { return old.Spec.Selector })
 	switch s.Spec.PodManagementPolicy {
 	case appsv1.OrderedReadyPodManagement, appsv1.ParallelPodManagement:
 	default:
-		errs = append(errs, field.NotSupported(spec.Child("podManagementPolicy"), s.Spec.PodManagementPolicy,
+		errs = append(errs, field.NotSupported(field.NewPath("spec", "podManagementPolicy"), s.Spec.PodManagementPolicy,
 			[]appsv1.PodManagementPolicyType{appsv1.OrderedReadyPodManagement, appsv1.ParallelPodManagement}))
-	}
-	if old != nil {
-		errs = append(errs, immutableSelector(s.Spec.Selector, old.Spec.Selector, spec.Child("selector"))...)
 	}
 	return errs
 }
 
 func validateDaemonSet(d, old *appsv1.DaemonSet) field.ErrorList {
-	spec := field.NewPath("spec")
-	errs := validateSelected(d.Spec.Selector, &d.Spec.Template, spec)
-	if old != nil {
-		errs = append(errs, immutableSelector(d.Spec.Selector, old.Spec.Selector, spec.Child("selector"))...)
-	}
-	return errs
+	return validateWorkload(d.Spec.Selector, &d.Spec.Template, nil, old != nil, func() *metav1.LabelSelector { return old.Spec.Selector })
 }
 
 func validateJobSpec(s *batchv1.JobSpec, path *field.Path) field.ErrorList {
@@ -238,13 +231,20 @@ func validateService(s, old *corev1.Service) field.ErrorList {
 	return errs
 }
 
-func validateConfigMap(c, _ *corev1.ConfigMap) field.ErrorList {
+// validateKeys checks the keys of a ConfigMap's or Secret's data.
+func validateKeys[V any](data map[string]V, path *field.Path) field.ErrorList {
 	var errs field.ErrorList
-	for k := range c.Data {
+	for k := range data {
 		for _, msg := range validation.IsConfigMapKey(k) {
-			errs = append(errs, field.Invalid(field.NewPath("data").Key(k), k, msg))
+			errs = append(errs, field.Invalid(path.Key(k), k, msg))
 		}
 	}
+	return errs
+}
+
+func validateConfigMap(c, _ *corev1.ConfigMap) field.ErrorList {
+	errs := validateKeys(c.Data, field.NewPath("data"))
+	errs = append(errs, validateKeys(c.BinaryData, field.NewPath("binaryData"))...)
 	for k := range c.BinaryData {
 		if _, dup := c.Data[k]; dup {
 			errs = append(errs, field.Invalid(field.NewPath("binaryData").Key(k), k, "duplicate of key present in data"))
@@ -254,11 +254,5 @@ func validateConfigMap(c, _ *corev1.ConfigMap) field.ErrorList {
 }
 
 func validateSecret(s, _ *corev1.Secret) field.ErrorList {
-	var errs field.ErrorList
-	for k := range s.Data {
-		for _, msg := range validation.IsConfigMapKey(k) {
-			errs = append(errs, field.Invalid(field.NewPath("data").Key(k), k, msg))
-		}
-	}
-	return errs
+	return validateKeys(s.Data, field.NewPath("data"))
 }

@@ -272,13 +272,7 @@ func (k kubeResult) markdown(b *strings.Builder) {
 	fmt.Fprintf(b, "\n### Memory\n\nOne follower holding %d ConfigMaps (256-byte values) and %d pods. kube-apiserver plus etcd hold about 480 MiB for 5,000 ConfigMaps.\n\n| resident | anonymous | file-backed |\n|---|---|---|\n| %d MiB | %d MiB | %d MiB |\n",
 		k.cms, k.pods, k.rss.rss>>20, k.rss.anon>>20, k.rss.file>>20)
 	b.WriteString("\n### Goals (issue 3)\n\n")
-	goal := func(ok bool, text string) {
-		mark := "met"
-		if !ok {
-			mark = "**not met**"
-		}
-		fmt.Fprintf(b, "- %s: %s\n", text, mark)
-	}
+	goal := func(ok bool, text string) { writeGoal(b, ok, text) }
 	for i, l := range k.creates {
 		goal(l.perSec >= 2000 && l.p99 < 30*time.Millisecond, fmt.Sprintf("creates (%s) at least 2,000/s with p99 under 30 ms (%.0f/s, p99 %s)", k.createsTypes[i], l.perSec, ms(l.p99)))
 	}

@@ -289,13 +289,7 @@ func (r *report) storeMarkdown(b *strings.Builder, cfg config) {
 	fmt.Fprintf(b, "\n### Leader failover (%d rounds)\n\nTime from `kill -9` of the leader to the first write acknowledged through a surviving member.\n\n| | median | p99 (slowest of %d) |\n|---|---|---|\n| Pontoon | %s | %s |\n| etcd | %s | %s |\n",
 		len(p.failover), len(p.failover), ms(pp50), ms(pp99), ms(ep50), ms(ep99))
 	b.WriteString("\n### Goals (issue 2)\n\n")
-	goal := func(ok bool, text string) {
-		mark := "met"
-		if !ok {
-			mark = "**not met**"
-		}
-		fmt.Fprintf(b, "- %s: %s\n", text, mark)
-	}
+	goal := func(ok bool, text string) { writeGoal(b, ok, text) }
 	for i, n := range clientCounts {
 		if n == 1 {
 			goal(p.writes[i].p50 <= e.writes[i].p50*3/2, fmt.Sprintf("1 client: latency within 1.5x of etcd's (p50 %s vs %s)", ms(p.writes[i].p50), ms(e.writes[i].p50)))
@@ -306,6 +300,15 @@ func (r *report) storeMarkdown(b *strings.Builder, cfg config) {
 	}
 	goal(pp99 < 2*time.Second, fmt.Sprintf("failover p99 under 2 s (%s)", ms(pp99)))
 	goal(p.rss.rss < 400<<20, fmt.Sprintf("resident memory with %d objects under 400 MiB (%d MiB)", cfg.keys, p.rss.rss>>20))
+}
+
+// writeGoal writes one goal of an issue and whether it is met.
+func writeGoal(b *strings.Builder, ok bool, text string) {
+	mark := "met"
+	if !ok {
+		mark = "**not met**"
+	}
+	fmt.Fprintf(b, "- %s: %s\n", text, mark)
 }
 
 // runner gives the cluster harness what it needs from a test.

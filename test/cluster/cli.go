@@ -8,7 +8,12 @@ import (
 // CLI runs the pontoon binary with args against server s and returns its
 // standard output, standard error and exit code.
 func (c *Cluster) CLI(s *Server, args ...string) (stdout, stderr string, code int) {
-	cmd := exec.Command(c.opts.Bin, append(args, "--server", s.API())...)
+	return run(exec.Command(c.opts.Bin, append(args, "--server", s.API())...))
+}
+
+// run runs cmd and returns its standard output, standard error and exit
+// code (-1 when it could not run).
+func run(cmd *exec.Cmd) (stdout, stderr string, code int) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -45,16 +45,7 @@ func (c *Cluster) Kubectl(s *Server, stdin string, args ...string) (stdout, stde
 	}
 	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", cfg, "--cache-dir", c.kubeCache, "--request-timeout", "20s"}, args...)...)
 	cmd.Stdin = bytes.NewBufferString(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		code = -1
-		errb.WriteString(err.Error())
-	}
-	return out.String(), errb.String(), code
+	return run(cmd)
 }
 
 // RESTConfig is a client-go configuration for s whose connections leave
