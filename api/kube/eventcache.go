@@ -65,6 +65,14 @@ func (h *Handler) encodedEvent(r *resource.Resource, info runtime.SerializerInfo
 	if ev.Type == fsm.EventDelete {
 		value = ev.Prev.Value
 	}
+	if info.MediaType == mediaProtobuf {
+		b, err := protoObject(r.GroupVersionKind(), value, ev.Revision)
+		if err != nil {
+			return nil, err
+		}
+		h.events.put(k, b)
+		return b, nil
+	}
 	obj, err := h.objects.decode(r, value, ev.Revision)
 	if err != nil {
 		return nil, err

@@ -11,7 +11,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
+
+	openapiv2 "github.com/google/gnostic-models/openapiv2"
+	"google.golang.org/protobuf/proto"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -33,6 +37,11 @@ var openapiFiles embed.FS
 // openAPI serves /openapi/v2 and /openapi/v3 and holds the schemas.
 type openAPI struct {
 	v2 []byte
+	// v2Proto is v2 in gnostic's Protobuf form, which kubectl's
+	// client-side validation asks for; made on first use.
+	v2ProtoOnce sync.Once
+	v2Proto     []byte
+	v2ProtoErr  error
 	// v3 maps a group-version path (api/v1, apis/apps/v1) to its document.
 	v3     map[string][]byte
 	hashes map[string]string
@@ -90,7 +99,26 @@ func loadOpenAPI(reg *resource.Registry) (*openAPI, error) {
 	return o, nil
 }
 
+// protoV2MediaType is the Protobuf form of the OpenAPI v2 document.
+const protoV2MediaType = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+
 func (o *openAPI) serveV2(w http.ResponseWriter, r *http.Request) {
+	if strings.Contains(r.Header.Get("Accept"), protoV2MediaType) {
+		o.v2ProtoOnce.Do(func() {
+			doc, err := openapiv2.ParseDocument(o.v2)
+			if err == nil {
+				o.v2Proto, err = proto.Marshal(doc)
+			}
+			o.v2ProtoErr = err
+		})
+		if o.v2ProtoErr == nil {
+			// The media type itself is not valid in a Content-Type (the
+			// "@"); kube-apiserver answers with this one.
+			w.Header().Set("Content-Type", "application/octet-stream")
+			http.ServeContent(w, r, "swagger.pb", time.Time{}, bytes.NewReader(o.v2Proto))
+			return
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	http.ServeContent(w, r, "swagger.json", time.Time{}, bytes.NewReader(o.v2))
 }

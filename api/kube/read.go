@@ -194,16 +194,28 @@ func parseList(req *request) (listOptions, error) {
 // listObjects reads the matching objects of a list request and the
 // listing's metadata.
 func (h *Handler) listObjects(req *request, sel selector) ([]runtime.Object, metav1.ListMeta, error) {
+	var objs []runtime.Object
+	lm, err := h.listKeys(req, sel, func(kv fsm.KV, obj runtime.Object) error {
+		objs = append(objs, obj)
+		return nil
+	}, true)
+	return objs, lm, err
+}
+
+// listKeys reads a list request's matching keys in order and gives each to
+// add, decoded unless decode is false (only without a selector), and
+// returns the listing's metadata.
+func (h *Handler) listKeys(req *request, sel selector, add func(fsm.KV, runtime.Object) error, decode bool) (metav1.ListMeta, error) {
 	opts, err := parseList(req)
 	if err != nil {
-		return nil, metav1.ListMeta{}, err
+		return metav1.ListMeta{}, err
 	}
 	if err := h.objects.sync(req.Context(), opts.consistency); err != nil {
-		return nil, metav1.ListMeta{}, err
+		return metav1.ListMeta{}, err
 	}
 	pfx := prefix(req.res, req.namespace)
-	var out []runtime.Object
 	var lm metav1.ListMeta
+	count := 0
 	after := ""
 	if opts.after != "" {
 		after = pfx + opts.after
@@ -211,42 +223,46 @@ func (h *Handler) listObjects(req *request, sel selector) ([]runtime.Object, met
 	// Filtering happens after reading, so a page may need several reads
 	// to fill, as kube-apiserver's storage does.
 	for {
-		page := opts.limit - len(out)
+		page := opts.limit - count
 		if opts.limit > 0 && (!sel.labels.Empty() || !sel.fields.Empty()) {
 			page = max(page, 64)
 		}
 		res, err := h.objects.store.List(req.Context(), fsm.ListOptions{Prefix: pfx, After: after, Limit: page, Revision: opts.revision})
 		switch {
 		case errors.Is(err, fsm.ErrCompacted) && opts.after != "":
-			return nil, lm, apierrors.NewResourceExpired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+			return lm, apierrors.NewResourceExpired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
 		case errors.Is(err, fsm.ErrCompacted):
-			return nil, lm, apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", opts.revision, h.objects.store.Applied()))
+			return lm, apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", opts.revision, h.objects.store.Applied()))
 		case errors.Is(err, fsm.ErrFutureRevision):
-			return nil, lm, apierrors.NewTimeoutError(fmt.Sprintf("Too large resource version: %d, current: %d", opts.revision, h.objects.store.Applied()), 1)
+			return lm, apierrors.NewTimeoutError(fmt.Sprintf("Too large resource version: %d, current: %d", opts.revision, h.objects.store.Applied()), 1)
 		case err != nil:
-			return nil, lm, err
+			return lm, err
 		}
 		lm.ResourceVersion = strconv.FormatUint(res.Revision, 10)
 		opts.revision = res.Revision
 		for i, kv := range res.KVs {
-			obj, err := h.objects.decode(req.res, kv.Value, kv.ModRevision)
-			if err != nil {
-				return nil, lm, err
-			}
 			after = kv.Key
-			if !sel.matches(req.res, obj) {
-				continue
+			var obj runtime.Object
+			if decode {
+				if obj, err = h.objects.decode(req.res, kv.Value, kv.ModRevision); err != nil {
+					return lm, err
+				}
+				if !sel.matches(req.res, obj) {
+					continue
+				}
 			}
-			out = append(out, obj)
-			if opts.limit > 0 && len(out) == opts.limit {
+			if err := add(kv, obj); err != nil {
+				return lm, err
+			}
+			if count++; opts.limit > 0 && count == opts.limit {
 				if i < len(res.KVs)-1 || res.More {
 					lm.Continue = encodeContinue(res.Revision, strings.TrimPrefix(kv.Key, pfx))
 				}
-				return out, lm, nil
+				return lm, nil
 			}
 		}
 		if !res.More {
-			return out, lm, nil
+			return lm, nil
 		}
 	}
 }
@@ -255,6 +271,9 @@ func (h *Handler) list(w http.ResponseWriter, req *request) error {
 	sel, err := h.parseSelector(req)
 	if err != nil {
 		return err
+	}
+	if req.out.kind == asObject && req.out.info.MediaType == mediaProtobuf && sel.labels.Empty() && sel.fields.Empty() {
+		return h.listProtobuf(w, req, sel)
 	}
 	objs, lm, err := h.listObjects(req, sel)
 	if err != nil {
@@ -286,5 +305,27 @@ func (h *Handler) list(w http.ResponseWriter, req *request) error {
 		l.GetObjectKind().SetGroupVersionKind(req.res.GroupVersion.WithKind(req.res.Kind + "List"))
 		h.writeObject(w, req.out, http.StatusOK, l)
 	}
+	return nil
+}
+
+// listProtobuf answers a Protobuf list without a selector from the stored
+// bytes, without decoding them.
+func (h *Handler) listProtobuf(w http.ResponseWriter, req *request, sel selector) error {
+	var values [][]byte
+	var revs []uint64
+	lm, err := h.listKeys(req, sel, func(kv fsm.KV, _ runtime.Object) error {
+		values, revs = append(values, kv.Value), append(revs, kv.ModRevision)
+		return nil
+	}, false)
+	if err != nil {
+		return err
+	}
+	b, err := protoList(req.res.GroupVersion.WithKind(req.res.Kind+"List"), lm, values, revs)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", mediaProtobuf)
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -192,6 +193,16 @@ func TestKubeAPI(t *testing.T) {
 		l, err := pr.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: "test=yes"})
 		if err != nil || len(l.Items) == 0 {
 			t.Fatalf("Protobuf list: %v", err)
+		}
+		// Without a selector, a Protobuf list is sent from the stored
+		// bytes: it must decode to what the JSON list says.
+		pl, err := pr.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		jl, err := rcs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{ResourceVersion: pl.ResourceVersion, ResourceVersionMatch: metav1.ResourceVersionMatchExact})
+		if err != nil || !apiequality.Semantic.DeepEqual(pl.Items, jl.Items) || pl.ResourceVersion != jl.ResourceVersion {
+			t.Fatalf("Protobuf and JSON lists differ (%v):\n%+v\n%+v", err, pl.Items, jl.Items)
 		}
 		code, hdr, body := raw(t, r, "GET", "/api/v1/namespaces/default/configmaps/proto", "", "application/yaml", "")
 		if code != 200 || hdr.Get("Content-Type") != "application/yaml" || !strings.Contains(body, "kind: ConfigMap") {

@@ -157,6 +157,15 @@ func TestKubectlAcrossServers(t *testing.T) {
 		return nil
 	})
 
+	// A v1 List: kubectl validates it with the Protobuf OpenAPI v2.
+	list := `{"apiVersion":"v1","kind":"List","items":[` +
+		`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"listed-1"}},` +
+		`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"listed-2"}}]}`
+	if out := kubectl(t, c, w, list, "create", "-f", "-"); !strings.Contains(out, "configmap/listed-2 created") {
+		t.Fatalf("create a List:\n%s", out)
+	}
+	kubectl(t, c, w, "", "delete", "configmap", "listed-1", "listed-2")
+
 	kubectlFails(t, c, w, `deployments.apps "web" already exists`, "create", "deployment", "web", "--image=busybox")
 	kubectlFails(t, c, w, "NotFound", "get", "deployment", "nosuch")
 	kubectlFails(t, c, w, "must consist of lower case", "create", "configmap", "Bad_Name")

@@ -1,0 +1,120 @@
+package kube
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// Objects are stored in the Protobuf form clients ask for, so a Protobuf
+// list or watch needs no decoding and encoding per object: the stored
+// message is sent as it is, with the resourceVersion added. Every
+// Kubernetes object has its ObjectMeta as field 1 and every list its
+// ListMeta as field 1 and its items as field 2; a second ObjectMeta field
+// holding only the resourceVersion (field 6) is merged into the first by
+// every Protobuf decoder, as the encoding specifies for a repeated
+// embedded message.
+
+// protoPrefix starts every Kubernetes Protobuf object (runtime.Unknown).
+var protoPrefix = []byte{0x6b, 0x38, 0x73, 0x00}
+
+// Field numbers of runtime.Unknown, ObjectMeta and lists.
+const (
+	unknownTypeMeta      = 1
+	unknownRaw           = 2
+	metaField            = 1
+	listItemsField       = 2
+	objectMetaResVersion = 6
+)
+
+var errNotProtobuf = errors.New("stored value is not a Kubernetes Protobuf object")
+
+// storedMessage returns the object message inside a stored envelope.
+func storedMessage(value []byte) ([]byte, error) {
+	b, ok := bytes.CutPrefix(value, protoPrefix)
+	if !ok {
+		return nil, errNotProtobuf
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, fmt.Errorf("%w: %v", errNotProtobuf, protowire.ParseError(n))
+		}
+		b = b[n:]
+		if num == unknownRaw && typ == protowire.BytesType {
+			raw, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return nil, fmt.Errorf("%w: %v", errNotProtobuf, protowire.ParseError(m))
+			}
+			return raw, nil
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return nil, fmt.Errorf("%w: %v", errNotProtobuf, protowire.ParseError(m))
+		}
+		b = b[m:]
+	}
+	return nil, errNotProtobuf
+}
+
+// appendMessageWithRV appends msg, the object with its resourceVersion
+// set to rev, to dst.
+func appendMessageWithRV(dst, msg []byte, rev uint64) []byte {
+	var meta []byte
+	meta = protowire.AppendTag(meta, objectMetaResVersion, protowire.BytesType)
+	meta = protowire.AppendBytes(meta, strconv.AppendUint(nil, rev, 10))
+	dst = append(dst, msg...)
+	dst = protowire.AppendTag(dst, metaField, protowire.BytesType)
+	return protowire.AppendBytes(dst, meta)
+}
+
+// envelope wraps a message in the runtime.Unknown envelope of its kind.
+func envelope(gvk schema.GroupVersionKind, msg []byte) ([]byte, error) {
+	u := runtime.Unknown{TypeMeta: runtime.TypeMeta{APIVersion: gvk.GroupVersion().String(), Kind: gvk.Kind}, Raw: msg}
+	b, err := u.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	return append(append(make([]byte, 0, len(protoPrefix)+len(b)), protoPrefix...), b...), nil
+}
+
+// protoObject is a stored object in Protobuf with its resourceVersion.
+func protoObject(gvk schema.GroupVersionKind, value []byte, rev uint64) ([]byte, error) {
+	msg, err := storedMessage(value)
+	if err != nil {
+		return nil, err
+	}
+	return envelope(gvk, appendMessageWithRV(nil, msg, rev))
+}
+
+// protoList is a list of stored objects in Protobuf.
+func protoList(listGVK schema.GroupVersionKind, lm metav1.ListMeta, values [][]byte, revs []uint64) ([]byte, error) {
+	meta, err := lm.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	size := len(meta) + 16
+	for _, v := range values {
+		size += len(v) + 32
+	}
+	body := make([]byte, 0, size)
+	body = protowire.AppendTag(body, metaField, protowire.BytesType)
+	body = protowire.AppendBytes(body, meta)
+	var item []byte
+	for i, v := range values {
+		msg, err := storedMessage(v)
+		if err != nil {
+			return nil, err
+		}
+		item = appendMessageWithRV(item[:0], msg, revs[i])
+		body = protowire.AppendTag(body, listItemsField, protowire.BytesType)
+		body = protowire.AppendBytes(body, item)
+	}
+	return envelope(listGVK, body)
+}
