@@ -169,16 +169,11 @@ func (o *objects) get(r *resource.Resource, ns, name string) (runtime.Object, ui
 // apply commits a transaction and maps the store's refusals to the Status
 // kube-apiserver returns for the same case.
 //
-// It returns once this server has applied the write too, so that a client
-// reads its own writes from the server it wrote through, even with
-// resourceVersion=0.
+// It does not wait for this server to apply the write: as in Kubernetes, a
+// read at resourceVersion=0 may be stale; writes that follow read what they
+// need through getCurrent.
 func (o *objects) apply(ctx context.Context, r *resource.Resource, name string, txn *fsm.Txn) (uint64, error) {
 	rev, err := o.node.Apply(ctx, txn)
-	if err == nil {
-		wctx, cancel := context.WithTimeout(ctx, maxWaitApplied)
-		defer cancel()
-		o.store.WaitApplied(wctx, rev)
-	}
 	var te *fsm.TxnError
 	if errors.As(err, &te) {
 		gr := r.GroupVersionResource().GroupResource()

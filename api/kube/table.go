@@ -26,14 +26,24 @@ func (h *Handler) table(req *request, objs []runtime.Object, lm metav1.ListMeta,
 	}
 	t := &metav1.Table{ListMeta: lm, Rows: []metav1.TableRow{}}
 	t.APIVersion, t.Kind = "meta.k8s.io/v1", "Table"
+	// The name comes first unless the resource places it (events).
+	ownName := false
+	for _, c := range req.res.Columns {
+		ownName = ownName || c.Name == nameColumn.Name
+	}
 	if headers {
-		t.ColumnDefinitions = append(t.ColumnDefinitions, nameColumn)
+		if !ownName {
+			t.ColumnDefinitions = append(t.ColumnDefinitions, nameColumn)
+		}
 		for _, c := range req.res.Columns {
 			t.ColumnDefinitions = append(t.ColumnDefinitions, c.TableColumnDefinition)
 		}
 	}
 	for _, obj := range objs {
-		row := metav1.TableRow{Cells: []any{accessor(obj).GetName()}}
+		var row metav1.TableRow
+		if !ownName {
+			row.Cells = append(row.Cells, accessor(obj).GetName())
+		}
 		for _, c := range req.res.Columns {
 			row.Cells = append(row.Cells, c.Cell(obj))
 		}

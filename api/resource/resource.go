@@ -68,8 +68,9 @@ type Resource struct {
 	// Validate checks an object about to be stored; old is nil on create.
 	// It may be nil.
 	Validate func(obj, old runtime.Object) field.ErrorList
-	// Columns are the table columns after NAME; those with Priority 1
-	// show only with -o wide.
+	// Columns are the table columns, after NAME unless one of them is
+	// named Name (events place it last); those with Priority 1 show only
+	// with -o wide.
 	Columns []Column
 	// Fields returns the field selector values beyond metadata.name and
 	// metadata.namespace. It may be nil.

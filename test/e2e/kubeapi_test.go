@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -233,6 +234,30 @@ func TestKubeAPI(t *testing.T) {
 		}
 		if len(tbl.Rows) != 1 || tbl.Rows[0].Cells[1] != "0/1" || tbl.Rows[0].Cells[2] != "Pending" {
 			t.Fatalf("rows: %+v", tbl.Rows)
+		}
+		// The columns kube-apiserver prints for the other kinds kubectl
+		// users look at most.
+		for path, want := range map[string]string{
+			"/apis/apps/v1/namespaces/default/deployments": "Name Ready Up-to-date Available Age Containers Images Selector",
+			"/apis/apps/v1/namespaces/default/replicasets": "Name Desired Current Ready Age Containers Images Selector",
+			"/api/v1/namespaces/default/services":          "Name Type Cluster-IP External-IP Port(s) Age Selector",
+			"/api/v1/nodes":                                "Name Status Roles Age Version Internal-IP External-IP OS-Image Kernel-Version Container-Runtime",
+			"/api/v1/namespaces":                           "Name Status Age",
+			"/apis/batch/v1/namespaces/default/jobs":       "Name Status Completions Duration Age Containers Images Selector",
+			"/api/v1/namespaces/default/events":            "Last Seen Type Reason Object Subobject Source Message First Seen Count Name",
+		} {
+			_, _, body := raw(t, r, "GET", path, "", "application/json;as=Table;v=v1;g=meta.k8s.io", "")
+			var tbl metav1.Table
+			if err := json.Unmarshal([]byte(body), &tbl); err != nil {
+				t.Fatalf("%s: %v", path, err)
+			}
+			var cols []string
+			for _, c := range tbl.ColumnDefinitions {
+				cols = append(cols, c.Name)
+			}
+			if got := strings.Join(cols, " "); got != want {
+				t.Errorf("%s columns:\n%s\nwant\n%s", path, got, want)
+			}
 		}
 		code, _, body = raw(t, r, "GET", "/api/v1/namespaces/default/pods", "", "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io", "")
 		if code != 200 || !strings.Contains(body, `"kind":"PartialObjectMetadataList"`) || strings.Contains(body, `"spec"`) {
@@ -584,6 +609,25 @@ func TestKubeAPI(t *testing.T) {
 		if want, _ := rcs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: "test=yes"}); added != len(want.Items) {
 			t.Fatalf("streaming list sent %d objects, a list has %d", added, len(want.Items))
 		}
+		// An idle watch that allows bookmarks is told how far it got; a
+		// watch ends at its timeoutSeconds.
+		bw, err := rcs.CoreV1().ConfigMaps("kube-system").Watch(ctx, metav1.ListOptions{ResourceVersion: l.ResourceVersion, AllowWatchBookmarks: true, TimeoutSeconds: ptr[int64](8)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev := nextEvent(t, bw)
+		if rv, _ := strconv.ParseUint(ev.Object.(*corev1.ConfigMap).ResourceVersion, 10, 64); ev.Type != watch.Bookmark || rv < mustParse(l.ResourceVersion) {
+			t.Fatalf("idle watch: %s at %d, want a bookmark at or after %s", ev.Type, rv, l.ResourceVersion)
+		}
+		select {
+		case _, ok := <-bw.ResultChan():
+			for ok {
+				_, ok = <-bw.ResultChan()
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("the watch outlived its timeoutSeconds")
+		}
+
 		// Far enough behind the history, a watch gets 410 Gone in the
 		// stream, as from kube-apiserver.
 		for i := range 320 {
@@ -597,7 +641,7 @@ func TestKubeAPI(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer old.Stop()
-		ev := nextEvent(t, old)
+		ev = nextEvent(t, old)
 		if st, ok := ev.Object.(*metav1.Status); ev.Type != watch.Error || !ok || st.Code != 410 || st.Reason != metav1.StatusReasonExpired {
 			t.Fatalf("watch from a compacted revision: %s %+v", ev.Type, ev.Object)
 		}
@@ -619,6 +663,14 @@ func nextEvent(t *testing.T, w watch.Interface) watch.Event {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func mustParse(rv string) uint64 {
+	n, err := strconv.ParseUint(rv, 10, 64)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
 
 func deployment(name string, replicas int32) *appsv1.Deployment {
 	labels := map[string]string{"app": name}
