@@ -172,16 +172,18 @@ func TestInformerAcrossFailover(t *testing.T) {
 	stopWriting()
 	wg.Wait()
 
-	// The cache ends equal to a fresh list.
-	list, err := wcs.CoreV1().ConfigMaps("default").List(context.Background(), metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{}
-	for _, cm := range list.Items {
-		want[cm.Name] = cm.ResourceVersion
-	}
+	// The cache ends equal to a fresh list. A write the writer gave up on
+	// when it stopped may still commit, so the list is taken again until
+	// both agree.
 	cluster.Eventually(t, 20*time.Second, func() error {
+		list, err := wcs.CoreV1().ConfigMaps("default").List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		want := map[string]string{}
+		for _, cm := range list.Items {
+			want[cm.Name] = cm.ResourceVersion
+		}
 		have := map[string]string{}
 		for _, obj := range inf.GetStore().List() {
 			cm := obj.(*corev1.ConfigMap)
