@@ -426,6 +426,16 @@ func TestKubeAPI(t *testing.T) {
 		}
 		_, err = rcs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=x"})
 		wantReason(t, err, 400, metav1.StatusReasonBadRequest)
+		for _, obj := range []string{"page-01", "page-02"} {
+			if _, err := wcs.CoreV1().Events(ns).Create(ctx, &corev1.Event{ObjectMeta: metav1.ObjectMeta{GenerateName: "ev-"},
+				InvolvedObject: corev1.ObjectReference{Kind: "ConfigMap", Namespace: ns, Name: obj}, Reason: "Tested", Type: corev1.EventTypeNormal}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		evs, err := rcs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=ConfigMap,involvedObject.name=page-02"})
+		if err != nil || len(evs.Items) != 1 || evs.Items[0].InvolvedObject.Name != "page-02" {
+			t.Fatalf("events by involvedObject: %v %+v", err, evs)
+		}
 
 		// Pages over one revision: a delete between pages does not show.
 		first, err := rcs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: "parity", Limit: 10})
@@ -521,6 +531,21 @@ func TestKubeAPI(t *testing.T) {
 		}
 		if _, err := rcs.CoreV1().ConfigMaps(ns).Get(ctx, "dry", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Fatalf("dry run stored the object: %v", err)
+		}
+		cur, err := rcs.CoreV1().ConfigMaps(ns).Get(ctx, "proto", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		changed := cur.DeepCopy()
+		changed.Data = map[string]string{"dry": "run"}
+		if _, err := wcs.CoreV1().ConfigMaps(ns).Update(ctx, changed, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := wcs.CoreV1().ConfigMaps(ns).Patch(ctx, "proto", types.MergePatchType, []byte(`{"data":{"dry":"patch"}}`), metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+			t.Fatal(err)
+		}
+		if after, _ := rcs.CoreV1().ConfigMaps(ns).Get(ctx, "proto", metav1.GetOptions{}); after.ResourceVersion != cur.ResourceVersion || after.Data["dry"] != "" {
+			t.Fatalf("a dry-run update or patch was stored: %+v", after)
 		}
 		if err := wcs.CoreV1().ConfigMaps(ns).Delete(ctx, "proto", metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
 			t.Fatal(err)
