@@ -138,7 +138,7 @@ func (h *Handler) parse(r *http.Request) (*request, []string, error) {
 	if len(parts) > 3 {
 		return nil, nil, apierrors.NewNotFound(res.GroupVersionResource().GroupResource(), strings.Join(parts[1:], "/"))
 	}
-	if res.Namespaced == false && req.namespace != "" {
+	if !res.Namespaced && req.namespace != "" {
 		return nil, nil, apierrors.NewNotFound(res.GroupVersionResource().GroupResource(), "")
 	}
 	return req, parts, nil
