@@ -295,6 +295,9 @@ func applyTxn(kv *bbolt.Bucket, index uint64, data []byte) (*Result, []Event, in
 	events := make([]Event, 0, len(txn.Ops))
 	var delta int64
 	for _, op := range txn.Ops {
+		if op.Type == OpCheck {
+			continue
+		}
 		key := []byte(op.Key)
 		var prev KV
 		if rec := kv.Get(key); rec != nil {

@@ -425,3 +425,22 @@ func TestOpenRefusesForeignFile(t *testing.T) {
 		t.Fatal("the foreign file was overwritten")
 	}
 }
+
+// A check operation writes nothing, and its precondition gates the whole
+// transaction (a create conditioned on its namespace's revision).
+func TestCheckOperation(t *testing.T) {
+	s := openTest(t, 100)
+	apply(t, s, 1, Put("/ns", []byte("ns"), "", Cond{}))
+	wantCode(t, apply(t, s, 2, Put("/ns/a", []byte("a"), "", Cond{}), Check("/missing", Cond{MustExist: true})), CodeNotFound)
+	wantCode(t, apply(t, s, 3, Put("/ns/a", []byte("a"), "", Cond{}), Check("/ns", Cond{ModRevision: 9})), CodeConflict)
+	if _, found, _, _ := s.Get("/ns/a"); found {
+		t.Fatal("a transaction whose check failed wrote")
+	}
+	if res := apply(t, s, 4, Put("/ns/a", []byte("a"), "", Cond{}), Check("/ns", Cond{ModRevision: 1})); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	kv, found, _, _ := s.Get("/ns")
+	if !found || kv.ModRevision != 1 {
+		t.Fatalf("a check wrote its key: %+v", kv)
+	}
+}

@@ -22,6 +22,9 @@ type OpType uint8
 const (
 	OpPut OpType = iota + 1
 	OpDelete
+	// OpCheck writes nothing: its precondition must hold for the
+	// transaction to apply (a create conditioned on its namespace).
+	OpCheck
 )
 
 // Cond is the precondition of one operation. The zero Cond always holds.
@@ -63,6 +66,11 @@ func Delete(key string, cond Cond) Op {
 	return Op{Type: OpDelete, Key: key, Cond: cond}
 }
 
+// Check returns an operation that only requires cond to hold for key.
+func Check(key string, cond Cond) Op {
+	return Op{Type: OpCheck, Key: key, Cond: cond}
+}
+
 // Validate checks what can be checked without the store: the caller runs it
 // before a transaction enters the log, and Apply runs it again so that a bad
 // entry is refused the same way on every server.
@@ -77,7 +85,7 @@ func (t *Txn) Validate() error {
 				return &TxnError{Code: CodeTooLarge, Op: i, Key: op.Key,
 					Message: fmt.Sprintf("value is %d bytes, the limit is %d", len(op.Value), MaxValueSize)}
 			}
-		case OpDelete:
+		case OpDelete, OpCheck:
 		default:
 			return &TxnError{Code: CodeInvalid, Op: i, Key: op.Key, Message: fmt.Sprintf("unknown operation type %d", op.Type)}
 		}

@@ -50,6 +50,9 @@ func (n *Node) Apply(ctx context.Context, txn *fsm.Txn) (uint64, error) {
 }
 
 func (n *Node) apply(ctx context.Context, txn *fsm.Txn) (uint64, error) {
+	if _, fenced := fenceTerm(ctx); fenced {
+		return n.applyFenced(ctx, txn)
+	}
 	for {
 		if n.IsLeader() {
 			rev, err := n.applyLeader(ctx, txn)
@@ -175,6 +178,9 @@ func pause(ctx context.Context) error {
 // was committed when ReadIndex was called: a read from the store afterwards
 // is linearizable.
 func (n *Node) ReadIndex(ctx context.Context) error {
+	if err := n.checkFence(ctx); err != nil {
+		return err
+	}
 	start := time.Now()
 	ctx, cancel := n.withTimeout(ctx)
 	defer cancel()

@@ -122,6 +122,8 @@ func (c *Config) setDefaults() {
 }
 
 // LeaderDuty runs while this server is leader, until ctx is cancelled.
+// Requests made with a context derived from ctx (or passed through Fenced)
+// are fenced by the leadership term.
 type LeaderDuty func(ctx context.Context)
 
 // Node is a running Raft member.
@@ -434,7 +436,7 @@ func (n *Node) lead(ctx context.Context, running *sync.WaitGroup) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.ready = true
-	n.dutyCtx, n.dutyRunning = ctx, running
+	n.dutyCtx, n.dutyRunning = context.WithValue(ctx, fenceKey{}, n.raft.CurrentTerm()), running
 	n.wakeLocked()
 	n.logger.Info("leader ready", "term", n.raft.CurrentTerm(), "after", time.Since(start))
 	for _, d := range n.duties {

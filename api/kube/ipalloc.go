@@ -3,7 +3,6 @@ package kube
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -29,10 +28,6 @@ const (
 	nodePortBase      = 30000
 	nodePortRangeSize = 2768
 )
-
-// errAllocationTaken is a randomly chosen address that another service
-// took first; the create is retried with another.
-var errAllocationTaken = errors.New("allocated address is taken")
 
 type ipAllocator struct {
 	cidr  *net.IPNet

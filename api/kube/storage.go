@@ -175,14 +175,16 @@ func (o *objects) get(r *resource.Resource, ns, name string) (runtime.Object, ui
 func (o *objects) apply(ctx context.Context, r *resource.Resource, name string, txn *fsm.Txn) (uint64, error) {
 	rev, err := o.node.Apply(ctx, txn)
 	var te *fsm.TxnError
+	if errors.As(err, &te) && te.Op > 0 {
+		// The object's own key is always the first operation; the others
+		// are what the write was decided from.
+		return 0, fmt.Errorf("%w: %v", errDependencyChanged, te)
+	}
 	if errors.As(err, &te) {
 		gr := r.GroupVersionResource().GroupResource()
 		switch te.Code {
 		case fsm.CodeExists:
-			if te.Op > 0 {
-				// The object's own key is always the first operation.
-				return 0, errAllocationTaken
-			}
+
 			return 0, apierrors.NewAlreadyExists(gr, name)
 		case fsm.CodeNotFound:
 			return 0, apierrors.NewNotFound(gr, name)
@@ -194,6 +196,11 @@ func (o *objects) apply(ctx context.Context, r *resource.Resource, name string, 
 	}
 	return rev, err
 }
+
+// errDependencyChanged is a write refused because a key it was decided
+// from changed: an allocated address another service took first, or its
+// namespace. The write is decided again.
+var errDependencyChanged = errors.New("a key the write depends on changed")
 
 // conflictMessage is kube-apiserver's wording, which clients match on.
 const conflictMessage = "the object has been modified; please apply your changes to the latest version and try again"

@@ -153,25 +153,19 @@ func validate(r *resource.Resource, obj, old runtime.Object) error {
 }
 
 // checkNamespace refuses content in a namespace that does not exist or is
-// being deleted (kube-apiserver's NamespaceLifecycle admission).
-func (h *Handler) checkNamespace(ctx context.Context, ns string) error {
+// being deleted (kube-apiserver's NamespaceLifecycle admission), and
+// returns the namespace's key and revision for the create's precondition.
+func (h *Handler) checkNamespace(ctx context.Context, ns string) (string, uint64, error) {
 	nsRes, _ := h.registry.Lookup(corev1.SchemeGroupVersion.WithResource("namespaces"))
-	obj, _, err := h.objects.get(nsRes, "", ns)
-	if apierrors.IsNotFound(err) {
-		// This server may lag behind the write that created it.
-		if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
-			return err
-		}
-		obj, _, err = h.objects.get(nsRes, "", ns)
-	}
+	obj, rev, err := h.objects.getCurrent(ctx, nsRes, "", ns, 0)
 	if err != nil {
-		return err
+		return "", 0, err
 	}
 	if n := obj.(*corev1.Namespace); n.DeletionTimestamp != nil || n.Status.Phase == corev1.NamespaceTerminating {
-		return apierrors.NewForbidden(corev1.Resource("namespaces"), ns,
+		return "", 0, apierrors.NewForbidden(corev1.Resource("namespaces"), ns,
 			fmt.Errorf("unable to create new content in namespace %s because it is being terminated", ns))
 	}
-	return nil
+	return key(nsRes, "", ns), rev, nil
 }
 
 func (h *Handler) create(w http.ResponseWriter, req *request) error {
@@ -232,38 +226,48 @@ func (h *Handler) createObject(ctx context.Context, req *request, obj runtime.Ob
 	if err := validate(r, obj, nil); err != nil {
 		return nil, err
 	}
-	if r.Namespaced {
-		if err := h.checkNamespace(ctx, req.namespace); err != nil {
-			return nil, err
-		}
-	}
 	if !req.applied {
 		if obj, err = h.fields.get(r, "").Update(r.New(), obj, managerName(req.Request)); err != nil {
 			return nil, apierrors.NewInternalError(fmt.Errorf("managed fields: %w", err))
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		ops, err := h.admitCreate(ctx, r, obj)
+		// The create is conditioned on what it was decided from: the
+		// namespace's revision, and the keys of what it allocates. When
+		// one of them changed meanwhile, it is decided again.
+		var ops []fsm.Op
+		if r.Namespaced {
+			nsKey, nsRev, err := h.checkNamespace(ctx, req.namespace)
+			if err != nil {
+				return nil, err
+			}
+			ops = append(ops, fsm.Check(nsKey, fsm.Cond{ModRevision: nsRev}))
+		}
+		out := obj.DeepCopyObject()
+		allocated, err := h.admitCreate(ctx, r, out)
 		if err != nil {
 			return nil, err
 		}
 		if dry {
-			return obj, nil
+			return out, nil
 		}
-		value, err := h.objects.encode(r, obj)
+		value, err := h.objects.encode(r, out)
 		if err != nil {
 			return nil, err
 		}
-		txn := &fsm.Txn{Ops: append([]fsm.Op{fsm.Put(key(r, m.GetNamespace(), m.GetName()), value, string(m.GetUID()), fsm.Cond{MustNotExist: true})}, ops...)}
+		txn := &fsm.Txn{Ops: append(append([]fsm.Op{fsm.Put(key(r, m.GetNamespace(), m.GetName()), value, string(m.GetUID()), fsm.Cond{MustNotExist: true})}, ops...), allocated...)}
 		rev, err := h.objects.apply(ctx, r, m.GetName(), txn)
-		if errors.Is(err, errAllocationTaken) && attempt < updateRetries {
+		if errors.Is(err, errDependencyChanged) && attempt < updateRetries {
+			if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
+				return nil, err
+			}
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		setRV(obj, rev)
-		return obj, nil
+		setRV(out, rev)
+		return out, nil
 	}
 }
 
@@ -367,7 +371,8 @@ func (h *Handler) storeUpdate(ctx context.Context, req *request, old runtime.Obj
 		ns.Spec.Finalizers = finalizers
 		m = accessor(obj)
 	default:
-		if r.Status {
+		// A deletion may change the status (a namespace's phase).
+		if r.Status && !req.deleting {
 			resource.CopyStatus(obj, old)
 		}
 	}

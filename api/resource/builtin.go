@@ -37,7 +37,7 @@ func Builtin() *Registry {
 	return NewRegistry(
 		&Resource{GroupVersion: core, Name: "namespaces", SingularName: "namespace", Kind: "Namespace", ShortNames: []string{"ns"},
 			Status: true, New: func() runtime.Object { return &corev1.Namespace{} }, NewList: func() runtime.Object { return &corev1.NamespaceList{} },
-			Default: typed(defaultNamespace), Columns: namespaceColumns, Fields: typedFields(namespaceFields)},
+			Default: typed(defaultNamespace), PrepareCreate: typed(prepareNamespace), Columns: namespaceColumns, Fields: typedFields(namespaceFields)},
 		&Resource{GroupVersion: core, Name: "pods", SingularName: "pod", Kind: "Pod", Namespaced: true, ShortNames: []string{"po"}, Categories: []string{"all"},
 			Status: true, Actions: []string{"binding", "eviction"},
 			New: func() runtime.Object { return &corev1.Pod{} }, NewList: func() runtime.Object { return &corev1.PodList{} },

@@ -25,9 +25,13 @@ func defaultNamespace(ns *corev1.Namespace) {
 	if ns.Status.Phase == "" {
 		ns.Status.Phase = corev1.NamespaceActive
 	}
-	if len(ns.Spec.Finalizers) == 0 {
-		ns.Spec.Finalizers = []corev1.FinalizerName{corev1.FinalizerKubernetes}
-	}
+}
+
+// prepareNamespace gives a new namespace the finalizer of the namespace
+// controller, which removes it (through /finalize) once the namespace's
+// content is gone.
+func prepareNamespace(ns *corev1.Namespace) {
+	ns.Spec.Finalizers = []corev1.FinalizerName{corev1.FinalizerKubernetes}
 }
 
 // defaultTolerationSeconds is how long a pod stays on a node that is not

@@ -33,18 +33,18 @@ func kubeCluster(t *testing.T, baseIP int, args ...string) (c *cluster.Cluster, 
 	c.Start()
 	l := c.Leader(20 * time.Second)
 	w, r = c.Others(l)[0], c.Others(l)[1]
-	waitSystemNamespaces(t, r)
+	waitSystemObjects(t, r)
 	return c, w, r
 }
 
-// waitSystemNamespaces waits until the leader has created the namespaces
-// every cluster has.
-func waitSystemNamespaces(t *testing.T, s *cluster.Server) {
+// waitSystemObjects waits until the leader has created the namespaces
+// every cluster has, and their default service accounts.
+func waitSystemObjects(t *testing.T, s *cluster.Server) {
 	t.Helper()
 	cs := s.Clientset()
-	cluster.Eventually(t, 10*time.Second, func() error {
+	cluster.Eventually(t, 15*time.Second, func() error {
 		for _, ns := range []string{"default", "kube-system", "kube-public", "kube-node-lease"} {
-			if _, err := cs.CoreV1().Namespaces().Get(context.Background(), ns, metav1.GetOptions{}); err != nil {
+			if _, err := cs.CoreV1().ServiceAccounts(ns).Get(context.Background(), "default", metav1.GetOptions{}); err != nil {
 				return err
 			}
 		}

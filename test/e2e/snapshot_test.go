@@ -17,7 +17,7 @@ func TestSnapshotSaveInspectRestore(t *testing.T) {
 	leader := c.Leader(20 * time.Second)
 	follower := c.Others(leader)[0]
 	ctx := context.Background()
-	waitSystemNamespaces(t, leader)
+	waitSystemObjects(t, leader)
 	for _, k := range []string{"a", "b", "c"} {
 		if _, err := leader.Client().Put(ctx, k, []byte("saved"), client.Cond{}); err != nil {
 			t.Fatal(err)
@@ -37,10 +37,10 @@ func TestSnapshotSaveInspectRestore(t *testing.T) {
 	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "INDEX TERM SIZE OBJECTS" {
 		t.Fatalf("inspect printed %q", out)
 	}
-	// a, b, c, the cluster ID, the leader marker and the four system
-	// namespaces.
-	if f := strings.Fields(lines[1]); f[3] != "9" {
-		t.Fatalf("inspect counts %s objects, want 9: %q", f[3], out)
+	// a, b, c, the cluster ID, the leader marker, the four system
+	// namespaces and their default service accounts.
+	if f := strings.Fields(lines[1]); f[3] != "13" {
+		t.Fatalf("inspect counts %s objects, want 13: %q", f[3], out)
 	}
 
 	// Change everything, then restore through another follower.

@@ -1,0 +1,95 @@
+package api
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"sync"
+
+	"github.com/pontoon-dev/pontoon/raftstore"
+)
+
+// LocalTransport is a client-go transport without a socket: requests are
+// served by this server's own API handler, so the leader's controllers go
+// through the same validation as every other client. Requests are fenced
+// by the leadership of duty (raftstore.Fenced) and end with it.
+func (s *Server) LocalTransport(duty context.Context) http.RoundTripper {
+	return &localTransport{handler: s, duty: duty}
+}
+
+type localTransport struct {
+	handler http.Handler
+	duty    context.Context
+}
+
+func (t *localTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(raftstore.Fenced(req.Context(), t.duty))
+	stop := context.AfterFunc(t.duty, cancel)
+	req = req.Clone(ctx)
+	if req.Body == nil {
+		req.Body = http.NoBody
+	}
+	pr, pw := io.Pipe()
+	w := &pipeResponse{header: http.Header{}, body: pw, ready: make(chan struct{})}
+	go func() {
+		defer func() {
+			stop()
+			cancel()
+		}()
+		defer pw.Close()
+		defer w.WriteHeader(http.StatusOK) // a handler that wrote nothing
+		t.handler.ServeHTTP(w, req)
+	}()
+	select {
+	case <-w.ready:
+	case <-ctx.Done():
+		pr.Close()
+		return nil, ctx.Err()
+	}
+	return &http.Response{
+		Status: http.StatusText(w.code), StatusCode: w.code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: w.sent, Body: &cancelOnClose{ReadCloser: pr, cancel: cancel}, ContentLength: -1, Request: req,
+	}, nil
+}
+
+// pipeResponse is the handler's side of a local response: headers are
+// handed over at the first write, the body streams through a pipe (a
+// watch's events as they come).
+type pipeResponse struct {
+	header http.Header
+	body   *io.PipeWriter
+	once   sync.Once
+	// code and sent are the status and headers as written, set once
+	// before ready is closed.
+	code  int
+	sent  http.Header
+	ready chan struct{}
+}
+
+func (w *pipeResponse) Header() http.Header { return w.header }
+
+func (w *pipeResponse) WriteHeader(code int) {
+	w.once.Do(func() {
+		w.code, w.sent = code, w.header.Clone()
+		close(w.ready)
+	})
+}
+
+func (w *pipeResponse) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.body.Write(b)
+}
+
+// Flush is a no-op: every write reaches the reader at once.
+func (w *pipeResponse) Flush() {}
+
+// cancelOnClose ends the handler when the client closes the body.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	c.cancel()
+	return c.ReadCloser.Close()
+}

@@ -1,0 +1,131 @@
+// Package ctrl holds the controllers the Raft leader runs. They are
+// ordinary client-go clients, written as Kubernetes' sample-controller is:
+// an informer feeds a work queue, and an idempotent sync(key) brings one
+// object to its desired state. They reach the leader's API in-process and
+// stop when leadership ends; their writes are fenced by it.
+package ctrl
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// Run runs every controller against the API cfg reaches until ctx ends.
+func Run(ctx context.Context, cfg *rest.Config, logger *slog.Logger) error {
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("ctrl: client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("ctrl: dynamic client: %w", err)
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("ctrl: discovery client: %w", err)
+	}
+	factory := informers.NewSharedInformerFactory(client, 0)
+	controllers := []*controller{
+		newNamespaceController(client, dyn, disc, factory, logger),
+		newServiceAccountController(client, factory, logger),
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	var wg sync.WaitGroup
+	for _, c := range controllers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.run(ctx)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// controller is a work queue of keys and the function that syncs one.
+type controller struct {
+	name   string
+	queue  workqueue.TypedRateLimitingInterface[string]
+	synced []cache.InformerSynced
+	sync   func(ctx context.Context, key string) error
+	logger *slog.Logger
+}
+
+func newController(name string, logger *slog.Logger, sync func(context.Context, string) error) *controller {
+	return &controller{
+		name:   name,
+		queue:  workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: name}),
+		sync:   sync,
+		logger: logger.With("controller", name),
+	}
+}
+
+// enqueue adds the key of an informer's object.
+func (c *controller) enqueue(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err == nil {
+		c.queue.Add(key)
+	}
+}
+
+// handler enqueues every added, updated or deleted object.
+func (c *controller) handler() cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.enqueue,
+		UpdateFunc: func(_, obj any) { c.enqueue(obj) },
+		DeleteFunc: c.enqueue,
+	}
+}
+
+func (c *controller) run(ctx context.Context) {
+	defer c.queue.ShutDown()
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return
+	}
+	go func() {
+		<-ctx.Done()
+		c.queue.ShutDown()
+	}()
+	for c.next(ctx) {
+	}
+}
+
+// requeueAfter asks for a key to be synced again later without counting
+// as a failure (work that is waiting for something else).
+type requeueAfter time.Duration
+
+func (r requeueAfter) Error() string { return fmt.Sprintf("requeue after %v", time.Duration(r)) }
+
+func (c *controller) next(ctx context.Context) bool {
+	key, shutdown := c.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer c.queue.Done(key)
+	err := c.sync(ctx, key)
+	switch e := err.(type) {
+	case nil:
+		c.queue.Forget(key)
+	case requeueAfter:
+		c.queue.Forget(key)
+		c.queue.AddAfter(key, time.Duration(e))
+	default:
+		if ctx.Err() == nil {
+			c.logger.Warn("sync failed; retrying", "key", key, "err", err)
+		}
+		c.queue.AddRateLimited(key)
+	}
+	return true
+}

@@ -1,0 +1,80 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/pontoon-dev/pontoon/test/cluster"
+)
+
+func waitDefaultServiceAccount(t *testing.T, cs *kubernetes.Clientset, ns string) {
+	t.Helper()
+	cluster.Eventually(t, 15*time.Second, func() error {
+		_, err := cs.CoreV1().ServiceAccounts(ns).Get(context.Background(), "default", metav1.GetOptions{})
+		return err
+	})
+}
+
+// TestLeaderControllers checks the controllers the leader runs: every
+// namespace gets its default service account, deleting a namespace deletes
+// its content and then the namespace, and both keep working under the next
+// leader after the leader is killed.
+func TestLeaderControllers(t *testing.T) {
+	c, w, r := kubeCluster(t, 81)
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+
+	deleteNamespace := func(name string) {
+		t.Helper()
+		if _, err := wcs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitDefaultServiceAccount(t, rcs, name)
+		for i := range 5 {
+			if _, err := wcs.CoreV1().ConfigMaps(name).Create(ctx, configMap(fmt.Sprintf("cm-%d", i), nil), metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := wcs.AppsV1().Deployments(name).Create(ctx, deployment("app", 1), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := rcs.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := rcs.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		if err == nil && got.Status.Phase != corev1.NamespaceTerminating {
+			t.Fatalf("a deleted namespace is %s", got.Status.Phase)
+		}
+		_, err = wcs.CoreV1().ConfigMaps(name).Create(ctx, configMap("late", nil), metav1.CreateOptions{})
+		if err == nil {
+			t.Fatal("created content in a terminating namespace")
+		}
+		cluster.Eventually(t, 15*time.Second, func() error {
+			_, err := rcs.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+			if !apierrors.IsNotFound(err) {
+				return fmt.Errorf("namespace %s still there (%v)", name, err)
+			}
+			return nil
+		})
+		l, err := rcs.CoreV1().ConfigMaps(name).List(ctx, metav1.ListOptions{})
+		if err != nil || len(l.Items) != 0 {
+			t.Fatalf("left in the deleted namespace: %v %d configmaps", err, len(l.Items))
+		}
+	}
+	deleteNamespace("doomed")
+
+	l := c.Leader(20 * time.Second)
+	l.Kill()
+	c.Leader(20 * time.Second)
+	if l == w || l == r {
+		t.Fatal("the clients' servers must not be the leader")
+	}
+	deleteNamespace("doomed-after-failover")
+}
