@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
@@ -15,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
 
 	"github.com/pontoon-dev/pontoon/api/resource"
 )
@@ -35,7 +37,7 @@ func (h *Handler) deleteOptions(w http.ResponseWriter, req *request) (*metav1.De
 			return nil, err
 		}
 		opts = obj.(*metav1.DeleteOptions)
-	} else if err := metav1.Convert_url_Values_To_v1_DeleteOptions(ptrTo(req.URL.Query()), opts, nil); err != nil {
+	} else if err := metav1.Convert_url_Values_To_v1_DeleteOptions(ptr.To(req.URL.Query()), opts, nil); err != nil {
 		return nil, apierrors.NewBadRequest(err.Error())
 	}
 	if opts.PropagationPolicy != nil {
@@ -47,8 +49,6 @@ func (h *Handler) deleteOptions(w http.ResponseWriter, req *request) (*metav1.De
 	}
 	return opts, nil
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 func (h *Handler) delete(w http.ResponseWriter, req *request) error {
 	opts, err := h.deleteOptions(w, req)
@@ -90,14 +90,16 @@ func (h *Handler) deleteObject(ctx context.Context, req *request, opts *metav1.D
 		if err := checkPreconditions(r, req.name, old, opts.Preconditions); err != nil {
 			return nil, 0, err
 		}
-		obj, pending := h.prepareDelete(r, old.DeepCopyObject(), opts)
+		obj, pending := prepareDelete(old.DeepCopyObject(), opts)
 		var out runtime.Object
 		code := http.StatusOK
 		if pending {
+			// Marking for deletion is the store's business alone, as in
+			// kube-apiserver: no defaulting, validation or field manager.
 			code = http.StatusAccepted
-			out, _, err = h.storeUpdate(ctx, &request{Request: req.Request, res: r, namespace: req.namespace, name: req.name, out: req.out, applied: true, deleting: true}, old, rev, obj, dry)
+			out, err = h.writeUpdate(ctx, r, old, rev, obj, dry)
 		} else {
-			out, _, err = h.deleteNow(ctx, req, old, rev, dry)
+			out, err = h.deleteNow(ctx, req, old, rev, dry)
 		}
 		if apierrors.IsConflict(err) && attempt < updateRetries {
 			if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
@@ -126,7 +128,7 @@ func checkPreconditions(r *resource.Resource, name string, obj runtime.Object, p
 
 // prepareDelete marks obj for deletion and says whether it must stay
 // (pending) until finalizers or the kubelet are done with it.
-func (h *Handler) prepareDelete(r *resource.Resource, obj runtime.Object, opts *metav1.DeleteOptions) (runtime.Object, bool) {
+func prepareDelete(obj runtime.Object, opts *metav1.DeleteOptions) (runtime.Object, bool) {
 	m := accessor(obj)
 	policy := metav1.DeletePropagationBackground
 	if opts.OrphanDependents != nil && *opts.OrphanDependents {
@@ -170,17 +172,12 @@ func (h *Handler) prepareDelete(r *resource.Resource, obj runtime.Object, opts *
 		m.SetDeletionTimestamp(nowPlus(grace))
 		m.SetDeletionGracePeriodSeconds(&grace)
 	}
-	if grace == 0 && len(finalizers) == 0 && !hasFinalizers(obj) {
-		return obj, false
-	}
 	return obj, true
 }
 
 func addFinalizer(fs []string, f string) []string {
-	for _, x := range fs {
-		if x == f {
-			return fs
-		}
+	if slices.Contains(fs, f) {
+		return fs
 	}
 	return append(fs, f)
 }
@@ -242,7 +239,7 @@ func (h *Handler) action(w http.ResponseWriter, req *request) error {
 		}
 		bindReq := *req
 		bindReq.sub, bindReq.applied = "binding", true
-		_, _, err = h.updateObject(req.Context(), &bindReq, 0, func(old runtime.Object) (runtime.Object, error) {
+		_, err = h.updateObject(req.Context(), &bindReq, 0, func(old runtime.Object) (runtime.Object, error) {
 			return bind(old.(*corev1.Pod), b)
 		}, true)
 		if err != nil {
@@ -320,7 +317,7 @@ func (h *Handler) writeScale(w http.ResponseWriter, req *request, s *autoscaling
 	}
 	mainReq := *req
 	mainReq.sub = ""
-	out, _, err := h.updateObject(req.Context(), &mainReq, 0, func(old runtime.Object) (runtime.Object, error) {
+	out, err := h.updateObject(req.Context(), &mainReq, 0, func(old runtime.Object) (runtime.Object, error) {
 		if s.ResourceVersion != "" && s.ResourceVersion != accessor(old).GetResourceVersion() {
 			return nil, apierrors.NewConflict(req.res.GroupVersionResource().GroupResource(), req.name, errors.New(conflictMessage))
 		}

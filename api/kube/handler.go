@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -91,8 +92,6 @@ type request struct {
 	// applied says the update function has merged managedFields itself
 	// (server-side apply).
 	applied bool
-	// deleting says the update marks the object for deletion.
-	deleting bool
 }
 
 // namespaceSubresources are the subresources of a namespace, which would
@@ -220,7 +219,7 @@ func (h *Handler) checkSubresource(req *request) error {
 	case "scale":
 		ok = r.Scale != nil
 	case "binding", "eviction":
-		ok = contains(r.Actions, req.sub)
+		ok = slices.Contains(r.Actions, req.sub)
 	case "finalize":
 		ok = r.Name == "namespaces"
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -71,21 +72,12 @@ func (h *Handler) negotiate(r *http.Request, allowed ...outputKind) (output, err
 		default:
 			continue
 		}
-		if out.kind == asObject || contains(allowed, out.kind) {
+		if out.kind == asObject || slices.Contains(allowed, out.kind) {
 			return out, nil
 		}
 	}
 	return output{}, statusError(http.StatusNotAcceptable, metav1.StatusReasonNotAcceptable,
 		fmt.Sprintf("only the following media types are accepted: %s", strings.Join(mediaTypes(h.codecs), ", ")))
-}
-
-func contains[T comparable](s []T, v T) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // requestSerializer returns the serializer for a request body's

@@ -51,7 +51,7 @@ func (h *Handler) patch(w http.ResponseWriter, req *request) error {
 		}
 		return h.writeScale(w, req, obj.(*autoscalingv1.Scale))
 	}
-	out, code, err := h.updateObject(req.Context(), req, 0, func(old runtime.Object) (runtime.Object, error) {
+	out, err := h.updateObject(req.Context(), req, 0, func(old runtime.Object) (runtime.Object, error) {
 		old.GetObjectKind().SetGroupVersionKind(req.res.GroupVersionKind())
 		patched, err := applyPatch(pt, old, body)
 		if err != nil {
@@ -63,7 +63,7 @@ func (h *Handler) patch(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
-	return h.writeResult(w, req, code, out)
+	return h.writeResult(w, req, http.StatusOK, out)
 }
 
 // applyPatch applies a JSON, merge or strategic merge patch to obj's JSON.
@@ -123,7 +123,7 @@ func (h *Handler) apply(w http.ResponseWriter, req *request, body []byte) error 
 	fm := h.fields.get(r, req.sub)
 	applied := *req
 	applied.applied = true
-	out, code, err := h.updateObject(req.Context(), &applied, 0, func(old runtime.Object) (runtime.Object, error) {
+	out, err := h.updateObject(req.Context(), &applied, 0, func(old runtime.Object) (runtime.Object, error) {
 		return fm.Apply(old, patch.DeepCopy(), manager, force)
 	}, true)
 	if apierrors.IsNotFound(err) && req.sub == "" {
@@ -143,5 +143,5 @@ func (h *Handler) apply(w http.ResponseWriter, req *request, body []byte) error 
 	if err != nil {
 		return err
 	}
-	return h.writeResult(w, req, code, out)
+	return h.writeResult(w, req, http.StatusOK, out)
 }

@@ -291,13 +291,13 @@ func (h *Handler) update(w http.ResponseWriter, req *request) error {
 		return apierrors.NewBadRequest("the namespace of the provided object does not match the namespace sent on the request")
 	}
 	minRev, _ := strconv.ParseUint(m.GetResourceVersion(), 10, 64)
-	out, code, err := h.updateObject(req.Context(), req, minRev, func(old runtime.Object) (runtime.Object, error) {
+	out, err := h.updateObject(req.Context(), req, minRev, func(old runtime.Object) (runtime.Object, error) {
 		return obj.DeepCopyObject(), nil
 	}, m.GetResourceVersion() == "")
 	if err != nil {
 		return err
 	}
-	return h.writeResult(w, req, code, out)
+	return h.writeResult(w, req, http.StatusOK, out)
 }
 
 // updateFunc returns the object as the client wants it, given the stored
@@ -311,48 +311,46 @@ type updateFunc func(old runtime.Object) (runtime.Object, error)
 //
 // minRev is the revision the client's object came from: this server waits
 // until it has applied it before reading.
-func (h *Handler) updateObject(ctx context.Context, req *request, minRev uint64, fn updateFunc, retry bool) (runtime.Object, int, error) {
+func (h *Handler) updateObject(ctx context.Context, req *request, minRev uint64, fn updateFunc, retry bool) (runtime.Object, error) {
 	r := req.res
 	dry, err := dryRun(req, nil)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
 		old, rev, err := h.objects.getCurrent(ctx, r, req.namespace, req.name, minRev)
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		obj, err := fn(old.DeepCopyObject())
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
-		out, code, err := h.storeUpdate(ctx, req, old, rev, obj, dry)
+		out, err := h.storeUpdate(ctx, req, old, rev, obj, dry)
 		if retry && apierrors.IsConflict(err) && attempt < updateRetries {
 			if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
-				return nil, 0, err
+				return nil, err
 			}
 			continue
 		}
-		return out, code, err
+		return out, err
 	}
 }
 
 // storeUpdate prepares obj as the new version of old (stored at rev) and
 // stores it. An object whose deletion waited only for finalizers is
 // deleted when the last one is removed.
-func (h *Handler) storeUpdate(ctx context.Context, req *request, old runtime.Object, rev uint64, obj runtime.Object, dry bool) (runtime.Object, int, error) {
+func (h *Handler) storeUpdate(ctx context.Context, req *request, old runtime.Object, rev uint64, obj runtime.Object, dry bool) (runtime.Object, error) {
 	r := req.res
 	m, om := accessor(obj), accessor(old)
 	if rv := m.GetResourceVersion(); rv != "" && rv != om.GetResourceVersion() {
-		return nil, 0, apierrors.NewConflict(r.GroupVersionResource().GroupResource(), req.name, errors.New(conflictMessage))
+		return nil, apierrors.NewConflict(r.GroupVersionResource().GroupResource(), req.name, errors.New(conflictMessage))
 	}
 	m.SetNamespace(om.GetNamespace())
 	m.SetUID(om.GetUID())
 	m.SetCreationTimestamp(om.GetCreationTimestamp())
-	if !req.deleting {
-		m.SetDeletionTimestamp(om.GetDeletionTimestamp())
-		m.SetDeletionGracePeriodSeconds(om.GetDeletionGracePeriodSeconds())
-	}
+	m.SetDeletionTimestamp(om.GetDeletionTimestamp())
+	m.SetDeletionGracePeriodSeconds(om.GetDeletionGracePeriodSeconds())
 	m.SetGeneration(om.GetGeneration())
 	m.SetResourceVersion(om.GetResourceVersion())
 	switch req.sub {
@@ -371,8 +369,7 @@ func (h *Handler) storeUpdate(ctx context.Context, req *request, old runtime.Obj
 		ns.Spec.Finalizers = finalizers
 		m = accessor(obj)
 	default:
-		// A deletion may change the status (a namespace's phase).
-		if r.Status && !req.deleting {
+		if r.Status {
 			resource.CopyStatus(obj, old)
 		}
 	}
@@ -382,17 +379,8 @@ func (h *Handler) storeUpdate(ctx context.Context, req *request, old runtime.Obj
 	if r.Generation && resource.SpecChanged(obj, old) {
 		m.SetGeneration(om.GetGeneration() + 1)
 	}
-	prior := old
-	if req.deleting {
-		// Deletion is the one change of these fields metadata validation
-		// must let through (the finalizers of the propagation policy).
-		prior = old.DeepCopyObject()
-		accessor(prior).SetFinalizers(m.GetFinalizers())
-		accessor(prior).SetDeletionTimestamp(m.GetDeletionTimestamp())
-		accessor(prior).SetDeletionGracePeriodSeconds(m.GetDeletionGracePeriodSeconds())
-	}
-	if err := validate(r, obj, prior); err != nil {
-		return nil, 0, err
+	if err := validate(r, obj, old); err != nil {
+		return nil, err
 	}
 	sub := req.sub
 	if sub == "finalize" {
@@ -401,31 +389,37 @@ func (h *Handler) storeUpdate(ctx context.Context, req *request, old runtime.Obj
 	if !req.applied {
 		var err error
 		if obj, err = h.fields.get(r, sub).Update(old, obj, managerName(req.Request)); err != nil {
-			return nil, 0, apierrors.NewInternalError(fmt.Errorf("managed fields: %w", err))
+			return nil, apierrors.NewInternalError(fmt.Errorf("managed fields: %w", err))
 		}
 		m = accessor(obj)
 	}
 	if m.GetDeletionTimestamp() != nil && !hasFinalizers(obj) && !graceful(m) {
 		return h.deleteNow(ctx, req, old, rev, dry)
 	}
+	return h.writeUpdate(ctx, r, old, rev, obj, dry)
+}
+
+// writeUpdate stores obj as the version after old, which is stored at rev.
+// An unchanged object is not written: its resourceVersion stays.
+func (h *Handler) writeUpdate(ctx context.Context, r *resource.Resource, old runtime.Object, rev uint64, obj runtime.Object, dry bool) (runtime.Object, error) {
 	if apiequality.Semantic.DeepEqual(obj, old) {
-		// Nothing changed: no write, the resourceVersion stays.
-		return old, http.StatusOK, nil
+		return old, nil
 	}
 	if dry {
-		return obj, http.StatusOK, nil
+		return obj, nil
 	}
+	om := accessor(old)
 	value, err := h.objects.encode(r, obj)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	txn := &fsm.Txn{Ops: []fsm.Op{fsm.Put(key(r, om.GetNamespace(), om.GetName()), value, string(om.GetUID()), fsm.Cond{ModRevision: rev})}}
-	newRev, err := h.objects.apply(ctx, r, req.name, txn)
+	newRev, err := h.objects.apply(ctx, r, om.GetName(), txn)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	setRV(obj, newRev)
-	return obj, http.StatusOK, nil
+	return obj, nil
 }
 
 // graceful says a deletion waits for its grace period (a pod's kubelet)
@@ -445,19 +439,19 @@ func hasFinalizers(obj runtime.Object) bool {
 }
 
 // deleteNow removes old (stored at rev) and whatever was allocated for it.
-func (h *Handler) deleteNow(ctx context.Context, req *request, old runtime.Object, rev uint64, dry bool) (runtime.Object, int, error) {
+func (h *Handler) deleteNow(ctx context.Context, req *request, old runtime.Object, rev uint64, dry bool) (runtime.Object, error) {
 	r := req.res
 	m := accessor(old)
 	if dry {
-		return old, http.StatusOK, nil
+		return old, nil
 	}
 	ops := append([]fsm.Op{fsm.Delete(key(r, m.GetNamespace(), m.GetName()), fsm.Cond{ModRevision: rev})}, h.releaseOnDelete(r, old)...)
 	delRev, err := h.objects.apply(ctx, r, m.GetName(), &fsm.Txn{Ops: ops})
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	setRV(old, delRev)
-	return old, http.StatusOK, nil
+	return old, nil
 }
 
 // nowPlus is the time a graceful deletion ends.
