@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
 
 	"github.com/pontoon-dev/pontoon/fsm"
 	"github.com/pontoon-dev/pontoon/raftstore"
@@ -29,32 +30,30 @@ func statusFor(err error) *metav1.Status {
 	case errors.As(err, &te):
 		switch te.Code {
 		case fsm.CodeExists:
-			return ptr(apierrors.NewAlreadyExists(pontoonResource, te.Key).Status())
+			return ptr.To(apierrors.NewAlreadyExists(pontoonResource, te.Key).Status())
 		case fsm.CodeNotFound:
-			return ptr(apierrors.NewNotFound(pontoonResource, te.Key).Status())
+			return ptr.To(apierrors.NewNotFound(pontoonResource, te.Key).Status())
 		case fsm.CodeConflict:
-			return ptr(apierrors.NewConflict(pontoonResource, te.Key, te).Status())
+			return ptr.To(apierrors.NewConflict(pontoonResource, te.Key, te).Status())
 		case fsm.CodeTooLarge:
-			return ptr(apierrors.NewRequestEntityTooLargeError(te.Error()).Status())
+			return ptr.To(apierrors.NewRequestEntityTooLargeError(te.Error()).Status())
 		default:
-			return ptr(apierrors.NewBadRequest(te.Error()).Status())
+			return ptr.To(apierrors.NewBadRequest(te.Error()).Status())
 		}
 	case errors.Is(err, fsm.ErrCompacted):
-		return ptr(apierrors.NewResourceExpired(err.Error()).Status())
+		return ptr.To(apierrors.NewResourceExpired(err.Error()).Status())
 	case errors.Is(err, fsm.ErrBadSnapshot):
-		return ptr(apierrors.NewBadRequest(err.Error()).Status())
+		return ptr.To(apierrors.NewBadRequest(err.Error()).Status())
 	case errors.Is(err, raftstore.ErrUnknownPeer):
-		return ptr(apierrors.NewNotFound(schema.GroupResource{Group: "pontoon.dev", Resource: "raftpeers"}, err.Error()).Status())
+		return ptr.To(apierrors.NewNotFound(schema.GroupResource{Group: "pontoon.dev", Resource: "raftpeers"}, err.Error()).Status())
 	case errors.Is(err, raftstore.ErrUnknownOutcome), errors.Is(err, context.DeadlineExceeded):
-		return ptr(apierrors.NewTimeoutError(err.Error(), 1).Status())
+		return ptr.To(apierrors.NewTimeoutError(err.Error(), 1).Status())
 	case errors.Is(err, raftstore.ErrNoLeader), errors.Is(err, raftstore.ErrNotLeader):
-		return ptr(apierrors.NewServiceUnavailable(err.Error()).Status())
+		return ptr.To(apierrors.NewServiceUnavailable(err.Error()).Status())
 	default:
-		return ptr(apierrors.NewInternalError(err).Status())
+		return ptr.To(apierrors.NewInternalError(err).Status())
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // writeError writes err as a Status.
 func writeError(w http.ResponseWriter, err error) {

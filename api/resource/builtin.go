@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 )
 
 // typed adapts a hook written for one type to the registry's signature.
@@ -114,23 +115,16 @@ func typedScaleSet[T runtime.Object](f func(T, int32)) func(runtime.Object, int3
 	return func(obj runtime.Object, n int32) { f(obj.(T), n) }
 }
 
-func deref(p *int32, def int32) int32 {
-	if p == nil {
-		return def
-	}
-	return *p
-}
-
 func deploymentScale(d *appsv1.Deployment) (int32, int32, *metav1.LabelSelector) {
-	return deref(d.Spec.Replicas, 1), d.Status.Replicas, d.Spec.Selector
+	return ptr.Deref(d.Spec.Replicas, 1), d.Status.Replicas, d.Spec.Selector
 }
 
 func replicaSetScale(r *appsv1.ReplicaSet) (int32, int32, *metav1.LabelSelector) {
-	return deref(r.Spec.Replicas, 1), r.Status.Replicas, r.Spec.Selector
+	return ptr.Deref(r.Spec.Replicas, 1), r.Status.Replicas, r.Spec.Selector
 }
 
 func statefulSetScale(s *appsv1.StatefulSet) (int32, int32, *metav1.LabelSelector) {
-	return deref(s.Spec.Replicas, 1), s.Status.Replicas, s.Spec.Selector
+	return ptr.Deref(s.Spec.Replicas, 1), s.Status.Replicas, s.Spec.Selector
 }
 
 func namespaceFields(ns *corev1.Namespace) fields.Set {

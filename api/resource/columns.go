@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/utils/ptr"
 )
 
 // The columns are those kube-apiserver's printers define for the same
@@ -333,7 +334,7 @@ var eventColumns = []Column{
 
 var deploymentColumns = append([]Column{
 	col("Ready", "string", "Number of the pod with ready state", cell(func(d *appsv1.Deployment) any {
-		return fmt.Sprintf("%d/%d", d.Status.ReadyReplicas, deref(d.Spec.Replicas, 1))
+		return fmt.Sprintf("%d/%d", d.Status.ReadyReplicas, ptr.Deref(d.Spec.Replicas, 1))
 	})),
 	col("Up-to-date", "string", "Total number of non-terminated pods targeted by this deployment that have the desired template spec.", cell(func(d *appsv1.Deployment) any { return int64(d.Status.UpdatedReplicas) })),
 	col("Available", "string", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.", cell(func(d *appsv1.Deployment) any { return int64(d.Status.AvailableReplicas) })),
@@ -341,7 +342,7 @@ var deploymentColumns = append([]Column{
 }, workloadWide(func(d *appsv1.Deployment) *corev1.PodTemplateSpec { return &d.Spec.Template }, func(d *appsv1.Deployment) *metav1.LabelSelector { return d.Spec.Selector })...)
 
 var replicaSetColumns = append([]Column{
-	col("Desired", "integer", "Number of desired pods.", cell(func(r *appsv1.ReplicaSet) any { return int64(deref(r.Spec.Replicas, 1)) })),
+	col("Desired", "integer", "Number of desired pods.", cell(func(r *appsv1.ReplicaSet) any { return int64(ptr.Deref(r.Spec.Replicas, 1)) })),
 	col("Current", "integer", "Number of actual replicas.", cell(func(r *appsv1.ReplicaSet) any { return int64(r.Status.Replicas) })),
 	col("Ready", "integer", "Number of ready replicas.", cell(func(r *appsv1.ReplicaSet) any { return int64(r.Status.ReadyReplicas) })),
 	ageColumn,
@@ -349,7 +350,7 @@ var replicaSetColumns = append([]Column{
 
 var statefulSetColumns = append([]Column{
 	col("Ready", "string", "Number of the pod with ready state", cell(func(s *appsv1.StatefulSet) any {
-		return fmt.Sprintf("%d/%d", s.Status.ReadyReplicas, deref(s.Spec.Replicas, 1))
+		return fmt.Sprintf("%d/%d", s.Status.ReadyReplicas, ptr.Deref(s.Spec.Replicas, 1))
 	})),
 	ageColumn,
 }, workloadWide(func(s *appsv1.StatefulSet) *corev1.PodTemplateSpec { return &s.Spec.Template }, func(s *appsv1.StatefulSet) *metav1.LabelSelector { return s.Spec.Selector })[:2]...)
@@ -400,7 +401,7 @@ var jobColumns = append([]Column{
 	})),
 	col("Completions", "string", "The desired number of successfully finished pods the job should be run with.", cell(func(j *batchv1.Job) any {
 		if j.Spec.Completions == nil {
-			return fmt.Sprintf("%d/1 of %d", j.Status.Succeeded, deref(j.Spec.Parallelism, 1))
+			return fmt.Sprintf("%d/1 of %d", j.Status.Succeeded, ptr.Deref(j.Spec.Parallelism, 1))
 		}
 		return fmt.Sprintf("%d/%d", j.Status.Succeeded, *j.Spec.Completions)
 	})),

@@ -8,14 +8,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 )
 
 // The defaults below are those of kube-apiserver (pkg/apis/*/v1/defaults.go
 // and the defaulting admission plugins) for the fields users set and
 // controllers read; a user reading back an object sees what Kubernetes
 // would show.
-
-func ptrTo[T any](v T) *T { return &v }
 
 func defaultNamespace(ns *corev1.Namespace) {
 	if ns.Labels == nil {
@@ -43,11 +42,11 @@ func defaultPod(p *corev1.Pod) {
 	for _, key := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
 		if !toleratesNoExecute(p.Spec.Tolerations, key) {
 			p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists,
-				Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptrTo[int64](defaultTolerationSeconds)})
+				Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](defaultTolerationSeconds)})
 		}
 	}
 	if p.Spec.Priority == nil {
-		p.Spec.Priority = ptrTo[int32](0)
+		p.Spec.Priority = ptr.To[int32](0)
 	}
 	if p.Status.Phase == "" {
 		p.Status.Phase = corev1.PodPending
@@ -103,7 +102,7 @@ func defaultPodSpec(s *corev1.PodSpec) {
 		s.DNSPolicy = corev1.DNSClusterFirst
 	}
 	if s.TerminationGracePeriodSeconds == nil {
-		s.TerminationGracePeriodSeconds = ptrTo[int64](corev1.DefaultTerminationGracePeriodSeconds)
+		s.TerminationGracePeriodSeconds = ptr.To[int64](corev1.DefaultTerminationGracePeriodSeconds)
 	}
 	if s.SchedulerName == "" {
 		s.SchedulerName = corev1.DefaultSchedulerName
@@ -112,7 +111,7 @@ func defaultPodSpec(s *corev1.PodSpec) {
 		s.SecurityContext = &corev1.PodSecurityContext{}
 	}
 	if s.EnableServiceLinks == nil {
-		s.EnableServiceLinks = ptrTo(corev1.DefaultEnableServiceLinks)
+		s.EnableServiceLinks = ptr.To(corev1.DefaultEnableServiceLinks)
 	}
 	for i := range s.InitContainers {
 		defaultContainer(&s.InitContainers[i])
@@ -153,10 +152,10 @@ func defaultService(s *corev1.Service) {
 	}
 	if s.Spec.Type != corev1.ServiceTypeExternalName {
 		if s.Spec.InternalTrafficPolicy == nil {
-			s.Spec.InternalTrafficPolicy = ptrTo(corev1.ServiceInternalTrafficPolicyCluster)
+			s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyCluster)
 		}
 		if s.Spec.IPFamilyPolicy == nil {
-			s.Spec.IPFamilyPolicy = ptrTo(corev1.IPFamilyPolicySingleStack)
+			s.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicySingleStack)
 		}
 		if len(s.Spec.IPFamilies) == 0 {
 			s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol}
@@ -184,7 +183,7 @@ func defaultSecret(s *corev1.Secret) {
 
 func defaultDeployment(d *appsv1.Deployment) {
 	if d.Spec.Replicas == nil {
-		d.Spec.Replicas = ptrTo[int32](1)
+		d.Spec.Replicas = ptr.To[int32](1)
 	}
 	if d.Spec.Strategy.Type == "" {
 		d.Spec.Strategy.Type = appsv1.RollingUpdateDeploymentStrategyType
@@ -194,31 +193,31 @@ func defaultDeployment(d *appsv1.Deployment) {
 			d.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{}
 		}
 		if d.Spec.Strategy.RollingUpdate.MaxUnavailable == nil {
-			d.Spec.Strategy.RollingUpdate.MaxUnavailable = ptrTo(intstr.FromString("25%"))
+			d.Spec.Strategy.RollingUpdate.MaxUnavailable = ptr.To(intstr.FromString("25%"))
 		}
 		if d.Spec.Strategy.RollingUpdate.MaxSurge == nil {
-			d.Spec.Strategy.RollingUpdate.MaxSurge = ptrTo(intstr.FromString("25%"))
+			d.Spec.Strategy.RollingUpdate.MaxSurge = ptr.To(intstr.FromString("25%"))
 		}
 	}
 	if d.Spec.RevisionHistoryLimit == nil {
-		d.Spec.RevisionHistoryLimit = ptrTo[int32](10)
+		d.Spec.RevisionHistoryLimit = ptr.To[int32](10)
 	}
 	if d.Spec.ProgressDeadlineSeconds == nil {
-		d.Spec.ProgressDeadlineSeconds = ptrTo[int32](600)
+		d.Spec.ProgressDeadlineSeconds = ptr.To[int32](600)
 	}
 	defaultTemplate(&d.Spec.Template)
 }
 
 func defaultReplicaSet(r *appsv1.ReplicaSet) {
 	if r.Spec.Replicas == nil {
-		r.Spec.Replicas = ptrTo[int32](1)
+		r.Spec.Replicas = ptr.To[int32](1)
 	}
 	defaultTemplate(&r.Spec.Template)
 }
 
 func defaultStatefulSet(s *appsv1.StatefulSet) {
 	if s.Spec.Replicas == nil {
-		s.Spec.Replicas = ptrTo[int32](1)
+		s.Spec.Replicas = ptr.To[int32](1)
 	}
 	if s.Spec.PodManagementPolicy == "" {
 		s.Spec.PodManagementPolicy = appsv1.OrderedReadyPodManagement
@@ -227,10 +226,10 @@ func defaultStatefulSet(s *appsv1.StatefulSet) {
 		s.Spec.UpdateStrategy.Type = appsv1.RollingUpdateStatefulSetStrategyType
 	}
 	if s.Spec.UpdateStrategy.Type == appsv1.RollingUpdateStatefulSetStrategyType && s.Spec.UpdateStrategy.RollingUpdate == nil {
-		s.Spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateStatefulSetStrategy{Partition: ptrTo[int32](0)}
+		s.Spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateStatefulSetStrategy{Partition: ptr.To[int32](0)}
 	}
 	if s.Spec.RevisionHistoryLimit == nil {
-		s.Spec.RevisionHistoryLimit = ptrTo[int32](10)
+		s.Spec.RevisionHistoryLimit = ptr.To[int32](10)
 	}
 	if s.Spec.PersistentVolumeClaimRetentionPolicy == nil {
 		s.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
@@ -244,32 +243,32 @@ func defaultDaemonSet(d *appsv1.DaemonSet) {
 		d.Spec.UpdateStrategy.Type = appsv1.RollingUpdateDaemonSetStrategyType
 	}
 	if d.Spec.UpdateStrategy.Type == appsv1.RollingUpdateDaemonSetStrategyType && d.Spec.UpdateStrategy.RollingUpdate == nil {
-		d.Spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptrTo(intstr.FromInt32(1)), MaxSurge: ptrTo(intstr.FromInt32(0))}
+		d.Spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptr.To(intstr.FromInt32(1)), MaxSurge: ptr.To(intstr.FromInt32(0))}
 	}
 	if d.Spec.RevisionHistoryLimit == nil {
-		d.Spec.RevisionHistoryLimit = ptrTo[int32](10)
+		d.Spec.RevisionHistoryLimit = ptr.To[int32](10)
 	}
 	defaultTemplate(&d.Spec.Template)
 }
 
 func defaultJobSpec(s *batchv1.JobSpec) {
 	if s.Completions == nil && s.Parallelism == nil {
-		s.Completions, s.Parallelism = ptrTo[int32](1), ptrTo[int32](1)
+		s.Completions, s.Parallelism = ptr.To[int32](1), ptr.To[int32](1)
 	}
 	if s.Parallelism == nil {
-		s.Parallelism = ptrTo[int32](1)
+		s.Parallelism = ptr.To[int32](1)
 	}
 	if s.BackoffLimit == nil {
-		s.BackoffLimit = ptrTo[int32](6)
+		s.BackoffLimit = ptr.To[int32](6)
 	}
 	if s.CompletionMode == nil {
-		s.CompletionMode = ptrTo(batchv1.NonIndexedCompletion)
+		s.CompletionMode = ptr.To(batchv1.NonIndexedCompletion)
 	}
 	if s.Suspend == nil {
-		s.Suspend = ptrTo(false)
+		s.Suspend = ptr.To(false)
 	}
 	if s.PodReplacementPolicy == nil {
-		s.PodReplacementPolicy = ptrTo(batchv1.TerminatingOrFailed)
+		s.PodReplacementPolicy = ptr.To(batchv1.TerminatingOrFailed)
 	}
 	if s.ManualSelector == nil || !*s.ManualSelector {
 		s.ManualSelector = nil
@@ -284,13 +283,13 @@ func defaultCronJob(c *batchv1.CronJob) {
 		c.Spec.ConcurrencyPolicy = batchv1.AllowConcurrent
 	}
 	if c.Spec.Suspend == nil {
-		c.Spec.Suspend = ptrTo(false)
+		c.Spec.Suspend = ptr.To(false)
 	}
 	if c.Spec.SuccessfulJobsHistoryLimit == nil {
-		c.Spec.SuccessfulJobsHistoryLimit = ptrTo[int32](3)
+		c.Spec.SuccessfulJobsHistoryLimit = ptr.To[int32](3)
 	}
 	if c.Spec.FailedJobsHistoryLimit == nil {
-		c.Spec.FailedJobsHistoryLimit = ptrTo[int32](1)
+		c.Spec.FailedJobsHistoryLimit = ptr.To[int32](1)
 	}
 	defaultTemplate(&c.Spec.JobTemplate.Spec.Template)
 }
