@@ -2,7 +2,6 @@ package kube
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
 	"runtime/debug"
 	"sort"
@@ -38,9 +37,8 @@ func kubernetesVersion() version.Info {
 	return version.Info{Major: "1", Minor: minor, GitVersion: "v1." + minor + "." + patch, Platform: "linux/amd64"}
 }
 
-func (h *Handler) version(w http.ResponseWriter, r *http.Request) {
-	v := kubernetesVersion()
-	writeJSONObject(w, &v)
+func (h *Handler) serveVersion(w http.ResponseWriter, r *http.Request) {
+	writeJSONObject(w, &h.versionInfo)
 }
 
 func writeJSONObject(w http.ResponseWriter, v any) {
@@ -135,10 +133,6 @@ func (h *Handler) serveDiscovery(w http.ResponseWriter, r *http.Request, core bo
 		return
 	}
 	if core {
-		host, _, _ := net.SplitHostPort(r.Host)
-		if host == "" {
-			host = r.Host
-		}
 		h.writeObject(w, out, http.StatusOK, &metav1.APIVersions{TypeMeta: metav1.TypeMeta{Kind: "APIVersions"}, Versions: []string{"v1"},
 			ServerAddressByClientCIDRs: []metav1.ServerAddressByClientCIDR{{ClientCIDR: "0.0.0.0/0", ServerAddress: r.Host}}})
 		return

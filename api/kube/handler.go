@@ -5,7 +5,6 @@
 package kube
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/version"
 
 	"github.com/pontoon-dev/pontoon/api/resource"
 	"github.com/pontoon-dev/pontoon/fsm"
@@ -31,8 +31,8 @@ type Config struct {
 	// ServiceCIDR is the range ClusterIPs are allocated from.
 	ServiceCIDR *net.IPNet
 	Logger      *slog.Logger
-	// StatusFor maps errors of the lower layers (no leader, timeouts) to
-	// the Status a client gets.
+	// StatusFor maps any error to the Status a client gets: a Status
+	// error as it is, the lower layers' (no leader, timeouts) to theirs.
 	StatusFor func(error) *metav1.Status
 }
 
@@ -47,6 +47,8 @@ type Handler struct {
 	ips      *ipAllocator
 	openapi  *openAPI
 	events   *eventCache
+	// versionInfo is what /version answers, read from the build once.
+	versionInfo version.Info
 }
 
 // New builds the handler.
@@ -55,7 +57,7 @@ func New(cfg Config) (*Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kube: scheme: %w", err)
 	}
-	h := &Handler{cfg: cfg, registry: resource.Builtin(), scheme: scheme, codecs: newCodecs(scheme)}
+	h := &Handler{cfg: cfg, registry: resource.Builtin(), scheme: scheme, codecs: newCodecs(scheme), versionInfo: kubernetesVersion()}
 	h.objects = newObjects(cfg.Node, cfg.Store, scheme)
 	if h.openapi, err = loadOpenAPI(h.registry); err != nil {
 		return nil, err
@@ -70,7 +72,7 @@ func New(cfg Config) (*Handler, error) {
 
 // Register adds the handler's routes to mux.
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /version", h.version)
+	mux.HandleFunc("GET /version", h.serveVersion)
 	mux.HandleFunc("GET /api", h.discoveryAPI)
 	mux.HandleFunc("GET /apis", h.discoveryAPIs)
 	mux.HandleFunc("/api/", h.serve)
@@ -168,11 +170,6 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 
 // route dispatches a resource request to its verb.
 func (h *Handler) route(w http.ResponseWriter, req *request) error {
-	switch req.sub {
-	case "", "status", "scale", "binding", "eviction", "finalize":
-	default:
-		return apierrors.NewNotFound(req.res.GroupVersionResource().GroupResource(), req.name+"/"+req.sub)
-	}
 	if err := h.checkSubresource(req); err != nil {
 		return err
 	}
@@ -210,23 +207,16 @@ func (h *Handler) route(w http.ResponseWriter, req *request) error {
 	return apierrors.NewMethodNotSupported(req.res.GroupVersionResource().GroupResource(), strings.ToLower(req.Method))
 }
 
+// checkSubresource refuses a subresource the resource does not have, as
+// discovery lists them.
 func (h *Handler) checkSubresource(req *request) error {
-	r := req.res
-	ok := true
-	switch req.sub {
-	case "status":
-		ok = r.Status
-	case "scale":
-		ok = r.Scale != nil
-	case "binding", "eviction":
-		ok = slices.Contains(r.Actions, req.sub)
-	case "finalize":
-		ok = r.Name == "namespaces"
+	if req.sub == "" {
+		return nil
 	}
-	if !ok || (req.sub != "" && req.name == "") {
-		return apierrors.NewNotFound(r.GroupVersionResource().GroupResource(), req.name+"/"+req.sub)
+	if req.name != "" && slices.ContainsFunc(subresources(req.res), func(s subresource) bool { return s.name == req.sub }) {
+		return nil
 	}
-	return nil
+	return apierrors.NewNotFound(req.res.GroupVersionResource().GroupResource(), req.name+"/"+req.sub)
 }
 
 // writeObject encodes obj in the negotiated format.
@@ -238,18 +228,17 @@ func (h *Handler) writeObject(w http.ResponseWriter, out output, code int, obj r
 	}
 }
 
-// writeError writes err as a Status, in the format the client accepts.
-func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var st *metav1.Status
-	var se apierrors.APIStatus
-	if errors.As(err, &se) {
-		s := se.Status()
-		st = &s
-	} else {
-		st = h.cfg.StatusFor(err)
-	}
+// status is the failure Status a client gets for err.
+func (h *Handler) status(err error) *metav1.Status {
+	st := h.cfg.StatusFor(err)
 	st.TypeMeta = metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}
 	st.Status = metav1.StatusFailure
+	return st
+}
+
+// writeError writes err as a Status, in the format the client accepts.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	st := h.status(err)
 	if st.Code == http.StatusServiceUnavailable || st.Code == http.StatusGatewayTimeout {
 		w.Header().Set("Retry-After", "1")
 	}

@@ -86,15 +86,7 @@ func (s *watchStream) bookmark(rev uint64, annotations map[string]string) error 
 }
 
 func (s *watchStream) fail(err error) {
-	st := s.h.cfg.StatusFor(err)
-	var se apierrors.APIStatus
-	if errors.As(err, &se) {
-		v := se.Status()
-		st = &v
-	}
-	st.TypeMeta = metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}
-	st.Status = metav1.StatusFailure
-	s.send(watch.Error, st)
+	s.send(watch.Error, s.h.status(err))
 }
 
 // watchStart says where a watch begins: with the current state as ADDED

@@ -132,14 +132,7 @@ func invalid(r *resource.Resource, name string, errs field.ErrorList) error {
 // validate runs metadata and resource validation; old is nil on create.
 func validate(r *resource.Resource, obj, old runtime.Object) error {
 	m := accessor(obj)
-	nameFn := validation.NameIsDNSSubdomain
-	switch r.Name {
-	case "namespaces":
-		nameFn = validation.ValidateNamespaceName
-	case "services":
-		nameFn = validation.NameIsDNS1035Label
-	}
-	errs := validation.ValidateObjectMetaAccessor(m, r.Namespaced, nameFn, field.NewPath("metadata"))
+	errs := validation.ValidateObjectMetaAccessor(m, r.Namespaced, r.NameRule(), field.NewPath("metadata"))
 	if old != nil {
 		errs = append(errs, validation.ValidateObjectMetaAccessorUpdate(m, accessor(old), field.NewPath("metadata"))...)
 	}

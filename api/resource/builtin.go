@@ -6,6 +6,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -36,7 +37,7 @@ func typedFields[T runtime.Object](f func(T) fields.Set) func(runtime.Object) fi
 func Builtin() *Registry {
 	core, apps, batch := corev1.SchemeGroupVersion, appsv1.SchemeGroupVersion, batchv1.SchemeGroupVersion
 	return NewRegistry(
-		&Resource{GroupVersion: core, Name: "namespaces", SingularName: "namespace", Kind: "Namespace", ShortNames: []string{"ns"},
+		&Resource{GroupVersion: core, Name: "namespaces", SingularName: "namespace", Kind: "Namespace", ShortNames: []string{"ns"}, Names: validation.ValidateNamespaceName,
 			Status: true, New: func() runtime.Object { return &corev1.Namespace{} }, NewList: func() runtime.Object { return &corev1.NamespaceList{} },
 			Default: typed(defaultNamespace), PrepareCreate: typed(prepareNamespace), Columns: namespaceColumns, Fields: typedFields(namespaceFields)},
 		&Resource{GroupVersion: core, Name: "pods", SingularName: "pod", Kind: "Pod", Namespaced: true, ShortNames: []string{"po"}, Categories: []string{"all"},
@@ -47,6 +48,7 @@ func Builtin() *Registry {
 			New: func() runtime.Object { return &corev1.Node{} }, NewList: func() runtime.Object { return &corev1.NodeList{} },
 			Columns: nodeColumns, Fields: typedFields(nodeFields)},
 		&Resource{GroupVersion: core, Name: "services", SingularName: "service", Kind: "Service", Namespaced: true, ShortNames: []string{"svc"}, Categories: []string{"all"},
+			Names:  validation.NameIsDNS1035Label,
 			Status: true, New: func() runtime.Object { return &corev1.Service{} }, NewList: func() runtime.Object { return &corev1.ServiceList{} },
 			Default: typed(defaultService), Validate: typedValidate(validateService), Columns: serviceColumns},
 		&Resource{GroupVersion: core, Name: "endpoints", SingularName: "endpoints", Kind: "Endpoints", Namespaced: true, ShortNames: []string{"ep"},

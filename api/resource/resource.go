@@ -11,6 +11,7 @@ import (
 	"sort"
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -59,6 +60,10 @@ type Resource struct {
 	New     func() runtime.Object
 	NewList func() runtime.Object
 
+	// Names validates object names; nil means DNS subdomains, the rule
+	// of most resources.
+	Names validation.ValidateNameFunc
+
 	// Default fills in defaults, as kube-apiserver's defaulting does
 	// before validation. It may be nil.
 	Default func(obj runtime.Object)
@@ -85,6 +90,14 @@ func (r *Resource) GroupVersionKind() schema.GroupVersionKind {
 // GroupVersionResource names the resource.
 func (r *Resource) GroupVersionResource() schema.GroupVersionResource {
 	return r.GroupVersion.WithResource(r.Name)
+}
+
+// NameRule returns the validation of the resource's object names.
+func (r *Resource) NameRule() validation.ValidateNameFunc {
+	if r.Names == nil {
+		return validation.NameIsDNSSubdomain
+	}
+	return r.Names
 }
 
 // SelectableFields returns every field a field selector may name for obj.
