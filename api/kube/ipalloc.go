@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -58,19 +59,30 @@ func (a *ipAllocator) taken(key string) bool {
 	return err != nil || found
 }
 
-// pick returns a free address: random, as kube-apiserver's allocator,
-// then the next free one after it.
-func (a *ipAllocator) pick() (net.IP, error) {
-	base, n := ipToUint(a.cidr.IP), a.size()
+// free returns a free slot of n, the one whose key keyOf gives is not in
+// the store: random, as kube-apiserver's allocators, then the next free
+// one after it.
+func (a *ipAllocator) free(n uint32, keyOf func(slot uint32) string) (uint32, bool) {
 	start := rand.Uint32N(n)
 	for i := range n {
-		ip := uintToIP(base + 1 + (start+i)%n)
-		if !a.taken(serviceIPPrefix + ip.String()) {
-			return ip, nil
+		if slot := (start + i) % n; !a.taken(keyOf(slot)) {
+			return slot, true
 		}
 	}
-	return nil, apierrors.NewInternalError(fmt.Errorf("no ClusterIP left in %s", a.cidr))
+	return 0, false
 }
+
+// pick returns a free ClusterIP.
+func (a *ipAllocator) pick() (net.IP, error) {
+	ipOf := func(slot uint32) net.IP { return uintToIP(ipToUint(a.cidr.IP) + 1 + slot) }
+	slot, ok := a.free(a.size(), func(slot uint32) string { return serviceIPPrefix + ipOf(slot).String() })
+	if !ok {
+		return nil, apierrors.NewInternalError(fmt.Errorf("no ClusterIP left in %s", a.cidr))
+	}
+	return ipOf(slot), nil
+}
+
+func nodePortKey(port int32) string { return nodePortPrefix + strconv.Itoa(int(port)) }
 
 // admitCreate allocates what a new object needs and returns the
 // operations that record it.
@@ -110,19 +122,16 @@ func (h *Handler) admitCreate(_ context.Context, r *resource.Resource, obj runti
 		for i := range svc.Spec.Ports {
 			p := &svc.Spec.Ports[i]
 			if p.NodePort == 0 {
-				start := rand.Int32N(nodePortRangeSize)
-				for j := range int32(nodePortRangeSize) {
-					port := nodePortBase + (start+j)%nodePortRangeSize
-					if !a.taken(nodePortPrefix + strconv.Itoa(int(port))) {
-						p.NodePort = port
-						break
-					}
+				slot, ok := a.free(nodePortRangeSize, func(slot uint32) string { return nodePortKey(nodePortBase + int32(slot)) })
+				if !ok {
+					return nil, apierrors.NewInternalError(errors.New("no node port left in 30000-32767"))
 				}
-			} else if p.NodePort < nodePortBase || p.NodePort >= nodePortBase+nodePortRangeSize || a.taken(nodePortPrefix+strconv.Itoa(int(p.NodePort))) {
+				p.NodePort = nodePortBase + int32(slot)
+			} else if p.NodePort < nodePortBase || p.NodePort >= nodePortBase+nodePortRangeSize || a.taken(nodePortKey(p.NodePort)) {
 				return nil, invalid(r, svc.Name, field.ErrorList{field.Invalid(spec.Child("ports").Index(i).Child("nodePort"), p.NodePort,
 					"provided port is already allocated or not in the range 30000-32767")})
 			}
-			ops = append(ops, fsm.Put(nodePortPrefix+strconv.Itoa(int(p.NodePort)), []byte(svc.Namespace+"/"+svc.Name), "", fsm.Cond{MustNotExist: true}))
+			ops = append(ops, fsm.Put(nodePortKey(p.NodePort), []byte(svc.Namespace+"/"+svc.Name), "", fsm.Cond{MustNotExist: true}))
 		}
 	}
 	return ops, nil
@@ -140,7 +149,7 @@ func (h *Handler) releaseOnDelete(_ *resource.Resource, obj runtime.Object) []fs
 	}
 	for _, p := range svc.Spec.Ports {
 		if p.NodePort != 0 {
-			ops = append(ops, fsm.Delete(nodePortPrefix+strconv.Itoa(int(p.NodePort)), fsm.Cond{}))
+			ops = append(ops, fsm.Delete(nodePortKey(p.NodePort), fsm.Cond{}))
 		}
 	}
 	return ops
