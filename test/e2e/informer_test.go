@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -212,19 +213,10 @@ func TestInformerAcrossFailover(t *testing.T) {
 	for name, rvs := range acked {
 		for _, rv := range rvs {
 			total++
-			if !contains(got.rvs[name], rv) {
+			if !slices.Contains(got.rvs[name], rv) {
 				t.Errorf("%s: acknowledged write at %d never reached the informer: %v", name, rv, got.events[name])
 			}
 		}
 	}
 	t.Logf("%d acknowledged writes, %d deletes, all seen once by the informer across two failovers", total, writes.Load()-int64(total))
-}
-
-func contains(s []uint64, v uint64) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -22,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 
 	"github.com/pontoon-dev/pontoon/test/cluster"
 )
@@ -70,17 +73,9 @@ func configMap(name string, data map[string]string) *corev1.ConfigMap {
 func wantReason(t *testing.T, err error, code int32, reason metav1.StatusReason) {
 	t.Helper()
 	var se apierrors.APIStatus
-	if err == nil || !errorsAs(err, &se) || se.Status().Code != code || se.Status().Reason != reason {
+	if err == nil || !errors.As(err, &se) || se.Status().Code != code || se.Status().Reason != reason {
 		t.Fatalf("got %v, want %d %s", err, code, reason)
 	}
-}
-
-func errorsAs(err error, target *apierrors.APIStatus) bool {
-	s, ok := err.(apierrors.APIStatus)
-	if ok {
-		*target = s
-	}
-	return ok
 }
 
 // raw sends a request to s and returns the status, headers and body.
@@ -101,16 +96,11 @@ func raw(t *testing.T, s *cluster.Server, method, path, contentType, accept, bod
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var b strings.Builder
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := resp.Body.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			break
-		}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return resp.StatusCode, resp.Header, b.String()
+	return resp.StatusCode, resp.Header, string(b)
 }
 
 func TestKubeAPI(t *testing.T) {
@@ -337,14 +327,14 @@ func TestKubeAPI(t *testing.T) {
 		if got.Generation != 1 {
 			t.Fatalf("a label change bumped generation to %d", got.Generation)
 		}
-		got.Spec.Replicas = ptr[int32](3)
+		got.Spec.Replicas = ptr.To[int32](3)
 		got.Status.Replicas = 99
 		got, _ = wcs.AppsV1().Deployments(ns).Update(ctx, got, metav1.UpdateOptions{})
 		if got.Generation != 2 || got.Status.Replicas != 0 {
 			t.Fatalf("spec update: generation %d, status.replicas %d (want 2, 0)", got.Generation, got.Status.Replicas)
 		}
 		got.Status.Replicas = 3
-		got.Spec.Replicas = ptr[int32](10)
+		got.Spec.Replicas = ptr.To[int32](10)
 		got, err = wcs.AppsV1().Deployments(ns).UpdateStatus(ctx, got, metav1.UpdateOptions{})
 		if err != nil || got.Status.Replicas != 3 || *got.Spec.Replicas != 3 || got.Generation != 2 {
 			t.Fatalf("status update: %v %+v", err, got)
@@ -389,7 +379,7 @@ func TestKubeAPI(t *testing.T) {
 		if causes := err.(apierrors.APIStatus).Status().Details.Causes; len(causes) == 0 || causes[0].Field != ".spec.replicas" {
 			t.Fatalf("apply conflict causes: %+v", causes)
 		}
-		got, err = wcs.AppsV1().Deployments(ns).Patch(ctx, d.Name, types.ApplyPatchType, []byte(apply), metav1.PatchOptions{FieldManager: "tool", Force: ptr(true)})
+		got, err = wcs.AppsV1().Deployments(ns).Patch(ctx, d.Name, types.ApplyPatchType, []byte(apply), metav1.PatchOptions{FieldManager: "tool", Force: ptr.To(true)})
 		if err != nil || *got.Spec.Replicas != 5 {
 			t.Fatalf("forced apply: %v", err)
 		}
@@ -505,7 +495,7 @@ func TestKubeAPI(t *testing.T) {
 		if err != nil || got.DeletionTimestamp == nil || *got.DeletionGracePeriodSeconds != 30 {
 			t.Fatalf("graceful delete: %v %+v", err, got)
 		}
-		if err := wcs.CoreV1().Pods(ns).Delete(ctx, "bound", metav1.DeleteOptions{GracePeriodSeconds: ptr[int64](0)}); err != nil {
+		if err := wcs.CoreV1().Pods(ns).Delete(ctx, "bound", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := rcs.CoreV1().Pods(ns).Get(ctx, "bound", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
@@ -520,7 +510,7 @@ func TestKubeAPI(t *testing.T) {
 		if _, err := rcs.CoreV1().Pods(ns).Get(ctx, "evicted", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Fatalf("eviction left the pod: %v", err)
 		}
-		err = wcs.CoreV1().Pods(ns).Delete(ctx, "tabled", metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: ptr(types.UID("wrong"))}})
+		err = wcs.CoreV1().Pods(ns).Delete(ctx, "tabled", metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: ptr.To(types.UID("wrong"))}})
 		wantReason(t, err, 409, metav1.StatusReasonConflict)
 	})
 
@@ -589,6 +579,14 @@ func TestKubeAPI(t *testing.T) {
 		_, err = wcs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "taken"},
 			Spec: corev1.ServiceSpec{ClusterIP: l.Items[0].Spec.ClusterIP, Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{})
 		wantReason(t, err, 422, metav1.StatusReasonInvalid)
+		np, err := wcs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "nodeport"},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{})
+		if err != nil || np.Spec.Ports[0].NodePort < 30000 || np.Spec.Ports[0].NodePort > 32767 {
+			t.Fatalf("node port: %v %+v", err, np.Spec.Ports)
+		}
+		_, err = wcs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "nodeport-taken"},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Port: 80, NodePort: np.Spec.Ports[0].NodePort}}}}, metav1.CreateOptions{})
+		wantReason(t, err, 422, metav1.StatusReasonInvalid)
 	})
 
 	t.Run("watch", func(t *testing.T) {
@@ -614,7 +612,7 @@ func TestKubeAPI(t *testing.T) {
 		}
 		// A streaming list: the current state, then the bookmark that
 		// ends it.
-		si, err := rcs.CoreV1().ConfigMaps(ns).Watch(ctx, metav1.ListOptions{SendInitialEvents: ptr(true), AllowWatchBookmarks: true,
+		si, err := rcs.CoreV1().ConfigMaps(ns).Watch(ctx, metav1.ListOptions{SendInitialEvents: ptr.To(true), AllowWatchBookmarks: true,
 			ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan, LabelSelector: "test=yes"})
 		if err != nil {
 			t.Fatal(err)
@@ -636,7 +634,7 @@ func TestKubeAPI(t *testing.T) {
 		}
 		// An idle watch that allows bookmarks is told how far it got; a
 		// watch ends at its timeoutSeconds.
-		bw, err := rcs.CoreV1().ConfigMaps("kube-system").Watch(ctx, metav1.ListOptions{ResourceVersion: l.ResourceVersion, AllowWatchBookmarks: true, TimeoutSeconds: ptr[int64](8)})
+		bw, err := rcs.CoreV1().ConfigMaps("kube-system").Watch(ctx, metav1.ListOptions{ResourceVersion: l.ResourceVersion, AllowWatchBookmarks: true, TimeoutSeconds: ptr.To[int64](8)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -686,8 +684,6 @@ func nextEvent(t *testing.T, w watch.Interface) watch.Event {
 	}
 	return watch.Event{}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 func mustParse(rv string) uint64 {
 	n, err := strconv.ParseUint(rv, 10, 64)
