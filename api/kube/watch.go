@@ -27,10 +27,6 @@ const bookmarkInterval = 5 * time.Second
 // that clients do not all reconnect at once.
 const minWatchTimeout = 30 * time.Minute
 
-// initialEventsEnd is the annotation of the bookmark that ends the initial
-// events of a streaming list.
-const initialEventsEnd = "k8s.io/initial-events-end"
-
 // watchStream writes watch events in the negotiated format, one frame per
 // event, flushed as it is written.
 type watchStream struct {
@@ -198,7 +194,7 @@ func (h *Handler) watch(w http.ResponseWriter, req *request) error {
 	}
 	bookmarks := req.URL.Query().Get("allowWatchBookmarks") == "true"
 	if start.initialEnd {
-		if err := ws.bookmark(rev, map[string]string{initialEventsEnd: "true"}); err != nil {
+		if err := ws.bookmark(rev, map[string]string{metav1.InitialEventsAnnotationKey: "true"}); err != nil {
 			return nil
 		}
 	}

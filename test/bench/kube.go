@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 
 	"github.com/pontoon-dev/pontoon/test/cluster"
 )
@@ -198,8 +199,12 @@ func measureWatch(c *cluster.Cluster, writer *kubernetes.Clientset) (latency, in
 		done.Add(1)
 		go func() {
 			defer done.Done()
-			wi, err := clients[w%3].CoreV1().ConfigMaps("watch").Watch(ctx, metav1.ListOptions{ResourceVersion: "0"})
-			ready.Done()
+			// The bookmark that ends the (empty) initial events says the
+			// server has opened the watch.
+			isReady := sync.OnceFunc(ready.Done)
+			defer isReady()
+			wi, err := clients[w%3].CoreV1().ConfigMaps("watch").Watch(ctx, metav1.ListOptions{ResourceVersion: "0",
+				SendInitialEvents: ptr.To(true), ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan, AllowWatchBookmarks: true})
 			if err != nil {
 				log.Printf("watcher %d: %v", w, err)
 				return
@@ -207,6 +212,9 @@ func measureWatch(c *cluster.Cluster, writer *kubernetes.Clientset) (latency, in
 			defer wi.Stop()
 			got := 0
 			for ev := range wi.ResultChan() {
+				if ev.Type == watch.Bookmark && ev.Object.(*corev1.ConfigMap).Annotations[metav1.InitialEventsAnnotationKey] == "true" {
+					isReady()
+				}
 				if ev.Type != watch.Added {
 					continue
 				}
@@ -220,7 +228,6 @@ func measureWatch(c *cluster.Cluster, writer *kubernetes.Clientset) (latency, in
 		}()
 	}
 	ready.Wait()
-	time.Sleep(2 * time.Second) // the watch requests have been sent; let the servers open them
 	acked := make([]int64, kubeWatchWrites)
 	for i := range kubeWatchWrites {
 		if _, err := writer.CoreV1().ConfigMaps("watch").Create(ctx, benchConfigMap(fmt.Sprintf("w-%d", i)), metav1.CreateOptions{}); err != nil {

@@ -622,7 +622,7 @@ func TestKubeAPI(t *testing.T) {
 		for {
 			ev := nextEvent(t, si)
 			if ev.Type == watch.Bookmark {
-				if ev.Object.(*corev1.ConfigMap).Annotations["k8s.io/initial-events-end"] != "true" {
+				if ev.Object.(*corev1.ConfigMap).Annotations[metav1.InitialEventsAnnotationKey] != "true" {
 					t.Fatalf("bookmark without the initial-events-end annotation")
 				}
 				break
