@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/managedfields"
+	"k8s.io/kube-openapi/pkg/validation/spec"
 
 	"github.com/pontoon-dev/pontoon/api/resource"
 )
@@ -29,8 +30,8 @@ func (d registryDefaulter) Default(obj runtime.Object) {
 	}
 }
 
-func newFieldManagers(o *openAPI, scheme *runtime.Scheme, reg *resource.Registry) (*fieldManagers, error) {
-	tc, err := managedfields.NewTypeConverter(o.schemas, false)
+func newFieldManagers(schemas map[string]*spec.Schema, scheme *runtime.Scheme, reg *resource.Registry) (*fieldManagers, error) {
+	tc, err := managedfields.NewTypeConverter(schemas, false)
 	if err != nil {
 		return nil, fmt.Errorf("kube: type converter: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/kube-openapi/pkg/validation/spec"
 
 	"github.com/pontoon-dev/pontoon/api/resource"
 	"github.com/pontoon-dev/pontoon/fsm"
@@ -59,10 +60,11 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h := &Handler{cfg: cfg, registry: resource.Builtin(), scheme: scheme, codecs: newCodecs(scheme), versionInfo: kubernetesVersion()}
 	h.objects = newObjects(cfg.Node, cfg.Store, scheme)
-	if h.openapi, err = loadOpenAPI(h.registry); err != nil {
+	var schemas map[string]*spec.Schema
+	if h.openapi, schemas, err = loadOpenAPI(h.registry); err != nil {
 		return nil, err
 	}
-	if h.fields, err = newFieldManagers(h.openapi, scheme, h.registry); err != nil {
+	if h.fields, err = newFieldManagers(schemas, scheme, h.registry); err != nil {
 		return nil, err
 	}
 	h.ips = newIPAllocator(cfg.ServiceCIDR, cfg.Store)

@@ -36,17 +36,12 @@ var openapiFiles embed.FS
 
 // openAPI serves /openapi/v2 and /openapi/v3 and holds the schemas.
 type openAPI struct {
-	v2 []byte
-	// v2Proto is v2 in gnostic's Protobuf form, which kubectl's
-	// client-side validation asks for; made on first use.
-	v2ProtoOnce sync.Once
-	v2Proto     []byte
-	v2ProtoErr  error
+	// v2 and v2Proto are read on first use: few clients ask for v2 (kubectl
+	// validating a List does, in gnostic's Protobuf form).
+	v2, v2Proto func() ([]byte, error)
 	// v3 maps a group-version path (api/v1, apis/apps/v1) to its document.
 	v3     map[string][]byte
 	hashes map[string]string
-	// schemas are the component schemas of every v3 document, by name.
-	schemas map[string]*spec.Schema
 }
 
 func readGzip(name string) ([]byte, error) {
@@ -70,17 +65,29 @@ func v3Path(gv schema.GroupVersion) string {
 	return "apis/" + gv.Group + "/" + gv.Version
 }
 
-func loadOpenAPI(reg *resource.Registry) (*openAPI, error) {
-	o := &openAPI{v3: map[string][]byte{}, hashes: map[string]string{}, schemas: map[string]*spec.Schema{}}
-	var err error
-	if o.v2, err = readGzip("openapi/swagger.json.gz"); err != nil {
-		return nil, err
-	}
+// loadOpenAPI reads the v3 documents of the served group versions and
+// returns them with their component schemas, by name, for the field
+// manager.
+func loadOpenAPI(reg *resource.Registry) (*openAPI, map[string]*spec.Schema, error) {
+	o := &openAPI{v3: map[string][]byte{}, hashes: map[string]string{}}
+	o.v2 = sync.OnceValues(func() ([]byte, error) { return readGzip("openapi/swagger.json.gz") })
+	o.v2Proto = sync.OnceValues(func() ([]byte, error) {
+		b, err := o.v2()
+		if err != nil {
+			return nil, err
+		}
+		doc, err := openapiv2.ParseDocument(b)
+		if err != nil {
+			return nil, err
+		}
+		return proto.Marshal(doc)
+	})
+	schemas := map[string]*spec.Schema{}
 	for _, gv := range reg.GroupVersions() {
 		p := v3Path(gv)
 		doc, err := readGzip("openapi/" + strings.ReplaceAll(p, "/", "__") + "_openapi.json.gz")
 		if err != nil {
-			return nil, fmt.Errorf("openapi for %s: %w", gv, err)
+			return nil, nil, fmt.Errorf("openapi for %s: %w", gv, err)
 		}
 		var parsed struct {
 			Components struct {
@@ -88,39 +95,34 @@ func loadOpenAPI(reg *resource.Registry) (*openAPI, error) {
 			} `json:"components"`
 		}
 		if err := json.Unmarshal(doc, &parsed); err != nil {
-			return nil, fmt.Errorf("openapi for %s: %w", gv, err)
+			return nil, nil, fmt.Errorf("openapi for %s: %w", gv, err)
 		}
 		for name, s := range parsed.Components.Schemas {
-			o.schemas[name] = s
+			schemas[name] = s
 		}
 		sum := sha512.Sum512(doc)
 		o.v3[p], o.hashes[p] = doc, strings.ToUpper(hex.EncodeToString(sum[:]))
 	}
-	return o, nil
+	return o, schemas, nil
 }
 
 // protoV2MediaType is the Protobuf form of the OpenAPI v2 document.
 const protoV2MediaType = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
 
 func (o *openAPI) serveV2(w http.ResponseWriter, r *http.Request) {
+	name, doc, contentType := "swagger.json", o.v2, "application/json"
 	if strings.Contains(r.Header.Get("Accept"), protoV2MediaType) {
-		o.v2ProtoOnce.Do(func() {
-			doc, err := openapiv2.ParseDocument(o.v2)
-			if err == nil {
-				o.v2Proto, err = proto.Marshal(doc)
-			}
-			o.v2ProtoErr = err
-		})
-		if o.v2ProtoErr == nil {
-			// The media type itself is not valid in a Content-Type (the
-			// "@"); kube-apiserver answers with this one.
-			w.Header().Set("Content-Type", "application/octet-stream")
-			http.ServeContent(w, r, "swagger.pb", time.Time{}, bytes.NewReader(o.v2Proto))
-			return
-		}
+		// The media type itself is not valid in a Content-Type (the "@");
+		// kube-apiserver answers with this one.
+		name, doc, contentType = "swagger.pb", o.v2Proto, "application/octet-stream"
 	}
-	w.Header().Set("Content-Type", "application/json")
-	http.ServeContent(w, r, "swagger.json", time.Time{}, bytes.NewReader(o.v2))
+	b, err := doc()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", contentType)
+	http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(b))
 }
 
 // serveV3Index lists the documents, as kube-apiserver's /openapi/v3 does.
