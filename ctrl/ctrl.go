@@ -89,15 +89,13 @@ func (c *controller) handler() cache.ResourceEventHandler {
 	}
 }
 
+// run syncs keys until ctx ends, which shuts the queue down.
 func (c *controller) run(ctx context.Context) {
-	defer c.queue.ShutDown()
+	stop := context.AfterFunc(ctx, c.queue.ShutDown)
+	defer stop()
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return
 	}
-	go func() {
-		<-ctx.Done()
-		c.queue.ShutDown()
-	}()
 	for c.next(ctx) {
 	}
 }
