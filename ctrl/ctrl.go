@@ -12,38 +12,45 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 )
 
-// Run runs every controller against the API cfg reaches until ctx ends.
-func Run(ctx context.Context, cfg *rest.Config, logger *slog.Logger) error {
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("ctrl: client: %w", err)
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("ctrl: dynamic client: %w", err)
-	}
-	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("ctrl: discovery client: %w", err)
-	}
-	factory := informers.NewSharedInformerFactory(client, 0)
-	controllers := []*controller{
-		newNamespaceController(client, dyn, disc, factory, logger),
-		newServiceAccountController(client, factory, logger),
-	}
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
+// Config is what the controllers work with. The caller starts Informers
+// after New, so the scheduler and the controllers share one cache.
+type Config struct {
+	Client    kubernetes.Interface
+	Dynamic   dynamic.Interface
+	Discovery discovery.DiscoveryInterface
+	Informers informers.SharedInformerFactory
+	Events    record.EventBroadcaster
+	Logger    *slog.Logger
+}
+
+// Controllers is every controller the leader runs.
+type Controllers struct {
+	controllers []*controller
+}
+
+// New makes the controllers and registers their informers.
+func New(cfg Config) *Controllers {
+	return &Controllers{controllers: []*controller{
+		newNamespaceController(cfg),
+		newServiceAccountController(cfg),
+	}}
+}
+
+// Run runs every controller until ctx ends.
+func (cs *Controllers) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, c := range controllers {
+	for _, c := range cs.controllers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -51,7 +58,6 @@ func Run(ctx context.Context, cfg *rest.Config, logger *slog.Logger) error {
 		}()
 	}
 	wg.Wait()
-	return nil
 }
 
 // controller is a work queue of keys and the function that syncs one.
@@ -60,15 +66,19 @@ type controller struct {
 	queue  workqueue.TypedRateLimitingInterface[string]
 	synced []cache.InformerSynced
 	sync   func(ctx context.Context, key string) error
-	logger *slog.Logger
+	// recorder writes the events users see in kubectl describe, from
+	// "<name>-controller".
+	recorder record.EventRecorder
+	logger   *slog.Logger
 }
 
-func newController(name string, logger *slog.Logger, sync func(context.Context, string) error) *controller {
+func newController(name string, cfg Config, sync func(context.Context, string) error) *controller {
 	return &controller{
-		name:   name,
-		queue:  workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: name}),
-		sync:   sync,
-		logger: logger.With("controller", name),
+		name:     name,
+		queue:    workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: name}),
+		sync:     sync,
+		recorder: cfg.Events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: name + "-controller"}),
+		logger:   cfg.Logger.With("controller", name),
 	}
 }
 

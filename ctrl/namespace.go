@@ -3,7 +3,6 @@ package ctrl
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"slices"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 )
@@ -34,10 +32,10 @@ type namespaceController struct {
 // (pods in their grace period, objects with finalizers) is looked at.
 const contentPoll = time.Second
 
-func newNamespaceController(client kubernetes.Interface, dyn dynamic.Interface, disc discovery.DiscoveryInterface, f informers.SharedInformerFactory, logger *slog.Logger) *controller {
-	c := &namespaceController{client: client, dynamic: dyn, discovery: disc}
-	c.controller = newController("namespace", logger, c.syncNamespace)
-	inf := f.Core().V1().Namespaces()
+func newNamespaceController(cfg Config) *controller {
+	c := &namespaceController{client: cfg.Client, dynamic: cfg.Dynamic, discovery: cfg.Discovery}
+	c.controller = newController("namespace", cfg, c.syncNamespace)
+	inf := cfg.Informers.Core().V1().Namespaces()
 	inf.Informer().AddEventHandler(c.handler())
 	c.namespaces = inf.Lister()
 	c.synced = append(c.synced, inf.Informer().HasSynced)

@@ -3,12 +3,10 @@ package ctrl
 import (
 	"context"
 	"fmt"
-	"log/slog"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -27,10 +25,10 @@ type serviceAccountController struct {
 	accounts   corelisters.ServiceAccountLister
 }
 
-func newServiceAccountController(client kubernetes.Interface, f informers.SharedInformerFactory, logger *slog.Logger) *controller {
-	c := &serviceAccountController{client: client}
-	c.controller = newController("serviceaccount", logger, c.syncNamespace)
-	nsInf, saInf := f.Core().V1().Namespaces(), f.Core().V1().ServiceAccounts()
+func newServiceAccountController(cfg Config) *controller {
+	c := &serviceAccountController{client: cfg.Client}
+	c.controller = newController("serviceaccount", cfg, c.syncNamespace)
+	nsInf, saInf := cfg.Informers.Core().V1().Namespaces(), cfg.Informers.Core().V1().ServiceAccounts()
 	nsInf.Informer().AddEventHandler(c.handler())
 	// A deleted default account requeues its namespace.
 	saInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(obj any) {

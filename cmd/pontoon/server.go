@@ -19,7 +19,6 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/pontoon-dev/pontoon/api"
-	"github.com/pontoon-dev/pontoon/ctrl"
 	"github.com/pontoon-dev/pontoon/fsm"
 	"github.com/pontoon-dev/pontoon/membership"
 	"github.com/pontoon-dev/pontoon/raftstore"
@@ -197,11 +196,12 @@ func runServer(ctx context.Context, o serverOptions) error {
 		node.Shutdown(context.Background())
 		return err
 	}
-	// The controllers run on the leader, against its own API in-process.
+	// The scheduler and the controllers run on the leader, against its own
+	// API in-process.
 	node.AddLeaderDuty(func(ctx context.Context) {
-		cfg := &rest.Config{Host: "http://" + advAPI, Transport: apiServer.LocalTransport(ctx), QPS: 1000, Burst: 2000}
-		if err := ctrl.Run(ctx, cfg, logger.With("component", "ctrl")); err != nil {
-			logger.Error("controllers", "err", err)
+		cfg := &rest.Config{Host: "http://" + advAPI, Transport: apiServer.LocalTransport(ctx), QPS: -1}
+		if err := runLeaderDuties(ctx, cfg, logger); err != nil {
+			logger.Error("leader duties", "err", err)
 		}
 	})
 	ln, err := net.Listen("tcp", o.apiAddr)

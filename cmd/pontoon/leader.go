@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/pontoon-dev/pontoon/ctrl"
+	"github.com/pontoon-dev/pontoon/sched"
+)
+
+// runLeaderDuties runs the scheduler and the controllers against the API
+// cfg reaches until ctx ends. They share one informer factory, so the
+// leader keeps one cache of each kind, and one event broadcaster.
+func runLeaderDuties(ctx context.Context, cfg *rest.Config, logger *slog.Logger) error {
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("dynamic client: %w", err)
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("discovery client: %w", err)
+	}
+	factory := informers.NewSharedInformerFactory(client, 0)
+	events := record.NewBroadcaster(record.WithContext(ctx))
+	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	defer events.Shutdown()
+
+	scheduler := sched.New(client, factory, events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: sched.Name}), logger.With("component", "sched"))
+	controllers := ctrl.New(ctrl.Config{Client: client, Dynamic: dyn, Discovery: disc, Informers: factory, Events: events, Logger: logger.With("component", "ctrl")})
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		scheduler.Run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		controllers.Run(ctx)
+	}()
+	wg.Wait()
+	return nil
+}
