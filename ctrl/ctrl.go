@@ -44,6 +44,8 @@ func New(cfg Config) *Controllers {
 	return &Controllers{controllers: []*controller{
 		newNamespaceController(cfg),
 		newServiceAccountController(cfg),
+		newReplicaSetController(cfg),
+		newDeploymentController(cfg),
 	}}
 }
 

@@ -1,0 +1,225 @@
+package ctrl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+)
+
+// burstReplicas caps the pods one sync creates or deletes, as Kubernetes'
+// ReplicaSet controller does, so one large owner does not starve others.
+const burstReplicas = 500
+
+var replicaSetKind = appsv1.SchemeGroupVersion.WithKind("ReplicaSet")
+
+// replicaSetController keeps spec.replicas pods of each ReplicaSet
+// running and reports them in its status.
+type replicaSetController struct {
+	*controller
+	client       kubernetes.Interface
+	replicaSets  appslisters.ReplicaSetLister
+	pods         corelisters.PodLister
+	expectations *expectations
+}
+
+func newReplicaSetController(cfg Config) *controller {
+	c := &replicaSetController{client: cfg.Client, expectations: newExpectations()}
+	c.controller = newController("replicaset", cfg, c.sync)
+	rsInf, podInf := cfg.Informers.Apps().V1().ReplicaSets(), cfg.Informers.Core().V1().Pods()
+	rsInf.Informer().AddEventHandler(c.handler())
+	podInf.Informer().AddEventHandler(c.observePods(c.expectations, replicaSetKind))
+	c.replicaSets, c.pods = rsInf.Lister(), podInf.Lister()
+	c.synced = append(c.synced, rsInf.Informer().HasSynced, podInf.Informer().HasSynced)
+	return c.controller
+}
+
+func (c *replicaSetController) sync(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return err
+	}
+	rs, err := c.replicaSets.ReplicaSets(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		c.expectations.forget(key)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	pods, err := ownedPods(c.pods, rs, rs.Spec.Selector)
+	if err != nil {
+		return err
+	}
+	var manageErr error
+	if c.expectations.satisfied(key) && rs.DeletionTimestamp == nil {
+		manageErr = manageReplicas(ctx, c.controller, c.client, c.expectations, key, rs, &rs.Spec.Template, replicaSetKind, pods, int(ptr.Deref(rs.Spec.Replicas, 1)))
+	}
+	status, wait := replicaSetStatus(rs, pods, time.Now())
+	if manageErr != nil {
+		status.Conditions = []appsv1.ReplicaSetCondition{{Type: appsv1.ReplicaSetReplicaFailure, Status: corev1.ConditionTrue,
+			Reason: "FailedCreate", Message: manageErr.Error(), LastTransitionTime: metav1.Now()}}
+	}
+	if !equality.Semantic.DeepEqual(rs.Status, status) {
+		rs = rs.DeepCopy()
+		rs.Status = status
+		if _, err := c.client.AppsV1().ReplicaSets(ns).UpdateStatus(ctx, rs, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return errors.Join(manageErr, fmt.Errorf("update status of %s: %w", key, err))
+		}
+	}
+	if manageErr != nil {
+		return manageErr
+	}
+	if wait > 0 {
+		return requeueAfter(wait)
+	}
+	return nil
+}
+
+// ownedPods lists the active pods the owner controls, by its selector.
+func ownedPods(lister corelisters.PodLister, owner metav1.Object, selector *metav1.LabelSelector) ([]*corev1.Pod, error) {
+	sel, err := metav1.LabelSelectorAsSelector(selector)
+	if err != nil {
+		return nil, fmt.Errorf("selector of %s/%s: %w", owner.GetNamespace(), owner.GetName(), err)
+	}
+	all, err := lister.Pods(owner.GetNamespace()).List(sel)
+	if err != nil {
+		return nil, err
+	}
+	var out []*corev1.Pod
+	for _, p := range all {
+		if ownedBy(p, owner) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// object is what the controllers own and write events about.
+type object interface {
+	metav1.Object
+	runtime.Object
+}
+
+// manageReplicas creates or deletes pods of owner until want of them are
+// active, recording what it does in exp and as events.
+func manageReplicas(ctx context.Context, c *controller, client kubernetes.Interface, exp *expectations, key string, owner object,
+	template *corev1.PodTemplateSpec, gvk schema.GroupVersionKind, pods []*corev1.Pod, want int) error {
+	var active []*corev1.Pod
+	for _, p := range pods {
+		if podActive(p) {
+			active = append(active, p)
+		}
+	}
+	diff := len(active) - want
+	if diff < 0 {
+		n := min(-diff, burstReplicas)
+		exp.expect(key, n, nil)
+		pod := podFromTemplate(template, owner, gvk)
+		created, err := slowStartBatch(ctx, n, func(ctx context.Context) error {
+			// Each its own copy: encoding writes the kind into the object.
+			p, err := client.CoreV1().Pods(owner.GetNamespace()).Create(ctx, pod.DeepCopy(), metav1.CreateOptions{})
+			if err != nil {
+				return err
+			}
+			c.recorder.Eventf(owner, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", p.Name)
+			return nil
+		})
+		// The informer will show only the pods that were created.
+		for range n - created {
+			exp.created(key)
+		}
+		if err != nil {
+			c.recorder.Eventf(owner, corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
+			return fmt.Errorf("create pods of %s: %w", key, err)
+		}
+		return nil
+	}
+	if diff == 0 {
+		return nil
+	}
+	rankForDeletion(active)
+	victims := active[:min(diff, burstReplicas)]
+	keys := make([]string, len(victims))
+	for i, p := range victims {
+		keys[i] = p.Namespace + "/" + p.Name
+	}
+	exp.expect(key, 0, keys)
+	errs := make([]error, len(victims))
+	var wg sync.WaitGroup
+	for i, p := range victims {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := deletePod(ctx, client, p); err != nil {
+				exp.deleted(key, keys[i])
+				errs[i] = err
+				return
+			}
+			c.recorder.Eventf(owner, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: %s", p.Name)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("delete pods of %s: %w", key, err)
+	}
+	return nil
+}
+
+// deletePod deletes exactly this pod (by uid); a pod already gone is no
+// error.
+func deletePod(ctx context.Context, client kubernetes.Interface, p *corev1.Pod) error {
+	uid := p.UID
+	err := client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete pod %s/%s: %w", p.Namespace, p.Name, err)
+	}
+	return nil
+}
+
+// replicaSetStatus counts the pods of a ReplicaSet; it also returns when
+// a ready pod becomes available, if one is waiting for minReadySeconds.
+func replicaSetStatus(rs *appsv1.ReplicaSet, pods []*corev1.Pod, now time.Time) (appsv1.ReplicaSetStatus, time.Duration) {
+	s := appsv1.ReplicaSetStatus{ObservedGeneration: rs.Generation}
+	tmpl := labels.SelectorFromSet(rs.Spec.Template.Labels)
+	var wait time.Duration
+	for _, p := range pods {
+		if !podActive(p) {
+			continue
+		}
+		s.Replicas++
+		if tmpl.Matches(labels.Set(p.Labels)) {
+			s.FullyLabeledReplicas++
+		}
+		if podReady(p) {
+			s.ReadyReplicas++
+		}
+		ok, left := podAvailable(p, rs.Spec.MinReadySeconds, now)
+		if ok {
+			s.AvailableReplicas++
+		} else if left > 0 && (wait == 0 || left < wait) {
+			wait = left
+		}
+	}
+	for _, c := range rs.Status.Conditions {
+		if c.Type != appsv1.ReplicaSetReplicaFailure {
+			s.Conditions = append(s.Conditions, c)
+		}
+	}
+	return s, wait
+}

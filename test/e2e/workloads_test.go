@@ -1,0 +1,347 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/pontoon-dev/pontoon/test/cluster"
+)
+
+// testNodes are n nodes of 8 CPUs and 16 GiB.
+func testNodes(n int) []cluster.Node {
+	out := make([]cluster.Node, n)
+	for i := range out {
+		out[i] = cluster.Node{Name: fmt.Sprintf("node-%d", i), CPU: "8", Memory: "16Gi"}
+	}
+	return out
+}
+
+// podCensus follows a controller's pods from a watch and checks at every
+// event that the rollout stays within its bounds.
+type podCensus struct {
+	mu      sync.Mutex
+	pods    map[string]*corev1.Pod
+	hashes  map[string]bool // every pod-template-hash seen
+	maxPods int             // most active pods at once
+	minUp   int             // fewest ready active pods once armed
+	armed   bool
+	// together is set when pods of two templates were active at once.
+	together bool
+}
+
+func watchPods(t *testing.T, cs kubernetes.Interface, ns, selector string) *podCensus {
+	t.Helper()
+	pc := &podCensus{pods: map[string]*corev1.Pod{}, hashes: map[string]bool{}, minUp: 1 << 30}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for ev := range w.ResultChan() {
+			pod, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			pc.mu.Lock()
+			if ev.Type == watch.Deleted {
+				delete(pc.pods, pod.Name)
+			} else {
+				pc.pods[pod.Name] = pod
+			}
+			pc.observe()
+			pc.mu.Unlock()
+		}
+	}()
+	return pc
+}
+
+func (pc *podCensus) observe() {
+	active, up := 0, 0
+	hashes := map[string]bool{}
+	for _, p := range pc.pods {
+		if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		active++
+		hashes[p.Labels[appsv1.DefaultDeploymentUniqueLabelKey]] = true
+		pc.hashes[p.Labels[appsv1.DefaultDeploymentUniqueLabelKey]] = true
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				up++
+			}
+		}
+	}
+	pc.maxPods = max(pc.maxPods, active)
+	if pc.armed {
+		pc.minUp = min(pc.minUp, up)
+	}
+	if len(hashes) > 1 {
+		pc.together = true
+	}
+}
+
+// arm starts counting from now: the bounds apply from a settled state.
+func (pc *podCensus) arm() {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.armed, pc.maxPods, pc.minUp, pc.together = true, 0, 1<<30, false
+	pc.observe()
+}
+
+func (pc *podCensus) bounds() (maxPods, minUp int, together bool) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.maxPods, pc.minUp, pc.together
+}
+
+func webDeployment(name string, replicas int32, strategy appsv1.DeploymentStrategy) *appsv1.Deployment {
+	d := deployment(name, replicas)
+	d.Spec.Strategy = strategy
+	d.Spec.Template.Spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")}
+	return d
+}
+
+func rolloutStatus(t *testing.T, c *cluster.Cluster, s *cluster.Server, name string) {
+	t.Helper()
+	out, errOut, code := c.Kubectl(s, "", "rollout", "status", "deployment/"+name, "--timeout=90s")
+	if code != 0 {
+		t.Fatalf("kubectl rollout status %s: exit %d: %s %s", name, code, out, errOut)
+	}
+}
+
+func kubectlOK(t *testing.T, c *cluster.Cluster, s *cluster.Server, args ...string) string {
+	t.Helper()
+	out, errOut, code := c.Kubectl(s, "", args...)
+	if code != 0 {
+		t.Fatalf("kubectl %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+	}
+	return out
+}
+
+func podImages(t *testing.T, cs kubernetes.Interface, selector string) map[string]int {
+	t.Helper()
+	l, err := cs.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, p := range l.Items {
+		if p.DeletionTimestamp == nil {
+			out[p.Spec.Containers[0].Image]++
+		}
+	}
+	return out
+}
+
+// TestDeploymentRollout rolls a Deployment out, to a new image and back
+// with kubectl, checking maxSurge and maxUnavailable from a watch at every
+// step; then pauses and resumes it, and rolls a Recreate Deployment.
+func TestDeploymentRollout(t *testing.T) {
+	c, w, r := kubeCluster(t, 91)
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	cluster.StartFakeKubelet(t, wcs, testNodes(3)...)
+
+	const replicas, surge, unavailable = 10, 2, 1
+	census := watchPods(t, rcs, "default", "app=web")
+	d := webDeployment("web", replicas, appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
+		RollingUpdate: &appsv1.RollingUpdateDeployment{MaxSurge: ptr.To(intstr.FromInt32(surge)), MaxUnavailable: ptr.To(intstr.FromInt32(unavailable))}})
+	if _, err := wcs.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rolloutStatus(t, c, r, "web")
+	if got := podImages(t, rcs, "app=web"); got["busybox"] != replicas || len(got) != 1 {
+		t.Fatalf("after the first rollout: images %v", got)
+	}
+
+	roll := func(what string, args ...string) {
+		t.Helper()
+		census.arm()
+		kubectlOK(t, c, w, args...)
+		rolloutStatus(t, c, r, "web")
+		maxPods, minUp, _ := census.bounds()
+		t.Logf("%s: at most %d pods, at least %d ready", what, maxPods, minUp)
+		if maxPods > replicas+surge {
+			t.Fatalf("%s: %d pods at once; maxSurge allows %d", what, maxPods, replicas+surge)
+		}
+		if minUp < replicas-unavailable {
+			t.Fatalf("%s: only %d pods ready at one point; maxUnavailable allows %d", what, minUp, replicas-unavailable)
+		}
+	}
+	roll("new image", "set", "image", "deployment/web", "c=busybox:2")
+	if got := podImages(t, rcs, "app=web"); got["busybox:2"] != replicas || len(got) != 1 {
+		t.Fatalf("after the new image: images %v", got)
+	}
+	history := kubectlOK(t, c, r, "rollout", "history", "deployment/web")
+	if !strings.Contains(history, "1 ") || !strings.Contains(history, "2 ") {
+		t.Fatalf("rollout history lacks revisions 1 and 2:\n%s", history)
+	}
+	roll("undo", "rollout", "undo", "deployment/web")
+	if got := podImages(t, rcs, "app=web"); got["busybox"] != replicas || len(got) != 1 {
+		t.Fatalf("after undo: images %v", got)
+	}
+	dep, err := rcs.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dep.Annotations["deployment.kubernetes.io/revision"] != "3" || dep.Status.ObservedGeneration != dep.Generation ||
+		dep.Status.UpdatedReplicas != replicas || dep.Status.AvailableReplicas != replicas || dep.Status.ReadyReplicas != replicas {
+		t.Fatalf("after undo: revision %q, status %+v", dep.Annotations["deployment.kubernetes.io/revision"], dep.Status)
+	}
+	conds := map[appsv1.DeploymentConditionType]string{}
+	for _, cond := range dep.Status.Conditions {
+		conds[cond.Type] = string(cond.Status) + "/" + cond.Reason
+	}
+	if conds[appsv1.DeploymentAvailable] != "True/MinimumReplicasAvailable" || conds[appsv1.DeploymentProgressing] != "True/NewReplicaSetAvailable" {
+		t.Fatalf("conditions after undo: %v", conds)
+	}
+	rsList, err := rcs.AppsV1().ReplicaSets("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+	if err != nil || len(rsList.Items) != 2 {
+		t.Fatalf("replica sets after undo: %v (%v)", len(rsList.Items), err)
+	}
+
+	roll("restart", "rollout", "restart", "deployment/web")
+	kubectlOK(t, c, w, "rollout", "pause", "deployment/web")
+	kubectlOK(t, c, w, "set", "image", "deployment/web", "c=busybox:paused")
+	// Once the controller has seen the change, nothing has moved.
+	cluster.Eventually(t, 20*time.Second, func() error {
+		d, err := rcs.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if d.Status.ObservedGeneration != d.Generation {
+			return fmt.Errorf("generation %d observed %d", d.Generation, d.Status.ObservedGeneration)
+		}
+		return nil
+	})
+	if got := podImages(t, rcs, "app=web"); got["busybox:paused"] != 0 {
+		t.Fatalf("a paused deployment rolled: images %v", got)
+	}
+	if l, err := rcs.AppsV1().ReplicaSets("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"}); err != nil || len(l.Items) != 3 {
+		t.Fatalf("a paused deployment made a replica set: %d (%v)", len(l.Items), err)
+	}
+	roll("resume", "rollout", "resume", "deployment/web")
+	if got := podImages(t, rcs, "app=web"); got["busybox:paused"] != replicas {
+		t.Fatalf("after resume: images %v", got)
+	}
+	describe := kubectlOK(t, c, r, "describe", "deployment", "web")
+	if !strings.Contains(describe, "ScalingReplicaSet") || !strings.Contains(describe, "deployment-controller") {
+		t.Fatalf("kubectl describe shows no events of the controller:\n%s", describe)
+	}
+
+	// Recreate: the old pods are gone before a new one is made.
+	recreate := watchPods(t, rcs, "default", "app=batch")
+	rd := webDeployment("batch", 4, appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType})
+	if _, err := wcs.AppsV1().Deployments("default").Create(ctx, rd, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rolloutStatus(t, c, r, "batch")
+	recreate.arm()
+	kubectlOK(t, c, w, "set", "image", "deployment/batch", "c=busybox:2")
+	rolloutStatus(t, c, r, "batch")
+	if _, _, together := recreate.bounds(); together {
+		t.Fatal("Recreate ran old and new pods at the same time")
+	}
+	if got := podImages(t, rcs, "app=batch"); got["busybox:2"] != 4 || len(got) != 1 {
+		t.Fatalf("after Recreate: images %v", got)
+	}
+}
+
+// TestScheduler checks the scheduler end to end: pods go to the nodes
+// their constraints allow, a pod that fits nowhere gets kube-scheduler's
+// FailedScheduling event and PodScheduled=False, and it is placed once a
+// node that fits appears.
+func TestScheduler(t *testing.T) {
+	_, w, r := kubeCluster(t, 91)
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	nodes := testNodes(2)
+	nodes[1].Labels = map[string]string{"disk": "ssd"}
+	kubelet := cluster.StartFakeKubelet(t, wcs, nodes...)
+
+	pod := func(name, cpu string, selector map[string]string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{NodeSelector: selector,
+			Containers: []corev1.Container{{Name: "c", Image: "busybox", Resources: corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu)}}}}}}
+	}
+	boundTo := func(name string) string {
+		t.Helper()
+		var node string
+		cluster.Eventually(t, 20*time.Second, func() error {
+			p, err := rcs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if node = p.Spec.NodeName; node == "" {
+				return fmt.Errorf("pod %s not bound", name)
+			}
+			return nil
+		})
+		return node
+	}
+	for _, p := range []*corev1.Pod{pod("ssd", "1", map[string]string{"disk": "ssd"}), pod("any", "1", nil)} {
+		if _, err := wcs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := boundTo("ssd"); got != "node-1" {
+		t.Fatalf("the pod selecting disk=ssd went to %s", got)
+	}
+	boundTo("any")
+
+	if _, err := wcs.CoreV1().Pods("default").Create(ctx, pod("huge", "12", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const want = "0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are available: 2 No preemption victims found for incoming pod."
+	cluster.Eventually(t, 20*time.Second, func() error {
+		evs, err := rcs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: fields.Set{
+			"involvedObject.name": "huge", "reason": "FailedScheduling"}.String()})
+		if err != nil {
+			return err
+		}
+		if len(evs.Items) == 0 || evs.Items[0].Message != want || evs.Items[0].Source.Component != "default-scheduler" {
+			return fmt.Errorf("FailedScheduling events: %+v", evs.Items)
+		}
+		p, err := rcs.CoreV1().Pods("default").Get(ctx, "huge", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == "Unschedulable" && c.Message == want {
+				return nil
+			}
+		}
+		return fmt.Errorf("no PodScheduled=False condition: %+v", p.Status.Conditions)
+	})
+	if err := kubelet.AddNode(ctx, cluster.Node{Name: "big", CPU: "16", Memory: "32Gi"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := boundTo("huge"); got != "big" {
+		t.Fatalf("the 12-CPU pod went to %s", got)
+	}
+	p, err := rcs.CoreV1().Pods("default").Get(ctx, "huge", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status != corev1.ConditionTrue {
+			t.Fatalf("bound pod has PodScheduled %s", c.Status)
+		}
+	}
+}
