@@ -50,7 +50,7 @@ func (h *Handler) writeResult(w http.ResponseWriter, req *request, code int, obj
 		}
 		obj = t
 	case asPartialMetadata:
-		obj = partialMetadata(req.res, obj)
+		obj = partialMetadata(obj)
 	default:
 		if obj.GetObjectKind().GroupVersionKind().Empty() {
 			obj.GetObjectKind().SetGroupVersionKind(req.res.GroupVersionKind())
@@ -60,10 +60,14 @@ func (h *Handler) writeResult(w http.ResponseWriter, req *request, code int, obj
 	return nil
 }
 
-func partialMetadata(r *resource.Resource, obj runtime.Object) *metav1.PartialObjectMetadata {
+// partialMetadata is obj's metadata as kube-apiserver sends it for
+// as=PartialObjectMetadata(List) and in Table rows: of kind
+// meta.k8s.io/v1 PartialObjectMetadata, which a metadata client decodes
+// whatever the resource.
+func partialMetadata(obj runtime.Object) *metav1.PartialObjectMetadata {
 	om := reflect.ValueOf(obj).Elem().FieldByName("ObjectMeta").Addr().Interface().(*metav1.ObjectMeta)
 	p := &metav1.PartialObjectMetadata{ObjectMeta: *om.DeepCopy()}
-	p.APIVersion, p.Kind = r.GroupVersion.String(), r.Kind
+	p.APIVersion, p.Kind = metav1.SchemeGroupVersion.String(), "PartialObjectMetadata"
 	return p
 }
 
@@ -290,7 +294,7 @@ func (h *Handler) list(w http.ResponseWriter, req *request) error {
 		l := &metav1.PartialObjectMetadataList{ListMeta: lm}
 		l.APIVersion, l.Kind = "meta.k8s.io/v1", "PartialObjectMetadataList"
 		for _, obj := range objs {
-			p := partialMetadata(req.res, obj)
+			p := partialMetadata(obj)
 			l.Items = append(l.Items, *p)
 		}
 		h.writeObject(w, req.out, http.StatusOK, l)

@@ -50,7 +50,7 @@ func (h *Handler) table(req *request, objs []runtime.Object, lm metav1.ListMeta,
 		var embedded runtime.Object
 		switch include {
 		case metav1.IncludeMetadata:
-			embedded = partialMetadata(req.res, obj)
+			embedded = partialMetadata(obj)
 		case metav1.IncludeObject:
 			obj.GetObjectKind().SetGroupVersionKind(req.res.GroupVersionKind())
 			embedded = obj

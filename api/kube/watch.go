@@ -59,7 +59,7 @@ func (s *watchStream) send(typ watch.EventType, obj runtime.Object) error {
 		}
 	case asPartialMetadata:
 		if typ != watch.Error {
-			obj = partialMetadata(s.req.res, obj)
+			obj = partialMetadata(obj)
 		}
 	default:
 		if typ != watch.Error {
