@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -28,6 +29,7 @@ import (
 type Config struct {
 	Client    kubernetes.Interface
 	Dynamic   dynamic.Interface
+	Metadata  metadata.Interface
 	Discovery discovery.DiscoveryInterface
 	Informers informers.SharedInformerFactory
 	Events    record.EventBroadcaster
@@ -46,6 +48,7 @@ func New(cfg Config) *Controllers {
 		newServiceAccountController(cfg),
 		newReplicaSetController(cfg),
 		newDeploymentController(cfg),
+		newGarbageCollector(cfg),
 	}}
 }
 
@@ -67,6 +70,9 @@ type controller struct {
 	name   string
 	queue  workqueue.TypedRateLimitingInterface[string]
 	synced []cache.InformerSynced
+	// start, if set, starts informers of the controller's own before
+	// run waits for synced.
+	start func(ctx context.Context) error
 	sync   func(ctx context.Context, key string) error
 	// recorder writes the events users see in kubectl describe, from
 	// "<name>-controller".
@@ -105,6 +111,18 @@ func (c *controller) handler() cache.ResourceEventHandler {
 func (c *controller) run(ctx context.Context) {
 	stop := context.AfterFunc(ctx, c.queue.ShutDown)
 	defer stop()
+	for c.start != nil {
+		err := c.start(ctx)
+		if err == nil {
+			break
+		}
+		c.logger.Warn("controller did not start; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return
 	}

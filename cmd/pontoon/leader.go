@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/metadata"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
@@ -32,6 +33,10 @@ func runLeaderDuties(ctx context.Context, cfg *rest.Config, logger *slog.Logger)
 	if err != nil {
 		return fmt.Errorf("dynamic client: %w", err)
 	}
+	meta, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("metadata client: %w", err)
+	}
 	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("discovery client: %w", err)
@@ -42,7 +47,7 @@ func runLeaderDuties(ctx context.Context, cfg *rest.Config, logger *slog.Logger)
 	defer events.Shutdown()
 
 	scheduler := sched.New(client, factory, events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: sched.Name}), logger.With("component", "sched"))
-	controllers := ctrl.New(ctrl.Config{Client: client, Dynamic: dyn, Discovery: disc, Informers: factory, Events: events, Logger: logger.With("component", "ctrl")})
+	controllers := ctrl.New(ctrl.Config{Client: client, Dynamic: dyn, Metadata: meta, Discovery: disc, Informers: factory, Events: events, Logger: logger.With("component", "ctrl")})
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 	var wg sync.WaitGroup

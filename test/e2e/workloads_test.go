@@ -345,3 +345,68 @@ func TestScheduler(t *testing.T) {
 		}
 	}
 }
+
+// TestGarbageCollector deletes Deployments with each propagation policy
+// and checks what happens to their ReplicaSets and pods.
+func TestGarbageCollector(t *testing.T) {
+	_, w, r := kubeCluster(t, 91)
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	cluster.StartFakeKubelet(t, wcs, testNodes(2)...)
+
+	count := func(app string) (rs, pods int, orphans int) {
+		t.Helper()
+		rl, err := rcs.AppsV1().ReplicaSets("default").List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range rl.Items {
+			if len(x.OwnerReferences) == 0 {
+				orphans++
+			}
+		}
+		pl, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(rl.Items), len(pl.Items), orphans
+	}
+	for _, policy := range []metav1.DeletionPropagation{metav1.DeletePropagationBackground, metav1.DeletePropagationForeground, metav1.DeletePropagationOrphan} {
+		name := strings.ToLower(string(policy))
+		if _, err := wcs.AppsV1().Deployments("default").Create(ctx, webDeployment(name, 3, appsv1.DeploymentStrategy{}), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		cluster.Eventually(t, 30*time.Second, func() error {
+			if rs, pods, _ := count(name); rs != 1 || pods != 3 {
+				return fmt.Errorf("%s: %d replica sets, %d pods", name, rs, pods)
+			}
+			return nil
+		})
+		if err := wcs.AppsV1().Deployments("default").Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &policy}); err != nil {
+			t.Fatal(err)
+		}
+		if policy == metav1.DeletePropagationForeground {
+			// The owner stays, marked, until its dependents are gone.
+			d, err := rcs.AppsV1().Deployments("default").Get(ctx, name, metav1.GetOptions{})
+			if err == nil && d.DeletionTimestamp == nil {
+				t.Fatal("a foreground-deleted deployment is not marked for deletion")
+			}
+		}
+		cluster.Eventually(t, 30*time.Second, func() error {
+			if _, err := rcs.AppsV1().Deployments("default").Get(ctx, name, metav1.GetOptions{}); err == nil {
+				return fmt.Errorf("%s: deployment still there", name)
+			}
+			rs, pods, orphans := count(name)
+			if policy == metav1.DeletePropagationOrphan {
+				if rs != 1 || orphans != 1 || pods != 3 {
+					return fmt.Errorf("orphan: %d replica sets (%d orphaned), %d pods", rs, orphans, pods)
+				}
+				return nil
+			}
+			if rs != 0 || pods != 0 {
+				return fmt.Errorf("%s: %d replica sets, %d pods left", name, rs, pods)
+			}
+			return nil
+		})
+	}
+}
