@@ -73,7 +73,7 @@ type controller struct {
 	// start, if set, starts informers of the controller's own before
 	// run waits for synced.
 	start func(ctx context.Context) error
-	sync   func(ctx context.Context, key string) error
+	sync  func(ctx context.Context, key string) error
 	// recorder writes the events users see in kubectl describe, from
 	// "<name>-controller".
 	recorder record.EventRecorder
