@@ -65,6 +65,10 @@ func (cs *Controllers) Run(ctx context.Context) {
 	wg.Wait()
 }
 
+// workers is how many keys each controller syncs at once, as
+// kube-controller-manager's --concurrent-*-syncs (5 by default).
+const workers = 5
+
 // controller is a work queue of keys and the function that syncs one.
 type controller struct {
 	name   string
@@ -126,8 +130,17 @@ func (c *controller) run(ctx context.Context) {
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return
 	}
-	for c.next(ctx) {
+	// The queue never hands one key to two workers at once.
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c.next(ctx) {
+			}
+		}()
 	}
+	wg.Wait()
 }
 
 // requeueAfter asks for a key to be synced again later without counting

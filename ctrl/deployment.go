@@ -191,8 +191,7 @@ func (r *rollout) rolling(ctx context.Context) error {
 	if n := ptr.Deref(r.newRS.Spec.Replicas, 0); n != want {
 		target := want
 		if n < want {
-			total := sumReplicas(r.all())
-			target = n + max(0, min(want+surge-total, want-n))
+			target = n + max(0, min(want+surge-podCount(r.all()), want-n))
 		}
 		if target != n {
 			if err := r.scaleReplicaSet(ctx, r.newRS, target); err != nil {
@@ -357,6 +356,18 @@ func sumReplicas(rss []*appsv1.ReplicaSet) int32 {
 	return n
 }
 
+// podCount is how many pods the ReplicaSets may have at most right now:
+// a ReplicaSet just scaled down still has the pods its status counts
+// until its controller has deleted them, so maxSurge is kept even when
+// that controller lags (as after a failover).
+func podCount(rss []*appsv1.ReplicaSet) int32 {
+	var n int32
+	for _, rs := range rss {
+		n += max(ptr.Deref(rs.Spec.Replicas, 0), rs.Status.Replicas)
+	}
+	return n
+}
+
 // surgeAndUnavailable resolves maxSurge and maxUnavailable against
 // spec.replicas (surge rounding up, unavailable down) and never lets
 // both be zero.
@@ -431,7 +442,7 @@ func (r *rollout) syncNewReplicaSet(ctx context.Context, create bool) error {
 	var initial int32
 	if r.d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
 		surge, _ := r.surgeAndUnavailable()
-		initial = max(0, min(r.replicas()+surge-sumReplicas(r.old), r.replicas()))
+		initial = max(0, min(r.replicas()+surge-podCount(r.old), r.replicas()))
 	} else {
 		initial = r.replicas()
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,6 +36,7 @@ func testNodes(n int) []cluster.Node {
 type podCensus struct {
 	mu      sync.Mutex
 	pods    map[string]*corev1.Pod
+	created map[string]map[string]bool // pod names seen per pod-template-hash
 	hashes  map[string]bool // every pod-template-hash seen
 	maxPods int             // most active pods at once
 	minUp   int             // fewest ready active pods once armed
@@ -45,7 +47,7 @@ type podCensus struct {
 
 func watchPods(t *testing.T, cs kubernetes.Interface, ns, selector string) *podCensus {
 	t.Helper()
-	pc := &podCensus{pods: map[string]*corev1.Pod{}, hashes: map[string]bool{}, minUp: 1 << 30}
+	pc := &podCensus{pods: map[string]*corev1.Pod{}, created: map[string]map[string]bool{}, hashes: map[string]bool{}, minUp: 1 << 30}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: selector})
@@ -64,6 +66,11 @@ func watchPods(t *testing.T, cs kubernetes.Interface, ns, selector string) *podC
 			} else {
 				pc.pods[pod.Name] = pod
 			}
+			hash := pod.Labels[appsv1.DefaultDeploymentUniqueLabelKey]
+			if pc.created[hash] == nil {
+				pc.created[hash] = map[string]bool{}
+			}
+			pc.created[hash][pod.Name] = true
 			pc.observe()
 			pc.mu.Unlock()
 		}
@@ -102,6 +109,23 @@ func (pc *podCensus) arm() {
 	defer pc.mu.Unlock()
 	pc.armed, pc.maxPods, pc.minUp, pc.together = true, 0, 1<<30, false
 	pc.observe()
+}
+
+// createdOf counts the pods ever seen of the template with the image.
+func (pc *podCensus) createdOf(image string) int {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	hashes := map[string]bool{}
+	for _, p := range pc.pods {
+		if p.Spec.Containers[0].Image == image {
+			hashes[p.Labels[appsv1.DefaultDeploymentUniqueLabelKey]] = true
+		}
+	}
+	n := 0
+	for h := range hashes {
+		n += len(pc.created[h])
+	}
+	return n
 }
 
 func (pc *podCensus) bounds() (maxPods, minUp int, together bool) {
@@ -409,4 +433,88 @@ func TestGarbageCollector(t *testing.T) {
 			return nil
 		})
 	}
+}
+
+// TestRolloutAcrossFailover rolls a 200-replica Deployment to a new image
+// and kill -9s the leader in the middle: the rollout completes under the
+// next leader within maxSurge and maxUnavailable, with exactly one pod per
+// replica of the new template. Then it SIGSTOPs the next leader in the
+// middle of another rollout and resumes it once a new leader exists: the
+// old leader's controllers, which wake up believing they lead, add
+// nothing (a second set of controllers would create pods twice).
+func TestRolloutAcrossFailover(t *testing.T) {
+	c, w, r := kubeCluster(t, 91)
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	nodes := testNodes(5)
+	cluster.StartFakeKubelet(t, wcs, nodes...)
+
+	const replicas = 200
+	census := watchPods(t, rcs, "default", "app=big")
+	d := webDeployment("big", replicas, appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType})
+	if _, err := wcs.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rolloutStatus(t, c, r, "big")
+	surge, unavailable := replicas/4, replicas/4 // the default 25%
+
+	roll := func(image string, fault func()) {
+		t.Helper()
+		census.arm()
+		patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":"c","image":%q}]}}}}`, image)
+		if _, err := wcs.AppsV1().Deployments("default").Patch(ctx, "big", "application/strategic-merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		cluster.Eventually(t, 60*time.Second, func() error {
+			if n := census.createdOf(image); n < replicas/5 {
+				return fmt.Errorf("%d pods of %s so far", n, image)
+			}
+			return nil
+		})
+		fault()
+		cluster.Eventually(t, 120*time.Second, func() error {
+			dep, err := rcs.AppsV1().Deployments("default").Get(ctx, "big", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if s := dep.Status; s.ObservedGeneration != dep.Generation || s.UpdatedReplicas != replicas || s.AvailableReplicas != replicas || s.Replicas != replicas {
+				return fmt.Errorf("rollout of %s: %+v", image, s)
+			}
+			return nil
+		})
+		maxPods, minUp, _ := census.bounds()
+		t.Logf("%s: at most %d pods, at least %d ready, %d pods made for the new template", image, maxPods, minUp, census.createdOf(image))
+		if maxPods > replicas+surge || minUp < replicas-unavailable {
+			t.Fatalf("%s: %d pods at once (maxSurge allows %d), %d ready at one point (maxUnavailable allows %d)", image, maxPods, replicas+surge, minUp, replicas-unavailable)
+		}
+		if n := census.createdOf(image); n != replicas {
+			t.Fatalf("%s: %d pods made for %d replicas", image, n, replicas)
+		}
+	}
+
+	l := c.Leader(20 * time.Second)
+	roll("busybox:2", func() {
+		l.Kill()
+		t.Logf("killed leader %s", l.Name)
+	})
+	l.Start()
+	next := c.Leader(20 * time.Second)
+	roll("busybox:3", func() {
+		next.Signal(syscall.SIGSTOP)
+		others := c.Others(next)
+		cluster.Eventually(t, 20*time.Second, func() error {
+			for _, o := range others {
+				st, err := o.Client().Status(ctx)
+				if err != nil {
+					return err
+				}
+				if st.Leader == "" || st.Leader == next.Name {
+					return fmt.Errorf("%s sees leader %q", o.Name, st.Leader)
+				}
+			}
+			return nil
+		})
+		next.Signal(syscall.SIGCONT)
+		t.Logf("stopped leader %s until a new leader was elected, then resumed it", next.Name)
+	})
 }
