@@ -37,9 +37,9 @@ type podCensus struct {
 	mu      sync.Mutex
 	pods    map[string]*corev1.Pod
 	created map[string]map[string]bool // pod names seen per pod-template-hash
-	hashes  map[string]bool // every pod-template-hash seen
-	maxPods int             // most active pods at once
-	minUp   int             // fewest ready active pods once armed
+	hashes  map[string]bool            // every pod-template-hash seen
+	maxPods int                        // most active pods at once
+	minUp   int                        // fewest ready active pods once armed
 	armed   bool
 	// together is set when pods of two templates were active at once.
 	together bool
