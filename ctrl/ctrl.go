@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -34,6 +35,16 @@ type Config struct {
 	Informers informers.SharedInformerFactory
 	Events    record.EventBroadcaster
 	Logger    *slog.Logger
+
+	// NodeMonitorGracePeriod is how long a node's Lease may go unrenewed
+	// before the node is NotReady.
+	NodeMonitorGracePeriod time.Duration
+	// ClusterCIDR is the range nodes' pod CIDRs come from, in ranges of
+	// NodeCIDRMaskSize bits.
+	ClusterCIDR      *net.IPNet
+	NodeCIDRMaskSize int
+	// TerminatedPodGCThreshold is how many finished pods may stay.
+	TerminatedPodGCThreshold int
 }
 
 // Controllers is every controller the leader runs.
@@ -49,6 +60,10 @@ func New(cfg Config) *Controllers {
 		newReplicaSetController(cfg),
 		newDeploymentController(cfg),
 		newGarbageCollector(cfg),
+		newEndpointsController(cfg),
+		newNodeLifecycleController(cfg),
+		newNodeIPAMController(cfg),
+		newPodGCController(cfg),
 	}}
 }
 

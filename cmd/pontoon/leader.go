@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/discovery"
@@ -21,10 +23,18 @@ import (
 	"github.com/pontoon-dev/pontoon/sched"
 )
 
-// runLeaderDuties runs the scheduler and the controllers against the API
-// cfg reaches until ctx ends. They share one informer factory, so the
-// leader keeps one cache of each kind, and one event broadcaster.
-func runLeaderDuties(ctx context.Context, cfg *rest.Config, logger *slog.Logger) error {
+// leaderDuties is the controllers' settings from the server's flags.
+type leaderDuties struct {
+	ClusterCIDR              *net.IPNet
+	NodeCIDRMaskSize         int
+	NodeMonitorGracePeriod   time.Duration
+	TerminatedPodGCThreshold int
+}
+
+// run runs the scheduler and the controllers against the API cfg
+// reaches until ctx ends. They share one informer factory, so the leader
+// keeps one cache of each kind, and one event broadcaster.
+func (d leaderDuties) run(ctx context.Context, cfg *rest.Config, logger *slog.Logger) error {
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
@@ -47,7 +57,9 @@ func runLeaderDuties(ctx context.Context, cfg *rest.Config, logger *slog.Logger)
 	defer events.Shutdown()
 
 	scheduler := sched.New(client, factory, events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: sched.Name}), logger.With("component", "sched"))
-	controllers := ctrl.New(ctrl.Config{Client: client, Dynamic: dyn, Metadata: meta, Discovery: disc, Informers: factory, Events: events, Logger: logger.With("component", "ctrl")})
+	controllers := ctrl.New(ctrl.Config{Client: client, Dynamic: dyn, Metadata: meta, Discovery: disc, Informers: factory, Events: events,
+		Logger: logger.With("component", "ctrl"), NodeMonitorGracePeriod: d.NodeMonitorGracePeriod,
+		ClusterCIDR: d.ClusterCIDR, NodeCIDRMaskSize: d.NodeCIDRMaskSize, TerminatedPodGCThreshold: d.TerminatedPodGCThreshold})
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 	var wg sync.WaitGroup

@@ -39,6 +39,10 @@ type serverOptions struct {
 	pprof                          bool
 	logLevel                       string
 	serviceCIDR                    string
+	clusterCIDR                    string
+	nodeCIDRMaskSize               int
+	nodeMonitorGracePeriod         time.Duration
+	terminatedPodGCThreshold       int
 	// kubeconfig, when set, is written for the local API once it listens.
 	kubeconfig string
 }
@@ -62,6 +66,10 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.IntVar(&o.watchHistory, "watch-history", fsm.DefaultWatchHistory, "events kept for watches that start at an older revision")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.serviceCIDR, "service-cidr", "10.96.0.0/16", "IPv4 range service ClusterIPs are allocated from")
+	f.StringVar(&o.clusterCIDR, "cluster-cidr", "10.244.0.0/16", "IPv4 range nodes' pod CIDRs are allocated from")
+	f.IntVar(&o.nodeCIDRMaskSize, "node-cidr-mask-size", 24, "prefix length of each node's pod CIDR")
+	f.DurationVar(&o.nodeMonitorGracePeriod, "node-monitor-grace-period", 50*time.Second, "how long a node's Lease may go unrenewed before the node is NotReady (as kube-controller-manager)")
+	f.IntVar(&o.terminatedPodGCThreshold, "terminated-pod-gc-threshold", 12500, "finished pods kept before the oldest are deleted (0: keep all)")
 	f.BoolVar(&o.pprof, "enable-pprof", false, "serve Go's profiler under /debug/pprof/ on the API address")
 }
 
@@ -128,6 +136,13 @@ func runServer(ctx context.Context, o serverOptions) error {
 	}
 	if ones, _ := serviceCIDR.Mask.Size(); ones > 30 || ones < 12 {
 		return fmt.Errorf("--service-cidr %q: the prefix must be between /12 and /30", o.serviceCIDR)
+	}
+	_, clusterCIDR, err := net.ParseCIDR(o.clusterCIDR)
+	if err != nil || clusterCIDR.IP.To4() == nil {
+		return fmt.Errorf("--cluster-cidr %q: want an IPv4 CIDR such as 10.244.0.0/16", o.clusterCIDR)
+	}
+	if ones, _ := clusterCIDR.Mask.Size(); o.nodeCIDRMaskSize < ones || o.nodeCIDRMaskSize > 30 || o.nodeCIDRMaskSize-ones > 20 {
+		return fmt.Errorf("--node-cidr-mask-size %d: must be between the --cluster-cidr prefix (/%d) and /30, at most 20 bits longer", o.nodeCIDRMaskSize, ones)
 	}
 	if o.advertise == "" {
 		o.advertise, _, _ = net.SplitHostPort(o.raftAddr)
@@ -200,7 +215,9 @@ func runServer(ctx context.Context, o serverOptions) error {
 	// API in-process.
 	node.AddLeaderDuty(func(ctx context.Context) {
 		cfg := &rest.Config{Host: "http://" + advAPI, Transport: apiServer.LocalTransport(ctx), QPS: -1}
-		if err := runLeaderDuties(ctx, cfg, logger); err != nil {
+		duties := leaderDuties{ClusterCIDR: clusterCIDR, NodeCIDRMaskSize: o.nodeCIDRMaskSize,
+			NodeMonitorGracePeriod: o.nodeMonitorGracePeriod, TerminatedPodGCThreshold: o.terminatedPodGCThreshold}
+		if err := duties.run(ctx, cfg, logger); err != nil {
 			logger.Error("leader duties", "err", err)
 		}
 	})

@@ -1,0 +1,296 @@
+package ctrl
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	coordinationlisters "k8s.io/client-go/listers/coordination/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// podsByNode indexes the shared pod informer by spec.nodeName.
+const podsByNode = "spec.nodeName"
+
+func indexPodsByNode(obj any) ([]string, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok || pod.Spec.NodeName == "" {
+		return nil, nil
+	}
+	return []string{pod.Spec.NodeName}, nil
+}
+
+// nodeLifecycleController watches the nodes' heartbeats, as Kubernetes'
+// node lifecycle controller does: a node whose Lease has not been renewed
+// for the grace period becomes Ready=Unknown; a node that is not Ready is
+// tainted node.kubernetes.io/unreachable or not-ready (NoSchedule and
+// NoExecute); and the pods on a node with NoExecute taints are evicted
+// once their tolerations run out (300 s by default).
+//
+// A heartbeat is dated by when this controller saw the Lease change, not
+// by the time written in it, so clocks need not agree, and a new leader
+// gives every node a full grace period.
+type nodeLifecycleController struct {
+	*controller
+	client kubernetes.Interface
+	nodes  corelisters.NodeLister
+	leases coordinationlisters.LeaseLister
+	pods   cache.Indexer
+	grace  time.Duration
+
+	mu   sync.Mutex
+	seen map[string]heartbeat
+}
+
+// heartbeat is the last Lease renewal seen of a node and when.
+type heartbeat struct {
+	renew time.Time
+	at    time.Time
+}
+
+func newNodeLifecycleController(cfg Config) *controller {
+	c := &nodeLifecycleController{client: cfg.Client, grace: cfg.NodeMonitorGracePeriod, seen: map[string]heartbeat{}}
+	c.controller = newController("node-lifecycle", cfg, c.sync)
+	nodeInf, podInf := cfg.Informers.Core().V1().Nodes(), cfg.Informers.Core().V1().Pods()
+	leaseInf := cfg.Informers.Coordination().V1().Leases()
+	nodeInf.Informer().AddEventHandler(c.handler())
+	leaseInf.Informer().AddEventHandler(cache.FilteringResourceEventHandler{
+		FilterFunc: func(obj any) bool {
+			l, ok := obj.(*coordinationv1.Lease)
+			return ok && l.Namespace == corev1.NamespaceNodeLease
+		},
+		Handler: cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { c.queue.Add(obj.(*coordinationv1.Lease).Name) },
+			UpdateFunc: func(_, obj any) { c.queue.Add(obj.(*coordinationv1.Lease).Name) },
+		},
+	})
+	// The index is registered before the factory starts; it is the only
+	// index on the shared pod informer.
+	if err := podInf.Informer().AddIndexers(cache.Indexers{podsByNode: indexPodsByNode}); err != nil {
+		c.logger.Error("indexing pods by node", "err", err)
+	}
+	podInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if pod := obj.(*corev1.Pod); pod.Spec.NodeName != "" {
+				c.queue.Add(pod.Spec.NodeName)
+			}
+		},
+		UpdateFunc: func(old, obj any) {
+			if o, p := old.(*corev1.Pod), obj.(*corev1.Pod); o.Spec.NodeName != p.Spec.NodeName || !equality.Semantic.DeepEqual(o.Spec.Tolerations, p.Spec.Tolerations) {
+				c.queue.Add(p.Spec.NodeName)
+			}
+		},
+	})
+	c.nodes, c.leases, c.pods = nodeInf.Lister(), leaseInf.Lister(), podInf.Informer().GetIndexer()
+	c.synced = append(c.synced, nodeInf.Informer().HasSynced, leaseInf.Informer().HasSynced, podInf.Informer().HasSynced)
+	return c.controller
+}
+
+func (c *nodeLifecycleController) sync(ctx context.Context, name string) error {
+	node, err := c.nodes.Get(name)
+	if apierrors.IsNotFound(err) {
+		c.mu.Lock()
+		delete(c.seen, name)
+		c.mu.Unlock()
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	silent := c.silence(name, now)
+	ready := readyCondition(node)
+	if silent >= c.grace && (ready == nil || ready.Status != corev1.ConditionUnknown) {
+		if node, err = c.markUnknown(ctx, node, now); err != nil {
+			return err
+		}
+		ready = readyCondition(node)
+	}
+	if node, err = c.syncTaints(ctx, node, ready, now); err != nil {
+		return err
+	}
+	next, err := c.evict(ctx, node, now)
+	if err != nil {
+		return err
+	}
+	if silent < c.grace {
+		left := c.grace - silent + 100*time.Millisecond
+		if next == 0 || left < next {
+			next = left
+		}
+	}
+	if next > 0 {
+		return requeueAfter(next)
+	}
+	return nil
+}
+
+// silence is how long ago the node's Lease was last seen renewed.
+func (c *nodeLifecycleController) silence(name string, now time.Time) time.Duration {
+	var renew time.Time
+	if l, err := c.leases.Leases(corev1.NamespaceNodeLease).Get(name); err == nil && l.Spec.RenewTime != nil {
+		renew = l.Spec.RenewTime.Time
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	hb, ok := c.seen[name]
+	if !ok || !hb.renew.Equal(renew) {
+		hb = heartbeat{renew: renew, at: now}
+		c.seen[name] = hb
+	}
+	return now.Sub(hb.at)
+}
+
+func readyCondition(node *corev1.Node) *corev1.NodeCondition {
+	for i := range node.Status.Conditions {
+		if node.Status.Conditions[i].Type == corev1.NodeReady {
+			return &node.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// markUnknown sets the node's conditions to Unknown, as for a kubelet
+// that stopped posting its status.
+func (c *nodeLifecycleController) markUnknown(ctx context.Context, node *corev1.Node, now time.Time) (*corev1.Node, error) {
+	next := node.DeepCopy()
+	t := metav1.NewTime(now)
+	if readyCondition(next) == nil {
+		next.Status.Conditions = append(next.Status.Conditions, corev1.NodeCondition{Type: corev1.NodeReady})
+	}
+	for i := range next.Status.Conditions {
+		cond := &next.Status.Conditions[i]
+		if cond.Status == corev1.ConditionUnknown {
+			continue
+		}
+		cond.Status, cond.Reason, cond.Message, cond.LastTransitionTime = corev1.ConditionUnknown, "NodeStatusUnknown", "Kubelet stopped posting node status.", t
+	}
+	updated, err := c.client.CoreV1().Nodes().UpdateStatus(ctx, next, metav1.UpdateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("mark node %s unknown: %w", node.Name, err)
+	}
+	c.recorder.Eventf(node, corev1.EventTypeNormal, "NodeNotReady", "Node %s status is now: NodeNotReady", node.Name)
+	return updated, nil
+}
+
+// syncTaints makes the node carry the unreachable or not-ready taints its
+// Ready condition calls for, and no other of the two.
+func (c *nodeLifecycleController) syncTaints(ctx context.Context, node *corev1.Node, ready *corev1.NodeCondition, now time.Time) (*corev1.Node, error) {
+	var want string
+	switch {
+	case ready == nil || ready.Status == corev1.ConditionUnknown:
+		want = corev1.TaintNodeUnreachable
+	case ready.Status == corev1.ConditionFalse:
+		want = corev1.TaintNodeNotReady
+	}
+	var taints []corev1.Taint
+	has := map[corev1.TaintEffect]bool{}
+	for _, t := range node.Spec.Taints {
+		if t.Key == corev1.TaintNodeUnreachable || t.Key == corev1.TaintNodeNotReady {
+			if t.Key != want {
+				continue
+			}
+			has[t.Effect] = true
+		}
+		taints = append(taints, t)
+	}
+	if want != "" {
+		for _, e := range []corev1.TaintEffect{corev1.TaintEffectNoSchedule, corev1.TaintEffectNoExecute} {
+			if !has[e] {
+				t := corev1.Taint{Key: want, Effect: e}
+				if e == corev1.TaintEffectNoExecute {
+					t.TimeAdded = &metav1.Time{Time: now}
+				}
+				taints = append(taints, t)
+			}
+		}
+	}
+	if equality.Semantic.DeepEqual(taints, node.Spec.Taints) {
+		return node, nil
+	}
+	next := node.DeepCopy()
+	next.Spec.Taints = taints
+	updated, err := c.client.CoreV1().Nodes().Update(ctx, next, metav1.UpdateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("taint node %s: %w", node.Name, err)
+	}
+	return updated, nil
+}
+
+// evict deletes the pods on the node whose tolerations of its NoExecute
+// taints have run out, and returns when the next one runs out.
+func (c *nodeLifecycleController) evict(ctx context.Context, node *corev1.Node, now time.Time) (time.Duration, error) {
+	var noExecute []corev1.Taint
+	for _, t := range node.Spec.Taints {
+		if t.Effect == corev1.TaintEffectNoExecute {
+			noExecute = append(noExecute, t)
+		}
+	}
+	if len(noExecute) == 0 {
+		return 0, nil
+	}
+	objs, err := c.pods.ByIndex(podsByNode, node.Name)
+	if err != nil {
+		return 0, err
+	}
+	var next time.Duration
+	for _, o := range objs {
+		pod := o.(*corev1.Pod)
+		if !podActive(pod) {
+			continue
+		}
+		at, ok := evictionTime(pod, noExecute)
+		if !ok {
+			continue
+		}
+		if left := at.Sub(now); left > 0 {
+			if next == 0 || left < next {
+				next = left
+			}
+			continue
+		}
+		if err := deletePod(ctx, c.client, pod); err != nil {
+			return 0, err
+		}
+		c.recorder.Eventf(pod, corev1.EventTypeNormal, "TaintManagerEviction", "Marking for deletion Pod %s/%s", pod.Namespace, pod.Name)
+	}
+	return next, nil
+}
+
+// evictionTime is when the pod must leave a node with these NoExecute
+// taints: at once for a taint it does not tolerate, else when the
+// shortest tolerationSeconds since a taint was added runs out; false if
+// it tolerates them all for ever.
+func evictionTime(pod *corev1.Pod, taints []corev1.Taint) (time.Time, bool) {
+	var at time.Time
+	bounded := false
+	for i := range taints {
+		t := &taints[i]
+		idx := slices.IndexFunc(pod.Spec.Tolerations, func(tol corev1.Toleration) bool { return tol.ToleratesTaint(t) })
+		if idx < 0 {
+			return time.Time{}, true
+		}
+		secs := pod.Spec.Tolerations[idx].TolerationSeconds
+		if secs == nil {
+			continue
+		}
+		added := time.Time{}
+		if t.TimeAdded != nil {
+			added = t.TimeAdded.Time
+		}
+		end := added.Add(time.Duration(max(*secs, 0)) * time.Second)
+		if !bounded || end.Before(at) {
+			at, bounded = end, true
+		}
+	}
+	return at, bounded
+}
