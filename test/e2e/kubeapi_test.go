@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/pontoon-dev/pontoon/test/cluster"
@@ -322,29 +323,53 @@ func TestKubeAPI(t *testing.T) {
 		if !strings.HasPrefix(got.Name, "meta-") || len(got.Name) != 10 || got.UID == "" || got.CreationTimestamp.IsZero() || got.Generation != 1 {
 			t.Fatalf("server-set metadata: %+v", got.ObjectMeta)
 		}
-		got.Labels = map[string]string{"x": "y"}
-		got, _ = wcs.AppsV1().Deployments(ns).Update(ctx, got, metav1.UpdateOptions{})
+		// The deployment controller writes too: each update starts from
+		// a fresh read.
+		update := func(change func(*appsv1.Deployment), sub ...string) (*appsv1.Deployment, int64) {
+			t.Helper()
+			var out *appsv1.Deployment
+			var status int64
+			err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				cur, err := wcs.AppsV1().Deployments(ns).Get(ctx, got.Name, metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				status = int64(cur.Status.Replicas)
+				change(cur)
+				if len(sub) > 0 {
+					out, err = wcs.AppsV1().Deployments(ns).UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+				} else {
+					out, err = wcs.AppsV1().Deployments(ns).Update(ctx, cur, metav1.UpdateOptions{})
+				}
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return out, status
+		}
+		got, _ = update(func(d *appsv1.Deployment) { d.Labels = map[string]string{"x": "y"} })
 		if got.Generation != 1 {
 			t.Fatalf("a label change bumped generation to %d", got.Generation)
 		}
-		got.Spec.Replicas = ptr.To[int32](3)
-		got.Status.Replicas = 99
-		got, _ = wcs.AppsV1().Deployments(ns).Update(ctx, got, metav1.UpdateOptions{})
-		if got.Generation != 2 || got.Status.Replicas != 0 {
-			t.Fatalf("spec update: generation %d, status.replicas %d (want 2, 0)", got.Generation, got.Status.Replicas)
+		got, before := update(func(d *appsv1.Deployment) { d.Spec.Replicas = ptr.To[int32](3); d.Status.Replicas = 99 })
+		if got.Generation != 2 || int64(got.Status.Replicas) != before {
+			t.Fatalf("spec update: generation %d, status.replicas %d (want 2, %d)", got.Generation, got.Status.Replicas, before)
 		}
-		got.Status.Replicas = 3
-		got.Spec.Replicas = ptr.To[int32](10)
-		got, err = wcs.AppsV1().Deployments(ns).UpdateStatus(ctx, got, metav1.UpdateOptions{})
-		if err != nil || got.Status.Replicas != 3 || *got.Spec.Replicas != 3 || got.Generation != 2 {
-			t.Fatalf("status update: %v %+v", err, got)
+		got, _ = update(func(d *appsv1.Deployment) { d.Status.Replicas = 3; d.Spec.Replicas = ptr.To[int32](10) }, "status")
+		if got.Status.Replicas != 3 || *got.Spec.Replicas != 3 || got.Generation != 2 {
+			t.Fatalf("status update: %+v", got)
 		}
-		s, err := wcs.AppsV1().Deployments(ns).GetScale(ctx, got.Name, metav1.GetOptions{})
-		if err != nil || s.Spec.Replicas != 3 || s.Status.Replicas != 3 {
-			t.Fatalf("scale: %v %+v", err, s)
-		}
-		s.Spec.Replicas = 4
-		if _, err := wcs.AppsV1().Deployments(ns).UpdateScale(ctx, got.Name, s, metav1.UpdateOptions{}); err != nil {
+		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			s, err := wcs.AppsV1().Deployments(ns).GetScale(ctx, got.Name, metav1.GetOptions{})
+			if err != nil || s.Spec.Replicas != 3 {
+				t.Fatalf("scale: %v %+v", err, s)
+			}
+			s.Spec.Replicas = 4
+			_, err = wcs.AppsV1().Deployments(ns).UpdateScale(ctx, got.Name, s, metav1.UpdateOptions{})
+			return err
+		})
+		if err != nil {
 			t.Fatal(err)
 		}
 		if got, _ := rcs.AppsV1().Deployments(ns).Get(ctx, got.Name, metav1.GetOptions{}); *got.Spec.Replicas != 4 {

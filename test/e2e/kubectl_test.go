@@ -171,30 +171,39 @@ func TestKubectlAcrossServers(t *testing.T) {
 	kubectlFails(t, c, w, "must consist of lower case", "create", "configmap", "Bad_Name")
 	kubectlFails(t, c, w, `unknown field "spec.bogus"`, "apply", "--dry-run=server", "--validate=strict", "--filename", writeTemp(t, strings.Replace(webManifest, "replicas: 2", "replicas: 2\n  bogus: 1", 1)))
 
-	// Deletion with each propagation policy: background removes the
-	// object; foreground and orphan leave it to the garbage collector
-	// with their finalizer.
-	for _, p := range []struct{ policy, finalizer string }{{"foreground", "foregroundDeletion"}, {"orphan", "orphan"}, {"background", ""}} {
-		name := "del-" + p.policy
+	// Deletion with each propagation policy: the deployment goes, and its
+	// replica set with it unless it is orphaned.
+	for _, policy := range []string{"foreground", "orphan", "background"} {
+		name := "del-" + policy
 		kubectl(t, c, w, "", "create", "deployment", name, "--image=busybox")
-		kubectl(t, c, w, "", "delete", "deployment", name, "--cascade="+p.policy, "--wait=false")
-		out, errOut, code := c.Kubectl(r, "", "get", "deployment", name, "-o", "jsonpath={.metadata.finalizers[0]} {.metadata.deletionTimestamp}")
-		if p.finalizer == "" {
-			if code == 0 || !strings.Contains(errOut, "NotFound") {
-				t.Fatalf("background delete left %s: %s%s", name, out, errOut)
+		cluster.Eventually(t, 20*time.Second, func() error {
+			if out := kubectl(t, c, r, "", "get", "replicasets", "-l", "app="+name, "-o", "name"); out == "" {
+				return fmt.Errorf("no replica set for %s yet", name)
 			}
-			continue
-		}
-		if code != 0 || !strings.HasPrefix(out, p.finalizer+" 20") {
-			t.Fatalf("%s delete: %q %s", p.policy, out, errOut)
-		}
-		kubectl(t, c, w, "", "patch", "deployment", name, "--type=merge", "-p", `{"metadata":{"finalizers":null}}`)
+			return nil
+		})
+		kubectl(t, c, w, "", "delete", "deployment", name, "--cascade="+policy)
 		kubectlFails(t, c, r, "NotFound", "get", "deployment", name)
+		cluster.Eventually(t, 20*time.Second, func() error {
+			out := kubectl(t, c, r, "", "get", "replicasets", "-l", "app="+name, "-o", "jsonpath={.items[*].metadata.ownerReferences}")
+			left := kubectl(t, c, r, "", "get", "replicasets", "-l", "app="+name, "-o", "name")
+			if policy == "orphan" && (left == "" || out != "") {
+				return fmt.Errorf("orphan delete: replica sets %q, owners %q", left, out)
+			}
+			if policy != "orphan" && left != "" {
+				return fmt.Errorf("%s delete left %s", policy, left)
+			}
+			return nil
+		})
 	}
+	kubectl(t, c, w, "", "delete", "replicasets", "-l", "app=del-orphan")
 	kubectl(t, c, w, "", "delete", "--filename", writeTemp(t, webManifest))
-	if out := kubectl(t, c, r, "", "get", "all", "-o", "name"); out != "" {
-		t.Fatalf("left after delete -f:\n%s", out)
-	}
+	cluster.Eventually(t, 20*time.Second, func() error {
+		if out := kubectl(t, c, r, "", "get", "all", "-o", "name"); out != "" {
+			return fmt.Errorf("left after delete -f:\n%s", out)
+		}
+		return nil
+	})
 }
 
 // TestKubectlWhileLeaderDies creates objects with kubectl through a

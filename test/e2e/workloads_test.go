@@ -518,3 +518,221 @@ func TestRolloutAcrossFailover(t *testing.T) {
 		t.Logf("stopped leader %s until a new leader was elected, then resumed it", next.Name)
 	})
 }
+
+// TestEndpointSlices checks that a Service's EndpointSlices and Endpoints
+// follow its pods: ports resolved by name, readiness, and pods leaving.
+func TestEndpointSlices(t *testing.T) {
+	_, w, r := kubeCluster(t, 91)
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	var unready sync.Map
+	kubelet := cluster.StartFakeKubelet(t, wcs, testNodes(2)...)
+	kubelet.Unready = func(p *corev1.Pod) bool { _, ok := unready.Load(p.Name); return ok }
+
+	d := webDeployment("api", 3, appsv1.DeploymentStrategy{})
+	d.Spec.Template.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}
+	if _, err := wcs.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "api"}, Spec: corev1.ServiceSpec{
+		Selector: map[string]string{"app": "api"},
+		Ports:    []corev1.ServicePort{{Name: "web", Port: 80, TargetPort: intstr.FromString("http")}},
+	}}
+	if _, err := wcs.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// endpoints waits until the slices list want ready and notReady
+	// endpoints on port 8080, and the Endpoints object agrees.
+	endpoints := func(ready, notReady int) {
+		t.Helper()
+		cluster.Eventually(t, 30*time.Second, func() error {
+			l, err := rcs.DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=api"})
+			if err != nil {
+				return err
+			}
+			r, nr := 0, 0
+			for _, s := range l.Items {
+				if len(s.Endpoints) > 0 && (len(s.Ports) != 1 || *s.Ports[0].Port != 8080 || *s.Ports[0].Name != "web") {
+					return fmt.Errorf("slice %s has ports %+v", s.Name, s.Ports)
+				}
+				for _, e := range s.Endpoints {
+					if *e.Conditions.Ready {
+						r++
+					} else {
+						nr++
+					}
+				}
+			}
+			if r != ready || nr != notReady {
+				return fmt.Errorf("slices: %d ready, %d not ready; want %d, %d", r, nr, ready, notReady)
+			}
+			ep, err := rcs.CoreV1().Endpoints("default").Get(ctx, "api", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			r, nr = 0, 0
+			for _, s := range ep.Subsets {
+				r, nr = r+len(s.Addresses), nr+len(s.NotReadyAddresses)
+			}
+			if r != ready || nr != notReady {
+				return fmt.Errorf("endpoints: %d ready, %d not ready; want %d, %d", r, nr, ready, notReady)
+			}
+			return nil
+		})
+	}
+	endpoints(3, 0)
+
+	pods, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=api"})
+	if err != nil || len(pods.Items) != 3 {
+		t.Fatalf("%d pods (%v)", len(pods.Items), err)
+	}
+	sick := pods.Items[0].Name
+	unready.Store(sick, true)
+	// Touch the pod so the kubelet looks at it again.
+	if _, err := wcs.CoreV1().Pods("default").Patch(ctx, sick, "application/merge-patch+json", []byte(`{"metadata":{"annotations":{"probe":"failing"}}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	endpoints(2, 1)
+	unready.Delete(sick)
+	if _, err := wcs.CoreV1().Pods("default").Patch(ctx, sick, "application/merge-patch+json", []byte(`{"metadata":{"annotations":{"probe":"passing"}}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	endpoints(3, 0)
+	if _, err := wcs.AppsV1().Deployments("default").Patch(ctx, "api", "application/merge-patch+json", []byte(`{"spec":{"replicas":1}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	endpoints(1, 0)
+	if err := wcs.CoreV1().Services("default").Delete(ctx, "api", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		l, err := rcs.DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=api"})
+		if err != nil {
+			return err
+		}
+		if _, err := rcs.CoreV1().Endpoints("default").Get(ctx, "api", metav1.GetOptions{}); err == nil || len(l.Items) > 0 {
+			return fmt.Errorf("after the service is deleted: %d slices, endpoints %v", len(l.Items), err)
+		}
+		return nil
+	})
+}
+
+// TestNodeLifecycle gives nodes pod CIDRs, stops one node's Lease and
+// checks that the node becomes NotReady and tainted, that its pods leave
+// when their tolerations run out and not before, that nothing new goes
+// there, and that deleting the node deletes the pods left on it.
+func TestNodeLifecycle(t *testing.T) {
+	_, w, r := kubeCluster(t, 91, "--node-monitor-grace-period", "3s")
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	kubelet := cluster.StartFakeKubelet(t, wcs, testNodes(2)...)
+
+	cidrs := map[string]string{}
+	cluster.Eventually(t, 20*time.Second, func() error {
+		for _, name := range []string{"node-0", "node-1"} {
+			n, err := rcs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if n.Spec.PodCIDR == "" {
+				return fmt.Errorf("%s has no pod CIDR", name)
+			}
+			cidrs[name] = n.Spec.PodCIDR
+		}
+		return nil
+	})
+	if cidrs["node-0"] == cidrs["node-1"] || !strings.HasPrefix(cidrs["node-0"], "10.244.") || !strings.HasSuffix(cidrs["node-0"], ".0/24") {
+		t.Fatalf("pod CIDRs %v", cidrs)
+	}
+
+	onNode0 := func(name string, seconds *int64) {
+		t.Helper()
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{
+			NodeSelector: map[string]string{corev1.LabelHostname: "node-0"},
+			Containers:   []corev1.Container{{Name: "c", Image: "busybox"}}}}
+		if name != "default" {
+			p.Spec.Tolerations = []corev1.Toleration{{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists,
+				Effect: corev1.TaintEffectNoExecute, TolerationSeconds: seconds}}
+		}
+		if _, err := wcs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	onNode0("short", ptr.To[int64](2))
+	onNode0("forever", nil)
+	onNode0("default", nil)
+	cluster.Eventually(t, 20*time.Second, func() error {
+		l, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=node-0,status.phase=Running"})
+		if err != nil || len(l.Items) != 3 {
+			return fmt.Errorf("%d pods running on node-0 (%v)", len(l.Items), err)
+		}
+		return nil
+	})
+	def, err := rcs.CoreV1().Pods("default").Get(ctx, "default", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, tol := range def.Spec.Tolerations {
+		found = found || (tol.Key == corev1.TaintNodeUnreachable && tol.TolerationSeconds != nil && *tol.TolerationSeconds == 300)
+	}
+	if !found {
+		t.Fatalf("a pod without tolerations did not get the default 300 s: %+v", def.Spec.Tolerations)
+	}
+
+	kubelet.StopRenewing("node-0")
+	cluster.Eventually(t, 30*time.Second, func() error {
+		n, err := rcs.CoreV1().Nodes().Get(ctx, "node-0", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		effects := map[corev1.TaintEffect]bool{}
+		for _, taint := range n.Spec.Taints {
+			if taint.Key == corev1.TaintNodeUnreachable {
+				effects[taint.Effect] = true
+			}
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionUnknown && effects[corev1.TaintEffectNoSchedule] && effects[corev1.TaintEffectNoExecute] {
+				return nil
+			}
+		}
+		return fmt.Errorf("node-0: conditions %+v, taints %+v", n.Status.Conditions, n.Spec.Taints)
+	})
+	cluster.Eventually(t, 30*time.Second, func() error {
+		if _, err := rcs.CoreV1().Pods("default").Get(ctx, "short", metav1.GetOptions{}); err == nil {
+			return fmt.Errorf("the pod tolerating 2 s is still there")
+		}
+		return nil
+	})
+	for _, name := range []string{"forever", "default"} {
+		if p, err := rcs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{}); err != nil || p.DeletionTimestamp != nil {
+			t.Fatalf("pod %s was evicted before its toleration ran out (%v)", name, err)
+		}
+	}
+	fresh := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "fresh"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+	if _, err := wcs.CoreV1().Pods("default").Create(ctx, fresh, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Eventually(t, 20*time.Second, func() error {
+		p, err := rcs.CoreV1().Pods("default").Get(ctx, "fresh", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if p.Spec.NodeName != "node-1" {
+			return fmt.Errorf("a new pod is on %q", p.Spec.NodeName)
+		}
+		return nil
+	})
+
+	if err := wcs.CoreV1().Nodes().Delete(ctx, "node-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		l, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=node-0"})
+		if err != nil || len(l.Items) != 0 {
+			return fmt.Errorf("%d pods left on the deleted node (%v)", len(l.Items), err)
+		}
+		return nil
+	})
+}
