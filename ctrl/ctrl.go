@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
@@ -45,6 +46,22 @@ type Config struct {
 	NodeCIDRMaskSize int
 	// TerminatedPodGCThreshold is how many finished pods may stay.
 	TerminatedPodGCThreshold int
+}
+
+// NewInformerFactory makes the informer factory the leader's scheduler
+// and controllers share. As kube-controller-manager's and
+// kube-scheduler's, its caches leave out managedFields, which no
+// controller reads and which are a good part of every object.
+func NewInformerFactory(client kubernetes.Interface) informers.SharedInformerFactory {
+	return informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(stripManagedFields))
+}
+
+// stripManagedFields is an informer transform that drops managedFields.
+func stripManagedFields(obj any) (any, error) {
+	if m, err := meta.Accessor(obj); err == nil && m.GetManagedFields() != nil {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
 // Controllers is every controller the leader runs.

@@ -73,6 +73,9 @@ func (gc *garbageCollector) watchAll(ctx context.Context) error {
 			}
 			gvr := gv.WithResource(r.Name)
 			inf := factory.ForResource(gvr).Informer()
+			if err := inf.SetTransform(stripManagedFields); err != nil {
+				return err
+			}
 			if err := inf.AddIndexers(cache.Indexers{byUID: indexUID, byOwner: indexOwners}); err != nil {
 				return err
 			}

@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -51,7 +50,7 @@ func (d leaderDuties) run(ctx context.Context, cfg *rest.Config, logger *slog.Lo
 	if err != nil {
 		return fmt.Errorf("discovery client: %w", err)
 	}
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := ctrl.NewInformerFactory(client)
 	events := record.NewBroadcaster(record.WithContext(ctx))
 	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	defer events.Shutdown()

@@ -26,7 +26,7 @@ func main() {
 	duration := flag.Duration("duration", 8*time.Second, "how long each throughput measurement runs")
 	keys := flag.Int("restart-keys", 100000, "keys loaded before the restart and memory measurements")
 	rounds := flag.Int("failover-rounds", 20, "leader kills in the failover measurement")
-	suites := flag.String("suites", "store,kube", "what to measure: store (against etcd), kube (the Kubernetes API)")
+	suites := flag.String("suites", "store,kube,sched", "what to measure: store (against etcd), kube (the Kubernetes API), sched (the scheduler and controllers)")
 	flag.Parse()
 	bin := os.Getenv("PONTOON_BIN")
 	if bin == "" {
@@ -48,6 +48,11 @@ func main() {
 		log.Printf("== Kubernetes API")
 		k := measureKube(r, bin, cfg)
 		report.kube = &k
+	}
+	if strings.Contains(*suites, "sched") {
+		log.Printf("== scheduler and controllers")
+		s := measureSched(r, bin, cfg)
+		report.sched = &s
 	}
 	text := report.markdown(cfg, time.Since(start))
 	if *out == "" {
@@ -234,6 +239,7 @@ func failover(sys system) time.Duration {
 type report struct {
 	results []result
 	kube    *kubeResult
+	sched   *schedResult
 }
 
 func (r *report) add(res result) { r.results = append(r.results, res) }
@@ -263,6 +269,9 @@ func (r *report) markdown(cfg config, took time.Duration) string {
 	}
 	if r.kube != nil {
 		r.kube.markdown(&b)
+	}
+	if r.sched != nil {
+		r.sched.markdown(&b)
 	}
 	return b.String()
 }
