@@ -81,6 +81,8 @@ func New(cfg Config) *Controllers {
 		newNodeLifecycleController(cfg),
 		newNodeIPAMController(cfg),
 		newPodGCController(cfg),
+		newJobController(cfg),
+		newCronJobController(cfg),
 	}}
 }
 

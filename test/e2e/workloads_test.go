@@ -10,6 +10,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/pontoon-dev/pontoon/test/cluster"
@@ -735,4 +737,186 @@ func TestNodeLifecycle(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// jobKubelet plays the kubelet for Job tests: a pod ends as its "outcome"
+// label says (Succeeded by default, Failed for "fail", never for "hang").
+func jobKubelet(t *testing.T, cs kubernetes.Interface) *cluster.FakeKubelet {
+	k := cluster.StartFakeKubelet(t, cs, testNodes(2)...)
+	k.Exit = func(p *corev1.Pod) corev1.PodPhase {
+		switch p.Labels["outcome"] {
+		case "fail":
+			return corev1.PodFailed
+		case "hang":
+			return ""
+		}
+		return corev1.PodSucceeded
+	}
+	return k
+}
+
+func batchJob(name string, completions, parallelism int32, outcome string) *batchv1.Job {
+	return &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: batchv1.JobSpec{
+		Completions: ptr.To(completions), Parallelism: ptr.To(parallelism),
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"outcome": outcome}},
+			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
+}
+
+// waitJob waits until the job has the condition and returns it.
+func waitJob(t *testing.T, cs kubernetes.Interface, name string, cond batchv1.JobConditionType) *batchv1.Job {
+	t.Helper()
+	var job *batchv1.Job
+	cluster.Eventually(t, 60*time.Second, func() error {
+		j, err := cs.BatchV1().Jobs("default").Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, c := range j.Status.Conditions {
+			if c.Type == cond && c.Status == corev1.ConditionTrue {
+				job = j
+				return nil
+			}
+		}
+		return fmt.Errorf("job %s: %+v", name, j.Status)
+	})
+	return job
+}
+
+// TestJobs runs Jobs to completion, to their backoff limit and to their
+// deadline, in Indexed mode, and with a TTL after they finish.
+func TestJobs(t *testing.T) {
+	c, w, r := kubeCluster(t, 91)
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	jobKubelet(t, wcs)
+
+	indexed := batchJob("indexed", 3, 3, "")
+	indexed.Spec.CompletionMode = ptr.To(batchv1.IndexedCompletion)
+	bad := batchJob("bad", 1, 1, "fail")
+	bad.Spec.BackoffLimit = ptr.To[int32](1)
+	late := batchJob("late", 1, 1, "hang")
+	late.Spec.ActiveDeadlineSeconds = ptr.To[int64](2)
+	brief := batchJob("brief", 1, 1, "")
+	brief.Spec.TTLSecondsAfterFinished = ptr.To[int32](1)
+	for _, j := range []*batchv1.Job{batchJob("ok", 4, 2, ""), indexed, bad, late, brief} {
+		if _, err := wcs.BatchV1().Jobs("default").Create(ctx, j, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kubectlOK(t, c, r, "wait", "--for=condition=complete", "job/ok", "--timeout=60s")
+	ok := waitJob(t, rcs, "ok", batchv1.JobComplete)
+	if ok.Status.Succeeded != 4 || ok.Status.Failed != 0 || ok.Status.CompletionTime == nil {
+		t.Fatalf("job ok: %+v", ok.Status)
+	}
+	pods, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "job-name=ok"})
+	if err != nil || len(pods.Items) != 4 {
+		t.Fatalf("job ok made %d pods (%v)", len(pods.Items), err)
+	}
+	for _, p := range pods.Items {
+		if len(p.Finalizers) != 0 {
+			t.Fatalf("a counted pod keeps its finalizers: %v", p.Finalizers)
+		}
+	}
+
+	waitJob(t, rcs, "indexed", batchv1.JobComplete)
+	pods, err = rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "job-name=indexed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	indexes := map[string]bool{}
+	for _, p := range pods.Items {
+		indexes[p.Annotations[batchv1.JobCompletionIndexAnnotation]] = true
+	}
+	if len(pods.Items) != 3 || !indexes["0"] || !indexes["1"] || !indexes["2"] {
+		t.Fatalf("indexed job: %d pods with indexes %v", len(pods.Items), indexes)
+	}
+
+	j := waitJob(t, rcs, "bad", batchv1.JobFailed)
+	if j.Status.Failed != 2 || finishedReason(j) != "BackoffLimitExceeded" {
+		t.Fatalf("job bad: reason %q, %+v", finishedReason(j), j.Status)
+	}
+	j = waitJob(t, rcs, "late", batchv1.JobFailed)
+	if finishedReason(j) != "DeadlineExceeded" {
+		t.Fatalf("job late: reason %q", finishedReason(j))
+	}
+	cluster.Eventually(t, 20*time.Second, func() error {
+		l, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "job-name=late"})
+		if err != nil {
+			return err
+		}
+		for _, p := range l.Items {
+			if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+				return fmt.Errorf("pod %s of a job past its deadline still runs", p.Name)
+			}
+		}
+		return nil
+	})
+	cluster.Eventually(t, 30*time.Second, func() error {
+		if _, err := rcs.BatchV1().Jobs("default").Get(ctx, "brief", metav1.GetOptions{}); err == nil {
+			return fmt.Errorf("job brief is still there after its TTL")
+		}
+		return nil
+	})
+}
+
+func finishedReason(j *batchv1.Job) string {
+	for _, c := range j.Status.Conditions {
+		if (c.Type == batchv1.JobFailed || c.Type == batchv1.JobComplete) && c.Status == corev1.ConditionTrue {
+			return c.Reason
+		}
+	}
+	return ""
+}
+
+// TestCronJob makes a CronJob find missed runs (its last schedule time
+// set three minutes back), start the latest as a Job named after its
+// minute, and record the Job's success.
+func TestCronJob(t *testing.T) {
+	_, w, r := kubeCluster(t, 91)
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	jobKubelet(t, wcs)
+
+	cj := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Name: "tick"}, Spec: batchv1.CronJobSpec{
+		Schedule: "* * * * *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchJob("", 1, 1, "").Spec}}}
+	created, err := wcs.BatchV1().CronJobs("default").Create(ctx, cj, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := wcs.BatchV1().CronJobs("default").Get(ctx, created.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cur.Status.LastScheduleTime = &metav1.Time{Time: time.Now().Add(-3 * time.Minute)}
+		_, err = wcs.BatchV1().CronJobs("default").UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := time.Now().Unix() / 60
+	cluster.Eventually(t, 60*time.Second, func() error {
+		cur, err := rcs.BatchV1().CronJobs("default").Get(ctx, "tick", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if cur.Status.LastSuccessfulTime == nil || len(cur.Status.Active) != 0 {
+			return fmt.Errorf("cronjob status %+v", cur.Status)
+		}
+		return nil
+	})
+	jobs, err := rcs.BatchV1().Jobs("default").List(ctx, metav1.ListOptions{})
+	if err != nil || len(jobs.Items) == 0 {
+		t.Fatalf("%v jobs (%v)", len(jobs.Items), err)
+	}
+	// The latest missed run is the minute the status was set in, or a
+	// later one if a minute has turned since.
+	name := jobs.Items[0].Name
+	if len(jobs.Items) != 1 || name < fmt.Sprintf("tick-%d", first) || name > fmt.Sprintf("tick-%d", time.Now().Unix()/60) {
+		t.Fatalf("the cronjob ran %d jobs, first %s; want one, tick-%d or later", len(jobs.Items), name, first)
+	}
+	if jobs.Items[0].Annotations["batch.kubernetes.io/cronjob-scheduled-timestamp"] == "" || metav1.GetControllerOf(&jobs.Items[0]) == nil {
+		t.Fatalf("job %s lacks the scheduled time or its owner: %+v", jobs.Items[0].Name, jobs.Items[0].ObjectMeta)
+	}
 }

@@ -1,0 +1,448 @@
+package ctrl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/client-go/kubernetes"
+	batchlisters "k8s.io/client-go/listers/batch/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+)
+
+// Pod failure backoff, as Kubernetes' Job controller: a failed pod is
+// replaced after 10 s, doubling per failure, at most 6 min.
+const (
+	jobBackoffBase = 10 * time.Second
+	jobBackoffMax  = 6 * time.Minute
+)
+
+var jobKind = batchv1.SchemeGroupVersion.WithKind("Job")
+
+// jobController runs Jobs to completion as Kubernetes' does: up to
+// parallelism pods at once until completions have succeeded (or, without
+// completions, until one has and the rest are done), failed pods replaced
+// with backoff until backoffLimit, activeDeadlineSeconds, suspend, the
+// Indexed completion mode, and ttlSecondsAfterFinished. Pods carry the
+// job-tracking finalizer, so every finished pod is counted exactly once
+// even if it is deleted before the controller sees it finish, and even
+// across a failover: a UID goes to status.uncountedTerminatedPods, then
+// the finalizer comes off, then the UID moves to the counters.
+type jobController struct {
+	*controller
+	client       kubernetes.Interface
+	jobs         batchlisters.JobLister
+	pods         corelisters.PodLister
+	expectations *expectations
+}
+
+func newJobController(cfg Config) *controller {
+	c := &jobController{client: cfg.Client, expectations: newExpectations()}
+	c.controller = newController("job", cfg, c.sync)
+	jobInf, podInf := cfg.Informers.Batch().V1().Jobs(), cfg.Informers.Core().V1().Pods()
+	jobInf.Informer().AddEventHandler(c.handler())
+	podInf.Informer().AddEventHandler(c.observePods(c.expectations, jobKind))
+	c.jobs, c.pods = jobInf.Lister(), podInf.Lister()
+	c.synced = append(c.synced, jobInf.Informer().HasSynced, podInf.Informer().HasSynced)
+	return c.controller
+}
+
+func finishedCondition(j *batchv1.Job) *batchv1.JobCondition {
+	for i := range j.Status.Conditions {
+		c := &j.Status.Conditions[i]
+		if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
+			return c
+		}
+	}
+	return nil
+}
+
+func (c *jobController) sync(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return err
+	}
+	job, err := c.jobs.Jobs(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		c.expectations.forget(key)
+		return c.releaseOrphans(ctx, key)
+	}
+	if err != nil {
+		return err
+	}
+	pods, err := ownedPods(c.pods, job, job.Spec.Selector)
+	if err != nil {
+		return err
+	}
+	j := job.DeepCopy()
+	now := time.Now()
+	if j.Status.StartTime == nil && !ptr.Deref(j.Spec.Suspend, false) {
+		j.Status.StartTime = &metav1.Time{Time: now}
+	}
+	// Count the finished pods: first into uncountedTerminatedPods, which
+	// is written before any finalizer comes off.
+	if changed := c.collectFinished(j, pods); changed {
+		return c.writeStatus(ctx, job, j)
+	}
+	if err := c.releaseCounted(ctx, j, pods); err != nil {
+		return err
+	}
+	c.moveCounted(j, pods)
+
+	var active []*corev1.Pod
+	for _, p := range pods {
+		if p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			active = append(active, p)
+		}
+	}
+	j.Status.Active = int32(len(active))
+	finished := finishedCondition(j)
+	var requeue time.Duration
+	switch {
+	case finished != nil:
+		if err := c.deleteAll(ctx, key, active); err != nil {
+			return err
+		}
+		active = nil
+		requeue, err = c.expire(ctx, j, now)
+		if err != nil {
+			return err
+		}
+	case failedCount(j) > ptr.Deref(j.Spec.BackoffLimit, 6):
+		c.finishCounted(j, batchv1.JobFailed, "BackoffLimitExceeded", "Job has reached the specified backoff limit", now)
+	case j.Spec.ActiveDeadlineSeconds != nil && j.Status.StartTime != nil &&
+		now.Sub(j.Status.StartTime.Time) >= time.Duration(*j.Spec.ActiveDeadlineSeconds)*time.Second:
+		if err := c.deleteAll(ctx, key, active); err != nil {
+			return err
+		}
+		active = nil
+		c.finishCounted(j, batchv1.JobFailed, "DeadlineExceeded", "Job was active longer than specified deadline", now)
+	case complete(j):
+		c.finishCounted(j, batchv1.JobComplete, "", "", now)
+	case ptr.Deref(j.Spec.Suspend, false):
+		if err := c.deleteAll(ctx, key, active); err != nil {
+			return err
+		}
+		active = nil
+	case c.expectations.satisfied(key):
+		wait, err := c.manage(ctx, key, j, pods, active, now)
+		if err != nil {
+			return err
+		}
+		requeue = wait
+	}
+	if j.Spec.ActiveDeadlineSeconds != nil && j.Status.StartTime != nil && finishedCondition(j) == nil {
+		left := j.Status.StartTime.Add(time.Duration(*j.Spec.ActiveDeadlineSeconds) * time.Second).Sub(now)
+		if requeue == 0 || left < requeue {
+			requeue = max(left, time.Millisecond)
+		}
+	}
+	j.Status.Active = int32(len(active))
+	j.Status.Ready = ptr.To(int32(0))
+	for _, p := range active {
+		if podReady(p) {
+			*j.Status.Ready++
+		}
+	}
+	if err := c.writeStatus(ctx, job, j); err != nil {
+		return err
+	}
+	if requeue > 0 {
+		return requeueAfter(requeue)
+	}
+	return nil
+}
+
+// releaseOrphans removes the tracking finalizer from the pods of a Job
+// that is gone, which no one will count.
+func (c *jobController) releaseOrphans(ctx context.Context, key string) error {
+	ns, _, _ := cache.SplitMetaNamespaceKey(key)
+	pods, err := c.pods.Pods(ns).List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	var orphans []*corev1.Pod
+	var uids []types.UID
+	for _, p := range pods {
+		if k, ok := ownerKey(p, jobKind); ok && k == key && slices.Contains(p.Finalizers, batchv1.JobTrackingFinalizer) {
+			orphans = append(orphans, p)
+			uids = append(uids, p.UID)
+		}
+	}
+	gone := &batchv1.Job{Status: batchv1.JobStatus{UncountedTerminatedPods: &batchv1.UncountedTerminatedPods{Failed: uids}}}
+	return c.releaseCounted(ctx, gone, orphans)
+}
+
+// collectFinished adds the finished pods that still hold the tracking
+// finalizer to uncountedTerminatedPods; a pod deleted before it finished
+// counts as failed.
+func (c *jobController) collectFinished(j *batchv1.Job, pods []*corev1.Pod) bool {
+	if j.Status.UncountedTerminatedPods == nil {
+		j.Status.UncountedTerminatedPods = &batchv1.UncountedTerminatedPods{}
+	}
+	u := j.Status.UncountedTerminatedPods
+	changed := false
+	for _, p := range pods {
+		if !slices.Contains(p.Finalizers, batchv1.JobTrackingFinalizer) || slices.Contains(u.Succeeded, p.UID) || slices.Contains(u.Failed, p.UID) {
+			continue
+		}
+		switch {
+		case p.Status.Phase == corev1.PodSucceeded:
+			u.Succeeded = append(u.Succeeded, p.UID)
+		case p.Status.Phase == corev1.PodFailed || p.DeletionTimestamp != nil:
+			u.Failed = append(u.Failed, p.UID)
+		default:
+			continue
+		}
+		changed = true
+	}
+	return changed
+}
+
+// releaseCounted removes the tracking finalizer from the pods recorded
+// in uncountedTerminatedPods.
+func (c *jobController) releaseCounted(ctx context.Context, j *batchv1.Job, pods []*corev1.Pod) error {
+	u := sets.New(j.Status.UncountedTerminatedPods.Succeeded...).Insert(j.Status.UncountedTerminatedPods.Failed...)
+	var errs []error
+	for _, p := range pods {
+		i := slices.Index(p.Finalizers, batchv1.JobTrackingFinalizer)
+		if i < 0 || !u.Has(p.UID) {
+			continue
+		}
+		patch, err := json.Marshal([]map[string]any{
+			{"op": "test", "path": fmt.Sprintf("/metadata/finalizers/%d", i), "value": batchv1.JobTrackingFinalizer},
+			{"op": "remove", "path": fmt.Sprintf("/metadata/finalizers/%d", i)},
+		})
+		if err != nil {
+			return err
+		}
+		_, err = c.client.CoreV1().Pods(p.Namespace).Patch(ctx, p.Name, types.JSONPatchType, patch, metav1.PatchOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("release pod %s: %w", p.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// moveCounted moves the UIDs whose pods no longer hold the finalizer
+// from uncountedTerminatedPods to the counters.
+func (c *jobController) moveCounted(j *batchv1.Job, pods []*corev1.Pod) {
+	holding := sets.New[types.UID]()
+	for _, p := range pods {
+		if slices.Contains(p.Finalizers, batchv1.JobTrackingFinalizer) {
+			holding.Insert(p.UID)
+		}
+	}
+	u := j.Status.UncountedTerminatedPods
+	keep := func(uids []types.UID, counter *int32) []types.UID {
+		var out []types.UID
+		for _, uid := range uids {
+			if holding.Has(uid) {
+				out = append(out, uid)
+				continue
+			}
+			*counter++
+		}
+		return out
+	}
+	u.Succeeded = keep(u.Succeeded, &j.Status.Succeeded)
+	u.Failed = keep(u.Failed, &j.Status.Failed)
+}
+
+// succeededCount and failedCount are the Job's finished pods, counted
+// or about to be: a pod in uncountedTerminatedPods has finished.
+func succeededCount(j *batchv1.Job) int32 {
+	return j.Status.Succeeded + int32(len(j.Status.UncountedTerminatedPods.Succeeded))
+}
+
+func failedCount(j *batchv1.Job) int32 {
+	return j.Status.Failed + int32(len(j.Status.UncountedTerminatedPods.Failed))
+}
+
+func complete(j *batchv1.Job) bool {
+	if j.Spec.Completions != nil {
+		return succeededCount(j) >= *j.Spec.Completions
+	}
+	return succeededCount(j) > 0 && j.Status.Active == 0
+}
+
+// finishCounted finishes the Job once every finished pod is in its
+// counters, so a finished Job's status is final.
+func (c *jobController) finishCounted(j *batchv1.Job, t batchv1.JobConditionType, reason, message string, now time.Time) {
+	if u := j.Status.UncountedTerminatedPods; len(u.Succeeded)+len(u.Failed) == 0 {
+		c.finish(j, t, reason, message, now)
+	}
+}
+
+// finish sets the Job's final condition.
+func (c *jobController) finish(j *batchv1.Job, t batchv1.JobConditionType, reason, message string, now time.Time) {
+	at := metav1.NewTime(now)
+	if t == batchv1.JobComplete {
+		j.Status.CompletionTime = &at
+		j.Status.Conditions = append(j.Status.Conditions,
+			batchv1.JobCondition{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, LastProbeTime: at, LastTransitionTime: at})
+		c.recorder.Event(j, corev1.EventTypeNormal, "Completed", "Job completed")
+	} else {
+		j.Status.Conditions = append(j.Status.Conditions,
+			batchv1.JobCondition{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, Reason: reason, Message: message, LastProbeTime: at, LastTransitionTime: at})
+		c.recorder.Event(j, corev1.EventTypeWarning, reason, message)
+	}
+	j.Status.Conditions = append(j.Status.Conditions,
+		batchv1.JobCondition{Type: t, Status: corev1.ConditionTrue, Reason: reason, Message: message, LastProbeTime: at, LastTransitionTime: at})
+}
+
+// manage creates the pods the Job lacks, after the failure backoff, and
+// returns how long until the backoff allows more.
+func (c *jobController) manage(ctx context.Context, key string, j *batchv1.Job, pods, active []*corev1.Pod, now time.Time) (time.Duration, error) {
+	want := ptr.Deref(j.Spec.Parallelism, 1)
+	if j.Spec.Completions != nil {
+		want = min(want, *j.Spec.Completions-succeededCount(j))
+	} else if succeededCount(j) > 0 {
+		want = 0
+	}
+	n := int(want) - len(active)
+	if n < 0 {
+		rankForDeletion(active)
+		return 0, c.deleteAll(ctx, key, active[:-n])
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if failed := failedCount(j); failed > 0 {
+		var last time.Time
+		for _, p := range pods {
+			if p.Status.Phase == corev1.PodFailed {
+				for _, s := range p.Status.ContainerStatuses {
+					if s.State.Terminated != nil && s.State.Terminated.FinishedAt.After(last) {
+						last = s.State.Terminated.FinishedAt.Time
+					}
+				}
+			}
+		}
+		backoff := min(jobBackoffBase<<min(failed-1, 10), jobBackoffMax)
+		if wait := last.Add(backoff).Sub(now); !last.IsZero() && wait > 0 {
+			return wait, nil
+		}
+	}
+	var indexes []int
+	if ptr.Deref(j.Spec.CompletionMode, batchv1.NonIndexedCompletion) == batchv1.IndexedCompletion {
+		indexes = freeIndexes(j, pods, n)
+		n = len(indexes)
+	}
+	c.expectations.expect(key, n, nil)
+	var mu sync.Mutex
+	var next int
+	created, err := slowStartBatch(ctx, n, func(ctx context.Context) error {
+		pod := podFromTemplate(&j.Spec.Template, j, jobKind)
+		pod.Finalizers = append(pod.Finalizers, batchv1.JobTrackingFinalizer)
+		if indexes != nil {
+			mu.Lock()
+			idx := strconv.Itoa(indexes[next])
+			next++
+			mu.Unlock()
+			pod.GenerateName = j.Name + "-" + idx + "-"
+			pod.Annotations = withEntry(pod.Annotations, batchv1.JobCompletionIndexAnnotation, idx)
+			pod.Labels = withEntry(pod.Labels, batchv1.JobCompletionIndexAnnotation, idx)
+			pod.Spec.Hostname = j.Name + "-" + idx
+			for i := range pod.Spec.Containers {
+				pod.Spec.Containers[i].Env = append(pod.Spec.Containers[i].Env, corev1.EnvVar{Name: "JOB_COMPLETION_INDEX", Value: idx})
+			}
+		}
+		p, err := c.client.CoreV1().Pods(j.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		c.recorder.Eventf(j, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", p.Name)
+		return nil
+	})
+	for range n - created {
+		c.expectations.created(key)
+	}
+	if err != nil {
+		c.recorder.Eventf(j, corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
+		return 0, fmt.Errorf("create pods of %s: %w", key, err)
+	}
+	return 0, nil
+}
+
+func withEntry(m map[string]string, k, v string) map[string]string {
+	if m == nil {
+		m = map[string]string{}
+	}
+	m[k] = v
+	return m
+}
+
+// freeIndexes returns up to n completion indexes that have neither
+// succeeded nor an active pod.
+func freeIndexes(j *batchv1.Job, pods []*corev1.Pod, n int) []int {
+	taken := sets.New[int]()
+	for _, p := range pods {
+		if p.Status.Phase == corev1.PodFailed || (p.DeletionTimestamp != nil && p.Status.Phase != corev1.PodSucceeded) {
+			continue
+		}
+		if i, err := strconv.Atoi(p.Annotations[batchv1.JobCompletionIndexAnnotation]); err == nil {
+			taken.Insert(i)
+		}
+	}
+	var out []int
+	for i := 0; i < int(ptr.Deref(j.Spec.Completions, 0)) && len(out) < n; i++ {
+		if !taken.Has(i) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// deleteAll deletes the given pods of the Job.
+func (c *jobController) deleteAll(ctx context.Context, key string, pods []*corev1.Pod) error {
+	var errs []error
+	for _, p := range pods {
+		errs = append(errs, deletePod(ctx, c.client, p))
+	}
+	return errors.Join(errs...)
+}
+
+// expire deletes a finished Job once ttlSecondsAfterFinished has passed,
+// as Kubernetes' TTL-after-finished controller, or says when to look
+// again.
+func (c *jobController) expire(ctx context.Context, j *batchv1.Job, now time.Time) (time.Duration, error) {
+	if j.Spec.TTLSecondsAfterFinished == nil {
+		return 0, nil
+	}
+	at := finishedCondition(j).LastTransitionTime.Add(time.Duration(*j.Spec.TTLSecondsAfterFinished) * time.Second)
+	if left := at.Sub(now); left > 0 {
+		return left, nil
+	}
+	policy := metav1.DeletePropagationBackground
+	err := c.client.BatchV1().Jobs(j.Namespace).Delete(ctx, j.Name, metav1.DeleteOptions{PropagationPolicy: &policy, Preconditions: &metav1.Preconditions{UID: &j.UID}})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return 0, fmt.Errorf("delete expired job %s: %w", j.Name, err)
+	}
+	return 0, nil
+}
+
+func (c *jobController) writeStatus(ctx context.Context, old, j *batchv1.Job) error {
+	if equality.Semantic.DeepEqual(old.Status, j.Status) {
+		return nil
+	}
+	if _, err := c.client.BatchV1().Jobs(j.Namespace).UpdateStatus(ctx, j, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update status of job %s: %w", j.Name, err)
+	}
+	return nil
+}
