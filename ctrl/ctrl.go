@@ -83,6 +83,8 @@ func New(cfg Config) *Controllers {
 		newPodGCController(cfg),
 		newJobController(cfg),
 		newCronJobController(cfg),
+		newDaemonSetController(cfg),
+		newStatefulSetController(cfg),
 	}}
 }
 

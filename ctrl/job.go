@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -345,16 +344,11 @@ func (c *jobController) manage(ctx context.Context, key string, j *batchv1.Job, 
 		n = len(indexes)
 	}
 	c.expectations.expect(key, n, nil)
-	var mu sync.Mutex
-	var next int
-	created, err := slowStartBatch(ctx, n, func(ctx context.Context) error {
+	created, err := slowStartBatch(ctx, n, func(ctx context.Context, i int) error {
 		pod := podFromTemplate(&j.Spec.Template, j, jobKind)
 		pod.Finalizers = append(pod.Finalizers, batchv1.JobTrackingFinalizer)
 		if indexes != nil {
-			mu.Lock()
-			idx := strconv.Itoa(indexes[next])
-			next++
-			mu.Unlock()
+			idx := strconv.Itoa(indexes[i])
 			pod.GenerateName = j.Name + "-" + idx + "-"
 			pod.Annotations = withEntry(pod.Annotations, batchv1.JobCompletionIndexAnnotation, idx)
 			pod.Labels = withEntry(pod.Labels, batchv1.JobCompletionIndexAnnotation, idx)

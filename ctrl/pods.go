@@ -126,23 +126,24 @@ func (c *controller) enqueueOwner(gvk schema.GroupVersionKind) cache.ResourceEve
 	}
 }
 
-// slowStartBatch runs fn count times, in batches that double from one,
-// and stops at the first batch with an error, as Kubernetes' controllers
-// create pods: a template the API refuses fails once, not count times.
-// It returns how many succeeded and the first error.
-func slowStartBatch(ctx context.Context, count int, fn func(ctx context.Context) error) (int, error) {
-	done := 0
+// slowStartBatch runs fn for i in 0..count-1, in batches that double
+// from one, and stops at the first batch with an error, as Kubernetes'
+// controllers create pods: a template the API refuses fails once, not
+// count times. It returns how many succeeded and the first error.
+func slowStartBatch(ctx context.Context, count int, fn func(ctx context.Context, i int) error) (int, error) {
+	done, started := 0, 0
 	for batch := 1; done < count; batch *= 2 {
 		batch = min(batch, count-done)
 		errs := make(chan error, batch)
 		var wg sync.WaitGroup
-		for range batch {
+		for i := started; i < started+batch; i++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs <- fn(ctx)
+				errs <- fn(ctx, i)
 			}()
 		}
+		started += batch
 		wg.Wait()
 		close(errs)
 		var first error

@@ -131,7 +131,7 @@ func manageReplicas(ctx context.Context, c *controller, client kubernetes.Interf
 		n := min(-diff, burstReplicas)
 		exp.expect(key, n, nil)
 		pod := podFromTemplate(template, owner, gvk)
-		created, err := slowStartBatch(ctx, n, func(ctx context.Context) error {
+		created, err := slowStartBatch(ctx, n, func(ctx context.Context, _ int) error {
 			// Each its own copy: encoding writes the kind into the object.
 			p, err := client.CoreV1().Pods(owner.GetNamespace()).Create(ctx, pod.DeepCopy(), metav1.CreateOptions{})
 			if err != nil {

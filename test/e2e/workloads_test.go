@@ -920,3 +920,128 @@ func TestCronJob(t *testing.T) {
 		t.Fatalf("job %s lacks the scheduled time or its owner: %+v", jobs.Items[0].Name, jobs.Items[0].ObjectMeta)
 	}
 }
+
+// TestStatefulSetsAndDaemonSets checks StatefulSet order (each pod once
+// the one before is ready; removal in reverse), Parallel, and that a
+// DaemonSet runs one pod per node its tolerations allow.
+func TestStatefulSetsAndDaemonSets(t *testing.T) {
+	c, w, r := kubeCluster(t, 91)
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	nodes := testNodes(3)
+	nodes[2].Taints = []corev1.Taint{{Key: "dedicated", Value: "db", Effect: corev1.TaintEffectNoSchedule}}
+	cluster.StartFakeKubelet(t, wcs, nodes...)
+
+	// The order pods appear in, and whether every earlier one was ready.
+	var mu sync.Mutex
+	var order []string
+	inOrder := true
+	ready := map[string]bool{}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watcher, err := rcs.CoreV1().Pods("default").Watch(wctx, metav1.ListOptions{LabelSelector: "app=db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for ev := range watcher.ResultChan() {
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			mu.Lock()
+			if ev.Type == watch.Added {
+				for _, prev := range order {
+					inOrder = inOrder && ready[prev]
+				}
+				order = append(order, p.Name)
+			}
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodReady {
+					ready[p.Name] = cond.Status == corev1.ConditionTrue
+				}
+			}
+			if p.DeletionTimestamp != nil && ev.Type != watch.Deleted {
+				order = append(order, "-"+p.Name)
+			}
+			mu.Unlock()
+		}
+	}()
+	set := func(name string, replicas int32, policy appsv1.PodManagementPolicyType) *appsv1.StatefulSet {
+		lbls := map[string]string{"app": name}
+		return &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: appsv1.StatefulSetSpec{
+			Replicas: ptr.To(replicas), ServiceName: name, PodManagementPolicy: policy,
+			Selector: &metav1.LabelSelector{MatchLabels: lbls},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
+	}
+	for _, s := range []*appsv1.StatefulSet{set("db", 3, appsv1.OrderedReadyPodManagement), set("par", 3, appsv1.ParallelPodManagement)} {
+		if _, err := wcs.AppsV1().StatefulSets("default").Create(ctx, s, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kubectlOK(t, c, r, "rollout", "status", "statefulset/db", "--timeout=60s")
+	kubectlOK(t, c, r, "rollout", "status", "statefulset/par", "--timeout=60s")
+	mu.Lock()
+	got, ordered := fmt.Sprint(order), inOrder
+	mu.Unlock()
+	if got != "[db-0 db-1 db-2]" || !ordered {
+		t.Fatalf("OrderedReady created %s (each after the one before was ready: %v)", got, ordered)
+	}
+	p, err := rcs.CoreV1().Pods("default").Get(ctx, "db-1", metav1.GetOptions{})
+	if err != nil || p.Spec.Hostname != "db-1" || p.Spec.Subdomain != "db" || p.Labels[appsv1.PodIndexLabel] != "1" || p.Labels[appsv1.StatefulSetPodNameLabel] != "db-1" {
+		t.Fatalf("db-1: %v %+v", err, p)
+	}
+	kubectlOK(t, c, w, "scale", "statefulset/db", "--replicas=1")
+	cluster.Eventually(t, 30*time.Second, func() error {
+		l, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=db"})
+		if err != nil || len(l.Items) != 1 || l.Items[0].Name != "db-0" {
+			return fmt.Errorf("after scaling to 1: %d pods (%v)", len(l.Items), err)
+		}
+		return nil
+	})
+	mu.Lock()
+	got = fmt.Sprint(order)
+	mu.Unlock()
+	if !strings.HasSuffix(got, "-db-2 -db-1]") {
+		t.Fatalf("scaling down removed pods in this order: %s", got)
+	}
+
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "agent"}, Spec: appsv1.DaemonSetSpec{
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "agent"}},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "agent"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
+	if _, err := wcs.AppsV1().DaemonSets("default").Create(ctx, ds, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	perNode := func(want int) {
+		t.Helper()
+		cluster.Eventually(t, 30*time.Second, func() error {
+			l, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=agent"})
+			if err != nil {
+				return err
+			}
+			on := map[string]int{}
+			for _, p := range l.Items {
+				if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+					on[p.Spec.NodeName]++
+				}
+			}
+			if len(on) != want || len(l.Items) != want {
+				return fmt.Errorf("daemon pods per node: %v (%d pods); want %d nodes with one each", on, len(l.Items), want)
+			}
+			if on["node-2"] > 0 && want == 2 {
+				return fmt.Errorf("a daemon pod went to the tainted node")
+			}
+			return nil
+		})
+	}
+	perNode(2)
+	kubectlOK(t, c, r, "rollout", "status", "daemonset/agent", "--timeout=60s")
+	patch := `{"spec":{"template":{"spec":{"tolerations":[{"key":"dedicated","operator":"Exists"}]}}}}`
+	if _, err := wcs.AppsV1().DaemonSets("default").Patch(ctx, "agent", "application/strategic-merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	perNode(3)
+	kubectlOK(t, c, r, "rollout", "status", "daemonset/agent", "--timeout=60s")
+}

@@ -1,0 +1,237 @@
+package ctrl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+)
+
+var statefulSetKind = appsv1.SchemeGroupVersion.WithKind("StatefulSet")
+
+// statefulSetController runs the pods of StatefulSets as Kubernetes'
+// does: stable names <set>-<ordinal> with the pod-name and pod-index
+// labels, hostname and subdomain; OrderedReady creates them one at a
+// time in order, each once the one before is Running and Ready, and
+// removes them in reverse order; Parallel does both at once; RollingUpdate
+// replaces pods of an old revision from the highest ordinal down to the
+// partition, one at a time. A pod's fixed name means it can never be
+// created twice, whichever leader tries.
+type statefulSetController struct {
+	*controller
+	client kubernetes.Interface
+	sets   appslisters.StatefulSetLister
+	pods   corelisters.PodLister
+}
+
+func newStatefulSetController(cfg Config) *controller {
+	c := &statefulSetController{client: cfg.Client}
+	c.controller = newController("statefulset", cfg, c.sync)
+	stsInf, podInf := cfg.Informers.Apps().V1().StatefulSets(), cfg.Informers.Core().V1().Pods()
+	stsInf.Informer().AddEventHandler(c.handler())
+	podInf.Informer().AddEventHandler(c.enqueueOwner(statefulSetKind))
+	c.sets, c.pods = stsInf.Lister(), podInf.Lister()
+	c.synced = append(c.synced, stsInf.Informer().HasSynced, podInf.Informer().HasSynced)
+	return c.controller
+}
+
+// ordinalOf is the ordinal in a StatefulSet pod's name.
+func ordinalOf(sts *appsv1.StatefulSet, pod *corev1.Pod) (int, bool) {
+	rest, ok := strings.CutPrefix(pod.Name, sts.Name+"-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rest)
+	return n, err == nil && n >= 0
+}
+
+// revisionOf names a template revision as Kubernetes does, <set>-<hash>.
+func revisionOf(sts *appsv1.StatefulSet) string {
+	return sts.Name + "-" + templateHash(&sts.Spec.Template, sts.Status.CollisionCount)
+}
+
+func (c *statefulSetController) sync(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return err
+	}
+	sts, err := c.sets.StatefulSets(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	owned, err := ownedPods(c.pods, sts, sts.Spec.Selector)
+	if err != nil {
+		return err
+	}
+	pods := map[int]*corev1.Pod{}
+	for _, p := range owned {
+		if ord, ok := ordinalOf(sts, p); ok {
+			pods[ord] = p
+		}
+	}
+	update := revisionOf(sts)
+	current := sts.Status.CurrentRevision
+	if current == "" {
+		current = update
+	}
+	var stepErr error
+	if sts.DeletionTimestamp == nil {
+		stepErr = c.step(ctx, sts, pods, current, update)
+	}
+	return errors.Join(stepErr, c.writeStatus(ctx, sts, pods, current, update))
+}
+
+// step takes the next step towards the StatefulSet's spec: in order,
+// create what is missing, replace what failed, remove ordinals beyond
+// the replicas, roll pods of an old revision.
+func (c *statefulSetController) step(ctx context.Context, sts *appsv1.StatefulSet, pods map[int]*corev1.Pod, current, update string) error {
+	start := 0
+	if sts.Spec.Ordinals != nil {
+		start = int(sts.Spec.Ordinals.Start)
+	}
+	end := start + int(ptr.Deref(sts.Spec.Replicas, 1))
+	parallel := sts.Spec.PodManagementPolicy == appsv1.ParallelPodManagement
+	partition := 0
+	if ru := sts.Spec.UpdateStrategy.RollingUpdate; ru != nil && ru.Partition != nil {
+		partition = int(*ru.Partition)
+	}
+	for ord := start; ord < end; ord++ {
+		p := pods[ord]
+		switch {
+		case p == nil:
+			rev := update
+			if ord < start+partition {
+				rev = current
+			}
+			if err := c.create(ctx, sts, ord, rev); err != nil || !parallel {
+				return err
+			}
+		case p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded:
+			if err := c.delete(ctx, sts, p); err != nil || !parallel {
+				return err
+			}
+		case !parallel && (p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning || !podReady(p)):
+			// OrderedReady: the next ordinal waits for this one.
+			return nil
+		}
+	}
+	var condemned []int
+	for ord := range pods {
+		if ord < start || ord >= end {
+			condemned = append(condemned, ord)
+		}
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(condemned)))
+	for _, ord := range condemned {
+		p := pods[ord]
+		if p.DeletionTimestamp != nil {
+			if !parallel {
+				return nil
+			}
+			continue
+		}
+		if err := c.delete(ctx, sts, p); err != nil || !parallel {
+			return err
+		}
+	}
+	if len(condemned) > 0 || sts.Spec.UpdateStrategy.Type == appsv1.OnDeleteStatefulSetStrategyType {
+		return nil
+	}
+	// RollingUpdate: one pod at a time, highest ordinal first, once every
+	// pod is Running and Ready.
+	for ord := start; ord < end; ord++ {
+		if p := pods[ord]; p == nil || p.DeletionTimestamp != nil || !podReady(p) {
+			return nil
+		}
+	}
+	for ord := end - 1; ord >= start+partition; ord-- {
+		if p := pods[ord]; p.Labels[appsv1.ControllerRevisionHashLabelKey] != update {
+			return c.delete(ctx, sts, p)
+		}
+	}
+	return nil
+}
+
+func (c *statefulSetController) create(ctx context.Context, sts *appsv1.StatefulSet, ord int, rev string) error {
+	pod := podFromTemplate(&sts.Spec.Template, sts, statefulSetKind)
+	pod.GenerateName = ""
+	pod.Name = fmt.Sprintf("%s-%d", sts.Name, ord)
+	pod.Labels = withEntry(pod.Labels, appsv1.StatefulSetPodNameLabel, pod.Name)
+	pod.Labels[appsv1.PodIndexLabel] = strconv.Itoa(ord)
+	pod.Labels[appsv1.ControllerRevisionHashLabelKey] = rev
+	pod.Spec.Hostname, pod.Spec.Subdomain = pod.Name, sts.Spec.ServiceName
+	_, err := c.client.CoreV1().Pods(sts.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		// The informer has not shown it yet, or an old one is going.
+		return nil
+	}
+	if err != nil {
+		c.recorder.Eventf(sts, corev1.EventTypeWarning, "FailedCreate", "create Pod %s in StatefulSet %s failed error: %v", pod.Name, sts.Name, err)
+		return fmt.Errorf("create pod %s: %w", pod.Name, err)
+	}
+	c.recorder.Eventf(sts, corev1.EventTypeNormal, "SuccessfulCreate", "create Pod %s in StatefulSet %s successful", pod.Name, sts.Name)
+	return nil
+}
+
+func (c *statefulSetController) delete(ctx context.Context, sts *appsv1.StatefulSet, p *corev1.Pod) error {
+	if err := deletePod(ctx, c.client, p); err != nil {
+		c.recorder.Eventf(sts, corev1.EventTypeWarning, "FailedDelete", "delete Pod %s in StatefulSet %s failed error: %v", p.Name, sts.Name, err)
+		return err
+	}
+	c.recorder.Eventf(sts, corev1.EventTypeNormal, "SuccessfulDelete", "delete Pod %s in StatefulSet %s successful", p.Name, sts.Name)
+	return nil
+}
+
+func (c *statefulSetController) writeStatus(ctx context.Context, sts *appsv1.StatefulSet, pods map[int]*corev1.Pod, current, update string) error {
+	s := appsv1.StatefulSetStatus{ObservedGeneration: sts.Generation, CollisionCount: sts.Status.CollisionCount,
+		CurrentRevision: current, UpdateRevision: update, Conditions: sts.Status.Conditions}
+	now := time.Now()
+	for _, p := range pods {
+		if !podActive(p) {
+			continue
+		}
+		s.Replicas++
+		if podReady(p) {
+			s.ReadyReplicas++
+		}
+		if ok, _ := podAvailable(p, sts.Spec.MinReadySeconds, now); ok {
+			s.AvailableReplicas++
+		}
+		if p.Labels[appsv1.ControllerRevisionHashLabelKey] == update {
+			s.UpdatedReplicas++
+		}
+		if p.Labels[appsv1.ControllerRevisionHashLabelKey] == current {
+			s.CurrentReplicas++
+		}
+	}
+	// Once every replica runs the update revision, it is the current one.
+	if want := ptr.Deref(sts.Spec.Replicas, 1); s.UpdatedReplicas == want && s.ReadyReplicas == want && s.Replicas == want {
+		s.CurrentRevision, s.CurrentReplicas = update, s.UpdatedReplicas
+	}
+	if equality.Semantic.DeepEqual(sts.Status, s) {
+		return nil
+	}
+	next := sts.DeepCopy()
+	next.Status = s
+	if _, err := c.client.AppsV1().StatefulSets(sts.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update status of statefulset %s: %w", sts.Name, err)
+	}
+	return nil
+}
