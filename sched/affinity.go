@@ -34,28 +34,9 @@ func newWeightedTerm(pod *corev1.Pod, w corev1.WeightedPodAffinityTerm, sign int
 }
 
 // newAffinityTerm resolves a term against the pod that carries it: an
-// empty namespace list means the pod's own namespace, and matchLabelKeys
-// and mismatchLabelKeys add the pod's own label values to the selector.
+// empty namespace list means the pod's own namespace.
 func newAffinityTerm(pod *corev1.Pod, t corev1.PodAffinityTerm) affinityTerm {
-	sel, err := metav1.LabelSelectorAsSelector(t.LabelSelector)
-	if err != nil || t.LabelSelector == nil {
-		sel = labels.Nothing()
-	}
-	for _, k := range t.MatchLabelKeys {
-		if v, ok := pod.Labels[k]; ok {
-			if r, err := labels.NewRequirement(k, selection.In, []string{v}); err == nil {
-				sel = sel.Add(*r)
-			}
-		}
-	}
-	for _, k := range t.MismatchLabelKeys {
-		if v, ok := pod.Labels[k]; ok {
-			if r, err := labels.NewRequirement(k, selection.NotIn, []string{v}); err == nil {
-				sel = sel.Add(*r)
-			}
-		}
-	}
-	at := affinityTerm{selector: sel, namespaces: sets.New(t.Namespaces...), topologyKey: t.TopologyKey}
+	at := affinityTerm{selector: podSelector(pod, t.LabelSelector, t.MatchLabelKeys, t.MismatchLabelKeys), namespaces: sets.New(t.Namespaces...), topologyKey: t.TopologyKey}
 	if t.NamespaceSelector != nil {
 		if s, err := metav1.LabelSelectorAsSelector(t.NamespaceSelector); err == nil {
 			at.nsSelector = s
@@ -65,6 +46,29 @@ func newAffinityTerm(pod *corev1.Pod, t corev1.PodAffinityTerm) affinityTerm {
 		at.namespaces.Insert(pod.Namespace)
 	}
 	return at
+}
+
+// podSelector is a term's label selector (nil selects nothing) with the
+// pod's own values of matchLabelKeys required and of mismatchLabelKeys
+// excluded.
+func podSelector(pod *corev1.Pod, ls *metav1.LabelSelector, match, mismatch []string) labels.Selector {
+	sel, err := metav1.LabelSelectorAsSelector(ls)
+	if err != nil || ls == nil {
+		return labels.Nothing()
+	}
+	for _, keys := range []struct {
+		keys []string
+		op   selection.Operator
+	}{{match, selection.In}, {mismatch, selection.NotIn}} {
+		for _, k := range keys.keys {
+			if v, ok := pod.Labels[k]; ok {
+				if r, err := labels.NewRequirement(k, keys.op, []string{v}); err == nil {
+					sel = sel.Add(*r)
+				}
+			}
+		}
+	}
+	return sel
 }
 
 // namespaceLabels returns the labels of a namespace, for namespace
@@ -239,17 +243,7 @@ type spreadConstraint struct {
 func (c *cache) podSpread(pod *corev1.Pod, eligible func(*corev1.Node) bool) *spread {
 	s := &spread{}
 	for _, tsc := range pod.Spec.TopologySpreadConstraints {
-		sel, err := metav1.LabelSelectorAsSelector(tsc.LabelSelector)
-		if err != nil || tsc.LabelSelector == nil {
-			sel = labels.Nothing()
-		}
-		for _, k := range tsc.MatchLabelKeys {
-			if v, ok := pod.Labels[k]; ok {
-				if r, err := labels.NewRequirement(k, selection.In, []string{v}); err == nil {
-					sel = sel.Add(*r)
-				}
-			}
-		}
+		sel := podSelector(pod, tsc.LabelSelector, tsc.MatchLabelKeys, nil)
 		sc := spreadConstraint{TopologySpreadConstraint: tsc, selector: sel, counts: topologyCounts{}}
 		for _, n := range c.nodes {
 			if n.node == nil || !eligible(n.node) {
