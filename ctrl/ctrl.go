@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -67,16 +68,25 @@ func stripManagedFields(obj any) (any, error) {
 // Controllers is every controller the leader runs.
 type Controllers struct {
 	controllers []*controller
+	// metadata holds the garbage collector's informers of the kinds
+	// client-go has no typed informer for.
+	metadata metadatainformer.SharedInformerFactory
 }
 
-// New makes the controllers and registers their informers.
-func New(cfg Config) *Controllers {
-	return &Controllers{controllers: []*controller{
+// New makes the controllers and registers their informers; it asks the
+// API which resources it serves, for the garbage collector.
+func New(cfg Config) (*Controllers, error) {
+	cs := &Controllers{metadata: metadatainformer.NewSharedInformerFactory(cfg.Metadata, 0)}
+	gc, err := newGarbageCollector(cfg, cs.metadata)
+	if err != nil {
+		return nil, err
+	}
+	cs.controllers = []*controller{
 		newNamespaceController(cfg),
 		newServiceAccountController(cfg),
 		newReplicaSetController(cfg),
 		newDeploymentController(cfg),
-		newGarbageCollector(cfg),
+		gc,
 		newEndpointsController(cfg),
 		newNodeLifecycleController(cfg),
 		newNodeIPAMController(cfg),
@@ -85,11 +95,15 @@ func New(cfg Config) *Controllers {
 		newCronJobController(cfg),
 		newDaemonSetController(cfg),
 		newStatefulSetController(cfg),
-	}}
+	}
+	return cs, nil
 }
 
-// Run runs every controller until ctx ends.
+// Run runs every controller until ctx ends. The caller has started the
+// shared typed informers.
 func (cs *Controllers) Run(ctx context.Context) {
+	cs.metadata.Start(ctx.Done())
+	defer cs.metadata.Shutdown()
 	var wg sync.WaitGroup
 	for _, c := range cs.controllers {
 		wg.Add(1)
@@ -110,10 +124,7 @@ type controller struct {
 	name   string
 	queue  workqueue.TypedRateLimitingInterface[string]
 	synced []cache.InformerSynced
-	// start, if set, starts informers of the controller's own before
-	// run waits for synced.
-	start func(ctx context.Context) error
-	sync  func(ctx context.Context, key string) error
+	sync   func(ctx context.Context, key string) error
 	// recorder writes the events users see in kubectl describe, from
 	// "<name>-controller".
 	recorder record.EventRecorder
@@ -151,18 +162,6 @@ func (c *controller) handler() cache.ResourceEventHandler {
 func (c *controller) run(ctx context.Context) {
 	stop := context.AfterFunc(ctx, c.queue.ShutDown)
 	defer stop()
-	for c.start != nil {
-		err := c.start(ctx)
-		if err == nil {
-			break
-		}
-		c.logger.Warn("controller did not start; retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return
 	}

@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/metadata/metadatainformer"
@@ -41,27 +40,24 @@ const ownerPoll = 2 * time.Second
 type garbageCollector struct {
 	*controller
 	meta      metadata.Interface
-	discovery discovery.DiscoveryInterface
 	mapper    meta.RESTMapper
 	informers map[schema.GroupVersionResource]cache.SharedIndexInformer
 }
 
-func newGarbageCollector(cfg Config) *controller {
-	gc := &garbageCollector{meta: cfg.Metadata, discovery: cfg.Discovery,
+// newGarbageCollector watches every resource the API serves that can be
+// listed, watched and deleted, except events: through the shared typed
+// informer where client-go has one, as kube-controller-manager does, so
+// pods or nodes are not cached twice; through the metadata informers of
+// meta for the rest. The caller starts both factories.
+func newGarbageCollector(cfg Config, meta metadatainformer.SharedInformerFactory) (*controller, error) {
+	gc := &garbageCollector{meta: cfg.Metadata,
 		mapper:    restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cfg.Discovery)),
 		informers: map[schema.GroupVersionResource]cache.SharedIndexInformer{}}
 	gc.controller = newController("garbage-collector", cfg, gc.sync)
-	gc.start = gc.watchAll
-	return gc.controller
-}
-
-// watchAll starts a metadata informer per resource the API serves.
-func (gc *garbageCollector) watchAll(ctx context.Context) error {
-	lists, err := gc.discovery.ServerPreferredResources()
+	lists, err := cfg.Discovery.ServerPreferredResources()
 	if err != nil {
-		return fmt.Errorf("discover the resources to collect: %w", err)
+		return nil, fmt.Errorf("discover the resources to collect: %w", err)
 	}
-	factory := metadatainformer.NewSharedInformerFactory(gc.meta, 0)
 	for _, l := range lists {
 		gv, err := schema.ParseGroupVersion(l.GroupVersion)
 		if err != nil {
@@ -72,23 +68,26 @@ func (gc *garbageCollector) watchAll(ctx context.Context) error {
 				continue
 			}
 			gvr := gv.WithResource(r.Name)
-			inf := factory.ForResource(gvr).Informer()
-			if err := inf.SetTransform(stripManagedFields); err != nil {
-				return err
+			var inf cache.SharedIndexInformer
+			if typed, err := cfg.Informers.ForResource(gvr); err == nil {
+				inf = typed.Informer()
+			} else {
+				inf = meta.ForResource(gvr).Informer()
+				if err := inf.SetTransform(stripManagedFields); err != nil {
+					return nil, err
+				}
 			}
 			if err := inf.AddIndexers(cache.Indexers{byUID: indexUID, byOwner: indexOwners}); err != nil {
-				return err
+				return nil, err
 			}
 			if _, err := inf.AddEventHandler(gc.events()); err != nil {
-				return err
+				return nil, err
 			}
 			gc.informers[gvr] = inf
 			gc.synced = append(gc.synced, inf.HasSynced)
 		}
 	}
-	factory.Start(ctx.Done())
-	context.AfterFunc(ctx, factory.Shutdown)
-	return nil
+	return gc.controller, nil
 }
 
 func indexUID(obj any) ([]string, error) {

@@ -56,9 +56,21 @@ func (d leaderDuties) run(ctx context.Context, cfg *rest.Config, logger *slog.Lo
 	defer events.Shutdown()
 
 	scheduler := sched.New(client, factory, events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: sched.Name}), logger.With("component", "sched"))
-	controllers := ctrl.New(ctrl.Config{Client: client, Dynamic: dyn, Metadata: meta, Discovery: disc, Informers: factory, Events: events,
+	ccfg := ctrl.Config{Client: client, Dynamic: dyn, Metadata: meta, Discovery: disc, Informers: factory, Events: events,
 		Logger: logger.With("component", "ctrl"), NodeMonitorGracePeriod: d.NodeMonitorGracePeriod,
-		ClusterCIDR: d.ClusterCIDR, NodeCIDRMaskSize: d.NodeCIDRMaskSize, TerminatedPodGCThreshold: d.TerminatedPodGCThreshold})
+		ClusterCIDR: d.ClusterCIDR, NodeCIDRMaskSize: d.NodeCIDRMaskSize, TerminatedPodGCThreshold: d.TerminatedPodGCThreshold}
+	// New asks the API which resources it serves; the leader's own API
+	// answers at once, but a leader never gives up its controllers.
+	controllers, err := ctrl.New(ccfg)
+	for err != nil {
+		logger.Warn("controllers did not start; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+		controllers, err = ctrl.New(ccfg)
+	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 	var wg sync.WaitGroup
