@@ -292,7 +292,7 @@ func TestDeploymentRollout(t *testing.T) {
 // TestScheduler checks the scheduler end to end: pods go to the nodes
 // their constraints allow, a pod that fits nowhere gets kube-scheduler's
 // FailedScheduling event and PodScheduled=False, and it is placed once a
-// node that fits appears.
+// node that fits appears; a pod of higher priority preempts.
 func TestScheduler(t *testing.T) {
 	_, w, r := kubeCluster(t, 91)
 	ctx := context.Background()
@@ -369,6 +369,36 @@ func TestScheduler(t *testing.T) {
 		if c.Type == corev1.PodScheduled && c.Status != corev1.ConditionTrue {
 			t.Fatalf("bound pod has PodScheduled %s", c.Status)
 		}
+	}
+
+	// Preemption: "big" (16 CPUs) holds "huge" (12, priority 0) and
+	// "filler" (3, priority 1). A 3-CPU pod of priority 1000 fits nowhere;
+	// evicting the least important pods that make room takes "huge" only,
+	// as kube-scheduler would.
+	prioritized := func(name, cpu string, prio int32) *corev1.Pod {
+		p := pod(name, cpu, map[string]string{corev1.LabelHostname: "big"})
+		p.Spec.Priority = ptr.To(prio)
+		return p
+	}
+	if _, err := wcs.CoreV1().Pods("default").Create(ctx, prioritized("filler", "3", 1), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	boundTo("filler")
+	if _, err := wcs.CoreV1().Pods("default").Create(ctx, prioritized("urgent", "3", 1000), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := boundTo("urgent"); got != "big" {
+		t.Fatalf("the urgent pod went to %s", got)
+	}
+	if _, err := rcs.CoreV1().Pods("default").Get(ctx, "huge", metav1.GetOptions{}); err == nil {
+		t.Fatal("the preempted pod is still there")
+	}
+	if _, err := rcs.CoreV1().Pods("default").Get(ctx, "filler", metav1.GetOptions{}); err != nil {
+		t.Fatalf("a pod that did not need to go was preempted: %v", err)
+	}
+	evs, err := rcs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=huge,reason=Preempted"})
+	if err != nil || len(evs.Items) == 0 {
+		t.Fatalf("no Preempted event on the victim (%v)", err)
 	}
 }
 
