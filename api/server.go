@@ -60,7 +60,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	k.Register(m)
-	cfg.Node.AddLeaderDuty(k.EnsureNamespaces)
+	cfg.Node.AddLeaderDuty(k.EnsureSystemObjects)
 	m.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	m.HandleFunc("GET /readyz", s.readyz)
 	m.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))

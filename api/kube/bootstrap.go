@@ -6,36 +6,61 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/pontoon-dev/pontoon/api/resource"
 )
 
-// systemNamespaces exist in every cluster, as in Kubernetes.
-var systemNamespaces = []string{metav1.NamespaceDefault, metav1.NamespaceSystem, metav1.NamespacePublic, corev1.NamespaceNodeLease}
+// systemObject is a cluster-scoped object every cluster has.
+type systemObject struct {
+	gvr schema.GroupVersionResource
+	obj runtime.Object
+}
 
-// EnsureNamespaces creates the system namespaces that do not exist. It is
+// systemObjects are the system namespaces and the system priority
+// classes, as in Kubernetes.
+func systemObjects() []systemObject {
+	var out []systemObject
+	for _, name := range []string{metav1.NamespaceDefault, metav1.NamespaceSystem, metav1.NamespacePublic, corev1.NamespaceNodeLease} {
+		out = append(out, systemObject{corev1.SchemeGroupVersion.WithResource("namespaces"), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}})
+	}
+	for _, pc := range resource.SystemPriorityClasses() {
+		out = append(out, systemObject{schedulingv1.SchemeGroupVersion.WithResource("priorityclasses"), pc})
+	}
+	return out
+}
+
+// EnsureSystemObjects creates the system objects that do not exist. It is
 // a leader duty: it runs on every new leader and retries until it has
 // succeeded or ctx ends; creating is idempotent.
-func (h *Handler) EnsureNamespaces(ctx context.Context) {
-	nsRes, _ := h.registry.Lookup(corev1.SchemeGroupVersion.WithResource("namespaces"))
-	for _, name := range systemNamespaces {
-		for ctx.Err() == nil {
-			_, _, err := h.objects.get(nsRes, "", name)
-			if err == nil {
-				break
-			}
-			hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/api/v1/namespaces", nil)
-			hr.Header.Set("User-Agent", "pontoon-server")
-			_, err = h.createObject(ctx, &request{Request: hr, gv: corev1.SchemeGroupVersion, res: nsRes},
-				&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
-			if err == nil || apierrors.IsAlreadyExists(err) {
-				break
-			}
-			h.cfg.Logger.Warn("creating a system namespace failed; retrying", "namespace", name, "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
+func (h *Handler) EnsureSystemObjects(ctx context.Context) {
+	for _, o := range systemObjects() {
+		h.ensure(ctx, o.gvr, o.obj)
+	}
+}
+
+// ensure creates one cluster-scoped object unless it exists.
+func (h *Handler) ensure(ctx context.Context, gvr schema.GroupVersionResource, obj runtime.Object) {
+	r, _ := h.registry.Lookup(gvr)
+	name := accessor(obj).GetName()
+	for ctx.Err() == nil {
+		if _, _, err := h.objects.get(r, "", name); err == nil {
+			return
+		}
+		hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/", nil)
+		hr.Header.Set("User-Agent", "pontoon-server")
+		_, err := h.createObject(ctx, &request{Request: hr, gv: gvr.GroupVersion(), res: r}, obj.DeepCopyObject())
+		if err == nil || apierrors.IsAlreadyExists(err) {
+			return
+		}
+		h.cfg.Logger.Warn("creating a system object failed; retrying", "resource", gvr.Resource, "name", name, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
 		}
 	}
 }

@@ -84,13 +84,21 @@ func (a *ipAllocator) pick() (net.IP, error) {
 
 func nodePortKey(port int32) string { return nodePortPrefix + strconv.Itoa(int(port)) }
 
-// admitCreate allocates what a new object needs and returns the
-// operations that record it.
-func (h *Handler) admitCreate(_ context.Context, r *resource.Resource, obj runtime.Object) ([]fsm.Op, error) {
-	svc, ok := obj.(*corev1.Service)
-	if !ok {
-		return nil, nil
+// admitCreate decides what a new object needs from the rest of the
+// store (a service's addresses, a pod's priority) and returns the
+// operations that record or condition on it.
+func (h *Handler) admitCreate(ctx context.Context, r *resource.Resource, obj runtime.Object) ([]fsm.Op, error) {
+	switch o := obj.(type) {
+	case *corev1.Service:
+		return h.allocateAddresses(r, o)
+	case *corev1.Pod:
+		return h.admitPriority(ctx, o)
 	}
+	return nil, nil
+}
+
+// allocateAddresses gives a new service its ClusterIP and node ports.
+func (h *Handler) allocateAddresses(r *resource.Resource, svc *corev1.Service) ([]fsm.Op, error) {
 	a := h.ips
 	var ops []fsm.Op
 	spec := field.NewPath("spec")

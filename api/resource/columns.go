@@ -12,6 +12,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -466,4 +467,16 @@ var endpointSliceColumns = []Column{
 		return orDefault(strings.Join(addrs, ","), "<unset>")
 	})),
 	ageColumn,
+}
+
+var priorityClassColumns = []Column{
+	col("Value", "integer", "The value of this priority class.", cell(func(pc *schedulingv1.PriorityClass) any { return int64(pc.Value) })),
+	col("Global-Default", "boolean", "Whether this is the default priority class of pods without one.", cell(func(pc *schedulingv1.PriorityClass) any { return pc.GlobalDefault })),
+	ageColumn,
+	col("PreemptionPolicy", "string", "The policy for preempting pods with lower priority.", cell(func(pc *schedulingv1.PriorityClass) any {
+		if pc.PreemptionPolicy == nil {
+			return ""
+		}
+		return string(*pc.PreemptionPolicy)
+	})),
 }

@@ -6,6 +6,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -44,9 +45,6 @@ func defaultPod(p *corev1.Pod) {
 			p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists,
 				Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](defaultTolerationSeconds)})
 		}
-	}
-	if p.Spec.Priority == nil {
-		p.Spec.Priority = ptr.To[int32](0)
 	}
 	if p.Status.Phase == "" {
 		p.Status.Phase = corev1.PodPending
@@ -308,5 +306,11 @@ func prepareJob(j *batchv1.Job) {
 	for k, v := range map[string]string{batchv1.ControllerUidLabel: uid, "controller-uid": uid,
 		batchv1.JobNameLabel: j.Name, "job-name": j.Name} {
 		j.Spec.Template.Labels[k] = v
+	}
+}
+
+func defaultPriorityClass(pc *schedulingv1.PriorityClass) {
+	if pc.PreemptionPolicy == nil {
+		pc.PreemptionPolicy = ptr.To(corev1.PreemptLowerPriority)
 	}
 }

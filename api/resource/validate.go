@@ -2,10 +2,13 @@ package resource
 
 import (
 	"fmt"
+	"reflect"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/labels"
@@ -255,4 +258,52 @@ func validateConfigMap(c, _ *corev1.ConfigMap) field.ErrorList {
 
 func validateSecret(s, _ *corev1.Secret) field.ErrorList {
 	return validateKeys(s.Data, field.NewPath("data"))
+}
+
+// The priority classes every cluster has, as Kubernetes ships them, and
+// the highest value a user's class may have.
+const (
+	SystemClusterCritical        = "system-cluster-critical"
+	SystemNodeCritical           = "system-node-critical"
+	systemCriticalPriority       = 2000000000
+	highestUserDefinablePriority = 1000000000
+)
+
+// SystemPriorityClasses returns the classes the leader creates at
+// bootstrap.
+func SystemPriorityClasses() []*schedulingv1.PriorityClass {
+	class := func(name string, value int32, desc string) *schedulingv1.PriorityClass {
+		return &schedulingv1.PriorityClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Value: value, Description: desc}
+	}
+	return []*schedulingv1.PriorityClass{
+		class(SystemClusterCritical, systemCriticalPriority, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+		class(SystemNodeCritical, systemCriticalPriority+1000, "Used for system critical pods that must not be moved from their current node."),
+	}
+}
+
+func validatePriorityClass(pc, old *schedulingv1.PriorityClass) field.ErrorList {
+	var errs field.ErrorList
+	if strings.HasPrefix(pc.Name, "system-") {
+		known := false
+		for _, sys := range SystemPriorityClasses() {
+			known = known || (sys.Name == pc.Name && sys.Value == pc.Value)
+		}
+		if !known {
+			errs = append(errs, field.Forbidden(field.NewPath("metadata", "name"), "priority class names with 'system-' prefix are reserved for system use only"))
+		}
+	} else if pc.Value > highestUserDefinablePriority {
+		errs = append(errs, field.Forbidden(field.NewPath("value"), fmt.Sprintf("maximum allowed value of a user defined priority is %d", highestUserDefinablePriority)))
+	}
+	if p := pc.PreemptionPolicy; p != nil && *p != corev1.PreemptLowerPriority && *p != corev1.PreemptNever {
+		errs = append(errs, field.NotSupported(field.NewPath("preemptionPolicy"), *p, []string{string(corev1.PreemptLowerPriority), string(corev1.PreemptNever)}))
+	}
+	if old != nil {
+		if pc.Value != old.Value {
+			errs = append(errs, field.Invalid(field.NewPath("value"), pc.Value, "field is immutable"))
+		}
+		if !reflect.DeepEqual(pc.PreemptionPolicy, old.PreemptionPolicy) {
+			errs = append(errs, field.Invalid(field.NewPath("preemptionPolicy"), pc.PreemptionPolicy, "field is immutable"))
+		}
+	}
+	return errs
 }

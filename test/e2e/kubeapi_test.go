@@ -42,13 +42,19 @@ func kubeCluster(t *testing.T, baseIP int, args ...string) (c *cluster.Cluster, 
 }
 
 // waitSystemObjects waits until the leader has created the namespaces
-// every cluster has, and their default service accounts.
+// and priority classes every cluster has, and the namespaces' default
+// service accounts.
 func waitSystemObjects(t *testing.T, s *cluster.Server) {
 	t.Helper()
 	cs := s.Clientset()
 	cluster.Eventually(t, 15*time.Second, func() error {
 		for _, ns := range []string{"default", "kube-system", "kube-public", "kube-node-lease"} {
 			if _, err := cs.CoreV1().ServiceAccounts(ns).Get(context.Background(), "default", metav1.GetOptions{}); err != nil {
+				return err
+			}
+		}
+		for _, pc := range []string{"system-cluster-critical", "system-node-critical"} {
+			if _, err := cs.SchedulingV1().PriorityClasses().Get(context.Background(), pc, metav1.GetOptions{}); err != nil {
 				return err
 			}
 		}

@@ -38,9 +38,10 @@ func TestSnapshotSaveInspectRestore(t *testing.T) {
 		t.Fatalf("inspect printed %q", out)
 	}
 	// a, b, c, the cluster ID, the leader marker, the four system
-	// namespaces and their default service accounts.
-	if f := strings.Fields(lines[1]); f[3] != "13" {
-		t.Fatalf("inspect counts %s objects, want 13: %q", f[3], out)
+	// namespaces and their default service accounts, the two system
+	// priority classes.
+	if f := strings.Fields(lines[1]); f[3] != "15" {
+		t.Fatalf("inspect counts %s objects, want 15: %q", f[3], out)
 	}
 
 	// Change everything, then restore through another follower.

@@ -12,6 +12,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -371,20 +373,43 @@ func TestScheduler(t *testing.T) {
 		}
 	}
 
+	// Priority comes from PriorityClasses, as kube-apiserver's admission
+	// decides it.
+	for name, value := range map[string]int32{"low": 1, "high": 1000} {
+		pc := &schedulingv1.PriorityClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Value: value}
+		if _, err := wcs.SchedulingV1().PriorityClasses().Create(ctx, pc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unknown := pod("unknown", "1", nil)
+	unknown.Spec.PriorityClassName = "nosuch"
+	_, err = wcs.CoreV1().Pods("default").Create(ctx, unknown, metav1.CreateOptions{})
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "no PriorityClass with name nosuch was found") {
+		t.Fatalf("a pod of an unknown priority class: %v", err)
+	}
+	own := pod("own", "1", nil)
+	own.Spec.Priority = ptr.To[int32](5)
+	if _, err = wcs.CoreV1().Pods("default").Create(ctx, own, metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("a pod with a priority of its own: %v", err)
+	}
+	if p.Spec.Priority == nil || *p.Spec.Priority != 0 || p.Spec.PreemptionPolicy == nil || *p.Spec.PreemptionPolicy != corev1.PreemptLowerPriority {
+		t.Fatalf("a pod without a class: priority %v, preemption policy %v", p.Spec.Priority, p.Spec.PreemptionPolicy)
+	}
+
 	// Preemption: "big" (16 CPUs) holds "huge" (12, priority 0) and
-	// "filler" (3, priority 1). A 3-CPU pod of priority 1000 fits nowhere;
+	// "filler" (3, low). A 3-CPU pod of class high fits nowhere;
 	// evicting the least important pods that make room takes "huge" only,
 	// as kube-scheduler would.
-	prioritized := func(name, cpu string, prio int32) *corev1.Pod {
+	prioritized := func(name, cpu, class string) *corev1.Pod {
 		p := pod(name, cpu, map[string]string{corev1.LabelHostname: "big"})
-		p.Spec.Priority = ptr.To(prio)
+		p.Spec.PriorityClassName = class
 		return p
 	}
-	if _, err := wcs.CoreV1().Pods("default").Create(ctx, prioritized("filler", "3", 1), metav1.CreateOptions{}); err != nil {
+	if _, err := wcs.CoreV1().Pods("default").Create(ctx, prioritized("filler", "3", "low"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	boundTo("filler")
-	if _, err := wcs.CoreV1().Pods("default").Create(ctx, prioritized("urgent", "3", 1000), metav1.CreateOptions{}); err != nil {
+	if _, err := wcs.CoreV1().Pods("default").Create(ctx, prioritized("urgent", "3", "high"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := boundTo("urgent"); got != "big" {
