@@ -6,6 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	resourcehelper "k8s.io/component-helpers/resource"
+	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
 )
 
 // resources is what a pod requests or a node offers, in the units the
@@ -180,10 +181,71 @@ type cache struct {
 	// affine holds the pods whose own affinity terms bear on where other
 	// pods go, so a cycle need not walk every pod to find them.
 	affine map[string]*podInfo
+	// nominated holds, per node, the pending pods that preempted there
+	// (status.nominatedNodeName): what they will need is kept free from
+	// pods of lower priority while their victims go.
+	nominated map[string]map[string]*podInfo
 }
 
 func newCache() *cache {
-	return &cache{nodes: map[string]*nodeInfo{}, podNode: map[string]string{}, assumed: map[string]bool{}, affine: map[string]*podInfo{}}
+	return &cache{nodes: map[string]*nodeInfo{}, podNode: map[string]string{}, assumed: map[string]bool{},
+		affine: map[string]*podInfo{}, nominated: map[string]map[string]*podInfo{}}
+}
+
+// nominate records a pending pod's nominated node, or forgets it when it
+// has none.
+func (c *cache) nominate(pod *corev1.Pod) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	key := pod.Namespace + "/" + pod.Name
+	c.unnominateLocked(key)
+	if node := pod.Status.NominatedNodeName; node != "" && pod.Spec.NodeName == "" {
+		if c.nominated[node] == nil {
+			c.nominated[node] = map[string]*podInfo{}
+		}
+		c.nominated[node][key] = newPodInfo(pod)
+	}
+}
+
+func (c *cache) unnominate(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.unnominateLocked(key)
+}
+
+func (c *cache) unnominateLocked(key string) {
+	for node, pods := range c.nominated {
+		if _, ok := pods[key]; ok {
+			delete(pods, key)
+			if len(pods) == 0 {
+				delete(c.nominated, node)
+			}
+		}
+	}
+}
+
+// withNominated is the node as a pod of priority prio sees it: with the
+// pods nominated there of at least that priority (other than the pod
+// itself) counted as if bound. Without any, it is the node itself.
+func (c *cache) withNominated(n *nodeInfo, self string, prio int32) *nodeInfo {
+	var extra []*podInfo
+	for key, p := range c.nominated[n.node.Name] {
+		if key != self && corev1helpers.PodPriority(p.pod) >= prio {
+			extra = append(extra, p)
+		}
+	}
+	if len(extra) == 0 {
+		return n
+	}
+	sim := newNodeInfo()
+	sim.setNode(n.node)
+	for _, p := range n.pods {
+		sim.addPod(p)
+	}
+	for _, p := range extra {
+		sim.addPod(p)
+	}
+	return sim
 }
 
 // info returns the node's entry, making one for a pod that names a node

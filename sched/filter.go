@@ -63,9 +63,10 @@ func (c *cache) findNode(cy *cycle, start int) (*nodeInfo, map[string]*failure, 
 	feasible := make([]*nodeInfo, 0, min(want, 128))
 	failures := map[string]*failure{}
 	checked := 0
+	prio := corev1helpers.PodPriority(cy.pi.pod)
 	for ; checked < all && len(feasible) < want; checked++ {
 		n := c.nodes[c.order[(start+checked)%all]]
-		if f := cy.filter(n); f != nil {
+		if f := cy.filter(c.withNominated(n, cy.pi.key, prio)); f != nil {
 			failures[n.node.Name] = f
 			continue
 		}

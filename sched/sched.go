@@ -11,8 +11,9 @@
 // scores them, assumes the pod onto the best one and hands the binding to
 // a pool of binders, so bindings overlap and the Raft log batches them. A
 // pod that fits nowhere gets kube-scheduler's FailedScheduling event and
-// PodScheduled=False condition, may preempt lower-priority pods, and
-// waits until nodes or pods change.
+// PodScheduled=False condition, may preempt lower-priority pods (whose
+// room it then keeps from others of lower priority), and waits until
+// nodes or pods change.
 package sched
 
 import (
@@ -98,13 +99,17 @@ func (s *Scheduler) podChanged(obj any) {
 		// A finished pod no longer holds what it requested.
 		s.queue.remove(key)
 		s.cache.removePod(key)
+		s.cache.unnominate(key)
 		s.queue.clusterChanged()
 	case pod.Spec.NodeName != "":
 		s.queue.remove(key)
+		s.cache.unnominate(key)
 		s.cache.setPod(pod)
 	case pod.DeletionTimestamp != nil:
 		s.queue.remove(key)
+		s.cache.unnominate(key)
 	case pod.Spec.SchedulerName == Name:
+		s.cache.nominate(pod)
 		s.queue.add(pod, key)
 	}
 }
@@ -120,6 +125,7 @@ func (s *Scheduler) podDeleted(obj any) {
 	key := podKey(pod)
 	s.queue.remove(key)
 	s.cache.removePod(key)
+	s.cache.unnominate(key)
 	if pod.Spec.NodeName != "" {
 		s.queue.clusterChanged()
 	}

@@ -368,3 +368,24 @@ func TestQueue(t *testing.T) {
 		t.Fatalf("remove left %d active, %d known", q.heap.Len(), len(q.entries))
 	}
 }
+
+func TestNominatedPodsKeepTheirRoom(t *testing.T) {
+	c := newTestCache(testNode("a", "2", "4Gi", nil))
+	withPrio := func(name, cpu string, prio int32) *corev1.Pod {
+		p := testPod(name, cpu, "")
+		p.Spec.Priority = ptr.To(prio)
+		return p
+	}
+	preemptor := withPrio("preemptor", "1500m", 100)
+	preemptor.Status.NominatedNodeName = "a"
+	c.nominate(preemptor)
+	mustFail(t, c, withPrio("low", "1", 0), "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.")
+	mustPlace(t, c, withPrio("peer", "500m", 100))
+	if got := mustPlace(t, c, preemptor); got != "a" {
+		t.Fatalf("the nominated pod went to %s", got)
+	}
+	c.unnominate("default/preemptor")
+	if len(c.nominated) != 0 {
+		t.Fatalf("nominations left: %v", c.nominated)
+	}
+}
