@@ -13,8 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -68,7 +66,7 @@ func (c *replicaSetController) sync(ctx context.Context, key string) error {
 	}
 	var manageErr error
 	if c.expectations.satisfied(key) && rs.DeletionTimestamp == nil {
-		manageErr = manageReplicas(ctx, c.controller, c.client, c.expectations, key, rs, &rs.Spec.Template, replicaSetKind, pods, int(ptr.Deref(rs.Spec.Replicas, 1)))
+		manageErr = c.manage(ctx, key, rs, pods)
 	}
 	status, wait := replicaSetStatus(rs, pods, time.Now())
 	if manageErr != nil {
@@ -91,7 +89,7 @@ func (c *replicaSetController) sync(ctx context.Context, key string) error {
 	return nil
 }
 
-// ownedPods lists the active pods the owner controls, by its selector.
+// ownedPods lists the pods the owner controls, by its selector.
 func ownedPods(lister corelisters.PodLister, owner metav1.Object, selector *metav1.LabelSelector) ([]*corev1.Pod, error) {
 	sel, err := metav1.LabelSelectorAsSelector(selector)
 	if err != nil {
@@ -110,16 +108,11 @@ func ownedPods(lister corelisters.PodLister, owner metav1.Object, selector *meta
 	return out, nil
 }
 
-// object is what the controllers own and write events about.
-type object interface {
-	metav1.Object
-	runtime.Object
-}
-
-// manageReplicas creates or deletes pods of owner until want of them are
-// active, recording what it does in exp and as events.
-func manageReplicas(ctx context.Context, c *controller, client kubernetes.Interface, exp *expectations, key string, owner object,
-	template *corev1.PodTemplateSpec, gvk schema.GroupVersionKind, pods []*corev1.Pod, want int) error {
+// manage creates or deletes pods of the ReplicaSet until spec.replicas
+// of them are active, recording what it does in the expectations and as
+// events.
+func (c *replicaSetController) manage(ctx context.Context, key string, rs *appsv1.ReplicaSet, pods []*corev1.Pod) error {
+	exp, client, want := c.expectations, c.client, int(ptr.Deref(rs.Spec.Replicas, 1))
 	var active []*corev1.Pod
 	for _, p := range pods {
 		if podActive(p) {
@@ -130,14 +123,14 @@ func manageReplicas(ctx context.Context, c *controller, client kubernetes.Interf
 	if diff < 0 {
 		n := min(-diff, burstReplicas)
 		exp.expect(key, n, nil)
-		pod := podFromTemplate(template, owner, gvk)
+		pod := podFromTemplate(&rs.Spec.Template, rs, replicaSetKind)
 		created, err := slowStartBatch(ctx, n, func(ctx context.Context, _ int) error {
 			// Each its own copy: encoding writes the kind into the object.
-			p, err := client.CoreV1().Pods(owner.GetNamespace()).Create(ctx, pod.DeepCopy(), metav1.CreateOptions{})
+			p, err := client.CoreV1().Pods(rs.Namespace).Create(ctx, pod.DeepCopy(), metav1.CreateOptions{})
 			if err != nil {
 				return err
 			}
-			c.recorder.Eventf(owner, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", p.Name)
+			c.recorder.Eventf(rs, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", p.Name)
 			return nil
 		})
 		// The informer will show only the pods that were created.
@@ -145,7 +138,7 @@ func manageReplicas(ctx context.Context, c *controller, client kubernetes.Interf
 			exp.created(key)
 		}
 		if err != nil {
-			c.recorder.Eventf(owner, corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
+			c.recorder.Eventf(rs, corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
 			return fmt.Errorf("create pods of %s: %w", key, err)
 		}
 		return nil
@@ -171,7 +164,7 @@ func manageReplicas(ctx context.Context, c *controller, client kubernetes.Interf
 				errs[i] = err
 				return
 			}
-			c.recorder.Eventf(owner, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: %s", p.Name)
+			c.recorder.Eventf(rs, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: %s", p.Name)
 		}()
 	}
 	wg.Wait()
