@@ -128,7 +128,12 @@ func (p hostPort) conflicts(o hostPort) bool {
 // nodeInfo is the scheduler's view of one node: the node, the pods bound
 // or assumed to it and what they request.
 type nodeInfo struct {
-	node        *corev1.Node
+	node *corev1.Node
+	// What the filters read of every node, copied here from the node so
+	// the walk over thousands of nodes touches little memory.
+	ready         bool // the node's Ready condition is True
+	unschedulable bool
+	taints        []corev1.Taint
 	allocatable resources
 	requested   resources
 	nonZero     resources
@@ -140,6 +145,7 @@ func newNodeInfo() *nodeInfo { return &nodeInfo{pods: map[string]*podInfo{}} }
 
 func (n *nodeInfo) setNode(node *corev1.Node) {
 	n.node = node
+	n.ready, n.unschedulable, n.taints = nodeReady(node), node.Spec.Unschedulable, node.Spec.Taints
 	n.allocatable = resourcesOf(node.Status.Allocatable)
 }
 
@@ -173,7 +179,7 @@ func (n *nodeInfo) removePod(key string) {
 type cache struct {
 	mu    sync.Mutex
 	nodes map[string]*nodeInfo
-	order []string // node names, the order the filters walk them in
+	order []*nodeInfo // the nodes, in the order the filters walk them
 	// podNode is the node of every pod in the cache; assumed marks those
 	// the informer has not yet confirmed.
 	podNode map[string]string
@@ -228,6 +234,9 @@ func (c *cache) unnominateLocked(key string) {
 // pods nominated there of at least that priority (other than the pod
 // itself) counted as if bound. Without any, it is the node itself.
 func (c *cache) withNominated(n *nodeInfo, self string, prio int32) *nodeInfo {
+	if len(c.nominated) == 0 {
+		return n
+	}
 	var extra []*podInfo
 	for key, p := range c.nominated[n.node.Name] {
 		if key != self && corev1helpers.PodPriority(p.pod) >= prio {
@@ -264,7 +273,7 @@ func (c *cache) setNode(node *corev1.Node) {
 	defer c.mu.Unlock()
 	n := c.info(node.Name)
 	if n.node == nil {
-		c.order = append(c.order, node.Name)
+		c.order = append(c.order, n)
 	}
 	n.setNode(node)
 }
@@ -278,7 +287,7 @@ func (c *cache) removeNode(name string) {
 	}
 	n.node = nil
 	for i, o := range c.order {
-		if o == name {
+		if o == n {
 			c.order = append(c.order[:i], c.order[i+1:]...)
 			break
 		}

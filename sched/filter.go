@@ -65,7 +65,7 @@ func (c *cache) findNode(cy *cycle, start int) (*nodeInfo, map[string]*failure, 
 	checked := 0
 	prio := corev1helpers.PodPriority(cy.pi.pod)
 	for ; checked < all && len(feasible) < want; checked++ {
-		n := c.nodes[c.order[(start+checked)%all]]
+		n := c.order[(start+checked)%all]
 		if f := cy.filter(c.withNominated(n, cy.pi.key, prio)); f != nil {
 			failures[n.node.Name] = f
 			continue
@@ -100,7 +100,7 @@ type failure struct {
 // filter runs the filters in kube-scheduler's order and returns the
 // first that fails, or nil if the pod fits the node.
 func (cy *cycle) filter(n *nodeInfo) *failure {
-	if f := cy.filterNode(n.node); f != nil {
+	if f := cy.filterNode(n); f != nil {
 		return f
 	}
 	return cy.filterPods(n)
@@ -108,21 +108,21 @@ func (cy *cycle) filter(n *nodeInfo) *failure {
 
 // filterNode is the part of the filters that only looks at the node, so
 // preemption need not retry it.
-func (cy *cycle) filterNode(node *corev1.Node) *failure {
+func (cy *cycle) filterNode(n *nodeInfo) *failure {
 	pod := cy.pi.pod
-	if node.Spec.Unschedulable && !corev1helpers.TolerationsTolerateTaint(pod.Spec.Tolerations, &corev1.Taint{Key: corev1.TaintNodeUnschedulable, Effect: corev1.TaintEffectNoSchedule}) {
+	if n.unschedulable && !corev1helpers.TolerationsTolerateTaint(pod.Spec.Tolerations, &corev1.Taint{Key: corev1.TaintNodeUnschedulable, Effect: corev1.TaintEffectNoSchedule}) {
 		return &failure{reasons: []string{reasonUnschedulable}}
 	}
 	noScheduleOrExecute := func(t *corev1.Taint) bool {
 		return t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute
 	}
-	if t, ok := corev1helpers.FindMatchingUntoleratedTaint(node.Spec.Taints, pod.Spec.Tolerations, noScheduleOrExecute); ok {
+	if t, ok := corev1helpers.FindMatchingUntoleratedTaint(n.taints, pod.Spec.Tolerations, noScheduleOrExecute); ok {
 		return &failure{reasons: []string{untoleratedTaint(t)}}
 	}
-	if !nodeReady(node) && !corev1helpers.TolerationsTolerateTaint(pod.Spec.Tolerations, &notReadyTaint) {
+	if !n.ready && !corev1helpers.TolerationsTolerateTaint(pod.Spec.Tolerations, &notReadyTaint) {
 		return &failure{reasons: []string{untoleratedTaint(notReadyTaint)}}
 	}
-	if ok, err := cy.affinity.Match(node); err != nil || !ok {
+	if ok, err := cy.affinity.Match(n.node); err != nil || !ok {
 		return &failure{reasons: []string{reasonNodeAffinity}}
 	}
 	return nil

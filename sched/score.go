@@ -79,8 +79,8 @@ func balancedAllocation(cy *cycle, n *nodeInfo) int64 {
 // pod does not tolerate: fewer is better.
 func preferNoScheduleTaints(cy *cycle, n *nodeInfo) int64 {
 	var count int64
-	for i := range n.node.Spec.Taints {
-		t := &n.node.Spec.Taints[i]
+	for i := range n.taints {
+		t := &n.taints[i]
 		if t.Effect == corev1.TaintEffectPreferNoSchedule && !corev1helpers.TolerationsTolerateTaint(cy.pi.pod.Spec.Tolerations, t) {
 			count++
 		}
