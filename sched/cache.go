@@ -134,11 +134,11 @@ type nodeInfo struct {
 	ready         bool // the node's Ready condition is True
 	unschedulable bool
 	taints        []corev1.Taint
-	allocatable resources
-	requested   resources
-	nonZero     resources
-	pods        map[string]*podInfo
-	ports       []hostPort
+	allocatable   resources
+	requested     resources
+	nonZero       resources
+	pods          map[string]*podInfo
+	ports         []hostPort
 }
 
 func newNodeInfo() *nodeInfo { return &nodeInfo{pods: map[string]*podInfo{}} }
