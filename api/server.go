@@ -42,6 +42,8 @@ type Config struct {
 	Pprof bool
 	// ServiceCIDR is the range of service ClusterIPs.
 	ServiceCIDR *net.IPNet
+	// EventTTL is how long events are kept after their last write.
+	EventTTL time.Duration
 }
 
 // Server is the HTTP API of one server.
@@ -50,17 +52,18 @@ type Server struct {
 	mux *http.ServeMux
 }
 
-// New builds the API's routes, and registers the API's leader duty (the
-// system namespaces) with the node.
+// New builds the API's routes, and registers the API's leader duties
+// (the system objects, event expiry) with the node.
 func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
 	m := s.mux
-	k, err := kube.New(kube.Config{Node: cfg.Node, Store: cfg.Store, ServiceCIDR: cfg.ServiceCIDR, Logger: cfg.Logger.With("component", "kube-api"), StatusFor: statusFor})
+	k, err := kube.New(kube.Config{Node: cfg.Node, Store: cfg.Store, ServiceCIDR: cfg.ServiceCIDR, EventTTL: cfg.EventTTL, Logger: cfg.Logger.With("component", "kube-api"), StatusFor: statusFor})
 	if err != nil {
 		return nil, err
 	}
 	k.Register(m)
 	cfg.Node.AddLeaderDuty(k.EnsureSystemObjects)
+	cfg.Node.AddLeaderDuty(k.ExpireEvents)
 	m.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	m.HandleFunc("GET /readyz", s.readyz)
 	m.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,6 +36,9 @@ type Config struct {
 	// StatusFor maps any error to the Status a client gets: a Status
 	// error as it is, the lower layers' (no leader, timeouts) to theirs.
 	StatusFor func(error) *metav1.Status
+	// EventTTL is how long an event is kept after its last write; zero
+	// keeps events for ever.
+	EventTTL time.Duration
 }
 
 // Handler serves /api, /apis, /version and /openapi.

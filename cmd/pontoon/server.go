@@ -43,6 +43,7 @@ type serverOptions struct {
 	nodeCIDRMaskSize               int
 	nodeMonitorGracePeriod         time.Duration
 	terminatedPodGCThreshold       int
+	eventTTL                       time.Duration
 	// kubeconfig, when set, is written for the local API once it listens.
 	kubeconfig string
 }
@@ -70,6 +71,7 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.IntVar(&o.nodeCIDRMaskSize, "node-cidr-mask-size", 24, "prefix length of each node's pod CIDR")
 	f.DurationVar(&o.nodeMonitorGracePeriod, "node-monitor-grace-period", 50*time.Second, "how long a node's Lease may go unrenewed before the node is NotReady (as kube-controller-manager)")
 	f.IntVar(&o.terminatedPodGCThreshold, "terminated-pod-gc-threshold", 12500, "finished pods kept before the oldest are deleted (0: keep all)")
+	f.DurationVar(&o.eventTTL, "event-ttl", time.Hour, "how long events are kept after their last write (as kube-apiserver)")
 	f.BoolVar(&o.pprof, "enable-pprof", false, "serve Go's profiler under /debug/pprof/ on the API address")
 }
 
@@ -206,7 +208,7 @@ func runServer(ctx context.Context, o serverOptions) error {
 	}
 
 	apiServer, err := api.New(api.Config{Node: node, Store: store, Members: pool, Metrics: reg, TempDir: o.dataDir, Logger: logger,
-		Pprof: o.pprof, ServiceCIDR: serviceCIDR})
+		Pprof: o.pprof, ServiceCIDR: serviceCIDR, EventTTL: o.eventTTL})
 	if err != nil {
 		node.Shutdown(context.Background())
 		return err

@@ -78,3 +78,36 @@ func TestLeaderControllers(t *testing.T) {
 	deleteNamespace("doomed-after-failover", survivors[0], survivors[1])
 	t.Logf("controllers moved from %s to %s", l.Name, next.Name)
 }
+
+// TestEventTTL checks that events go once --event-ttl has passed since
+// their last write, as in kube-apiserver, and nothing else does.
+func TestEventTTL(t *testing.T) {
+	_, w, r := kubeCluster(t, 91, "--event-ttl", "2s")
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "short-lived"},
+		InvolvedObject: corev1.ObjectReference{Kind: "ConfigMap", Namespace: "default", Name: "kept"},
+		Reason:         "Testing", Message: "expires", Type: corev1.EventTypeNormal, LastTimestamp: metav1.Now()}
+	start := time.Now()
+	if _, err := wcs.CoreV1().Events("default").Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wcs.CoreV1().ConfigMaps("default").Create(ctx, configMap("kept", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Eventually(t, 20*time.Second, func() error {
+		_, err := rcs.CoreV1().Events("default").Get(ctx, "short-lived", metav1.GetOptions{})
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("the event is still there (%v)", err)
+		}
+		return nil
+	})
+	// Event times are kept to the second, so the TTL runs from the
+	// second the event was written.
+	if took := time.Since(start); took < time.Second {
+		t.Fatalf("the event went after %v, before its 2 s TTL", took)
+	}
+	if _, err := rcs.CoreV1().ConfigMaps("default").Get(ctx, "kept", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the event expiry took a config map: %v", err)
+	}
+}
