@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"time"
 
@@ -183,8 +184,8 @@ func (c *cronJobController) run(ctx context.Context, cj *batchv1.CronJob, sched 
 		ObjectMeta: metav1.ObjectMeta{
 			Name:            fmt.Sprintf("%s-%d", cj.Name, scheduled.Unix()/60),
 			Namespace:       cj.Namespace,
-			Labels:          copyMap(cj.Spec.JobTemplate.Labels),
-			Annotations:     withEntry(copyMap(cj.Spec.JobTemplate.Annotations), scheduledTimestampAnnotation, scheduled.Format(time.RFC3339)),
+			Labels:          maps.Clone(cj.Spec.JobTemplate.Labels),
+			Annotations:     withEntry(maps.Clone(cj.Spec.JobTemplate.Annotations), scheduledTimestampAnnotation, scheduled.Format(time.RFC3339)),
 			OwnerReferences: []metav1.OwnerReference{controllerRef(cj, cronJobKind)},
 		},
 		Spec: *cj.Spec.JobTemplate.Spec.DeepCopy(),

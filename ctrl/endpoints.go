@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 
@@ -197,6 +198,17 @@ func portsKey(ports []discoveryv1.EndpointPort) string {
 	return strings.Join(parts, ",")
 }
 
+// endpointLabels are the labels a service's EndpointSlices and Endpoints
+// carry: the service's own and, for a headless service, the headless mark.
+func endpointLabels(svc *corev1.Service) map[string]string {
+	out := map[string]string{}
+	maps.Copy(out, svc.Labels)
+	if svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		out[corev1.IsHeadlessService] = ""
+	}
+	return out
+}
+
 // syncSlices writes the slices of a service: one per group and per 100
 // endpoints, reusing the existing slices in name order.
 func (c *endpointsController) syncSlices(ctx context.Context, svc *corev1.Service, groups []portGroup) error {
@@ -222,15 +234,9 @@ func (c *endpointsController) syncSlices(ctx context.Context, svc *corev1.Servic
 		// A service with no endpoints still has one (empty) slice.
 		want = append(want, discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{}})
 	}
-	sliceLabels := map[string]string{}
-	for k, v := range svc.Labels {
-		sliceLabels[k] = v
-	}
+	sliceLabels := endpointLabels(svc)
 	sliceLabels[discoveryv1.LabelServiceName] = svc.Name
 	sliceLabels[discoveryv1.LabelManagedBy] = managedBy
-	if svc.Spec.ClusterIP == corev1.ClusterIPNone {
-		sliceLabels[corev1.IsHeadlessService] = ""
-	}
 	slices := c.client.DiscoveryV1().EndpointSlices(svc.Namespace)
 	for i, w := range want {
 		w.Labels = sliceLabels
@@ -264,13 +270,7 @@ func (c *endpointsController) syncSlices(ctx context.Context, svc *corev1.Servic
 // syncEndpoints writes the service's Endpoints object: one subset per
 // group, ready and not-ready addresses; terminating pods are left out.
 func (c *endpointsController) syncEndpoints(ctx context.Context, svc *corev1.Service, groups []portGroup) error {
-	ep := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Namespace: svc.Namespace, Labels: map[string]string{}}}
-	for k, v := range svc.Labels {
-		ep.Labels[k] = v
-	}
-	if svc.Spec.ClusterIP == corev1.ClusterIPNone {
-		ep.Labels[corev1.IsHeadlessService] = ""
-	}
+	ep := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Namespace: svc.Namespace, Labels: endpointLabels(svc)}}
 	for _, g := range groups {
 		var sub corev1.EndpointSubset
 		for _, e := range g.endpoints {

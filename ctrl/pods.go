@@ -2,6 +2,7 @@ package ctrl
 
 import (
 	"context"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -84,25 +85,14 @@ func podFromTemplate(t *corev1.PodTemplateSpec, owner metav1.Object, gvk schema.
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace:       owner.GetNamespace(),
 			GenerateName:    owner.GetName() + "-",
-			Labels:          copyMap(t.Labels),
-			Annotations:     copyMap(t.Annotations),
+			Labels:          maps.Clone(t.Labels),
+			Annotations:     maps.Clone(t.Annotations),
 			Finalizers:      t.Finalizers,
 			OwnerReferences: []metav1.OwnerReference{controllerRef(owner, gvk)},
 		},
 	}
 	pod.Spec = *t.Spec.DeepCopy()
 	return pod
-}
-
-func copyMap(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // enqueueOwner returns an informer handler that enqueues, on c, the

@@ -115,7 +115,7 @@ func newPodInfo(pod *corev1.Pod) *podInfo {
 	return pi
 }
 
-// portsConflict reports whether two host ports cannot both be bound;
+// conflicts reports whether two host ports cannot both be bound;
 // 0.0.0.0 (or no address) takes the port on every address.
 func (p hostPort) conflicts(o hostPort) bool {
 	if p.port != o.port || p.protocol != o.protocol {

@@ -41,7 +41,6 @@ type podCensus struct {
 	mu      sync.Mutex
 	pods    map[string]*corev1.Pod
 	created map[string]map[string]bool // pod names seen per pod-template-hash
-	hashes  map[string]bool            // every pod-template-hash seen
 	maxPods int                        // most active pods at once
 	minUp   int                        // fewest ready active pods once armed
 	armed   bool
@@ -51,7 +50,7 @@ type podCensus struct {
 
 func watchPods(t *testing.T, cs kubernetes.Interface, ns, selector string) *podCensus {
 	t.Helper()
-	pc := &podCensus{pods: map[string]*corev1.Pod{}, created: map[string]map[string]bool{}, hashes: map[string]bool{}, minUp: 1 << 30}
+	pc := &podCensus{pods: map[string]*corev1.Pod{}, created: map[string]map[string]bool{}, minUp: 1 << 30}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: selector})
@@ -91,7 +90,6 @@ func (pc *podCensus) observe() {
 		}
 		active++
 		hashes[p.Labels[appsv1.DefaultDeploymentUniqueLabelKey]] = true
-		pc.hashes[p.Labels[appsv1.DefaultDeploymentUniqueLabelKey]] = true
 		for _, c := range p.Status.Conditions {
 			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
 				up++
