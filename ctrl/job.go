@@ -404,10 +404,23 @@ func freeIndexes(j *batchv1.Job, pods []*corev1.Pod, n int) []int {
 }
 
 // deleteAll deletes the given pods of the Job.
+// The deletions are expected, so a sync before the informer shows them
+// does not delete more.
 func (c *jobController) deleteAll(ctx context.Context, key string, pods []*corev1.Pod) error {
+	if len(pods) == 0 {
+		return nil
+	}
+	keys := make([]string, len(pods))
+	for i, p := range pods {
+		keys[i] = p.Namespace + "/" + p.Name
+	}
+	c.expectations.expect(key, 0, keys)
 	var errs []error
-	for _, p := range pods {
-		errs = append(errs, deletePod(ctx, c.client, p))
+	for i, p := range pods {
+		if err := deletePod(ctx, c.client, p); err != nil {
+			c.expectations.deleted(key, keys[i])
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
