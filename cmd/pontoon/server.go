@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -126,12 +127,23 @@ func advertised(addr, ip string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
+// serverGCPercent is the server's GOGC unless the environment sets one.
+// A server's heap is mostly long-lived: the watch history and, on the
+// leader, the informer caches of every pod and node. Go's default of 100
+// lets garbage grow as large as all of that before a collection; 75 costs
+// a little CPU and keeps the leader of 5,000 nodes and 50,000 pods some
+// 150 MiB smaller (docs/benchmarks.md), as Prometheus chose for its caches.
+const serverGCPercent = 75
+
 func runServer(ctx context.Context, o serverOptions) error {
 	logger, err := newLogger(o.logLevel)
 	if err != nil {
 		return err
 	}
 	logger = logger.With("server", o.name)
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(serverGCPercent)
+	}
 	_, serviceCIDR, err := net.ParseCIDR(o.serviceCIDR)
 	if err != nil || serviceCIDR.IP.To4() == nil {
 		return fmt.Errorf("--service-cidr %q: want an IPv4 CIDR such as 10.96.0.0/16", o.serviceCIDR)
