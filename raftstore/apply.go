@@ -260,20 +260,83 @@ func newHTTPClient(localIP string) *http.Client {
 	}}
 }
 
+// post sends an internal request to the leader at api. The request is
+// abandoned, with errDeposed, as soon as this server learns that another
+// server leads: a leader that was paused or cut off may never answer, and
+// waiting for it until the deadline held up every write through this
+// server long after the new leader could take them. Closing the response
+// body releases the request.
 func (n *Node) post(ctx context.Context, api, path string, body []byte) (*http.Response, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	go n.abandonIfDeposed(ctx, cancel, api)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+api+path, bytes.NewReader(body))
 	if err != nil {
+		cancel(nil)
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
 	if d, ok := ctx.Deadline(); ok {
 		req.Header.Set("Pontoon-Timeout", strconv.FormatInt(time.Until(d).Milliseconds(), 10))
 	}
-	return n.client.Do(req)
+	resp, err := n.client.Do(req)
+	if err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, errDeposed) {
+			err = cause
+		}
+		cancel(nil)
+		return nil, err
+	}
+	resp.Body = releasingBody{resp.Body, cancel}
+	return resp, nil
+}
+
+// errDeposed: the server a request was sent to no longer leads.
+var errDeposed = errors.New("another server became the leader before this one answered")
+
+// abandonIfDeposed cancels ctx once a leader other than the one at api
+// (this server included) has been known for a heartbeat timeout: a former
+// leader that is alive, as after a leadership transfer, answers within
+// that time. It returns when ctx is done.
+func (n *Node) abandonIfDeposed(ctx context.Context, cancel context.CancelCauseFunc, api string) {
+	for {
+		n.mu.Lock()
+		wake := n.readyWake
+		n.mu.Unlock()
+		if cur, err := n.leaderAPI(); err == nil && cur != api {
+			grace := time.NewTimer(n.cfg.HeartbeatTimeout)
+			defer grace.Stop()
+			select {
+			case <-grace.C:
+				cancel(errDeposed)
+			case <-ctx.Done():
+			}
+			return
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// releasingBody cancels its request's context when closed.
+type releasingBody struct {
+	io.ReadCloser
+	cancel context.CancelCauseFunc
+}
+
+func (b releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel(nil)
+	return err
 }
 
 func (n *Node) forwardReadIndex(ctx context.Context, api string) (uint64, error) {
 	resp, err := n.post(ctx, api, pathReadIndex, nil)
+	if errors.Is(err, errDeposed) {
+		return 0, errNotLeaderThere // a read index can be asked again of the new leader
+	}
 	if err != nil {
 		return 0, fmt.Errorf("%w: asking the leader at %s: %v", ErrNoLeader, api, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -108,6 +109,91 @@ func TestPartitionedLeaderAcknowledgesNothing(t *testing.T) {
 			if inLog[v] {
 				t.Fatalf("minority write %s was committed", v)
 			}
+		}
+	}
+}
+
+// TestFollowersMoveOnFromAPausedLeader pauses the leader with SIGSTOP: its
+// connections stay open and silent, as across a partition. The writes the
+// followers were forwarding to it end within seconds of the next election
+// (as unknown outcomes), and new writes through every follower are
+// acknowledged by the new leader, instead of all of them waiting for their
+// deadline.
+func TestFollowersMoveOnFromAPausedLeader(t *testing.T) {
+	c := newCluster(t, 3, 21)
+	c.Start()
+	old := c.Leader(20 * time.Second)
+	followers := c.Others(old)
+
+	// Writers that keep every forwarding sender of both followers busy.
+	type outcome struct{ started, ended time.Time }
+	var (
+		mu       sync.Mutex
+		outcomes []outcome
+		acked    atomic.Int64
+		wg       sync.WaitGroup
+	)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f := followers[i%2]
+			for seq := 0; ctx.Err() == nil; seq++ {
+				wctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				start := time.Now()
+				if _, err := f.Client().Put(wctx, fmt.Sprintf("busy/%d/%d", i, seq), []byte("v"), client.Cond{}); err == nil {
+					acked.Add(1)
+				}
+				cancel()
+				mu.Lock()
+				outcomes = append(outcomes, outcome{start, time.Now()})
+				mu.Unlock()
+			}
+		}()
+	}
+	cluster.Eventually(t, 10*time.Second, func() error {
+		if n := acked.Load(); n < 100 {
+			return fmt.Errorf("%d writes acknowledged", n)
+		}
+		return nil
+	})
+
+	paused := time.Now()
+	old.Signal(syscall.SIGSTOP)
+	defer old.Signal(syscall.SIGCONT)
+	cluster.Eventually(t, 10*time.Second, func() error {
+		for _, f := range followers {
+			st, err := f.Client().Status(context.Background())
+			if err != nil {
+				return err
+			}
+			if st.Leader == "" || st.Leader == old.Name {
+				return fmt.Errorf("%s sees leader %q", f.Name, st.Leader)
+			}
+		}
+		return nil
+	})
+	elected := time.Now()
+	t.Logf("new leader known %v after the pause", elected.Sub(paused).Round(time.Millisecond))
+
+	// The deposed leader gets one heartbeat timeout to answer; 5 s is far
+	// below the 10 s every forwarded write used to wait.
+	const bound = 5 * time.Second
+	for _, f := range followers {
+		cluster.Eventually(t, bound, func() error {
+			wctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_, err := f.Client().Put(wctx, "after/"+f.Name, []byte("v"), client.Cond{})
+			return err
+		})
+	}
+	stop()
+	wg.Wait()
+	for _, o := range outcomes {
+		if o.started.Before(paused) && o.ended.After(elected.Add(bound)) {
+			t.Fatalf("a write forwarded before the pause ended %v after the election", o.ended.Sub(elected).Round(time.Millisecond))
 		}
 	}
 }
