@@ -381,6 +381,20 @@ func TestKubeAPI(t *testing.T) {
 		if got, _ := rcs.AppsV1().Deployments(ns).Get(ctx, got.Name, metav1.GetOptions{}); *got.Spec.Replicas != 4 {
 			t.Fatalf("scale did not set replicas: %d", *got.Spec.Replicas)
 		}
+
+		// An update that changes nothing stores nothing and keeps the
+		// resourceVersion, as in kube-apiserver.
+		cm, err := wcs.CoreV1().ConfigMaps(ns).Create(ctx, configMap("noop", map[string]string{"k": "v"}), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if same, err := wcs.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{}); err != nil || same.ResourceVersion != cm.ResourceVersion {
+			t.Fatalf("no-op update: %v, resourceVersion %s -> %s", err, cm.ResourceVersion, same.ResourceVersion)
+		}
+		cm.Data["k"] = "w"
+		if changed, err := wcs.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{}); err != nil || changed.ResourceVersion == cm.ResourceVersion {
+			t.Fatalf("update: %v, resourceVersion %s -> %s", err, cm.ResourceVersion, changed.ResourceVersion)
+		}
 	})
 
 	t.Run("patches", func(t *testing.T) {
