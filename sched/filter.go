@@ -60,7 +60,11 @@ func newCycle(c *cache, pi *podInfo, nsLabels namespaceLabels) *cycle {
 func (c *cache) findNode(cy *cycle, start int) (*nodeInfo, map[string]*failure, int) {
 	all := len(c.order)
 	want := numFeasibleNodesToFind(all)
-	feasible := make([]*nodeInfo, 0, min(want, 128))
+	feasible := c.feasible[:0]
+	defer func() {
+		clear(feasible) // no node outlives its removal here
+		c.feasible = feasible[:0]
+	}()
 	failures := map[string]*failure{}
 	checked := 0
 	prio := corev1helpers.PodPriority(cy.pi.pod)
@@ -75,7 +79,10 @@ func (c *cache) findNode(cy *cycle, start int) (*nodeInfo, map[string]*failure, 
 	if len(feasible) == 0 {
 		return nil, failures, checked
 	}
-	return cy.selectHost(feasible), nil, checked
+	if cap(c.scores) < 2*len(feasible) {
+		c.scores = make([]int64, 2*len(feasible))
+	}
+	return cy.selectHost(feasible, c.scores[:2*len(feasible)]), nil, checked
 }
 
 // numFeasibleNodesToFind is how many feasible nodes a cycle looks for

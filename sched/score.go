@@ -131,13 +131,14 @@ func minMaxNormalize(raw []int64) {
 }
 
 // selectHost scores the feasible nodes and returns the best, choosing
-// among equal ones at random so that equal nodes share the load.
-func (cy *cycle) selectHost(feasible []*nodeInfo) *nodeInfo {
+// among equal ones at random so that equal nodes share the load. scores is
+// working memory for two scores per node.
+func (cy *cycle) selectHost(feasible []*nodeInfo, scores []int64) *nodeInfo {
 	if len(feasible) == 1 {
 		return feasible[0]
 	}
-	total := make([]int64, len(feasible))
-	raw := make([]int64, len(feasible))
+	total, raw := scores[:len(feasible)], scores[len(feasible):]
+	clear(total)
 	for _, s := range cy.scorers() {
 		for i, n := range feasible {
 			raw[i] = s.raw(cy, n)
