@@ -41,12 +41,26 @@ type Config struct {
 	// NodeMonitorGracePeriod is how long a node's Lease may go unrenewed
 	// before the node is NotReady.
 	NodeMonitorGracePeriod time.Duration
+	// Gossip, when set, tells of nodes whose agent the gossip pool found
+	// dead: they are NotReady without waiting for the grace period.
+	Gossip NodeGossip
 	// ClusterCIDR is the range nodes' pod CIDRs come from, in ranges of
 	// NodeCIDRMaskSize bits.
 	ClusterCIDR      *net.IPNet
 	NodeCIDRMaskSize int
 	// TerminatedPodGCThreshold is how many finished pods may stay.
 	TerminatedPodGCThreshold int
+}
+
+// NodeGossip is what the gossip pool knows of the nodes' agents. The
+// server passes its pool in; the controllers, API clients, do not import
+// the membership package.
+type NodeGossip interface {
+	// DeadNodes returns the nodes whose agent was found dead (failed,
+	// not left), with when this server saw each one die.
+	DeadNodes() map[string]time.Time
+	// Changed returns a channel closed at the next change of any member.
+	Changed() <-chan struct{}
 }
 
 // NewInformerFactory makes the informer factory the leader's scheduler
@@ -125,6 +139,9 @@ type controller struct {
 	queue  workqueue.TypedRateLimitingInterface[string]
 	synced []cache.InformerSynced
 	sync   func(ctx context.Context, key string) error
+	// background, when set, runs beside the workers once the caches have
+	// synced, for a controller that also listens to something else.
+	background func(ctx context.Context)
 	// recorder writes the events users see in kubectl describe, from
 	// "<name>-controller".
 	recorder record.EventRecorder
@@ -167,6 +184,13 @@ func (c *controller) run(ctx context.Context) {
 	}
 	// The queue never hands one key to two workers at once.
 	var wg sync.WaitGroup
+	if c.background != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.background(ctx)
+		}()
+	}
 	for range workers {
 		wg.Add(1)
 		go func() {

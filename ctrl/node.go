@@ -34,7 +34,11 @@ func indexPodsByNode(obj any) ([]string, error) {
 // for the grace period becomes Ready=Unknown; a node that is not Ready is
 // tainted node.kubernetes.io/unreachable or not-ready (NoSchedule and
 // NoExecute); and the pods on a node with NoExecute taints are evicted
-// once their tolerations run out (300 s by default).
+// once their tolerations run out (300 s by default). A node whose agent
+// the gossip pool found dead becomes Ready=Unknown at once, as if its
+// grace period had run out; a Lease renewal seen after that verdict
+// outweighs it, so a kubelet that still reaches the API (a gossip
+// partition) can post its node Ready again.
 //
 // A heartbeat is dated by when this controller saw the Lease change, not
 // by the time written in it, so clocks need not agree, and a new leader
@@ -46,20 +50,29 @@ type nodeLifecycleController struct {
 	leases coordinationlisters.LeaseLister
 	pods   cache.Indexer
 	grace  time.Duration
+	gossip NodeGossip
 
 	mu   sync.Mutex
 	seen map[string]heartbeat
+	// dead is the gossip pool's last word on dead agents, by node.
+	dead map[string]time.Time
 }
 
-// heartbeat is the last Lease renewal seen of a node and when.
+// heartbeat is the last Lease renewal seen of a node: its renewTime, when
+// this controller first saw it, and whether it saw it change (rather than
+// find it when it started).
 type heartbeat struct {
-	renew time.Time
-	at    time.Time
+	renew   time.Time
+	at      time.Time
+	renewed bool
 }
 
 func newNodeLifecycleController(cfg Config) *controller {
-	c := &nodeLifecycleController{client: cfg.Client, grace: cfg.NodeMonitorGracePeriod, seen: map[string]heartbeat{}}
+	c := &nodeLifecycleController{client: cfg.Client, grace: cfg.NodeMonitorGracePeriod, gossip: cfg.Gossip, seen: map[string]heartbeat{}}
 	c.controller = newController("node-lifecycle", cfg, c.sync)
+	if c.gossip != nil {
+		c.background = c.watchGossip
+	}
 	nodeInf, podInf := cfg.Informers.Core().V1().Nodes(), cfg.Informers.Core().V1().Pods()
 	leaseInf := cfg.Informers.Coordination().V1().Leases()
 	nodeInf.Informer().AddEventHandler(c.handler())
@@ -107,10 +120,18 @@ func (c *nodeLifecycleController) sync(ctx context.Context, name string) error {
 		return err
 	}
 	now := time.Now()
-	silent := c.silence(name, now)
+	hb := c.heartbeat(name, now)
+	silent := now.Sub(hb.at)
+	lost, why := silent >= c.grace, "Kubelet stopped posting node status."
+	c.mu.Lock()
+	died, dead := c.dead[name]
+	c.mu.Unlock()
+	if !lost && dead && !(hb.renewed && hb.at.After(died)) {
+		lost, why = true, "The node's agent stopped answering gossip."
+	}
 	ready := readyCondition(node)
-	if silent >= c.grace && (ready == nil || ready.Status != corev1.ConditionUnknown) {
-		if node, err = c.markUnknown(ctx, node, now); err != nil {
+	if lost && (ready == nil || ready.Status != corev1.ConditionUnknown) {
+		if node, err = c.markUnknown(ctx, node, now, why); err != nil {
 			return err
 		}
 		ready = readyCondition(node)
@@ -134,8 +155,8 @@ func (c *nodeLifecycleController) sync(ctx context.Context, name string) error {
 	return nil
 }
 
-// silence is how long ago the node's Lease was last seen renewed.
-func (c *nodeLifecycleController) silence(name string, now time.Time) time.Duration {
+// heartbeat returns the node's last Lease renewal seen.
+func (c *nodeLifecycleController) heartbeat(name string, now time.Time) heartbeat {
 	var renew time.Time
 	if l, err := c.leases.Leases(corev1.NamespaceNodeLease).Get(name); err == nil && l.Spec.RenewTime != nil {
 		renew = l.Spec.RenewTime.Time
@@ -144,10 +165,33 @@ func (c *nodeLifecycleController) silence(name string, now time.Time) time.Durat
 	defer c.mu.Unlock()
 	hb, ok := c.seen[name]
 	if !ok || !hb.renew.Equal(renew) {
-		hb = heartbeat{renew: renew, at: now}
+		hb = heartbeat{renew: renew, at: now, renewed: ok}
 		c.seen[name] = hb
 	}
-	return now.Sub(hb.at)
+	return hb
+}
+
+// watchGossip keeps the gossip pool's dead agents and syncs each node
+// whose agent is newly dead.
+func (c *nodeLifecycleController) watchGossip(ctx context.Context) {
+	for {
+		changed := c.gossip.Changed()
+		dead := c.gossip.DeadNodes()
+		c.mu.Lock()
+		before := c.dead
+		c.dead = dead
+		c.mu.Unlock()
+		for name, since := range dead {
+			if was, ok := before[name]; !ok || !was.Equal(since) {
+				c.queue.Add(name)
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 func readyCondition(node *corev1.Node) *corev1.NodeCondition {
@@ -160,8 +204,8 @@ func readyCondition(node *corev1.Node) *corev1.NodeCondition {
 }
 
 // markUnknown sets the node's conditions to Unknown, as for a kubelet
-// that stopped posting its status.
-func (c *nodeLifecycleController) markUnknown(ctx context.Context, node *corev1.Node, now time.Time) (*corev1.Node, error) {
+// that stopped posting its status; why is their message.
+func (c *nodeLifecycleController) markUnknown(ctx context.Context, node *corev1.Node, now time.Time, why string) (*corev1.Node, error) {
 	next := node.DeepCopy()
 	t := metav1.NewTime(now)
 	if readyCondition(next) == nil {
@@ -172,7 +216,7 @@ func (c *nodeLifecycleController) markUnknown(ctx context.Context, node *corev1.
 		if cond.Status == corev1.ConditionUnknown {
 			continue
 		}
-		cond.Status, cond.Reason, cond.Message, cond.LastTransitionTime = corev1.ConditionUnknown, "NodeStatusUnknown", "Kubelet stopped posting node status.", t
+		cond.Status, cond.Reason, cond.Message, cond.LastTransitionTime = corev1.ConditionUnknown, "NodeStatusUnknown", why, t
 	}
 	updated, err := c.client.CoreV1().Nodes().UpdateStatus(ctx, next, metav1.UpdateOptions{})
 	if err != nil {

@@ -254,6 +254,21 @@ func (p *Pool) Member(name string) (Member, bool) {
 	return *m, true
 }
 
+// DeadNodes returns the agents the pool has found dead (failed, not left),
+// by name, with when this server saw each one die. An agent gossips under
+// its Node's name, so these are nodes whose agent stopped answering.
+func (p *Pool) DeadNodes() map[string]time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	dead := map[string]time.Time{}
+	for _, m := range p.members {
+		if m.Role == RoleAgent && m.Status == StatusDead {
+			dead[m.Name] = m.Since
+		}
+	}
+	return dead
+}
+
 // Changed returns a channel closed at the next change of any member.
 func (p *Pool) Changed() <-chan struct{} {
 	p.mu.Lock()

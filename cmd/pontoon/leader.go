@@ -28,6 +28,7 @@ type leaderDuties struct {
 	NodeCIDRMaskSize         int
 	NodeMonitorGracePeriod   time.Duration
 	TerminatedPodGCThreshold int
+	Gossip                   ctrl.NodeGossip
 }
 
 // run runs the scheduler and the controllers against the API cfg
@@ -57,7 +58,7 @@ func (d leaderDuties) run(ctx context.Context, cfg *rest.Config, logger *slog.Lo
 
 	scheduler := sched.New(client, factory, events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: sched.Name}), logger.With("component", "sched"))
 	ccfg := ctrl.Config{Client: client, Dynamic: dyn, Metadata: meta, Discovery: disc, Informers: factory, Events: events,
-		Logger: logger.With("component", "ctrl"), NodeMonitorGracePeriod: d.NodeMonitorGracePeriod,
+		Logger: logger.With("component", "ctrl"), NodeMonitorGracePeriod: d.NodeMonitorGracePeriod, Gossip: d.Gossip,
 		ClusterCIDR: d.ClusterCIDR, NodeCIDRMaskSize: d.NodeCIDRMaskSize, TerminatedPodGCThreshold: d.TerminatedPodGCThreshold}
 	// New asks the API which resources it serves; the leader's own API
 	// answers at once, but a leader never gives up its controllers.

@@ -230,7 +230,7 @@ func runServer(ctx context.Context, o serverOptions) error {
 	node.AddLeaderDuty(func(ctx context.Context) {
 		cfg := &rest.Config{Host: "http://" + advAPI, Transport: apiServer.LocalTransport(ctx), QPS: -1}
 		duties := leaderDuties{ClusterCIDR: clusterCIDR, NodeCIDRMaskSize: o.nodeCIDRMaskSize,
-			NodeMonitorGracePeriod: o.nodeMonitorGracePeriod, TerminatedPodGCThreshold: o.terminatedPodGCThreshold}
+			NodeMonitorGracePeriod: o.nodeMonitorGracePeriod, TerminatedPodGCThreshold: o.terminatedPodGCThreshold, Gossip: pool}
 		if err := duties.run(ctx, cfg, logger); err != nil {
 			logger.Error("leader duties", "err", err)
 		}

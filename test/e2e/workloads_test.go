@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
+	"github.com/pontoon-dev/pontoon/membership"
 	"github.com/pontoon-dev/pontoon/test/cluster"
 )
 
@@ -737,22 +739,7 @@ func TestNodeLifecycle(t *testing.T) {
 
 	kubelet.StopRenewing("node-0")
 	cluster.Eventually(t, 30*time.Second, func() error {
-		n, err := rcs.CoreV1().Nodes().Get(ctx, "node-0", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		effects := map[corev1.TaintEffect]bool{}
-		for _, taint := range n.Spec.Taints {
-			if taint.Key == corev1.TaintNodeUnreachable {
-				effects[taint.Effect] = true
-			}
-		}
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionUnknown && effects[corev1.TaintEffectNoSchedule] && effects[corev1.TaintEffectNoExecute] {
-				return nil
-			}
-		}
-		return fmt.Errorf("node-0: conditions %+v, taints %+v", n.Status.Conditions, n.Spec.Taints)
+		return nodeUnreachable(ctx, rcs, "node-0", "Kubelet stopped posting node status.")
 	})
 	cluster.Eventually(t, 30*time.Second, func() error {
 		if _, err := rcs.CoreV1().Pods("default").Get(ctx, "short", metav1.GetOptions{}); err == nil {
@@ -790,6 +777,97 @@ func TestNodeLifecycle(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// nodeUnreachable says why the node is not yet Ready=Unknown with message
+// why and tainted unreachable, NoSchedule and NoExecute.
+func nodeUnreachable(ctx context.Context, cs kubernetes.Interface, name, why string) error {
+	n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	effects := map[corev1.TaintEffect]bool{}
+	for _, taint := range n.Spec.Taints {
+		if taint.Key == corev1.TaintNodeUnreachable {
+			effects[taint.Effect] = true
+		}
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady && c.Status == corev1.ConditionUnknown && c.Message == why &&
+			effects[corev1.TaintEffectNoSchedule] && effects[corev1.TaintEffectNoExecute] {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: conditions %+v, taints %+v", name, n.Status.Conditions, n.Spec.Taints)
+}
+
+// TestNodeDeathFromGossip: a node whose agent stops answering gossip is
+// Ready=Unknown and tainted unreachable within seconds, long before its
+// Lease grace period (an hour here) would tell; a node whose agent is
+// alive stays Ready. The agents are gossip members under their nodes'
+// names, as pontoon agent joins.
+func TestNodeDeathFromGossip(t *testing.T) {
+	c, w, r := kubeCluster(t, 91, "--node-monitor-grace-period", "1h")
+	ctx := context.Background()
+	rcs := r.Clientset()
+	kubelet := cluster.StartFakeKubelet(t, w.Clientset(), testNodes(2)...)
+	var servers []string
+	for _, s := range c.Servers {
+		servers = append(servers, s.GossipAddr())
+	}
+	var agents []*membership.Pool
+	for i := range 2 {
+		agent, err := membership.Create(membership.Config{Name: fmt.Sprintf("node-%d", i), BindAddr: fmt.Sprintf("127.0.0.%d:7946", 96+i),
+			Meta: membership.Meta{Role: membership.RoleAgent}, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { agent.Shutdown() })
+		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = agent.Join(jctx, servers)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		agents = append(agents, agent)
+	}
+	cluster.Eventually(t, 20*time.Second, func() error {
+		for _, name := range []string{"node-0", "node-1"} {
+			n, err := rcs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if ready := readyStatus(n); ready != corev1.ConditionTrue {
+				return fmt.Errorf("%s is Ready=%s", name, ready)
+			}
+		}
+		return nil
+	})
+
+	kubelet.StopRenewing("node-0")
+	killed := time.Now()
+	agents[0].Shutdown() // no goodbye, as a crash
+	cluster.Eventually(t, 30*time.Second, func() error {
+		return nodeUnreachable(ctx, rcs, "node-0", "The node's agent stopped answering gossip.")
+	})
+	t.Logf("node-0 unreachable %v after its agent died", time.Since(killed).Round(time.Millisecond))
+	n, err := rcs.CoreV1().Nodes().Get(ctx, "node-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ready := readyStatus(n); ready != corev1.ConditionTrue || len(n.Spec.Taints) != 0 {
+		t.Fatalf("node-1, whose agent is alive: Ready=%s, taints %+v", ready, n.Spec.Taints)
+	}
+}
+
+// readyStatus is the status of the node's Ready condition.
+func readyStatus(n *corev1.Node) corev1.ConditionStatus {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status
+		}
+	}
+	return ""
 }
 
 // jobKubelet plays the kubelet for Job tests: a pod ends as its "outcome"
