@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes"
@@ -49,6 +50,30 @@ type deploymentController struct {
 	pods        corelisters.PodLister
 }
 
+// claimReplicaSets returns the Deployment's ReplicaSets, once it has
+// adopted the orphans its selector matches and released those it no
+// longer matches.
+func (c *deploymentController) claimReplicaSets(ctx context.Context, d *appsv1.Deployment) ([]*appsv1.ReplicaSet, error) {
+	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil {
+		return nil, fmt.Errorf("selector of %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	all, err := c.replicaSets.ReplicaSets(d.Namespace).List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	sets := c.client.AppsV1().ReplicaSets(d.Namespace)
+	return claim(ctx, &claimer{owner: d, gvk: deploymentKind, selector: sel,
+		patch: func(ctx context.Context, name string, data []byte) error {
+			_, err := sets.Patch(ctx, name, types.StrategicMergePatchType, data, metav1.PatchOptions{})
+			return err
+		},
+		fresh: func(ctx context.Context) (metav1.Object, error) {
+			return c.client.AppsV1().Deployments(d.Namespace).Get(ctx, d.Name, metav1.GetOptions{})
+		},
+	}, all)
+}
+
 func newDeploymentController(cfg Config) *controller {
 	c := &deploymentController{client: cfg.Client}
 	c.controller = newController("deployment", cfg, c.sync)
@@ -57,6 +82,10 @@ func newDeploymentController(cfg Config) *controller {
 	podInf := cfg.Informers.Core().V1().Pods()
 	dInf.Informer().AddEventHandler(c.handler())
 	rsInf.Informer().AddEventHandler(c.enqueueOwner(deploymentKind))
+	rsInf.Informer().AddEventHandler(c.enqueueAdopters(func(ns string) map[string]labels.Selector {
+		all, _ := c.deployments.Deployments(ns).List(labels.Everything())
+		return selectors(all, func(d *appsv1.Deployment) *metav1.LabelSelector { return d.Spec.Selector })
+	}))
 	// Recreate waits for the old pods to be gone.
 	podInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(obj any) {
 		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
@@ -112,15 +141,13 @@ func (c *deploymentController) sync(ctx context.Context, key string) error {
 		return nil
 	}
 	r := &rollout{c: c, d: d.DeepCopy()}
-	all, err := c.replicaSets.ReplicaSets(ns).List(labels.Everything())
+	owned, err := c.claimReplicaSets(ctx, d)
 	if err != nil {
 		return err
 	}
-	for _, rs := range all {
-		if ownedBy(rs, d) {
-			// A copy: scaling writes the result back into it.
-			r.old = append(r.old, rs.DeepCopy())
-		}
+	for _, rs := range owned {
+		// A copy: scaling writes the result back into it.
+		r.old = append(r.old, rs.DeepCopy())
 	}
 	sort.Slice(r.old, func(i, j int) bool {
 		if !r.old[i].CreationTimestamp.Equal(&r.old[j].CreationTimestamp) {

@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -42,6 +43,10 @@ func newReplicaSetController(cfg Config) *controller {
 	rsInf, podInf := cfg.Informers.Apps().V1().ReplicaSets(), cfg.Informers.Core().V1().Pods()
 	rsInf.Informer().AddEventHandler(c.handler())
 	podInf.Informer().AddEventHandler(c.observePods(c.expectations, replicaSetKind))
+	podInf.Informer().AddEventHandler(c.enqueueAdopters(func(ns string) map[string]labels.Selector {
+		all, _ := c.replicaSets.ReplicaSets(ns).List(labels.Everything())
+		return selectors(all, func(rs *appsv1.ReplicaSet) *metav1.LabelSelector { return rs.Spec.Selector })
+	}))
 	c.replicaSets, c.pods = rsInf.Lister(), podInf.Lister()
 	c.synced = append(c.synced, rsInf.Informer().HasSynced, podInf.Informer().HasSynced)
 	return c.controller
@@ -60,7 +65,7 @@ func (c *replicaSetController) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	pods, err := ownedPods(c.pods, rs, rs.Spec.Selector)
+	pods, err := c.claimPods(ctx, rs)
 	if err != nil {
 		return err
 	}
@@ -87,6 +92,30 @@ func (c *replicaSetController) sync(ctx context.Context, key string) error {
 		return requeueAfter(wait)
 	}
 	return nil
+}
+
+// claimPods returns the ReplicaSet's pods, once it has adopted the active
+// orphans its selector matches and released those it no longer matches.
+func (c *replicaSetController) claimPods(ctx context.Context, rs *appsv1.ReplicaSet) ([]*corev1.Pod, error) {
+	sel, err := metav1.LabelSelectorAsSelector(rs.Spec.Selector)
+	if err != nil {
+		return nil, fmt.Errorf("selector of %s/%s: %w", rs.Namespace, rs.Name, err)
+	}
+	all, err := c.pods.Pods(rs.Namespace).List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	pods := c.client.CoreV1().Pods(rs.Namespace)
+	return claim(ctx, &claimer{owner: rs, gvk: replicaSetKind, selector: sel,
+		adoptable: func(o metav1.Object) bool { return podActive(o.(*corev1.Pod)) },
+		patch: func(ctx context.Context, name string, data []byte) error {
+			_, err := pods.Patch(ctx, name, types.StrategicMergePatchType, data, metav1.PatchOptions{})
+			return err
+		},
+		fresh: func(ctx context.Context) (metav1.Object, error) {
+			return c.client.AppsV1().ReplicaSets(rs.Namespace).Get(ctx, rs.Name, metav1.GetOptions{})
+		},
+	}, all)
 }
 
 // ownedPods lists the pods the owner controls, by its selector.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
@@ -490,6 +493,129 @@ func TestGarbageCollector(t *testing.T) {
 			return nil
 		})
 	}
+}
+
+// TestAdoption: a Deployment made again after an Orphan deletion takes
+// back its ReplicaSet instead of making another, and a ReplicaSet releases
+// a pod relabelled out of its selector (and replaces it), then adopts it
+// again when relabelled back (and removes one too many), as Kubernetes'
+// controllers do.
+func TestAdoption(t *testing.T) {
+	_, w, r := kubeCluster(t, 91)
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	cluster.StartFakeKubelet(t, wcs, testNodes(2)...)
+	d := webDeployment("adopt", 3, appsv1.DeploymentStrategy{})
+	if _, err := wcs.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// state is the ReplicaSets and pods labelled app=adopt, with the uid
+	// of each one's controller ("" for none).
+	state := func() (sets, pods map[string]types.UID) {
+		t.Helper()
+		sets, pods = map[string]types.UID{}, map[string]types.UID{}
+		rl, err := rcs.AppsV1().ReplicaSets("default").List(ctx, metav1.ListOptions{LabelSelector: "app=adopt"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range rl.Items {
+			sets[x.Name] = controllerUID(&x)
+		}
+		pl, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=adopt"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pl.Items {
+			if p.DeletionTimestamp == nil {
+				pods[p.Name] = controllerUID(&p)
+			}
+		}
+		return sets, pods
+	}
+	var rsName string
+	var rsUID types.UID
+	var podNames []string
+	cluster.Eventually(t, 30*time.Second, func() error {
+		sets, pods := state()
+		if len(sets) != 1 || len(pods) != 3 {
+			return fmt.Errorf("%d replica sets, %d pods", len(sets), len(pods))
+		}
+		rs, err := rcs.AppsV1().ReplicaSets("default").List(ctx, metav1.ListOptions{LabelSelector: "app=adopt"})
+		if err != nil || len(rs.Items) != 1 {
+			return fmt.Errorf("replica sets: %v", err)
+		}
+		rsName, rsUID, podNames = rs.Items[0].Name, rs.Items[0].UID, slices.Sorted(maps.Keys(pods))
+		return nil
+	})
+
+	orphan := metav1.DeletePropagationOrphan
+	if err := wcs.AppsV1().Deployments("default").Delete(ctx, "adopt", metav1.DeleteOptions{PropagationPolicy: &orphan}); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		if sets, _ := state(); sets[rsName] != "" {
+			return fmt.Errorf("the replica set is still owned")
+		}
+		return nil
+	})
+	again, err := wcs.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		sets, pods := state()
+		if len(sets) != 1 || sets[rsName] != again.UID {
+			return fmt.Errorf("replica sets %v; want only %s, owned by %s", sets, rsName, again.UID)
+		}
+		if got := slices.Sorted(maps.Keys(pods)); !slices.Equal(got, podNames) {
+			return fmt.Errorf("pods %v, want the same %v", got, podNames)
+		}
+		return nil
+	})
+
+	relabel := func(pod, app string) {
+		t.Helper()
+		patch := fmt.Sprintf(`{"metadata":{"labels":{"app":%q}}}`, app)
+		if _, err := wcs.CoreV1().Pods("default").Patch(ctx, pod, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := podNames[0]
+	relabel(out, "elsewhere")
+	cluster.Eventually(t, 30*time.Second, func() error {
+		p, err := rcs.CoreV1().Pods("default").Get(ctx, out, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if uid := controllerUID(p); uid != "" {
+			return fmt.Errorf("relabelled pod still controlled by %s", uid)
+		}
+		if _, pods := state(); len(pods) != 3 || pods[out] != "" {
+			return fmt.Errorf("pods %v: want 3 others", pods)
+		}
+		return nil
+	})
+	relabel(out, "adopt")
+	cluster.Eventually(t, 30*time.Second, func() error {
+		_, pods := state()
+		if len(pods) != 3 {
+			return fmt.Errorf("pods %v: want 3", pods)
+		}
+		for name, uid := range pods {
+			if uid != rsUID {
+				return fmt.Errorf("pod %s controlled by %q, not the replica set", name, uid)
+			}
+		}
+		return nil
+	})
+}
+
+// controllerUID is the uid of obj's controller, "" if it has none.
+func controllerUID(obj metav1.Object) types.UID {
+	if ref := metav1.GetControllerOf(obj); ref != nil {
+		return ref.UID
+	}
+	return ""
 }
 
 // TestRolloutAcrossFailover rolls a 200-replica Deployment to a new image
