@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	coordinationlisters "k8s.io/client-go/listers/coordination/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -40,6 +42,12 @@ func indexPodsByNode(obj any) ([]string, error) {
 // outweighs it, so a kubelet that still reaches the API (a gossip
 // partition) can post its node Ready again.
 //
+// When every node is not Ready at once, the trouble is more likely in the
+// control plane's view of them than in all of them, and evicting every pod
+// of the cluster would only add to it: as Kubernetes does when all zones
+// are fully disrupted, the NoExecute taints come off and nothing is
+// evicted until a node is Ready again.
+//
 // A heartbeat is dated by when this controller saw the Lease change, not
 // by the time written in it, so clocks need not agree, and a new leader
 // gives every node a full grace period.
@@ -56,6 +64,10 @@ type nodeLifecycleController struct {
 	seen map[string]heartbeat
 	// dead is the gossip pool's last word on dead agents, by node.
 	dead map[string]time.Time
+	// allDown says every node is not Ready; checked is closed once that
+	// has been looked at, before any node is synced.
+	allDown atomic.Bool
+	checked chan struct{}
 }
 
 // heartbeat is the last Lease renewal seen of a node: its renewTime, when
@@ -68,11 +80,10 @@ type heartbeat struct {
 }
 
 func newNodeLifecycleController(cfg Config) *controller {
-	c := &nodeLifecycleController{client: cfg.Client, grace: cfg.NodeMonitorGracePeriod, gossip: cfg.Gossip, seen: map[string]heartbeat{}}
+	c := &nodeLifecycleController{client: cfg.Client, grace: cfg.NodeMonitorGracePeriod, gossip: cfg.Gossip,
+		seen: map[string]heartbeat{}, checked: make(chan struct{})}
 	c.controller = newController("node-lifecycle", cfg, c.sync)
-	if c.gossip != nil {
-		c.background = c.watchGossip
-	}
+	c.background = c.watch
 	nodeInf, podInf := cfg.Informers.Core().V1().Nodes(), cfg.Informers.Core().V1().Pods()
 	leaseInf := cfg.Informers.Coordination().V1().Leases()
 	nodeInf.Informer().AddEventHandler(c.handler())
@@ -109,6 +120,11 @@ func newNodeLifecycleController(cfg Config) *controller {
 }
 
 func (c *nodeLifecycleController) sync(ctx context.Context, name string) error {
+	select {
+	case <-c.checked:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	node, err := c.nodes.Get(name)
 	if apierrors.IsNotFound(err) {
 		c.mu.Lock()
@@ -169,6 +185,63 @@ func (c *nodeLifecycleController) heartbeat(name string, now time.Time) heartbea
 		c.seen[name] = hb
 	}
 	return hb
+}
+
+// disruptionCheck is how often the controller looks whether every node
+// is down.
+const disruptionCheck = time.Second
+
+// watch follows what tells of nodes besides their objects: whether they
+// are all down, and the gossip pool.
+func (c *nodeLifecycleController) watch(ctx context.Context) {
+	var wg sync.WaitGroup
+	if c.gossip != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.watchGossip(ctx)
+		}()
+	}
+	c.watchDisruption(ctx)
+	wg.Wait()
+}
+
+// watchDisruption keeps allDown current and syncs every node when it
+// changes.
+func (c *nodeLifecycleController) watchDisruption(ctx context.Context) {
+	t := time.NewTicker(disruptionCheck)
+	defer t.Stop()
+	first := true
+	for {
+		if nodes, err := c.nodes.List(labels.Everything()); err == nil {
+			down := len(nodes) > 0
+			for _, n := range nodes {
+				if r := readyCondition(n); r != nil && r.Status == corev1.ConditionTrue {
+					down = false
+					break
+				}
+			}
+			if c.allDown.Swap(down) != down {
+				if down {
+					c.logger.Warn("every node is not Ready: no pod is evicted until one is")
+				} else {
+					c.logger.Info("a node is Ready again: evictions resume")
+				}
+				for _, n := range nodes {
+					c.queue.Add(n.Name)
+				}
+			}
+		}
+		if first {
+			close(c.checked)
+			first = false
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // watchGossip keeps the gossip pool's dead agents and syncs each node
@@ -236,11 +309,12 @@ func (c *nodeLifecycleController) syncTaints(ctx context.Context, node *corev1.N
 	case ready.Status == corev1.ConditionFalse:
 		want = corev1.TaintNodeNotReady
 	}
+	allDown := c.allDown.Load()
 	var taints []corev1.Taint
 	has := map[corev1.TaintEffect]bool{}
 	for _, t := range node.Spec.Taints {
 		if t.Key == corev1.TaintNodeUnreachable || t.Key == corev1.TaintNodeNotReady {
-			if t.Key != want {
+			if t.Key != want || (allDown && t.Effect == corev1.TaintEffectNoExecute) {
 				continue
 			}
 			has[t.Effect] = true
@@ -249,7 +323,7 @@ func (c *nodeLifecycleController) syncTaints(ctx context.Context, node *corev1.N
 	}
 	if want != "" {
 		for _, e := range []corev1.TaintEffect{corev1.TaintEffectNoSchedule, corev1.TaintEffectNoExecute} {
-			if !has[e] {
+			if !has[e] && !(allDown && e == corev1.TaintEffectNoExecute) {
 				t := corev1.Taint{Key: want, Effect: e}
 				if e == corev1.TaintEffectNoExecute {
 					t.TimeAdded = &metav1.Time{Time: now}

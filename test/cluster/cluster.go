@@ -323,6 +323,17 @@ func Eventually(t TB, timeout time.Duration, cond func() error) {
 	}
 }
 
+// Consistently polls cond every 50ms for d and fails the test at the
+// first error: for what must not happen within a time.
+func Consistently(t TB, d time.Duration, cond func() error) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if err := cond(); err != nil {
+			t.Fatalf("within %v: %v", d, err)
+		}
+	}
+}
+
 // Leader waits until the running servers agree on one leader, and returns it.
 func (c *Cluster) Leader(timeout time.Duration) *Server {
 	c.t.Helper()

@@ -905,6 +905,87 @@ func TestNodeLifecycle(t *testing.T) {
 	})
 }
 
+// TestNoEvictionWhenEveryNodeIsDown: when every node stops renewing its
+// Lease at once, the nodes are Ready=Unknown and unschedulable but carry no
+// NoExecute taint (the first node down may carry one for the second until
+// the others follow), and a pod tolerating 4 s stays, as Kubernetes does
+// when all zones are fully disrupted; once a node is Ready again, the
+// evictions resume.
+func TestNoEvictionWhenEveryNodeIsDown(t *testing.T) {
+	_, w, r := kubeCluster(t, 91, "--node-monitor-grace-period", "3s")
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	kubelet := cluster.StartFakeKubelet(t, wcs, testNodes(2)...)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "short"}, Spec: corev1.PodSpec{
+		NodeSelector: map[string]string{corev1.LabelHostname: "node-0"},
+		Tolerations: []corev1.Toleration{{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists,
+			Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](4)}},
+		Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+	if _, err := wcs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Eventually(t, 20*time.Second, func() error {
+		p, err := rcs.CoreV1().Pods("default").Get(ctx, "short", metav1.GetOptions{})
+		if err != nil || p.Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("pod not running yet (%v)", err)
+		}
+		return nil
+	})
+
+	kubelet.StopRenewing("node-0")
+	kubelet.StopRenewing("node-1")
+	// taints is the effects of a node's unreachable taints.
+	taints := func(name string) (map[corev1.TaintEffect]bool, error) {
+		n, err := rcs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, err
+		}
+		effects := map[corev1.TaintEffect]bool{}
+		for _, taint := range n.Spec.Taints {
+			if taint.Key == corev1.TaintNodeUnreachable {
+				effects[taint.Effect] = true
+			}
+		}
+		if readyStatus(n) != corev1.ConditionUnknown {
+			return nil, fmt.Errorf("%s is Ready=%s", name, readyStatus(n))
+		}
+		return effects, nil
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		for _, name := range []string{"node-0", "node-1"} {
+			effects, err := taints(name)
+			if err != nil {
+				return err
+			}
+			if !effects[corev1.TaintEffectNoSchedule] || effects[corev1.TaintEffectNoExecute] {
+				return fmt.Errorf("%s has unreachable taints %v; want NoSchedule alone", name, effects)
+			}
+		}
+		return nil
+	})
+	cluster.Consistently(t, 6*time.Second, func() error {
+		for _, name := range []string{"node-0", "node-1"} {
+			if effects, err := taints(name); err != nil || effects[corev1.TaintEffectNoExecute] {
+				return fmt.Errorf("%s tainted NoExecute with every node down (%v)", name, err)
+			}
+		}
+		if p, err := rcs.CoreV1().Pods("default").Get(ctx, "short", metav1.GetOptions{}); err != nil || p.DeletionTimestamp != nil {
+			return fmt.Errorf("the pod was evicted with every node down (%v)", err)
+		}
+		return nil
+	})
+
+	if err := kubelet.AddNode(ctx, cluster.Node{Name: "node-2", CPU: "8", Memory: "16Gi"}); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		if _, err := rcs.CoreV1().Pods("default").Get(ctx, "short", metav1.GetOptions{}); err == nil {
+			return fmt.Errorf("the pod tolerating 4 s is still there with a node Ready")
+		}
+		return nil
+	})
+}
+
 // nodeUnreachable says why the node is not yet Ready=Unknown with message
 // why and tainted unreachable, NoSchedule and NoExecute.
 func nodeUnreachable(ctx context.Context, cs kubernetes.Interface, name, why string) error {
