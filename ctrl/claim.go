@@ -25,7 +25,7 @@ import (
 type claimer struct {
 	owner    metav1.Object
 	gvk      schema.GroupVersionKind
-	selector labels.Selector
+	selector *metav1.LabelSelector
 	// adoptable, when set, says whether an orphan may be adopted at all.
 	adoptable func(metav1.Object) bool
 	// patch applies a strategic merge patch to the named object.
@@ -40,11 +40,15 @@ type claimer struct {
 // claim returns the candidates c's owner controls once it has adopted and
 // released what it must.
 func claim[T metav1.Object](ctx context.Context, c *claimer, candidates []T) ([]T, error) {
+	sel, err := metav1.LabelSelectorAsSelector(c.selector)
+	if err != nil {
+		return nil, fmt.Errorf("selector of %s %s/%s: %w", c.gvk.Kind, c.owner.GetNamespace(), c.owner.GetName(), err)
+	}
 	var claimed []T
 	var errs []error
 	deleting := c.owner.GetDeletionTimestamp() != nil
 	for _, obj := range candidates {
-		matches := c.selector.Matches(labels.Set(obj.GetLabels()))
+		matches := sel.Matches(labels.Set(obj.GetLabels()))
 		if ref := metav1.GetControllerOf(obj); ref != nil {
 			switch {
 			case ref.UID != c.owner.GetUID():

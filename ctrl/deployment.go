@@ -54,16 +54,12 @@ type deploymentController struct {
 // adopted the orphans its selector matches and released those it no
 // longer matches.
 func (c *deploymentController) claimReplicaSets(ctx context.Context, d *appsv1.Deployment) ([]*appsv1.ReplicaSet, error) {
-	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
-	if err != nil {
-		return nil, fmt.Errorf("selector of %s/%s: %w", d.Namespace, d.Name, err)
-	}
 	all, err := c.replicaSets.ReplicaSets(d.Namespace).List(labels.Everything())
 	if err != nil {
 		return nil, err
 	}
 	sets := c.client.AppsV1().ReplicaSets(d.Namespace)
-	return claim(ctx, &claimer{owner: d, gvk: deploymentKind, selector: sel,
+	return claim(ctx, &claimer{owner: d, gvk: deploymentKind, selector: d.Spec.Selector,
 		patch: func(ctx context.Context, name string, data []byte) error {
 			_, err := sets.Patch(ctx, name, types.StrategicMergePatchType, data, metav1.PatchOptions{})
 			return err

@@ -97,16 +97,12 @@ func (c *replicaSetController) sync(ctx context.Context, key string) error {
 // claimPods returns the ReplicaSet's pods, once it has adopted the active
 // orphans its selector matches and released those it no longer matches.
 func (c *replicaSetController) claimPods(ctx context.Context, rs *appsv1.ReplicaSet) ([]*corev1.Pod, error) {
-	sel, err := metav1.LabelSelectorAsSelector(rs.Spec.Selector)
-	if err != nil {
-		return nil, fmt.Errorf("selector of %s/%s: %w", rs.Namespace, rs.Name, err)
-	}
 	all, err := c.pods.Pods(rs.Namespace).List(labels.Everything())
 	if err != nil {
 		return nil, err
 	}
 	pods := c.client.CoreV1().Pods(rs.Namespace)
-	return claim(ctx, &claimer{owner: rs, gvk: replicaSetKind, selector: sel,
+	return claim(ctx, &claimer{owner: rs, gvk: replicaSetKind, selector: rs.Spec.Selector,
 		adoptable: func(o metav1.Object) bool { return podActive(o.(*corev1.Pod)) },
 		patch: func(ctx context.Context, name string, data []byte) error {
 			_, err := pods.Patch(ctx, name, types.StrategicMergePatchType, data, metav1.PatchOptions{})
