@@ -432,11 +432,19 @@ func (n *Node) Ready() error {
 
 // LeaderOnly serves h on the leader and proxies the request to the leader
 // from any other server, so operator commands work against any server.
-// fail writes the error when no leader can be reached.
+// fail writes the error when no leader can be reached, or when the leader
+// does not answer (then the outcome is unknown); a request to a leader
+// that another replaced is abandoned, as post does.
 func (n *Node) LeaderOnly(h http.Handler, fail func(http.ResponseWriter, error)) http.Handler {
 	proxy := &httputil.ReverseProxy{
 		Rewrite:   func(r *httputil.ProxyRequest) { r.Out.Header.Set(headerForwarded, n.cfg.Identity.Name) },
 		Transport: n.client.Transport,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if cause := context.Cause(r.Context()); errors.Is(cause, errDeposed) {
+				err = cause
+			}
+			fail(w, fmt.Errorf("%w: the leader at %s did not answer: %v", ErrUnknownOutcome, r.URL.Host, err))
+		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if n.IsLeader() {
@@ -458,7 +466,10 @@ func (n *Node) LeaderOnly(h http.Handler, fail func(http.ResponseWriter, error))
 			h.ServeHTTP(w, r)
 			return
 		}
-		r = r.Clone(r.Context())
+		pctx, abandon := context.WithCancelCause(r.Context())
+		defer abandon(nil)
+		go n.abandonIfDeposed(pctx, abandon, api)
+		r = r.Clone(pctx)
 		r.URL.Scheme, r.URL.Host = "http", api
 		proxy.ServeHTTP(w, r)
 	})

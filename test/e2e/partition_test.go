@@ -163,6 +163,15 @@ func TestFollowersMoveOnFromAPausedLeader(t *testing.T) {
 	paused := time.Now()
 	old.Signal(syscall.SIGSTOP)
 	defer old.Signal(syscall.SIGCONT)
+	// An operator request a follower proxies to the leader (it succeeds
+	// or fails; it must not wait for the paused leader).
+	operator := make(chan time.Time, 1)
+	go func() {
+		octx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		followers[0].Client().RemovePeer(octx, "nobody")
+		operator <- time.Now()
+	}()
 	cluster.Eventually(t, 10*time.Second, func() error {
 		for _, f := range followers {
 			st, err := f.Client().Status(context.Background())
@@ -195,5 +204,8 @@ func TestFollowersMoveOnFromAPausedLeader(t *testing.T) {
 		if o.started.Before(paused) && o.ended.After(elected.Add(bound)) {
 			t.Fatalf("a write forwarded before the pause ended %v after the election", o.ended.Sub(elected).Round(time.Millisecond))
 		}
+	}
+	if ended := <-operator; ended.After(elected.Add(bound)) {
+		t.Fatalf("an operator request proxied before the election ended %v after it", ended.Sub(elected).Round(time.Millisecond))
 	}
 }
