@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -73,6 +76,24 @@ func claim[T metav1.Object](ctx context.Context, c *claimer, candidates []T) ([]
 		}
 	}
 	return claimed, errors.Join(errs...)
+}
+
+// claimPods is claim for a controller's pods: every pod of its namespace
+// is a candidate, and only an active pod may be adopted (and then only if
+// c.adoptable, when set, agrees). It sets c.patch.
+func claimPods(ctx context.Context, client kubernetes.Interface, lister corelisters.PodLister, c *claimer) ([]*corev1.Pod, error) {
+	all, err := lister.Pods(c.owner.GetNamespace()).List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	pods := client.CoreV1().Pods(c.owner.GetNamespace())
+	c.patch = func(ctx context.Context, name string, data []byte) error {
+		_, err := pods.Patch(ctx, name, types.StrategicMergePatchType, data, metav1.PatchOptions{})
+		return err
+	}
+	also := c.adoptable
+	c.adoptable = func(o metav1.Object) bool { return podActive(o.(*corev1.Pod)) && (also == nil || also(o)) }
+	return claim(ctx, c, all)
 }
 
 // canAdopt checks, once, that the owner still exists and is not being

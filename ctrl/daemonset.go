@@ -56,6 +56,10 @@ func newDaemonSetController(cfg Config) *controller {
 	podInf, nodeInf := cfg.Informers.Core().V1().Pods(), cfg.Informers.Core().V1().Nodes()
 	dsInf.Informer().AddEventHandler(c.handler())
 	podInf.Informer().AddEventHandler(c.observePods(c.expectations, daemonSetKind))
+	podInf.Informer().AddEventHandler(c.enqueueAdopters(func(ns string) map[string]labels.Selector {
+		all, _ := c.daemonSets.DaemonSets(ns).List(labels.Everything())
+		return selectors(all, func(ds *appsv1.DaemonSet) *metav1.LabelSelector { return ds.Spec.Selector })
+	}))
 	all := func(any) {
 		dss, err := c.daemonSets.List(labels.Everything())
 		if err != nil {
@@ -162,7 +166,10 @@ func (c *daemonSetController) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	pods, err := ownedPods(c.pods, ds, ds.Spec.Selector)
+	pods, err := claimPods(ctx, c.client, c.pods, &claimer{owner: ds, gvk: daemonSetKind, selector: ds.Spec.Selector,
+		fresh: func(ctx context.Context) (metav1.Object, error) {
+			return c.client.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
+		}})
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -65,7 +64,10 @@ func (c *replicaSetController) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	pods, err := c.claimPods(ctx, rs)
+	pods, err := claimPods(ctx, c.client, c.pods, &claimer{owner: rs, gvk: replicaSetKind, selector: rs.Spec.Selector,
+		fresh: func(ctx context.Context) (metav1.Object, error) {
+			return c.client.AppsV1().ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
+		}})
 	if err != nil {
 		return err
 	}
@@ -92,26 +94,6 @@ func (c *replicaSetController) sync(ctx context.Context, key string) error {
 		return requeueAfter(wait)
 	}
 	return nil
-}
-
-// claimPods returns the ReplicaSet's pods, once it has adopted the active
-// orphans its selector matches and released those it no longer matches.
-func (c *replicaSetController) claimPods(ctx context.Context, rs *appsv1.ReplicaSet) ([]*corev1.Pod, error) {
-	all, err := c.pods.Pods(rs.Namespace).List(labels.Everything())
-	if err != nil {
-		return nil, err
-	}
-	pods := c.client.CoreV1().Pods(rs.Namespace)
-	return claim(ctx, &claimer{owner: rs, gvk: replicaSetKind, selector: rs.Spec.Selector,
-		adoptable: func(o metav1.Object) bool { return podActive(o.(*corev1.Pod)) },
-		patch: func(ctx context.Context, name string, data []byte) error {
-			_, err := pods.Patch(ctx, name, types.StrategicMergePatchType, data, metav1.PatchOptions{})
-			return err
-		},
-		fresh: func(ctx context.Context) (metav1.Object, error) {
-			return c.client.AppsV1().ReplicaSets(rs.Namespace).Get(ctx, rs.Name, metav1.GetOptions{})
-		},
-	}, all)
 }
 
 // ownedPods lists the pods the owner controls, by its selector.

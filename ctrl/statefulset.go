@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -44,6 +45,10 @@ func newStatefulSetController(cfg Config) *controller {
 	stsInf, podInf := cfg.Informers.Apps().V1().StatefulSets(), cfg.Informers.Core().V1().Pods()
 	stsInf.Informer().AddEventHandler(c.handler())
 	podInf.Informer().AddEventHandler(c.enqueueOwner(statefulSetKind))
+	podInf.Informer().AddEventHandler(c.enqueueAdopters(func(ns string) map[string]labels.Selector {
+		all, _ := c.sets.StatefulSets(ns).List(labels.Everything())
+		return selectors(all, func(sts *appsv1.StatefulSet) *metav1.LabelSelector { return sts.Spec.Selector })
+	}))
 	c.sets, c.pods = stsInf.Lister(), podInf.Lister()
 	c.synced = append(c.synced, stsInf.Informer().HasSynced, podInf.Informer().HasSynced)
 	return c.controller
@@ -76,7 +81,15 @@ func (c *statefulSetController) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	owned, err := ownedPods(c.pods, sts, sts.Spec.Selector)
+	// A pod is adopted only under one of the set's own names.
+	owned, err := claimPods(ctx, c.client, c.pods, &claimer{owner: sts, gvk: statefulSetKind, selector: sts.Spec.Selector,
+		adoptable: func(o metav1.Object) bool {
+			_, ok := ordinalOf(sts, o.(*corev1.Pod))
+			return ok
+		},
+		fresh: func(ctx context.Context) (metav1.Object, error) {
+			return c.client.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+		}})
 	if err != nil {
 		return err
 	}

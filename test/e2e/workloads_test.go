@@ -608,6 +608,75 @@ func TestAdoption(t *testing.T) {
 		}
 		return nil
 	})
+
+	// A StatefulSet and a DaemonSet made again after an Orphan deletion
+	// take back their pods too.
+	lbls := func(app string) map[string]string { return map[string]string{"app": app} }
+	template := func(app string) corev1.PodTemplateSpec {
+		return corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls(app)},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+	}
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db"}, Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](2),
+		ServiceName: "db", Selector: &metav1.LabelSelector{MatchLabels: lbls("db")}, Template: template("db")}}
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "agent"}, Spec: appsv1.DaemonSetSpec{
+		Selector: &metav1.LabelSelector{MatchLabels: lbls("agent")}, Template: template("agent")}}
+	for _, owner := range []struct {
+		app    string
+		create func() (types.UID, error)
+		delete func() error
+	}{
+		{"db", func() (types.UID, error) {
+			got, err := wcs.AppsV1().StatefulSets("default").Create(ctx, sts, metav1.CreateOptions{})
+			return got.UID, err
+		}, func() error {
+			return wcs.AppsV1().StatefulSets("default").Delete(ctx, "db", metav1.DeleteOptions{PropagationPolicy: &orphan})
+		}},
+		{"agent", func() (types.UID, error) {
+			got, err := wcs.AppsV1().DaemonSets("default").Create(ctx, ds, metav1.CreateOptions{})
+			return got.UID, err
+		}, func() error {
+			return wcs.AppsV1().DaemonSets("default").Delete(ctx, "agent", metav1.DeleteOptions{PropagationPolicy: &orphan})
+		}},
+	} {
+		// controlled waits until the app's pods are exactly names (any two
+		// when names is nil), each controlled by uid, and returns them.
+		controlled := func(uid types.UID, names []string) []string {
+			t.Helper()
+			var got []string
+			cluster.Eventually(t, 30*time.Second, func() error {
+				pl, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=" + owner.app})
+				if err != nil {
+					return err
+				}
+				got = nil
+				for _, p := range pl.Items {
+					if c := controllerUID(&p); c != uid {
+						return fmt.Errorf("%s: pod %s controlled by %q, want %q", owner.app, p.Name, c, uid)
+					}
+					got = append(got, p.Name)
+				}
+				slices.Sort(got)
+				if len(got) != 2 || (names != nil && !slices.Equal(got, names)) {
+					return fmt.Errorf("%s: pods %v, want 2 (%v)", owner.app, got, names)
+				}
+				return nil
+			})
+			return got
+		}
+		uid, err := owner.create()
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := controlled(uid, nil)
+		if err := owner.delete(); err != nil {
+			t.Fatal(err)
+		}
+		controlled("", names)
+		if uid, err = owner.create(); err != nil {
+			t.Fatal(err)
+		}
+		controlled(uid, names)
+	}
 }
 
 // controllerUID is the uid of obj's controller, "" if it has none.
