@@ -18,6 +18,7 @@ import (
 	coordinationlisters "k8s.io/client-go/listers/coordination/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/flowcontrol"
 )
 
 // podsByNode indexes the shared pod informer by spec.nodeName.
@@ -68,6 +69,27 @@ type nodeLifecycleController struct {
 	// has been looked at, before any node is synced.
 	allDown atomic.Bool
 	checked chan struct{}
+	// zones paces the NoExecute taints of each failure zone.
+	zones    map[string]*zonePace
+	eviction evictionRates
+}
+
+// evictionRates are kube-controller-manager's settings of the same names:
+// how many nodes a second, per zone, get NoExecute taints (their pods go
+// as their tolerations run out). A zone where at least unhealthy of the
+// nodes, and more than two, are not Ready goes at the secondary rate, or
+// not at all if it has no more than largeCluster nodes. A rate of 0 taints
+// nothing.
+type evictionRates struct {
+	rate, secondary float32
+	largeCluster    int
+	unhealthy       float32
+}
+
+// zonePace is the pace of one zone's NoExecute taints.
+type zonePace struct {
+	qps     float32
+	limiter flowcontrol.RateLimiter // nil when qps is 0
 }
 
 // heartbeat is the last Lease renewal seen of a node: its renewTime, when
@@ -81,7 +103,9 @@ type heartbeat struct {
 
 func newNodeLifecycleController(cfg Config) *controller {
 	c := &nodeLifecycleController{client: cfg.Client, grace: cfg.NodeMonitorGracePeriod, gossip: cfg.Gossip,
-		seen: map[string]heartbeat{}, checked: make(chan struct{})}
+		seen: map[string]heartbeat{}, checked: make(chan struct{}), zones: map[string]*zonePace{},
+		eviction: evictionRates{rate: cfg.NodeEvictionRate, secondary: cfg.SecondaryNodeEvictionRate,
+			largeCluster: cfg.LargeClusterSizeThreshold, unhealthy: cfg.UnhealthyZoneThreshold}}
 	c.controller = newController("node-lifecycle", cfg, c.sync)
 	c.background = c.watch
 	nodeInf, podInf := cfg.Informers.Core().V1().Nodes(), cfg.Informers.Core().V1().Pods()
@@ -152,12 +176,16 @@ func (c *nodeLifecycleController) sync(ctx context.Context, name string) error {
 		}
 		ready = readyCondition(node)
 	}
-	if node, err = c.syncTaints(ctx, node, ready, now); err != nil {
+	node, paced, err := c.syncTaints(ctx, node, ready, now)
+	if err != nil {
 		return err
 	}
 	next, err := c.evict(ctx, node, now)
 	if err != nil {
 		return err
+	}
+	if paced && (next == 0 || taintRetry < next) {
+		next = taintRetry
 	}
 	if silent < c.grace {
 		left := c.grace - silent + 100*time.Millisecond
@@ -187,9 +215,13 @@ func (c *nodeLifecycleController) heartbeat(name string, now time.Time) heartbea
 	return hb
 }
 
-// disruptionCheck is how often the controller looks whether every node
-// is down.
-const disruptionCheck = time.Second
+// zoneCheck is how often the controller looks at the zones' health;
+// taintRetry is how soon a node whose NoExecute taint had to wait for its
+// zone's pace is tried again.
+const (
+	zoneCheck  = time.Second
+	taintRetry = time.Second
+)
 
 // watch follows what tells of nodes besides their objects: whether they
 // are all down, and the gossip pool.
@@ -202,21 +234,22 @@ func (c *nodeLifecycleController) watch(ctx context.Context) {
 			c.watchGossip(ctx)
 		}()
 	}
-	c.watchDisruption(ctx)
+	c.watchZones(ctx)
 	wg.Wait()
 }
 
-// watchDisruption keeps allDown current and syncs every node when it
-// changes.
-func (c *nodeLifecycleController) watchDisruption(ctx context.Context) {
-	t := time.NewTicker(disruptionCheck)
+// watchZones keeps allDown and the zones' pace current, and syncs every
+// node when allDown changes.
+func (c *nodeLifecycleController) watchZones(ctx context.Context) {
+	t := time.NewTicker(zoneCheck)
 	defer t.Stop()
 	first := true
 	for {
 		if nodes, err := c.nodes.List(labels.Everything()); err == nil {
+			c.pace(nodes)
 			down := len(nodes) > 0
 			for _, n := range nodes {
-				if r := readyCondition(n); r != nil && r.Status == corev1.ConditionTrue {
+				if nodeReady(n) {
 					down = false
 					break
 				}
@@ -242,6 +275,75 @@ func (c *nodeLifecycleController) watchDisruption(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// pace sets each zone's NoExecute pace from how many of its nodes are
+// Ready, as Kubernetes' zone states: Normal and FullDisruption go at the
+// eviction rate, PartialDisruption at the secondary rate or not at all.
+func (c *nodeLifecycleController) pace(nodes []*corev1.Node) {
+	type count struct{ size, notReady int }
+	counts := map[string]count{}
+	for _, n := range nodes {
+		z := counts[zoneOf(n)]
+		z.size++
+		if !nodeReady(n) {
+			z.notReady++
+		}
+		counts[zoneOf(n)] = z
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, z := range counts {
+		qps := c.eviction.rate
+		if z.notReady > 2 && z.notReady < z.size && float32(z.notReady)/float32(z.size) >= c.eviction.unhealthy {
+			qps = 0
+			if z.size > c.eviction.largeCluster {
+				qps = c.eviction.secondary
+			}
+		}
+		if cur, ok := c.zones[name]; ok && cur.qps == qps {
+			continue
+		}
+		if qps != c.eviction.rate {
+			c.logger.Warn("zone partly down: NoExecute taints slowed", "zone", name, "not_ready", z.notReady, "nodes", z.size, "per_second", qps)
+		}
+		pace := &zonePace{qps: qps}
+		if qps > 0 {
+			pace.limiter = flowcontrol.NewTokenBucketRateLimiter(qps, 1)
+		}
+		c.zones[name] = pace
+	}
+	for name := range c.zones {
+		if _, ok := counts[name]; !ok {
+			delete(c.zones, name)
+		}
+	}
+}
+
+// mayTaint takes a token of the node's zone for one NoExecute taint.
+func (c *nodeLifecycleController) mayTaint(node *corev1.Node) bool {
+	c.mu.Lock()
+	pace, ok := c.zones[zoneOf(node)]
+	c.mu.Unlock()
+	if !ok {
+		// A zone not looked at yet: its first node goes at once.
+		return true
+	}
+	return pace.limiter != nil && pace.limiter.TryAccept()
+}
+
+// zoneOf is the failure zone of a node, from its region and zone labels.
+func zoneOf(n *corev1.Node) string {
+	region, zone := n.Labels[corev1.LabelTopologyRegion], n.Labels[corev1.LabelTopologyZone]
+	if region == "" && zone == "" {
+		return ""
+	}
+	return region + "/" + zone
+}
+
+func nodeReady(n *corev1.Node) bool {
+	r := readyCondition(n)
+	return r != nil && r.Status == corev1.ConditionTrue
 }
 
 // watchGossip keeps the gossip pool's dead agents and syncs each node
@@ -301,7 +403,7 @@ func (c *nodeLifecycleController) markUnknown(ctx context.Context, node *corev1.
 
 // syncTaints makes the node carry the unreachable or not-ready taints its
 // Ready condition calls for, and no other of the two.
-func (c *nodeLifecycleController) syncTaints(ctx context.Context, node *corev1.Node, ready *corev1.NodeCondition, now time.Time) (*corev1.Node, error) {
+func (c *nodeLifecycleController) syncTaints(ctx context.Context, node *corev1.Node, ready *corev1.NodeCondition, now time.Time) (*corev1.Node, bool, error) {
 	var want string
 	switch {
 	case ready == nil || ready.Status == corev1.ConditionUnknown:
@@ -312,36 +414,44 @@ func (c *nodeLifecycleController) syncTaints(ctx context.Context, node *corev1.N
 	allDown := c.allDown.Load()
 	var taints []corev1.Taint
 	has := map[corev1.TaintEffect]bool{}
+	swapped := false // a NoExecute taint of the other key: no new eviction
 	for _, t := range node.Spec.Taints {
 		if t.Key == corev1.TaintNodeUnreachable || t.Key == corev1.TaintNodeNotReady {
 			if t.Key != want || (allDown && t.Effect == corev1.TaintEffectNoExecute) {
+				swapped = swapped || (want != "" && t.Effect == corev1.TaintEffectNoExecute)
 				continue
 			}
 			has[t.Effect] = true
 		}
 		taints = append(taints, t)
 	}
+	paced := false
 	if want != "" {
 		for _, e := range []corev1.TaintEffect{corev1.TaintEffectNoSchedule, corev1.TaintEffectNoExecute} {
-			if !has[e] && !(allDown && e == corev1.TaintEffectNoExecute) {
-				t := corev1.Taint{Key: want, Effect: e}
-				if e == corev1.TaintEffectNoExecute {
-					t.TimeAdded = &metav1.Time{Time: now}
-				}
-				taints = append(taints, t)
+			if has[e] {
+				continue
 			}
+			t := corev1.Taint{Key: want, Effect: e}
+			if e == corev1.TaintEffectNoExecute {
+				if allDown || (!swapped && !c.mayTaint(node)) {
+					paced = !allDown
+					continue
+				}
+				t.TimeAdded = &metav1.Time{Time: now}
+			}
+			taints = append(taints, t)
 		}
 	}
 	if equality.Semantic.DeepEqual(taints, node.Spec.Taints) {
-		return node, nil
+		return node, paced, nil
 	}
 	next := node.DeepCopy()
 	next.Spec.Taints = taints
 	updated, err := c.client.CoreV1().Nodes().Update(ctx, next, metav1.UpdateOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("taint node %s: %w", node.Name, err)
+		return nil, false, fmt.Errorf("taint node %s: %w", node.Name, err)
 	}
-	return updated, nil
+	return updated, paced, nil
 }
 
 // evict deletes the pods on the node whose tolerations of its NoExecute

@@ -29,6 +29,10 @@ type leaderDuties struct {
 	NodeMonitorGracePeriod   time.Duration
 	TerminatedPodGCThreshold int
 	Gossip                   ctrl.NodeGossip
+	// The node eviction pace, as ctrl.Config's fields of the same names.
+	NodeEvictionRate, SecondaryNodeEvictionRate float32
+	LargeClusterSizeThreshold                   int
+	UnhealthyZoneThreshold                      float32
 }
 
 // run runs the scheduler and the controllers against the API cfg
@@ -59,7 +63,9 @@ func (d leaderDuties) run(ctx context.Context, cfg *rest.Config, logger *slog.Lo
 	scheduler := sched.New(client, factory, events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: sched.Name}), logger.With("component", "sched"))
 	ccfg := ctrl.Config{Client: client, Dynamic: dyn, Metadata: meta, Discovery: disc, Informers: factory, Events: events,
 		Logger: logger.With("component", "ctrl"), NodeMonitorGracePeriod: d.NodeMonitorGracePeriod, Gossip: d.Gossip,
-		ClusterCIDR: d.ClusterCIDR, NodeCIDRMaskSize: d.NodeCIDRMaskSize, TerminatedPodGCThreshold: d.TerminatedPodGCThreshold}
+		ClusterCIDR: d.ClusterCIDR, NodeCIDRMaskSize: d.NodeCIDRMaskSize, TerminatedPodGCThreshold: d.TerminatedPodGCThreshold,
+		NodeEvictionRate: d.NodeEvictionRate, SecondaryNodeEvictionRate: d.SecondaryNodeEvictionRate,
+		LargeClusterSizeThreshold: d.LargeClusterSizeThreshold, UnhealthyZoneThreshold: d.UnhealthyZoneThreshold}
 	// New asks the API which resources it serves; the leader's own API
 	// answers at once, but a leader never gives up its controllers.
 	controllers, err := ctrl.New(ccfg)

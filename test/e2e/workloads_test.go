@@ -934,7 +934,7 @@ func TestNodeLifecycle(t *testing.T) {
 
 	kubelet.StopRenewing("node-0")
 	cluster.Eventually(t, 30*time.Second, func() error {
-		return nodeUnreachable(ctx, rcs, "node-0", "Kubelet stopped posting node status.")
+		return nodeUnreachable(ctx, rcs, "node-0", "Kubelet stopped posting node status.", corev1.TaintEffectNoSchedule, corev1.TaintEffectNoExecute)
 	})
 	cluster.Eventually(t, 30*time.Second, func() error {
 		if _, err := rcs.CoreV1().Pods("default").Get(ctx, "short", metav1.GetOptions{}); err == nil {
@@ -981,7 +981,7 @@ func TestNodeLifecycle(t *testing.T) {
 // when all zones are fully disrupted; once a node is Ready again, the
 // evictions resume.
 func TestNoEvictionWhenEveryNodeIsDown(t *testing.T) {
-	_, w, r := kubeCluster(t, 91, "--node-monitor-grace-period", "3s")
+	_, w, r := kubeCluster(t, 91, "--node-monitor-grace-period", "3s", "--node-eviction-rate", "1")
 	ctx := context.Background()
 	wcs, rcs := w.Clientset(), r.Clientset()
 	kubelet := cluster.StartFakeKubelet(t, wcs, testNodes(2)...)
@@ -1055,22 +1055,88 @@ func TestNoEvictionWhenEveryNodeIsDown(t *testing.T) {
 	})
 }
 
-// nodeUnreachable says why the node is not yet Ready=Unknown with message
-// why and tainted unreachable, NoSchedule and NoExecute.
-func nodeUnreachable(ctx context.Context, cs kubernetes.Interface, name, why string) error {
+// TestEvictionPace: nodes that go down get their NoExecute taints at
+// --node-eviction-rate (0.1 a second by default) within a zone, and a
+// small zone where more than two nodes and over 55% are down gets none, as
+// kube-controller-manager paces evictions.
+func TestEvictionPace(t *testing.T) {
+	_, w, r := kubeCluster(t, 91, "--node-monitor-grace-period", "3s")
+	ctx := context.Background()
+	rcs := r.Clientset()
+	kubelet := cluster.StartFakeKubelet(t, w.Clientset(), testNodes(5)...)
+	cluster.Eventually(t, 20*time.Second, func() error {
+		for i := range 5 {
+			n, err := rcs.CoreV1().Nodes().Get(ctx, fmt.Sprintf("node-%d", i), metav1.GetOptions{})
+			if err != nil || readyStatus(n) != corev1.ConditionTrue {
+				return fmt.Errorf("node-%d not Ready (%v)", i, err)
+			}
+		}
+		return nil
+	})
+	// noExecute is when the node got its unreachable NoExecute taint.
+	noExecute := func(name string) (time.Time, bool) {
+		t.Helper()
+		n, err := rcs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, taint := range n.Spec.Taints {
+			if taint.Key == corev1.TaintNodeUnreachable && taint.Effect == corev1.TaintEffectNoExecute && taint.TimeAdded != nil {
+				return taint.TimeAdded.Time, true
+			}
+		}
+		return time.Time{}, false
+	}
+
+	// Two of five down: the zone is healthy, the taints come 10 s apart.
+	kubelet.StopRenewing("node-0")
+	kubelet.StopRenewing("node-1")
+	var added []time.Time
+	cluster.Eventually(t, 40*time.Second, func() error {
+		added = added[:0]
+		for _, name := range []string{"node-0", "node-1"} {
+			at, ok := noExecute(name)
+			if !ok {
+				return fmt.Errorf("%s has no NoExecute taint yet", name)
+			}
+			added = append(added, at)
+		}
+		return nil
+	})
+	if gap := added[0].Sub(added[1]).Abs(); gap < 8*time.Second {
+		t.Fatalf("the two NoExecute taints came %v apart; want about 10 s", gap)
+	}
+
+	// Three of five down: the zone is partly down and too small to go on.
+	kubelet.StopRenewing("node-2")
+	cluster.Eventually(t, 30*time.Second, func() error {
+		return nodeUnreachable(ctx, rcs, "node-2", "", corev1.TaintEffectNoSchedule)
+	})
+	cluster.Consistently(t, 12*time.Second, func() error {
+		if _, ok := noExecute("node-2"); ok {
+			return fmt.Errorf("node-2 was tainted NoExecute in a partly down zone of 5 nodes")
+		}
+		return nil
+	})
+}
+
+// nodeUnreachable says why the node is not yet Ready=Unknown, with
+// message why unless why is empty, and tainted unreachable with every one
+// of effects.
+func nodeUnreachable(ctx context.Context, cs kubernetes.Interface, name, why string, effects ...corev1.TaintEffect) error {
 	n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return err
 	}
-	effects := map[corev1.TaintEffect]bool{}
+	has := map[corev1.TaintEffect]bool{}
 	for _, taint := range n.Spec.Taints {
 		if taint.Key == corev1.TaintNodeUnreachable {
-			effects[taint.Effect] = true
+			has[taint.Effect] = true
 		}
 	}
 	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady && c.Status == corev1.ConditionUnknown && c.Message == why &&
-			effects[corev1.TaintEffectNoSchedule] && effects[corev1.TaintEffectNoExecute] {
+		if c.Type == corev1.NodeReady && c.Status == corev1.ConditionUnknown && (why == "" || c.Message == why) &&
+			!slices.ContainsFunc(effects, func(e corev1.TaintEffect) bool { return !has[e] }) {
 			return nil
 		}
 	}
@@ -1124,7 +1190,7 @@ func TestNodeDeathFromGossip(t *testing.T) {
 	killed := time.Now()
 	agents[0].Shutdown() // no goodbye, as a crash
 	cluster.Eventually(t, 30*time.Second, func() error {
-		return nodeUnreachable(ctx, rcs, "node-0", "The node's agent stopped answering gossip.")
+		return nodeUnreachable(ctx, rcs, "node-0", "The node's agent stopped answering gossip.", corev1.TaintEffectNoSchedule, corev1.TaintEffectNoExecute)
 	})
 	t.Logf("node-0 unreachable %v after its agent died", time.Since(killed).Round(time.Millisecond))
 	n, err := rcs.CoreV1().Nodes().Get(ctx, "node-1", metav1.GetOptions{})
