@@ -215,11 +215,13 @@ func (c *nodeLifecycleController) heartbeat(name string, now time.Time) heartbea
 	return hb
 }
 
-// zoneCheck is how often the controller looks at the zones' health;
-// taintRetry is how soon a node whose NoExecute taint had to wait for its
-// zone's pace is tried again.
+// zoneCheck is how often the controller looks at the zones' health; a
+// node down for less than zoneSettle waits for its NoExecute taint (see
+// settled); taintRetry is how soon a node whose NoExecute taint had to
+// wait is tried again.
 const (
 	zoneCheck  = time.Second
+	zoneSettle = 2 * zoneCheck
 	taintRetry = time.Second
 )
 
@@ -318,6 +320,19 @@ func (c *nodeLifecycleController) pace(nodes []*corev1.Node) {
 			delete(c.zones, name)
 		}
 	}
+}
+
+// settled says whether the node has been not Ready for zoneSettle, long
+// enough for the zone's health to count it and the nodes that went down
+// with it: a rack that fails is judged as a whole, not by its first node
+// (Kubernetes likewise updates every node before it judges the zones). A
+// transition dated in the future (a skewed kubelet clock) is settled.
+func settled(ready *corev1.NodeCondition, now time.Time) bool {
+	if ready == nil {
+		return true
+	}
+	at := ready.LastTransitionTime.Time
+	return at.After(now) || !now.Before(at.Add(zoneSettle))
 }
 
 // mayTaint takes a token of the node's zone for one NoExecute taint.
@@ -433,7 +448,7 @@ func (c *nodeLifecycleController) syncTaints(ctx context.Context, node *corev1.N
 			}
 			t := corev1.Taint{Key: want, Effect: e}
 			if e == corev1.TaintEffectNoExecute {
-				if allDown || (!swapped && !c.mayTaint(node)) {
+				if allDown || (!swapped && (!settled(ready, now) || !c.mayTaint(node))) {
 					paced = !allDown
 					continue
 				}
