@@ -282,34 +282,12 @@ func (c *daemonSetController) rollingVictims(ds *appsv1.DaemonSet, status appsv1
 }
 
 func (c *daemonSetController) manage(ctx context.Context, key string, ds *appsv1.DaemonSet, hash string, create []string, remove []*corev1.Pod) error {
-	keys := make([]string, len(remove))
-	for i, p := range remove {
-		keys[i] = p.Namespace + "/" + p.Name
-	}
-	c.expectations.expect(key, len(create), keys)
-	var errs []error
-	for i, p := range remove {
-		if err := deletePod(ctx, c.client, p); err != nil {
-			c.expectations.deleted(key, keys[i])
-			errs = append(errs, err)
-			continue
-		}
+	c.expectations.expect(key, len(create), podKeys(remove))
+	deleteErr := deletePods(ctx, c.client, c.expectations, key, remove, func(p *corev1.Pod) {
 		c.recorder.Eventf(ds, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: %s", p.Name)
-	}
-	created, err := slowStartBatch(ctx, len(create), func(ctx context.Context, i int) error {
-		p, err := c.client.CoreV1().Pods(ds.Namespace).Create(ctx, daemonPod(ds, hash, create[i]), metav1.CreateOptions{})
-		if err != nil {
-			return err
-		}
-		c.recorder.Eventf(ds, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", p.Name)
-		return nil
 	})
-	for range len(create) - created {
-		c.expectations.created(key)
-	}
-	if err != nil {
-		c.recorder.Eventf(ds, corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
-		errs = append(errs, fmt.Errorf("create pods of %s: %w", key, err))
-	}
-	return errors.Join(errs...)
+	createErr := c.createPods(ctx, c.client, c.expectations, key, ds, len(create), func(i int) *corev1.Pod {
+		return daemonPod(ds, hash, create[i])
+	})
+	return errors.Join(deleteErr, createErr)
 }

@@ -344,7 +344,7 @@ func (c *jobController) manage(ctx context.Context, key string, j *batchv1.Job, 
 		n = len(indexes)
 	}
 	c.expectations.expect(key, n, nil)
-	created, err := slowStartBatch(ctx, n, func(ctx context.Context, i int) error {
+	return 0, c.createPods(ctx, c.client, c.expectations, key, j, n, func(i int) *corev1.Pod {
 		pod := podFromTemplate(&j.Spec.Template, j, jobKind)
 		pod.Finalizers = append(pod.Finalizers, batchv1.JobTrackingFinalizer)
 		if indexes != nil {
@@ -357,21 +357,8 @@ func (c *jobController) manage(ctx context.Context, key string, j *batchv1.Job, 
 				pod.Spec.Containers[i].Env = append(pod.Spec.Containers[i].Env, corev1.EnvVar{Name: "JOB_COMPLETION_INDEX", Value: idx})
 			}
 		}
-		p, err := c.client.CoreV1().Pods(j.Namespace).Create(ctx, pod, metav1.CreateOptions{})
-		if err != nil {
-			return err
-		}
-		c.recorder.Eventf(j, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", p.Name)
-		return nil
+		return pod
 	})
-	for range n - created {
-		c.expectations.created(key)
-	}
-	if err != nil {
-		c.recorder.Eventf(j, corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
-		return 0, fmt.Errorf("create pods of %s: %w", key, err)
-	}
-	return 0, nil
 }
 
 func withEntry(m map[string]string, k, v string) map[string]string {
@@ -410,19 +397,8 @@ func (c *jobController) deleteAll(ctx context.Context, key string, pods []*corev
 	if len(pods) == 0 {
 		return nil
 	}
-	keys := make([]string, len(pods))
-	for i, p := range pods {
-		keys[i] = p.Namespace + "/" + p.Name
-	}
-	c.expectations.expect(key, 0, keys)
-	var errs []error
-	for i, p := range pods {
-		if err := deletePod(ctx, c.client, p); err != nil {
-			c.expectations.deleted(key, keys[i])
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	c.expectations.expect(key, 0, podKeys(pods))
+	return deletePods(ctx, c.client, c.expectations, key, pods, nil)
 }
 
 // expire deletes a finished Job once ttlSecondsAfterFinished has passed,

@@ -2,15 +2,20 @@ package ctrl
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"maps"
 	"sort"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -149,6 +154,76 @@ func slowStartBatch(ctx context.Context, count int, fn func(ctx context.Context,
 		}
 	}
 	return done, nil
+}
+
+// createPods creates n pods of owner, pod(i) making the i-th, in
+// slow-start batches, with an event on owner for each and for a failure.
+// The caller has set the expectations of key to expect the n creations;
+// those that did not happen are noted there, as the informer will show
+// only the pods that were created.
+func (c *controller) createPods(ctx context.Context, client kubernetes.Interface, exp *expectations, key string, owner runtime.Object,
+	n int, pod func(i int) *corev1.Pod) error {
+	created, err := slowStartBatch(ctx, n, func(ctx context.Context, i int) error {
+		p := pod(i)
+		p, err := client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		c.recorder.Eventf(owner, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", p.Name)
+		return nil
+	})
+	for range n - created {
+		exp.created(key)
+	}
+	if err != nil {
+		c.recorder.Eventf(owner, corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
+		return fmt.Errorf("create pods of %s: %w", key, err)
+	}
+	return nil
+}
+
+// deletePods deletes the pods at once, calling deleted (when set) for
+// each one gone. The caller has set the expectations of key to expect
+// podKeys(pods); the deletions that failed are noted there.
+func deletePods(ctx context.Context, client kubernetes.Interface, exp *expectations, key string, pods []*corev1.Pod, deleted func(*corev1.Pod)) error {
+	errs := make([]error, len(pods))
+	var wg sync.WaitGroup
+	for i, p := range pods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := deletePod(ctx, client, p); err != nil {
+				exp.deleted(key, p.Namespace+"/"+p.Name)
+				errs[i] = err
+				return
+			}
+			if deleted != nil {
+				deleted(p)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// deletePod deletes exactly this pod (by uid); a pod already gone is no
+// error.
+func deletePod(ctx context.Context, client kubernetes.Interface, p *corev1.Pod) error {
+	uid := p.UID
+	err := client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete pod %s/%s: %w", p.Namespace, p.Name, err)
+	}
+	return nil
+}
+
+// podKeys are the pods' namespace/name keys, as expectations name them.
+func podKeys(pods []*corev1.Pod) []string {
+	keys := make([]string, len(pods))
+	for i, p := range pods {
+		keys[i] = p.Namespace + "/" + p.Name
+	}
+	return keys
 }
 
 // rankForDeletion orders pods the way Kubernetes picks which to delete

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -119,75 +118,31 @@ func ownedPods(lister corelisters.PodLister, owner metav1.Object, selector *meta
 // of them are active, recording what it does in the expectations and as
 // events.
 func (c *replicaSetController) manage(ctx context.Context, key string, rs *appsv1.ReplicaSet, pods []*corev1.Pod) error {
-	exp, client, want := c.expectations, c.client, int(ptr.Deref(rs.Spec.Replicas, 1))
 	var active []*corev1.Pod
 	for _, p := range pods {
 		if podActive(p) {
 			active = append(active, p)
 		}
 	}
-	diff := len(active) - want
-	if diff < 0 {
+	diff := len(active) - int(ptr.Deref(rs.Spec.Replicas, 1))
+	switch {
+	case diff < 0:
 		n := min(-diff, burstReplicas)
-		exp.expect(key, n, nil)
+		c.expectations.expect(key, n, nil)
 		pod := podFromTemplate(&rs.Spec.Template, rs, replicaSetKind)
-		created, err := slowStartBatch(ctx, n, func(ctx context.Context, _ int) error {
+		return c.createPods(ctx, c.client, c.expectations, key, rs, n, func(int) *corev1.Pod {
 			// Each its own copy: encoding writes the kind into the object.
-			p, err := client.CoreV1().Pods(rs.Namespace).Create(ctx, pod.DeepCopy(), metav1.CreateOptions{})
-			if err != nil {
-				return err
-			}
-			c.recorder.Eventf(rs, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", p.Name)
-			return nil
+			return pod.DeepCopy()
 		})
-		// The informer will show only the pods that were created.
-		for range n - created {
-			exp.created(key)
-		}
-		if err != nil {
-			c.recorder.Eventf(rs, corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
-			return fmt.Errorf("create pods of %s: %w", key, err)
-		}
-		return nil
-	}
-	if diff == 0 {
-		return nil
-	}
-	rankForDeletion(active)
-	victims := active[:min(diff, burstReplicas)]
-	keys := make([]string, len(victims))
-	for i, p := range victims {
-		keys[i] = p.Namespace + "/" + p.Name
-	}
-	exp.expect(key, 0, keys)
-	errs := make([]error, len(victims))
-	var wg sync.WaitGroup
-	for i, p := range victims {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := deletePod(ctx, client, p); err != nil {
-				exp.deleted(key, keys[i])
-				errs[i] = err
-				return
-			}
+	case diff > 0:
+		rankForDeletion(active)
+		victims := active[:min(diff, burstReplicas)]
+		c.expectations.expect(key, 0, podKeys(victims))
+		if err := deletePods(ctx, c.client, c.expectations, key, victims, func(p *corev1.Pod) {
 			c.recorder.Eventf(rs, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: %s", p.Name)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("delete pods of %s: %w", key, err)
-	}
-	return nil
-}
-
-// deletePod deletes exactly this pod (by uid); a pod already gone is no
-// error.
-func deletePod(ctx context.Context, client kubernetes.Interface, p *corev1.Pod) error {
-	uid := p.UID
-	err := client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("delete pod %s/%s: %w", p.Namespace, p.Name, err)
+		}); err != nil {
+			return fmt.Errorf("delete pods of %s: %w", key, err)
+		}
 	}
 	return nil
 }
