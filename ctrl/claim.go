@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -86,14 +87,30 @@ func claimPods(ctx context.Context, client kubernetes.Interface, lister corelist
 	if err != nil {
 		return nil, err
 	}
-	pods := client.CoreV1().Pods(c.owner.GetNamespace())
-	c.patch = func(ctx context.Context, name string, data []byte) error {
-		_, err := pods.Patch(ctx, name, types.StrategicMergePatchType, data, metav1.PatchOptions{})
-		return err
-	}
+	c.patch = strategicPatch(client.CoreV1().Pods(c.owner.GetNamespace()))
 	also := c.adoptable
 	c.adoptable = func(o metav1.Object) bool { return podActive(o.(*corev1.Pod)) && (also == nil || also(o)) }
 	return claim(ctx, c, all)
+}
+
+// strategicPatch is a claimer's patch through a typed client.
+func strategicPatch[T any](client interface {
+	Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, subresources ...string) (T, error)
+}) func(context.Context, string, []byte) error {
+	return func(ctx context.Context, name string, data []byte) error {
+		_, err := client.Patch(ctx, name, types.StrategicMergePatchType, data, metav1.PatchOptions{})
+		return err
+	}
+}
+
+// freshOwner is a claimer's fresh read of the named owner through a
+// typed client.
+func freshOwner[T metav1.Object](client interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (T, error)
+}, name string) func(context.Context) (metav1.Object, error) {
+	return func(ctx context.Context) (metav1.Object, error) {
+		return client.Get(ctx, name, metav1.GetOptions{})
+	}
 }
 
 // canAdopt checks, once, that the owner still exists and is not being
@@ -149,8 +166,10 @@ func (c *claimer) releasePatch(obj metav1.Object) []byte {
 }
 
 // enqueueAdopters returns an informer handler that enqueues, for every
-// orphan added or changed, the owners selectors returns for its
-// namespace whose selector matches it, so that they may adopt it.
+// orphan added, relabelled or just orphaned, the owners selectors returns
+// for its namespace whose selector matches it, so that they may adopt it.
+// Other changes (a pod's status) cannot make an owner adopt, so they cost
+// nothing here.
 func (c *controller) enqueueAdopters(selectors func(namespace string) map[string]labels.Selector) cache.ResourceEventHandler {
 	add := func(obj any) {
 		m, ok := obj.(metav1.Object)
@@ -164,8 +183,14 @@ func (c *controller) enqueueAdopters(selectors func(namespace string) map[string
 		}
 	}
 	return cache.ResourceEventHandlerFuncs{
-		AddFunc:    add,
-		UpdateFunc: func(_, obj any) { add(obj) },
+		AddFunc: add,
+		UpdateFunc: func(old, obj any) {
+			o, ok1 := old.(metav1.Object)
+			n, ok2 := obj.(metav1.Object)
+			if ok1 && ok2 && (!maps.Equal(o.GetLabels(), n.GetLabels()) || metav1.GetControllerOf(o) != nil) {
+				add(obj)
+			}
+		},
 	}
 }
 

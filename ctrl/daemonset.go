@@ -167,9 +167,7 @@ func (c *daemonSetController) sync(ctx context.Context, key string) error {
 		return err
 	}
 	pods, err := claimPods(ctx, c.client, c.pods, &claimer{owner: ds, gvk: daemonSetKind, selector: ds.Spec.Selector,
-		fresh: func(ctx context.Context) (metav1.Object, error) {
-			return c.client.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
-		}})
+		fresh: freshOwner(c.client.AppsV1().DaemonSets(ns), name)})
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes"
@@ -58,16 +57,9 @@ func (c *deploymentController) claimReplicaSets(ctx context.Context, d *appsv1.D
 	if err != nil {
 		return nil, err
 	}
-	sets := c.client.AppsV1().ReplicaSets(d.Namespace)
 	return claim(ctx, &claimer{owner: d, gvk: deploymentKind, selector: d.Spec.Selector,
-		patch: func(ctx context.Context, name string, data []byte) error {
-			_, err := sets.Patch(ctx, name, types.StrategicMergePatchType, data, metav1.PatchOptions{})
-			return err
-		},
-		fresh: func(ctx context.Context) (metav1.Object, error) {
-			return c.client.AppsV1().Deployments(d.Namespace).Get(ctx, d.Name, metav1.GetOptions{})
-		},
-	}, all)
+		patch: strategicPatch(c.client.AppsV1().ReplicaSets(d.Namespace)),
+		fresh: freshOwner(c.client.AppsV1().Deployments(d.Namespace), d.Name)}, all)
 }
 
 func newDeploymentController(cfg Config) *controller {

@@ -64,9 +64,7 @@ func (c *replicaSetController) sync(ctx context.Context, key string) error {
 		return err
 	}
 	pods, err := claimPods(ctx, c.client, c.pods, &claimer{owner: rs, gvk: replicaSetKind, selector: rs.Spec.Selector,
-		fresh: func(ctx context.Context) (metav1.Object, error) {
-			return c.client.AppsV1().ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
-		}})
+		fresh: freshOwner(c.client.AppsV1().ReplicaSets(ns), name)})
 	if err != nil {
 		return err
 	}

@@ -87,9 +87,7 @@ func (c *statefulSetController) sync(ctx context.Context, key string) error {
 			_, ok := ordinalOf(sts, o.(*corev1.Pod))
 			return ok
 		},
-		fresh: func(ctx context.Context) (metav1.Object, error) {
-			return c.client.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
-		}})
+		fresh: freshOwner(c.client.AppsV1().StatefulSets(ns), name)})
 	if err != nil {
 		return err
 	}
