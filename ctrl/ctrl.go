@@ -44,22 +44,27 @@ type Config struct {
 	// Gossip, when set, tells of nodes whose agent the gossip pool found
 	// dead: they are NotReady without waiting for the grace period.
 	Gossip NodeGossip
-	// NodeEvictionRate is how many nodes a second, per zone, get the
-	// NoExecute taints that evict their pods; SecondaryNodeEvictionRate
-	// replaces it in a zone where at least UnhealthyZoneThreshold of the
-	// nodes (and more than two) are not Ready, and such a zone of no more
-	// than LargeClusterSizeThreshold nodes gets none. As the
-	// kube-controller-manager flags of the same names; a rate of 0 taints
-	// nothing.
-	NodeEvictionRate, SecondaryNodeEvictionRate float32
-	LargeClusterSizeThreshold                   int
-	UnhealthyZoneThreshold                      float32
+	// Eviction paces the NoExecute taints that evict pods from nodes.
+	Eviction EvictionRates
 	// ClusterCIDR is the range nodes' pod CIDRs come from, in ranges of
 	// NodeCIDRMaskSize bits.
 	ClusterCIDR      *net.IPNet
 	NodeCIDRMaskSize int
 	// TerminatedPodGCThreshold is how many finished pods may stay.
 	TerminatedPodGCThreshold int
+}
+
+// EvictionRates are kube-controller-manager's settings of the same
+// names: NodeEvictionRate is how many nodes a second, per zone, get the
+// NoExecute taints that evict their pods; SecondaryNodeEvictionRate
+// replaces it in a zone where at least UnhealthyZoneThreshold of the
+// nodes (and more than two) are not Ready, and such a zone of no more
+// than LargeClusterSizeThreshold nodes gets none. A rate of 0 taints
+// nothing.
+type EvictionRates struct {
+	NodeEvictionRate, SecondaryNodeEvictionRate float32
+	LargeClusterSizeThreshold                   int
+	UnhealthyZoneThreshold                      float32
 }
 
 // NodeGossip is what the gossip pool knows of the nodes' agents. The

@@ -71,19 +71,7 @@ type nodeLifecycleController struct {
 	checked chan struct{}
 	// zones paces the NoExecute taints of each failure zone.
 	zones    map[string]*zonePace
-	eviction evictionRates
-}
-
-// evictionRates are kube-controller-manager's settings of the same names:
-// how many nodes a second, per zone, get NoExecute taints (their pods go
-// as their tolerations run out). A zone where at least unhealthy of the
-// nodes, and more than two, are not Ready goes at the secondary rate, or
-// not at all if it has no more than largeCluster nodes. A rate of 0 taints
-// nothing.
-type evictionRates struct {
-	rate, secondary float32
-	largeCluster    int
-	unhealthy       float32
+	eviction EvictionRates
 }
 
 // zonePace is the pace of one zone's NoExecute taints.
@@ -104,8 +92,7 @@ type heartbeat struct {
 func newNodeLifecycleController(cfg Config) *controller {
 	c := &nodeLifecycleController{client: cfg.Client, grace: cfg.NodeMonitorGracePeriod, gossip: cfg.Gossip,
 		seen: map[string]heartbeat{}, checked: make(chan struct{}), zones: map[string]*zonePace{},
-		eviction: evictionRates{rate: cfg.NodeEvictionRate, secondary: cfg.SecondaryNodeEvictionRate,
-			largeCluster: cfg.LargeClusterSizeThreshold, unhealthy: cfg.UnhealthyZoneThreshold}}
+		eviction: cfg.Eviction}
 	c.controller = newController("node-lifecycle", cfg, c.sync)
 	c.background = c.watch
 	nodeInf, podInf := cfg.Informers.Core().V1().Nodes(), cfg.Informers.Core().V1().Pods()
@@ -248,15 +235,7 @@ func (c *nodeLifecycleController) watchZones(ctx context.Context) {
 	first := true
 	for {
 		if nodes, err := c.nodes.List(labels.Everything()); err == nil {
-			c.pace(nodes)
-			down := len(nodes) > 0
-			for _, n := range nodes {
-				if nodeReady(n) {
-					down = false
-					break
-				}
-			}
-			if c.allDown.Swap(down) != down {
+			if down := c.pace(nodes); c.allDown.Swap(down) != down {
 				if down {
 					c.logger.Warn("every node is not Ready: no pod is evicted until one is")
 				} else {
@@ -282,31 +261,34 @@ func (c *nodeLifecycleController) watchZones(ctx context.Context) {
 // pace sets each zone's NoExecute pace from how many of its nodes are
 // Ready, as Kubernetes' zone states: Normal and FullDisruption go at the
 // eviction rate, PartialDisruption at the secondary rate or not at all.
-func (c *nodeLifecycleController) pace(nodes []*corev1.Node) {
+// It returns whether every node is down.
+func (c *nodeLifecycleController) pace(nodes []*corev1.Node) bool {
 	type count struct{ size, notReady int }
 	counts := map[string]count{}
+	down := 0
 	for _, n := range nodes {
 		z := counts[zoneOf(n)]
 		z.size++
 		if !nodeReady(n) {
 			z.notReady++
+			down++
 		}
 		counts[zoneOf(n)] = z
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for name, z := range counts {
-		qps := c.eviction.rate
-		if z.notReady > 2 && z.notReady < z.size && float32(z.notReady)/float32(z.size) >= c.eviction.unhealthy {
+		qps := c.eviction.NodeEvictionRate
+		if z.notReady > 2 && z.notReady < z.size && float32(z.notReady)/float32(z.size) >= c.eviction.UnhealthyZoneThreshold {
 			qps = 0
-			if z.size > c.eviction.largeCluster {
-				qps = c.eviction.secondary
+			if z.size > c.eviction.LargeClusterSizeThreshold {
+				qps = c.eviction.SecondaryNodeEvictionRate
 			}
 		}
 		if cur, ok := c.zones[name]; ok && cur.qps == qps {
 			continue
 		}
-		if qps != c.eviction.rate {
+		if qps != c.eviction.NodeEvictionRate {
 			c.logger.Warn("zone partly down: NoExecute taints slowed", "zone", name, "not_ready", z.notReady, "nodes", z.size, "per_second", qps)
 		}
 		pace := &zonePace{qps: qps}
@@ -320,6 +302,7 @@ func (c *nodeLifecycleController) pace(nodes []*corev1.Node) {
 			delete(c.zones, name)
 		}
 	}
+	return len(nodes) > 0 && down == len(nodes)
 }
 
 // settled says whether the node has been not Ready for zoneSettle, long

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"time"
 
@@ -22,23 +21,12 @@ import (
 	"github.com/pontoon-dev/pontoon/sched"
 )
 
-// leaderDuties is the controllers' settings from the server's flags.
-type leaderDuties struct {
-	ClusterCIDR              *net.IPNet
-	NodeCIDRMaskSize         int
-	NodeMonitorGracePeriod   time.Duration
-	TerminatedPodGCThreshold int
-	Gossip                   ctrl.NodeGossip
-	// The node eviction pace, as ctrl.Config's fields of the same names.
-	NodeEvictionRate, SecondaryNodeEvictionRate float32
-	LargeClusterSizeThreshold                   int
-	UnhealthyZoneThreshold                      float32
-}
-
-// run runs the scheduler and the controllers against the API cfg
-// reaches until ctx ends. They share one informer factory, so the leader
-// keeps one cache of each kind, and one event broadcaster.
-func (d leaderDuties) run(ctx context.Context, cfg *rest.Config, logger *slog.Logger) error {
+// runLeaderDuties runs the scheduler and the controllers against the API
+// cfg reaches until ctx ends; settings are the controllers' settings from
+// the server's flags, the clients are filled in here. They share one
+// informer factory, so the leader keeps one cache of each kind, and one
+// event broadcaster.
+func runLeaderDuties(ctx context.Context, cfg *rest.Config, settings ctrl.Config, logger *slog.Logger) error {
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
@@ -61,11 +49,9 @@ func (d leaderDuties) run(ctx context.Context, cfg *rest.Config, logger *slog.Lo
 	defer events.Shutdown()
 
 	scheduler := sched.New(client, factory, events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: sched.Name}), logger.With("component", "sched"))
-	ccfg := ctrl.Config{Client: client, Dynamic: dyn, Metadata: meta, Discovery: disc, Informers: factory, Events: events,
-		Logger: logger.With("component", "ctrl"), NodeMonitorGracePeriod: d.NodeMonitorGracePeriod, Gossip: d.Gossip,
-		ClusterCIDR: d.ClusterCIDR, NodeCIDRMaskSize: d.NodeCIDRMaskSize, TerminatedPodGCThreshold: d.TerminatedPodGCThreshold,
-		NodeEvictionRate: d.NodeEvictionRate, SecondaryNodeEvictionRate: d.SecondaryNodeEvictionRate,
-		LargeClusterSizeThreshold: d.LargeClusterSizeThreshold, UnhealthyZoneThreshold: d.UnhealthyZoneThreshold}
+	ccfg := settings
+	ccfg.Client, ccfg.Dynamic, ccfg.Metadata, ccfg.Discovery = client, dyn, meta, disc
+	ccfg.Informers, ccfg.Events, ccfg.Logger = factory, events, logger.With("component", "ctrl")
 	// New asks the API which resources it serves; the leader's own API
 	// answers at once, but a leader never gives up its controllers.
 	controllers, err := ctrl.New(ccfg)

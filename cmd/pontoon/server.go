@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/pontoon-dev/pontoon/api"
+	"github.com/pontoon-dev/pontoon/ctrl"
 	"github.com/pontoon-dev/pontoon/fsm"
 	"github.com/pontoon-dev/pontoon/membership"
 	"github.com/pontoon-dev/pontoon/raftstore"
@@ -44,10 +45,7 @@ type serverOptions struct {
 	nodeCIDRMaskSize               int
 	nodeMonitorGracePeriod         time.Duration
 	terminatedPodGCThreshold       int
-	nodeEvictionRate               float32
-	secondaryNodeEvictionRate      float32
-	largeClusterSizeThreshold      int
-	unhealthyZoneThreshold         float32
+	eviction                       ctrl.EvictionRates
 	eventTTL                       time.Duration
 	// kubeconfig, when set, is written for the local API once it listens.
 	kubeconfig string
@@ -76,10 +74,10 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.IntVar(&o.nodeCIDRMaskSize, "node-cidr-mask-size", 24, "prefix length of each node's pod CIDR")
 	f.DurationVar(&o.nodeMonitorGracePeriod, "node-monitor-grace-period", 50*time.Second, "how long a node's Lease may go unrenewed before the node is NotReady (as kube-controller-manager)")
 	f.IntVar(&o.terminatedPodGCThreshold, "terminated-pod-gc-threshold", 12500, "finished pods kept before the oldest are deleted (0: keep all)")
-	f.Float32Var(&o.nodeEvictionRate, "node-eviction-rate", 0.1, "nodes per second, per zone, that get the NoExecute taints evicting their pods (as kube-controller-manager)")
-	f.Float32Var(&o.secondaryNodeEvictionRate, "secondary-node-eviction-rate", 0.01, "--node-eviction-rate in a zone where at least --unhealthy-zone-threshold of the nodes are not Ready")
-	f.IntVar(&o.largeClusterSizeThreshold, "large-cluster-size-threshold", 50, "a zone of no more nodes than this gets no NoExecute taints while it is partly down")
-	f.Float32Var(&o.unhealthyZoneThreshold, "unhealthy-zone-threshold", 0.55, "the share of not-Ready nodes (more than two) that makes a zone partly down")
+	f.Float32Var(&o.eviction.NodeEvictionRate, "node-eviction-rate", 0.1, "nodes per second, per zone, that get the NoExecute taints evicting their pods (as kube-controller-manager)")
+	f.Float32Var(&o.eviction.SecondaryNodeEvictionRate, "secondary-node-eviction-rate", 0.01, "--node-eviction-rate in a zone where at least --unhealthy-zone-threshold of the nodes are not Ready")
+	f.IntVar(&o.eviction.LargeClusterSizeThreshold, "large-cluster-size-threshold", 50, "a zone of no more nodes than this gets no NoExecute taints while it is partly down")
+	f.Float32Var(&o.eviction.UnhealthyZoneThreshold, "unhealthy-zone-threshold", 0.55, "the share of not-Ready nodes (more than two) that makes a zone partly down")
 	f.DurationVar(&o.eventTTL, "event-ttl", time.Hour, "how long events are kept after their last write (as kube-apiserver)")
 	f.BoolVar(&o.pprof, "enable-pprof", false, "serve Go's profiler under /debug/pprof/ on the API address")
 }
@@ -166,11 +164,11 @@ func runServer(ctx context.Context, o serverOptions) error {
 	if ones, _ := clusterCIDR.Mask.Size(); o.nodeCIDRMaskSize < ones || o.nodeCIDRMaskSize > 30 || o.nodeCIDRMaskSize-ones > 20 {
 		return fmt.Errorf("--node-cidr-mask-size %d: must be between the --cluster-cidr prefix (/%d) and /30, at most 20 bits longer", o.nodeCIDRMaskSize, ones)
 	}
-	if o.nodeEvictionRate < 0 || o.secondaryNodeEvictionRate < 0 {
-		return fmt.Errorf("--node-eviction-rate %v, --secondary-node-eviction-rate %v: must not be negative", o.nodeEvictionRate, o.secondaryNodeEvictionRate)
+	if e := o.eviction; e.NodeEvictionRate < 0 || e.SecondaryNodeEvictionRate < 0 {
+		return fmt.Errorf("--node-eviction-rate %v, --secondary-node-eviction-rate %v: must not be negative", e.NodeEvictionRate, e.SecondaryNodeEvictionRate)
 	}
-	if o.unhealthyZoneThreshold <= 0 || o.unhealthyZoneThreshold > 1 {
-		return fmt.Errorf("--unhealthy-zone-threshold %v: must be above 0 and at most 1", o.unhealthyZoneThreshold)
+	if t := o.eviction.UnhealthyZoneThreshold; t <= 0 || t > 1 {
+		return fmt.Errorf("--unhealthy-zone-threshold %v: must be above 0 and at most 1", t)
 	}
 	if o.advertise == "" {
 		o.advertise, _, _ = net.SplitHostPort(o.raftAddr)
@@ -243,11 +241,9 @@ func runServer(ctx context.Context, o serverOptions) error {
 	// API in-process.
 	node.AddLeaderDuty(func(ctx context.Context) {
 		cfg := &rest.Config{Host: "http://" + advAPI, Transport: apiServer.LocalTransport(ctx), QPS: -1}
-		duties := leaderDuties{ClusterCIDR: clusterCIDR, NodeCIDRMaskSize: o.nodeCIDRMaskSize,
-			NodeMonitorGracePeriod: o.nodeMonitorGracePeriod, TerminatedPodGCThreshold: o.terminatedPodGCThreshold, Gossip: pool,
-			NodeEvictionRate: o.nodeEvictionRate, SecondaryNodeEvictionRate: o.secondaryNodeEvictionRate,
-			LargeClusterSizeThreshold: o.largeClusterSizeThreshold, UnhealthyZoneThreshold: o.unhealthyZoneThreshold}
-		if err := duties.run(ctx, cfg, logger); err != nil {
+		settings := ctrl.Config{ClusterCIDR: clusterCIDR, NodeCIDRMaskSize: o.nodeCIDRMaskSize, NodeMonitorGracePeriod: o.nodeMonitorGracePeriod,
+			TerminatedPodGCThreshold: o.terminatedPodGCThreshold, Gossip: pool, Eviction: o.eviction}
+		if err := runLeaderDuties(ctx, cfg, settings, logger); err != nil {
 			logger.Error("leader duties", "err", err)
 		}
 	})
