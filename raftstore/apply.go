@@ -267,8 +267,7 @@ func newHTTPClient(localIP string) *http.Client {
 // server long after the new leader could take them. Closing the response
 // body releases the request.
 func (n *Node) post(ctx context.Context, api, path string, body []byte) (*http.Response, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	go n.abandonIfDeposed(ctx, cancel, api)
+	ctx, cancel := n.untilDeposed(ctx, api)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+api+path, bytes.NewReader(body))
 	if err != nil {
 		cancel(nil)
@@ -293,10 +292,17 @@ func (n *Node) post(ctx context.Context, api, path string, body []byte) (*http.R
 // errDeposed: the server a request was sent to no longer leads.
 var errDeposed = errors.New("another server became the leader before this one answered")
 
-// abandonIfDeposed cancels ctx once a leader other than the one at api
-// (this server included) has been known for a heartbeat timeout: a former
-// leader that is alive, as after a leadership transfer, answers within
-// that time. It returns when ctx is done.
+// untilDeposed returns ctx, cancelled with errDeposed once a leader other
+// than the one at api (this server included) has been known for a
+// heartbeat timeout: a former leader that is alive, as after a leadership
+// transfer, answers within that time. cancel releases it.
+func (n *Node) untilDeposed(ctx context.Context, api string) (context.Context, context.CancelCauseFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	go n.abandonIfDeposed(ctx, cancel, api)
+	return ctx, cancel
+}
+
+// abandonIfDeposed is untilDeposed's watch; it returns when ctx is done.
 func (n *Node) abandonIfDeposed(ctx context.Context, cancel context.CancelCauseFunc, api string) {
 	for {
 		n.mu.Lock()
@@ -466,9 +472,8 @@ func (n *Node) LeaderOnly(h http.Handler, fail func(http.ResponseWriter, error))
 			h.ServeHTTP(w, r)
 			return
 		}
-		pctx, abandon := context.WithCancelCause(r.Context())
+		pctx, abandon := n.untilDeposed(r.Context(), api)
 		defer abandon(nil)
-		go n.abandonIfDeposed(pctx, abandon, api)
 		r = r.Clone(pctx)
 		r.URL.Scheme, r.URL.Host = "http", api
 		proxy.ServeHTTP(w, r)
