@@ -48,7 +48,7 @@ func (h *Handler) ensure(ctx context.Context, gvr schema.GroupVersionResource, o
 	r, _ := h.registry.Lookup(gvr)
 	name := accessor(obj).GetName()
 	for ctx.Err() == nil {
-		if _, _, err := h.objects.get(r, "", name); err == nil {
+		if _, err := h.objects.get(r, "", name); err == nil {
 			return
 		}
 		hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/", nil)

@@ -83,23 +83,23 @@ func (h *Handler) deleteObject(ctx context.Context, req *request, opts *metav1.D
 		minRev, _ = strconv.ParseUint(*opts.Preconditions.ResourceVersion, 10, 64)
 	}
 	for attempt := 0; ; attempt++ {
-		old, rev, err := h.objects.getCurrent(ctx, r, req.namespace, req.name, minRev)
+		cur, err := h.objects.getCurrent(ctx, r, req.namespace, req.name, minRev)
 		if err != nil {
 			return nil, 0, err
 		}
-		if err := checkPreconditions(r, req.name, old, opts.Preconditions); err != nil {
+		if err := checkPreconditions(r, req.name, cur.obj, opts.Preconditions); err != nil {
 			return nil, 0, err
 		}
-		obj, pending := prepareDelete(old.DeepCopyObject(), opts)
+		obj, pending := prepareDelete(cur.obj.DeepCopyObject(), opts)
 		var out runtime.Object
 		code := http.StatusOK
 		if pending {
 			// Marking for deletion is the store's business alone, as in
 			// kube-apiserver: no defaulting, validation or field manager.
 			code = http.StatusAccepted
-			out, err = h.writeUpdate(ctx, r, old, rev, obj, dry)
+			out, err = h.writeUpdate(ctx, r, cur, obj, dry)
 		} else {
-			out, err = h.deleteNow(ctx, req, old, rev, dry)
+			out, err = h.deleteNow(ctx, req, cur, dry)
 		}
 		if apierrors.IsConflict(err) && attempt < updateRetries {
 			if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {

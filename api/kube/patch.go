@@ -36,11 +36,11 @@ func (h *Handler) patch(w http.ResponseWriter, req *request) error {
 	}
 	jsonInfo := h.jsonInfo()
 	if req.sub == "scale" {
-		cur, _, err := h.objects.getCurrent(req.Context(), req.res, req.namespace, req.name, 0)
+		cur, err := h.objects.getCurrent(req.Context(), req.res, req.namespace, req.name, 0)
 		if err != nil {
 			return err
 		}
-		patched, err := applyPatch(pt, scaleOf(req.res, cur), body)
+		patched, err := applyPatch(pt, scaleOf(req.res, cur.obj), body)
 		if err != nil {
 			return err
 		}

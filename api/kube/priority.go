@@ -21,15 +21,15 @@ func (h *Handler) admitPriority(ctx context.Context, pod *corev1.Pod) ([]fsm.Op,
 	var class *schedulingv1.PriorityClass
 	var ops []fsm.Op
 	if name := pod.Spec.PriorityClassName; name != "" {
-		obj, rev, err := h.objects.getCurrent(ctx, pcRes, "", name, 0)
+		cur, err := h.objects.getCurrent(ctx, pcRes, "", name, 0)
 		if apierrors.IsNotFound(err) {
 			return nil, apierrors.NewForbidden(corev1.Resource("pods"), pod.Name, fmt.Errorf("no PriorityClass with name %s was found", name))
 		}
 		if err != nil {
 			return nil, err
 		}
-		class = obj.(*schedulingv1.PriorityClass)
-		ops = append(ops, fsm.Check(key(pcRes, "", name), fsm.Cond{ModRevision: rev}))
+		class = cur.obj.(*schedulingv1.PriorityClass)
+		ops = append(ops, fsm.Check(key(pcRes, "", name), fsm.Cond{ModRevision: cur.rev}))
 	} else {
 		res, err := h.objects.store.List(ctx, fsm.ListOptions{Prefix: prefix(pcRes, "")})
 		if err != nil {

@@ -29,10 +29,11 @@ func (h *Handler) get(w http.ResponseWriter, req *request) error {
 	if err := h.objects.sync(req.Context(), c); err != nil {
 		return err
 	}
-	obj, _, err := h.objects.get(req.res, req.namespace, req.name)
+	cur, err := h.objects.get(req.res, req.namespace, req.name)
 	if err != nil {
 		return err
 	}
+	obj := cur.obj
 	if req.sub == "scale" {
 		return h.writeResult(w, req, http.StatusOK, scaleOf(req.res, obj))
 	}

@@ -139,31 +139,40 @@ func (o *objects) sync(ctx context.Context, c consistency) error {
 // read barrier when it does not have the object, which may be this
 // server lagging behind a create elsewhere. A stale read costs a retry,
 // never a wrong write: writes are conditioned on the revision read.
-func (o *objects) getCurrent(ctx context.Context, r *resource.Resource, ns, name string, minRev uint64) (runtime.Object, uint64, error) {
+func (o *objects) getCurrent(ctx context.Context, r *resource.Resource, ns, name string, minRev uint64) (stored, error) {
 	if err := o.sync(ctx, consistency{minRevision: minRev}); err != nil {
-		return nil, 0, err
+		return stored{}, err
 	}
-	obj, rev, err := o.get(r, ns, name)
+	cur, err := o.get(r, ns, name)
 	if apierrors.IsNotFound(err) {
 		if err := o.sync(ctx, consistency{linearizable: true}); err != nil {
-			return nil, 0, err
+			return stored{}, err
 		}
 		return o.get(r, ns, name)
 	}
-	return obj, rev, err
+	return cur, err
+}
+
+// stored is an object as the store holds it: decoded, with the revision
+// that last wrote it and its bytes, which tell an update that changes
+// nothing.
+type stored struct {
+	obj   runtime.Object
+	rev   uint64
+	value []byte
 }
 
 // get reads one object from the local store.
-func (o *objects) get(r *resource.Resource, ns, name string) (runtime.Object, uint64, error) {
+func (o *objects) get(r *resource.Resource, ns, name string) (stored, error) {
 	kv, found, _, err := o.store.Get(key(r, ns, name))
 	if err != nil {
-		return nil, 0, err
+		return stored{}, err
 	}
 	if !found {
-		return nil, 0, apierrors.NewNotFound(r.GroupVersionResource().GroupResource(), name)
+		return stored{}, apierrors.NewNotFound(r.GroupVersionResource().GroupResource(), name)
 	}
 	obj, err := o.decode(r, kv.Value, kv.ModRevision)
-	return obj, kv.ModRevision, err
+	return stored{obj: obj, rev: kv.ModRevision, value: kv.Value}, err
 }
 
 // apply commits a transaction and maps the store's refusals to the Status
