@@ -194,8 +194,8 @@ type cache struct {
 	// pods of lower priority while their victims go.
 	nominated map[string]map[string]*podInfo
 	// feasible and scores are findNode's working memory, reused from
-	// cycle to cycle (it runs with the cache locked): a cycle in a cluster
-	// of 5,000 nodes would otherwise allocate some 15 KiB of them.
+	// cycle to cycle (it runs with the cache locked) rather than made
+	// afresh for every pod.
 	feasible []*nodeInfo
 	scores   []int64
 }

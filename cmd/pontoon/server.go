@@ -136,9 +136,9 @@ func advertised(addr, ip string) (string, error) {
 // serverGCPercent is the server's GOGC unless the environment sets one.
 // A server's heap is mostly long-lived: the watch history and, on the
 // leader, the informer caches of every pod and node. Go's default of 100
-// lets garbage grow as large as all of that before a collection; 75 costs
-// a little CPU and keeps the leader of 5,000 nodes and 50,000 pods some
-// 150 MiB smaller (docs/benchmarks.md), as Prometheus chose for its caches.
+// lets garbage grow as large as all of that before a collection; 75
+// collects a little more often for a smaller heap, as Prometheus chose
+// for its caches. docs/benchmarks.md has the leader's memory with it.
 const serverGCPercent = 75
 
 func runServer(ctx context.Context, o serverOptions) error {
