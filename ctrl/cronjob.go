@@ -11,7 +11,6 @@ import (
 	"github.com/robfig/cron/v3"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -248,11 +247,5 @@ func (c *cronJobController) cleanup(ctx context.Context, cj *batchv1.CronJob, jo
 }
 
 func (c *cronJobController) writeStatus(ctx context.Context, old, cj *batchv1.CronJob) error {
-	if equality.Semantic.DeepEqual(old.Status, cj.Status) {
-		return nil
-	}
-	if _, err := c.client.BatchV1().CronJobs(cj.Namespace).UpdateStatus(ctx, cj, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("update status of cronjob %s: %w", cj.Name, err)
-	}
-	return nil
+	return writeStatus(ctx, c.client.BatchV1().CronJobs(cj.Namespace), cj, old.Status, cj.Status)
 }

@@ -14,7 +14,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
@@ -215,6 +217,20 @@ func (c *controller) run(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+}
+
+// writeStatus writes obj, whose status is status, through client's
+// status subresource, unless status equals stored, the stored one.
+func writeStatus[T metav1.Object, S any](ctx context.Context, client interface {
+	UpdateStatus(ctx context.Context, obj T, opts metav1.UpdateOptions) (T, error)
+}, obj T, stored, status S) error {
+	if equality.Semantic.DeepEqual(stored, status) {
+		return nil
+	}
+	if _, err := client.UpdateStatus(ctx, obj, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update status of %s/%s: %w", obj.GetNamespace(), obj.GetName(), err)
+	}
+	return nil
 }
 
 // requeueAfter asks for a key to be synced again later without counting

@@ -11,7 +11,6 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -421,11 +420,5 @@ func (c *jobController) expire(ctx context.Context, j *batchv1.Job, now time.Tim
 }
 
 func (c *jobController) writeStatus(ctx context.Context, old, j *batchv1.Job) error {
-	if equality.Semantic.DeepEqual(old.Status, j.Status) {
-		return nil
-	}
-	if _, err := c.client.BatchV1().Jobs(j.Namespace).UpdateStatus(ctx, j, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("update status of job %s: %w", j.Name, err)
-	}
-	return nil
+	return writeStatus(ctx, c.client.BatchV1().Jobs(j.Namespace), j, old.Status, j.Status)
 }
