@@ -39,22 +39,26 @@ var daemonSetTolerations = []corev1.Toleration{
 // selector, affinity and tolerations allow, as Kubernetes' does: the pod
 // is pinned to its node by node affinity and placed by the scheduler; a
 // node that stops qualifying loses the pod; RollingUpdate replaces pods
-// of an old template within maxUnavailable.
+// of an old template within maxUnavailable. Its templates are kept as
+// ControllerRevisions (history.go), which `kubectl rollout history` and
+// `undo` read.
 type daemonSetController struct {
 	*controller
 	client       kubernetes.Interface
 	daemonSets   appslisters.DaemonSetLister
 	pods         corelisters.PodLister
 	nodes        corelisters.NodeLister
+	history      *history
 	expectations *expectations
 }
 
 func newDaemonSetController(cfg Config) *controller {
 	c := &daemonSetController{client: cfg.Client, expectations: newExpectations()}
 	c.controller = newController("daemonset", cfg, c.sync)
-	dsInf := cfg.Informers.Apps().V1().DaemonSets()
+	dsInf, revInf := cfg.Informers.Apps().V1().DaemonSets(), cfg.Informers.Apps().V1().ControllerRevisions()
 	podInf, nodeInf := cfg.Informers.Core().V1().Pods(), cfg.Informers.Core().V1().Nodes()
 	dsInf.Informer().AddEventHandler(c.handler())
+	revInf.Informer().AddEventHandler(c.enqueueOwner(daemonSetKind))
 	podInf.Informer().AddEventHandler(c.observePods(c.expectations, daemonSetKind))
 	podInf.Informer().AddEventHandler(c.enqueueAdopters(func(ns string) map[string]labels.Selector {
 		all, _ := c.daemonSets.DaemonSets(ns).List(labels.Everything())
@@ -80,7 +84,8 @@ func newDaemonSetController(cfg Config) *controller {
 		DeleteFunc: all,
 	})
 	c.daemonSets, c.pods, c.nodes = dsInf.Lister(), podInf.Lister(), nodeInf.Lister()
-	c.synced = append(c.synced, dsInf.Informer().HasSynced, podInf.Informer().HasSynced, nodeInf.Informer().HasSynced)
+	c.history = &history{client: cfg.Client, revisions: revInf.Lister()}
+	c.synced = append(c.synced, dsInf.Informer().HasSynced, podInf.Informer().HasSynced, nodeInf.Informer().HasSynced, revInf.Informer().HasSynced)
 	return c.controller
 }
 
@@ -172,6 +177,16 @@ func (c *daemonSetController) sync(ctx context.Context, key string) error {
 		return err
 	}
 	hash := templateHash(&ds.Spec.Template, ds.Status.CollisionCount)
+	owner := &historyOwner{obj: ds, gvk: daemonSetKind, selector: ds.Spec.Selector, template: &ds.Spec.Template, hash: hash,
+		limit: ds.Spec.RevisionHistoryLimit,
+		bumpCollisions: collisionBumper(c.client.AppsV1().DaemonSets(ns), name, ds.Status.CollisionCount,
+			func(d *appsv1.DaemonSet) **int32 { return &d.Status.CollisionCount })}
+	var oldRevisions []*appsv1.ControllerRevision
+	if ds.DeletionTimestamp == nil {
+		if _, oldRevisions, err = c.history.record(ctx, owner); err != nil {
+			return err
+		}
+	}
 	byNode := map[string][]*corev1.Pod{}
 	for _, p := range pods {
 		if podActive(p) {
@@ -245,6 +260,15 @@ func (c *daemonSetController) sync(ctx context.Context, key string) error {
 	}
 	if manageErr != nil {
 		return manageErr
+	}
+	running := map[string]bool{}
+	for _, p := range pods {
+		running[p.Labels[appsv1.DefaultDaemonSetUniqueLabelKey]] = true
+	}
+	if err := c.history.truncate(ctx, owner, oldRevisions, func(r *appsv1.ControllerRevision) bool {
+		return running[r.Labels[appsv1.ControllerRevisionHashLabelKey]]
+	}); err != nil {
+		return err
 	}
 	if wait > 0 {
 		return requeueAfter(wait)

@@ -30,27 +30,34 @@ var statefulSetKind = appsv1.SchemeGroupVersion.WithKind("StatefulSet")
 // time in order, each once the one before is Running and Ready, and
 // removes them in reverse order; Parallel does both at once; RollingUpdate
 // replaces pods of an old revision from the highest ordinal down to the
-// partition, one at a time. A pod's fixed name means it can never be
+// partition, one at a time, while pods below the partition keep (and
+// are recreated from) the current revision's template. Its templates are
+// kept as ControllerRevisions (history.go), which `kubectl rollout
+// history` and `undo` read. A pod's fixed name means it can never be
 // created twice, whichever leader tries.
 type statefulSetController struct {
 	*controller
-	client kubernetes.Interface
-	sets   appslisters.StatefulSetLister
-	pods   corelisters.PodLister
+	client  kubernetes.Interface
+	sets    appslisters.StatefulSetLister
+	pods    corelisters.PodLister
+	history *history
 }
 
 func newStatefulSetController(cfg Config) *controller {
 	c := &statefulSetController{client: cfg.Client}
 	c.controller = newController("statefulset", cfg, c.sync)
 	stsInf, podInf := cfg.Informers.Apps().V1().StatefulSets(), cfg.Informers.Core().V1().Pods()
+	revInf := cfg.Informers.Apps().V1().ControllerRevisions()
 	stsInf.Informer().AddEventHandler(c.handler())
+	revInf.Informer().AddEventHandler(c.enqueueOwner(statefulSetKind))
 	podInf.Informer().AddEventHandler(c.enqueueOwner(statefulSetKind))
 	podInf.Informer().AddEventHandler(c.enqueueAdopters(func(ns string) map[string]labels.Selector {
 		all, _ := c.sets.StatefulSets(ns).List(labels.Everything())
 		return selectors(all, func(sts *appsv1.StatefulSet) *metav1.LabelSelector { return sts.Spec.Selector })
 	}))
 	c.sets, c.pods = stsInf.Lister(), podInf.Lister()
-	c.synced = append(c.synced, stsInf.Informer().HasSynced, podInf.Informer().HasSynced)
+	c.history = &history{client: cfg.Client, revisions: revInf.Lister()}
+	c.synced = append(c.synced, stsInf.Informer().HasSynced, podInf.Informer().HasSynced, revInf.Informer().HasSynced)
 	return c.controller
 }
 
@@ -62,11 +69,6 @@ func ordinalOf(sts *appsv1.StatefulSet, pod *corev1.Pod) (int, bool) {
 	}
 	n, err := strconv.Atoi(rest)
 	return n, err == nil && n >= 0
-}
-
-// revisionOf names a template revision as Kubernetes does, <set>-<hash>.
-func revisionOf(sts *appsv1.StatefulSet) string {
-	return sts.Name + "-" + templateHash(&sts.Spec.Template, sts.Status.CollisionCount)
 }
 
 func (c *statefulSetController) sync(ctx context.Context, key string) error {
@@ -97,22 +99,42 @@ func (c *statefulSetController) sync(ctx context.Context, key string) error {
 			pods[ord] = p
 		}
 	}
-	update := revisionOf(sts)
-	current := sts.Status.CurrentRevision
-	if current == "" {
-		current = update
+	if sts.DeletionTimestamp != nil {
+		return c.writeStatus(ctx, sts, pods, sts.Status.CurrentRevision, sts.Status.UpdateRevision)
 	}
-	var stepErr error
-	if sts.DeletionTimestamp == nil {
-		stepErr = c.step(ctx, sts, pods, current, update)
+	owner := &historyOwner{obj: sts, gvk: statefulSetKind, selector: sts.Spec.Selector, template: &sts.Spec.Template,
+		hash: templateHash(&sts.Spec.Template, sts.Status.CollisionCount), limit: sts.Spec.RevisionHistoryLimit,
+		bumpCollisions: collisionBumper(c.client.AppsV1().StatefulSets(ns), name, sts.Status.CollisionCount,
+			func(s *appsv1.StatefulSet) **int32 { return &s.Status.CollisionCount })}
+	updateRev, others, err := c.history.record(ctx, owner)
+	if err != nil {
+		return err
 	}
-	return errors.Join(stepErr, c.writeStatus(ctx, sts, pods, current, update))
+	// The current revision is the one every replica ran last; pods below
+	// a partition are made from it.
+	current, currentTemplate := updateRev.Name, &sts.Spec.Template
+	for _, r := range others {
+		if r.Name == sts.Status.CurrentRevision {
+			if currentTemplate, err = revisionTemplate(sts, r); err != nil {
+				return err
+			}
+			current = r.Name
+		}
+	}
+	stepErr := c.step(ctx, sts, pods, current, currentTemplate, updateRev.Name)
+	statusErr := c.writeStatus(ctx, sts, pods, current, updateRev.Name)
+	running := map[string]bool{current: true}
+	for _, p := range pods {
+		running[p.Labels[appsv1.ControllerRevisionHashLabelKey]] = true
+	}
+	truncateErr := c.history.truncate(ctx, owner, others, func(r *appsv1.ControllerRevision) bool { return running[r.Name] })
+	return errors.Join(stepErr, statusErr, truncateErr)
 }
 
 // step takes the next step towards the StatefulSet's spec: in order,
 // create what is missing, replace what failed, remove ordinals beyond
 // the replicas, roll pods of an old revision.
-func (c *statefulSetController) step(ctx context.Context, sts *appsv1.StatefulSet, pods map[int]*corev1.Pod, current, update string) error {
+func (c *statefulSetController) step(ctx context.Context, sts *appsv1.StatefulSet, pods map[int]*corev1.Pod, current string, currentTemplate *corev1.PodTemplateSpec, update string) error {
 	start := 0
 	if sts.Spec.Ordinals != nil {
 		start = int(sts.Spec.Ordinals.Start)
@@ -127,11 +149,11 @@ func (c *statefulSetController) step(ctx context.Context, sts *appsv1.StatefulSe
 		p := pods[ord]
 		switch {
 		case p == nil:
-			rev := update
+			rev, template := update, &sts.Spec.Template
 			if ord < start+partition {
-				rev = current
+				rev, template = current, currentTemplate
 			}
-			if err := c.create(ctx, sts, ord, rev); err != nil || !parallel {
+			if err := c.create(ctx, sts, ord, rev, template); err != nil || !parallel {
 				return err
 			}
 		case p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded:
@@ -180,8 +202,8 @@ func (c *statefulSetController) step(ctx context.Context, sts *appsv1.StatefulSe
 	return nil
 }
 
-func (c *statefulSetController) create(ctx context.Context, sts *appsv1.StatefulSet, ord int, rev string) error {
-	pod := podFromTemplate(&sts.Spec.Template, sts, statefulSetKind)
+func (c *statefulSetController) create(ctx context.Context, sts *appsv1.StatefulSet, ord int, rev string, template *corev1.PodTemplateSpec) error {
+	pod := podFromTemplate(template, sts, statefulSetKind)
 	pod.GenerateName = ""
 	pod.Name = fmt.Sprintf("%s-%d", sts.Name, ord)
 	pod.Labels = withEntry(pod.Labels, appsv1.StatefulSetPodNameLabel, pod.Name)

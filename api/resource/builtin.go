@@ -84,6 +84,9 @@ func Builtin() *Registry {
 			Status: true, Generation: true,
 			New: func() runtime.Object { return &appsv1.DaemonSet{} }, NewList: func() runtime.Object { return &appsv1.DaemonSetList{} },
 			Default: typed(defaultDaemonSet), Validate: typedValidate(validateDaemonSet), Columns: daemonSetColumns},
+		&Resource{GroupVersion: apps, Name: "controllerrevisions", SingularName: "controllerrevision", Kind: "ControllerRevision", Namespaced: true,
+			New: func() runtime.Object { return &appsv1.ControllerRevision{} }, NewList: func() runtime.Object { return &appsv1.ControllerRevisionList{} },
+			Validate: typedValidate(validateControllerRevision), Columns: controllerRevisionColumns},
 
 		&Resource{GroupVersion: batch, Name: "jobs", SingularName: "job", Kind: "Job", Namespaced: true, Categories: []string{"all"},
 			Status: true, Generation: true,

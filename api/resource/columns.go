@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/utils/ptr"
 )
@@ -437,6 +438,19 @@ var cronJobColumns = append([]Column{
 	ageColumn,
 }, workloadWide(func(c *batchv1.CronJob) *corev1.PodTemplateSpec { return &c.Spec.JobTemplate.Spec.Template },
 	func(c *batchv1.CronJob) *metav1.LabelSelector { return c.Spec.JobTemplate.Spec.Selector })...)
+
+var controllerRevisionColumns = []Column{
+	col("Controller", "string", "Controller of the object.", cell(func(r *appsv1.ControllerRevision) any {
+		ref := metav1.GetControllerOf(r)
+		if ref == nil {
+			return "<none>"
+		}
+		gv, _ := schema.ParseGroupVersion(ref.APIVersion)
+		return strings.ToLower(gv.WithKind(ref.Kind).GroupKind().String()) + "/" + ref.Name
+	})),
+	col("Revision", "integer", "Revision indicates the revision of the state represented by Data.", cell(func(r *appsv1.ControllerRevision) any { return r.Revision })),
+	ageColumn,
+}
 
 var leaseColumns = []Column{
 	col("Holder", "string", "The holder of the lease.", cell(func(l *coordinationv1.Lease) any {

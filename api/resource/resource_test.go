@@ -7,6 +7,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 )
 
 // Every entry's constructors must make its kind, or the handler would
@@ -87,5 +88,31 @@ func TestSpecChangedIgnoresMetadataAndStatus(t *testing.T) {
 	b.Spec.Paused = false
 	if !SpecChanged(b, a) {
 		t.Fatal("spec change missed")
+	}
+}
+
+func TestControllerRevisionValidationAndColumns(t *testing.T) {
+	r := &appsv1.ControllerRevision{ObjectMeta: metav1.ObjectMeta{Name: "ds-1", OwnerReferences: []metav1.OwnerReference{
+		{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "agent", Controller: ptr.To(true)}}}, Revision: -1}
+	errs := validateControllerRevision(r, nil)
+	if len(errs) != 2 || errs[0].Field != "data" || errs[1].Field != "revision" {
+		t.Fatalf("no data and a negative revision: %v", errs)
+	}
+	r.Revision, r.Data.Raw = 2, []byte(`{"spec":{}}`)
+	if errs := validateControllerRevision(r, nil); len(errs) != 0 {
+		t.Fatalf("valid revision: %v", errs)
+	}
+	renumbered := r.DeepCopy()
+	renumbered.Revision = 3
+	if errs := validateControllerRevision(renumbered, r); len(errs) != 0 {
+		t.Fatalf("a new number was refused: %v", errs)
+	}
+	changed := r.DeepCopy()
+	changed.Data.Raw = []byte(`{"spec":{"x":1}}`)
+	if errs := validateControllerRevision(changed, r); len(errs) != 1 || errs[0].Field != "data" {
+		t.Fatalf("changed data: %v", errs)
+	}
+	if got := controllerRevisionColumns[0].Cell(r); got != "daemonset.apps/agent" {
+		t.Fatalf("controller column %q", got)
 	}
 }

@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"bytes"
 	"fmt"
 	"reflect"
 	"strings"
@@ -148,6 +149,22 @@ func validateStatefulSet(s, old *appsv1.StatefulSet) field.ErrorList {
 
 func validateDaemonSet(d, old *appsv1.DaemonSet) field.ErrorList {
 	return validateWorkload(d.Spec.Selector, &d.Spec.Template, nil, old != nil, func() *metav1.LabelSelector { return old.Spec.Selector })
+}
+
+// validateControllerRevision is kube-apiserver's: a revision holds data,
+// a number that is not negative, and its data never changes.
+func validateControllerRevision(r, old *appsv1.ControllerRevision) field.ErrorList {
+	var errs field.ErrorList
+	if r.Data.Raw == nil && r.Data.Object == nil {
+		errs = append(errs, field.Required(field.NewPath("data"), "data is mandatory"))
+	}
+	if r.Revision < 0 {
+		errs = append(errs, field.Invalid(field.NewPath("revision"), r.Revision, "must be greater than or equal to 0"))
+	}
+	if old != nil && !bytes.Equal(r.Data.Raw, old.Data.Raw) {
+		errs = append(errs, field.Invalid(field.NewPath("data"), nil, "field is immutable"))
+	}
+	return errs
 }
 
 func validateJobSpec(s *batchv1.JobSpec, path *field.Path) field.ErrorList {

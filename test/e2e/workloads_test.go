@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -1517,4 +1518,124 @@ func TestStatefulSetsAndDaemonSets(t *testing.T) {
 	}
 	perNode(3)
 	kubectlOK(t, c, r, "rollout", "status", "daemonset/agent", "--timeout=60s")
+}
+
+// TestRolloutHistoryOfSetsAndDaemons checks the ControllerRevisions of
+// DaemonSets and StatefulSets through what kubectl does with them:
+// `rollout history` lists a revision per template, `rollout undo` puts
+// the previous template back (its revision renumbered as the newest),
+// revisionHistoryLimit drops revisions no pod runs, a StatefulSet pod
+// below the partition is recreated from the current revision's template,
+// and deleting the owner deletes its revisions.
+func TestRolloutHistoryOfSetsAndDaemons(t *testing.T) {
+	c, w, r := kubeCluster(t, 91)
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	cluster.StartFakeKubelet(t, wcs, testNodes(2)...)
+	revisions := func(selector string) map[int64]string {
+		t.Helper()
+		l, err := rcs.AppsV1().ControllerRevisions("default").List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[int64]string{}
+		for _, rev := range l.Items {
+			out[rev.Revision] = rev.Labels[appsv1.ControllerRevisionHashLabelKey]
+		}
+		return out
+	}
+	images := func(selector string, want map[string]int) {
+		t.Helper()
+		cluster.Eventually(t, 30*time.Second, func() error {
+			if got := podImages(t, rcs, selector); fmt.Sprint(got) != fmt.Sprint(want) {
+				return fmt.Errorf("pod images %v, want %v", got, want)
+			}
+			return nil
+		})
+	}
+	template := func(app string) corev1.PodTemplateSpec {
+		return corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox:1"}}}}
+	}
+
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "agent"}, Spec: appsv1.DaemonSetSpec{
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "agent"}}, Template: template("agent"),
+		RevisionHistoryLimit: ptr.To[int32](1)}}
+	if _, err := wcs.AppsV1().DaemonSets("default").Create(ctx, ds, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kubectlOK(t, c, r, "rollout", "status", "daemonset/agent", "--timeout=60s")
+	kubectlOK(t, c, w, "set", "image", "daemonset/agent", "c=busybox:2")
+	kubectlOK(t, c, r, "rollout", "status", "daemonset/agent", "--timeout=60s")
+	images("app=agent", map[string]int{"busybox:2": 2})
+	if out := kubectlOK(t, c, r, "rollout", "history", "daemonset/agent"); !regexp.MustCompile(`(?m)^1 `).MatchString(out) || !regexp.MustCompile(`(?m)^2 `).MatchString(out) {
+		t.Fatalf("rollout history lists no revisions 1 and 2:\n%s", out)
+	}
+	first := revisions("app=agent")[1]
+	kubectlOK(t, c, w, "rollout", "undo", "daemonset/agent")
+	kubectlOK(t, c, r, "rollout", "status", "daemonset/agent", "--timeout=60s")
+	images("app=agent", map[string]int{"busybox:1": 2})
+	cluster.Eventually(t, 30*time.Second, func() error {
+		if got := revisions("app=agent"); len(got) != 2 || got[3] != first || got[2] == "" {
+			return fmt.Errorf("revisions after undo: %v; want 2 (busybox:2) and 3 (busybox:1, hash %s)", got, first)
+		}
+		return nil
+	})
+	// kubectl tells a revision the set already runs by comparing its own
+	// patch of the set with the revision's bytes.
+	if out := kubectlOK(t, c, w, "rollout", "undo", "daemonset/agent", "--to-revision=3"); !strings.Contains(out, "skipped rollback") {
+		t.Fatalf("undo to the running revision did not skip: %s", out)
+	}
+	kubectlOK(t, c, w, "set", "image", "daemonset/agent", "c=busybox:3")
+	kubectlOK(t, c, r, "rollout", "status", "daemonset/agent", "--timeout=60s")
+	// revisionHistoryLimit 1: busybox:2's revision goes once no pod runs it.
+	cluster.Eventually(t, 30*time.Second, func() error {
+		if got := revisions("app=agent"); len(got) != 2 || got[3] != first || got[4] == "" {
+			return fmt.Errorf("revisions with a limit of 1: %v; want 3 (busybox:1) and 4", got)
+		}
+		return nil
+	})
+	table := kubectlOK(t, c, r, "get", "controllerrevisions")
+	if !strings.Contains(table, "daemonset.apps/agent") || !strings.Contains(table, "CONTROLLER") {
+		t.Fatalf("kubectl get controllerrevisions:\n%s", table)
+	}
+
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db"}, Spec: appsv1.StatefulSetSpec{
+		Replicas: ptr.To[int32](2), ServiceName: "db", PodManagementPolicy: appsv1.ParallelPodManagement,
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}, Template: template("db")}}
+	if _, err := wcs.AppsV1().StatefulSets("default").Create(ctx, sts, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kubectlOK(t, c, r, "rollout", "status", "statefulset/db", "--timeout=60s")
+	kubectlOK(t, c, w, "patch", "statefulset/db", "-p", `{"spec":{"updateStrategy":{"rollingUpdate":{"partition":1}}}}`)
+	kubectlOK(t, c, w, "set", "image", "statefulset/db", "c=busybox:2")
+	images("app=db", map[string]int{"busybox:1": 1, "busybox:2": 1})
+	if err := wcs.CoreV1().Pods("default").Delete(ctx, "db-0", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		p, err := rcs.CoreV1().Pods("default").Get(ctx, "db-0", metav1.GetOptions{})
+		if err != nil || p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("db-0 not back yet (%v)", err)
+		}
+		if img := p.Spec.Containers[0].Image; img != "busybox:1" {
+			return fmt.Errorf("db-0, below the partition, came back with %s, not the current revision's busybox:1", img)
+		}
+		return nil
+	})
+	kubectlOK(t, c, w, "rollout", "undo", "statefulset/db")
+	images("app=db", map[string]int{"busybox:1": 2})
+	if got := revisions("app=db"); len(got) != 2 || got[3] == "" {
+		t.Fatalf("statefulset revisions after undo: %v; want 2 and 3", got)
+	}
+
+	if err := wcs.AppsV1().DaemonSets("default").Delete(ctx, "agent", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		if got := revisions("app=agent"); len(got) != 0 {
+			return fmt.Errorf("revisions of a deleted DaemonSet: %v", got)
+		}
+		return nil
+	})
 }
