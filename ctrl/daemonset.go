@@ -171,8 +171,8 @@ func (c *daemonSetController) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	pods, err := claimPods(ctx, c.client, c.pods, &claimer{owner: ds, gvk: daemonSetKind, selector: ds.Spec.Selector,
-		fresh: freshOwner(c.client.AppsV1().DaemonSets(ns), name)})
+	fresh := freshOwner(c.client.AppsV1().DaemonSets(ns), name)
+	pods, err := claimPods(ctx, c.client, c.pods, &claimer{owner: ds, gvk: daemonSetKind, selector: ds.Spec.Selector, fresh: fresh})
 	if err != nil {
 		return err
 	}
@@ -180,7 +180,7 @@ func (c *daemonSetController) sync(ctx context.Context, key string) error {
 	owner := &historyOwner{obj: ds, gvk: daemonSetKind, selector: ds.Spec.Selector, template: &ds.Spec.Template, hash: hash,
 		limit: ds.Spec.RevisionHistoryLimit,
 		bumpCollisions: collisionBumper(c.client.AppsV1().DaemonSets(ns), name, ds.Status.CollisionCount,
-			func(d *appsv1.DaemonSet) **int32 { return &d.Status.CollisionCount })}
+			func(d *appsv1.DaemonSet) **int32 { return &d.Status.CollisionCount }), fresh: fresh}
 	var oldRevisions []*appsv1.ControllerRevision
 	if ds.DeletionTimestamp == nil {
 		if _, oldRevisions, err = c.history.record(ctx, owner); err != nil {

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
@@ -50,6 +51,8 @@ type historyOwner struct {
 	limit *int32
 	// bumpCollisions raises the set's status.collisionCount.
 	bumpCollisions func(ctx context.Context) error
+	// fresh reads the set from the API, before it adopts a revision.
+	fresh func(ctx context.Context) (metav1.Object, error)
 }
 
 // collisionBumper returns a historyOwner's bumpCollisions for a set
@@ -112,21 +115,18 @@ func revisionTemplate(set runtime.Object, rev *appsv1.ControllerRevision) (*core
 	return &out.Spec.Template, nil
 }
 
-// owned returns the revisions the set controls, by revision number.
-func (h *history) owned(o *historyOwner) ([]*appsv1.ControllerRevision, error) {
-	sel, err := metav1.LabelSelectorAsSelector(o.selector)
+// owned returns the revisions the set controls, by revision number, once
+// it has adopted the orphans it selects (those of a set deleted with the
+// Orphan policy and made again) and released those it no longer selects.
+func (h *history) owned(ctx context.Context, o *historyOwner) ([]*appsv1.ControllerRevision, error) {
+	all, err := h.revisions.ControllerRevisions(o.obj.GetNamespace()).List(labels.Everything())
 	if err != nil {
 		return nil, err
 	}
-	all, err := h.revisions.ControllerRevisions(o.obj.GetNamespace()).List(sel)
+	out, err := claim(ctx, &claimer{owner: o.obj, gvk: o.gvk, selector: o.selector, fresh: o.fresh,
+		patch: strategicPatch(h.client.AppsV1().ControllerRevisions(o.obj.GetNamespace()))}, all)
 	if err != nil {
 		return nil, err
-	}
-	var out []*appsv1.ControllerRevision
-	for _, r := range all {
-		if metav1.IsControlledBy(r, o.obj) {
-			out = append(out, r)
-		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Revision != out[j].Revision {
@@ -145,7 +145,7 @@ func (h *history) record(ctx context.Context, o *historyOwner) (*appsv1.Controll
 	if err != nil {
 		return nil, nil, err
 	}
-	revs, err := h.owned(o)
+	revs, err := h.owned(ctx, o)
 	if err != nil {
 		return nil, nil, err
 	}

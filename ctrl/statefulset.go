@@ -83,13 +83,14 @@ func (c *statefulSetController) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	fresh := freshOwner(c.client.AppsV1().StatefulSets(ns), name)
 	// A pod is adopted only under one of the set's own names.
 	owned, err := claimPods(ctx, c.client, c.pods, &claimer{owner: sts, gvk: statefulSetKind, selector: sts.Spec.Selector,
 		adoptable: func(o metav1.Object) bool {
 			_, ok := ordinalOf(sts, o.(*corev1.Pod))
 			return ok
 		},
-		fresh: freshOwner(c.client.AppsV1().StatefulSets(ns), name)})
+		fresh: fresh})
 	if err != nil {
 		return err
 	}
@@ -105,7 +106,7 @@ func (c *statefulSetController) sync(ctx context.Context, key string) error {
 	owner := &historyOwner{obj: sts, gvk: statefulSetKind, selector: sts.Spec.Selector, template: &sts.Spec.Template,
 		hash: templateHash(&sts.Spec.Template, sts.Status.CollisionCount), limit: sts.Spec.RevisionHistoryLimit,
 		bumpCollisions: collisionBumper(c.client.AppsV1().StatefulSets(ns), name, sts.Status.CollisionCount,
-			func(s *appsv1.StatefulSet) **int32 { return &s.Status.CollisionCount })}
+			func(s *appsv1.StatefulSet) **int32 { return &s.Status.CollisionCount }), fresh: fresh}
 	updateRev, others, err := c.history.record(ctx, owner)
 	if err != nil {
 		return err

@@ -640,7 +640,8 @@ func TestAdoption(t *testing.T) {
 		}},
 	} {
 		// controlled waits until the app's pods are exactly names (any two
-		// when names is nil), each controlled by uid, and returns them.
+		// when names is nil), each controlled by uid, as is the app's
+		// revision, and returns them.
 		controlled := func(uid types.UID, names []string) []string {
 			t.Helper()
 			var got []string
@@ -659,6 +660,11 @@ func TestAdoption(t *testing.T) {
 				slices.Sort(got)
 				if len(got) != 2 || (names != nil && !slices.Equal(got, names)) {
 					return fmt.Errorf("%s: pods %v, want 2 (%v)", owner.app, got, names)
+				}
+				// Its one ControllerRevision goes and comes back with them.
+				rl, err := rcs.AppsV1().ControllerRevisions("default").List(ctx, metav1.ListOptions{LabelSelector: "app=" + owner.app})
+				if err != nil || len(rl.Items) != 1 || controllerUID(&rl.Items[0]) != uid {
+					return fmt.Errorf("%s: %d revisions, want one controlled by %q (%v)", owner.app, len(rl.Items), uid, err)
 				}
 				return nil
 			})
