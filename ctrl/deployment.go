@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"sort"
 	"strconv"
 	"time"
@@ -137,12 +138,7 @@ func (c *deploymentController) sync(ctx context.Context, key string) error {
 		// A copy: scaling writes the result back into it.
 		r.old = append(r.old, rs.DeepCopy())
 	}
-	sort.Slice(r.old, func(i, j int) bool {
-		if !r.old[i].CreationTimestamp.Equal(&r.old[j].CreationTimestamp) {
-			return r.old[i].CreationTimestamp.Before(&r.old[j].CreationTimestamp)
-		}
-		return r.old[i].Name < r.old[j].Name
-	})
+	sort.Slice(r.old, func(i, j int) bool { return createdBefore(r.old[i], r.old[j]) })
 	for i, rs := range r.old {
 		if equalIgnoreHash(&rs.Spec.Template, &d.Spec.Template) {
 			r.newRS = rs
@@ -331,8 +327,11 @@ func (r *rollout) recreate(ctx context.Context) error {
 	return r.syncStatus(ctx)
 }
 
-// scale sizes the ReplicaSets to spec.replicas outside a rollout: the
-// only active one takes all; if the new one is full the old go to zero.
+// scale sizes the ReplicaSets to spec.replicas after a scaling event or
+// while paused, as Kubernetes does: the only active ReplicaSet (or the
+// newest, when none is) takes all; a saturated new one leaves the old at
+// zero; in mid-rollout the change is shared out proportionally
+// (scaleProportionally).
 func (r *rollout) scale(ctx context.Context) error {
 	var active []*appsv1.ReplicaSet
 	for _, rs := range r.all() {
@@ -341,26 +340,128 @@ func (r *rollout) scale(ctx context.Context) error {
 		}
 	}
 	switch {
-	case len(active) == 0 && r.newRS != nil:
-		return r.scaleReplicaSet(ctx, r.newRS, r.replicas())
 	case len(active) == 1:
 		return r.scaleReplicaSet(ctx, active[0], r.replicas())
-	case r.newRS != nil && ptr.Deref(r.newRS.Spec.Replicas, 0) >= r.replicas():
+	case len(active) == 0:
+		if newest := r.newest(); newest != nil {
+			return r.scaleReplicaSet(ctx, newest, r.replicas())
+		}
+		return nil
+	case r.saturated():
 		for _, rs := range r.old {
 			if err := r.scaleReplicaSet(ctx, rs, 0); err != nil {
 				return err
 			}
 		}
-		return r.scaleReplicaSet(ctx, r.newRS, r.replicas())
+		return nil
+	case r.d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType:
+		// Only the annotations: recreate resizes them.
+		for _, rs := range active {
+			if err := r.scaleReplicaSet(ctx, rs, ptr.Deref(rs.Spec.Replicas, 0)); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	// A scaling event in mid-rollout: bring every active ReplicaSet's
-	// annotations up to date; the rollout itself resizes them.
-	for _, rs := range active {
-		if err := r.scaleReplicaSet(ctx, rs, ptr.Deref(rs.Spec.Replicas, 0)); err != nil {
+	return r.scaleProportionally(ctx, active)
+}
+
+// newest is the new ReplicaSet, else the most recently created old one.
+func (r *rollout) newest() *appsv1.ReplicaSet {
+	if r.newRS != nil || len(r.old) == 0 {
+		return r.newRS
+	}
+	return r.old[len(r.old)-1]
+}
+
+// saturated says the new ReplicaSet runs every replica, available.
+func (r *rollout) saturated() bool {
+	rs := r.newRS
+	return rs != nil && ptr.Deref(rs.Spec.Replicas, 0) == r.replicas() &&
+		rs.Annotations[desiredReplicasAnnotation] == strconv.Itoa(int(r.replicas())) && rs.Status.AvailableReplicas == r.replicas()
+}
+
+// scaleProportionally shares a scaling event in mid-rollout out among the
+// active ReplicaSets in proportion to their sizes, as Kubernetes'
+// proportional scaling does, so that a Deployment scaled (by hand or by
+// an autoscaler) while it rolls keeps the mix of old and new pods it had
+// rather than putting the whole change on one template: each grows or
+// shrinks by its share of the change in the Deployment's maximum size
+// (replicas plus maxSurge), the largest first, which also takes what
+// rounding leaves over.
+func (r *rollout) scaleProportionally(ctx context.Context, active []*appsv1.ReplicaSet) error {
+	surge, _ := r.surgeAndUnavailable()
+	var allowed int32
+	if r.replicas() > 0 {
+		allowed = r.replicas() + surge
+	}
+	toAdd := allowed - sumReplicas(active)
+	// Largest first; among equals, the newest first when growing and the
+	// oldest first when shrinking.
+	sort.Slice(active, func(i, j int) bool {
+		a, b := active[i], active[j]
+		if na, nb := ptr.Deref(a.Spec.Replicas, 0), ptr.Deref(b.Spec.Replicas, 0); na != nb {
+			return na > nb
+		}
+		if toAdd > 0 {
+			return createdBefore(b, a)
+		}
+		return createdBefore(a, b)
+	})
+	sizes := make([]int32, len(active))
+	var added int32
+	for i, rs := range active {
+		share := r.share(rs, allowed, toAdd, added)
+		sizes[i] = ptr.Deref(rs.Spec.Replicas, 0) + share
+		added += share
+	}
+	if len(active) > 0 {
+		sizes[0] = max(0, sizes[0]+toAdd-added)
+	}
+	for i, rs := range active {
+		if err := r.scaleReplicaSet(ctx, rs, sizes[i]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// share is a ReplicaSet's part of toAdd replicas (negative to remove),
+// of which added are already given out: its size scaled from the
+// Deployment's maximum size it was last sized for (its max-replicas
+// annotation) to allowed, never beyond what is left to give.
+func (r *rollout) share(rs *appsv1.ReplicaSet, allowed, toAdd, added int32) int32 {
+	size := ptr.Deref(rs.Spec.Replicas, 0)
+	if size == 0 || toAdd == 0 || toAdd == added {
+		return 0
+	}
+	var fraction int32
+	if r.replicas() == 0 {
+		fraction = -size
+	} else {
+		before, err := strconv.Atoi(rs.Annotations[maxReplicasAnnotation])
+		if err != nil || before == 0 {
+			// Sized by hand: the Deployment's pods stand in.
+			before = int(r.d.Status.Replicas)
+		}
+		if before == 0 {
+			return 0
+		}
+		fraction = int32(math.Round(float64(size)*float64(allowed)/float64(before))) - size
+	}
+	left := toAdd - added
+	if toAdd > 0 {
+		return min(fraction, left)
+	}
+	return max(fraction, left)
+}
+
+// createdBefore orders ReplicaSets by creation, then by name.
+func createdBefore(a, b *appsv1.ReplicaSet) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return a.Name < b.Name
 }
 
 func sumReplicas(rss []*appsv1.ReplicaSet) int32 {

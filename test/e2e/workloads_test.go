@@ -181,6 +181,49 @@ func podImages(t *testing.T, cs kubernetes.Interface, selector string) map[strin
 	return out
 }
 
+// TestProportionalScaling scales a Deployment whose rollout is stuck on
+// an image that never becomes ready, Kubernetes' documented example: with
+// 10 replicas, maxSurge 3 and maxUnavailable 2, the old ReplicaSet has 8
+// and the new one 5; scaled to 15, the 5 more are shared out in
+// proportion, 3 to the old and 2 to the new.
+func TestProportionalScaling(t *testing.T) {
+	c, w, r := kubeCluster(t, 91)
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	kubelet := cluster.StartFakeKubelet(t, wcs, testNodes(3)...)
+	kubelet.Unready = func(p *corev1.Pod) bool { return p.Spec.Containers[0].Image == "busybox:bad" }
+	d := webDeployment("prop", 10, appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
+		RollingUpdate: &appsv1.RollingUpdateDeployment{MaxSurge: ptr.To(intstr.FromInt32(3)), MaxUnavailable: ptr.To(intstr.FromInt32(2))}})
+	if _, err := wcs.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rolloutStatus(t, c, r, "prop")
+	// sizes checks that the old and new ReplicaSets have these replicas.
+	sizes := func(old, cur int32) func() error {
+		return func() error {
+			l, err := rcs.AppsV1().ReplicaSets("default").List(ctx, metav1.ListOptions{LabelSelector: "app=prop"})
+			if err != nil {
+				return err
+			}
+			got := map[string]int32{}
+			for _, rs := range l.Items {
+				got[rs.Spec.Template.Spec.Containers[0].Image] = ptr.Deref(rs.Spec.Replicas, 0)
+			}
+			if want := map[string]int32{"busybox": old, "busybox:bad": cur}; !maps.Equal(got, want) {
+				return fmt.Errorf("replica sets by image %v, want %v", got, want)
+			}
+			return nil
+		}
+	}
+	kubectlOK(t, c, w, "set", "image", "deployment/prop", "c=busybox:bad")
+	cluster.Eventually(t, 30*time.Second, sizes(8, 5))
+	kubectlOK(t, c, w, "scale", "deployment/prop", "--replicas=15")
+	cluster.Eventually(t, 30*time.Second, sizes(11, 7))
+	// It stays so: the old pods may not go below 13 available, and 18 is
+	// as many as may exist.
+	cluster.Consistently(t, 2*time.Second, sizes(11, 7))
+}
+
 // TestDeploymentRollout rolls a Deployment out, to a new image and back
 // with kubectl, checking maxSurge and maxUnavailable from a watch at every
 // step; then pauses and resumes it, and rolls a Recreate Deployment.
