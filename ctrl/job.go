@@ -35,8 +35,11 @@ var jobKind = batchv1.SchemeGroupVersion.WithKind("Job")
 // jobController runs Jobs to completion as Kubernetes' does: up to
 // parallelism pods at once until completions have succeeded (or, without
 // completions, until one has and the rest are done), failed pods replaced
-// with backoff until backoffLimit, activeDeadlineSeconds, suspend, the
-// Indexed completion mode, and ttlSecondsAfterFinished. Pods carry the
+// with backoff until backoffLimit, a pod failure policy that fails the
+// Job at once or ignores a failure by exit code or pod condition
+// (FailIndex counts, as backoffLimitPerIndex is not there),
+// activeDeadlineSeconds, suspend, the Indexed completion mode, and
+// ttlSecondsAfterFinished. Pods carry the
 // job-tracking finalizer, so every finished pod is counted exactly once
 // even if it is deleted before the controller sees it finish, and even
 // across a failover: a UID goes to status.uncountedTerminatedPods, then
@@ -109,6 +112,13 @@ func (c *jobController) sync(ctx context.Context, key string) error {
 		}
 	}
 	j.Status.Active = int32(len(active))
+	var failJob string
+	for _, p := range pods {
+		if action, msg := failurePolicyAction(j, p); action == batchv1.PodFailurePolicyActionFailJob {
+			failJob = msg
+			break
+		}
+	}
 	finished := finishedCondition(j)
 	var requeue time.Duration
 	switch {
@@ -121,6 +131,12 @@ func (c *jobController) sync(ctx context.Context, key string) error {
 		if err != nil {
 			return err
 		}
+	case failJob != "":
+		if err := c.deleteAll(ctx, key, active); err != nil {
+			return err
+		}
+		active = nil
+		c.finishCounted(j, batchv1.JobFailed, batchv1.JobReasonPodFailurePolicy, failJob, now)
 	case failedCount(j) > ptr.Deref(j.Spec.BackoffLimit, 6):
 		c.finishCounted(j, batchv1.JobFailed, "BackoffLimitExceeded", "Job has reached the specified backoff limit", now)
 	case j.Spec.ActiveDeadlineSeconds != nil && j.Status.StartTime != nil &&
@@ -199,9 +215,12 @@ func (c *jobController) collectFinished(j *batchv1.Job, pods []*corev1.Pod) bool
 		if !slices.Contains(p.Finalizers, batchv1.JobTrackingFinalizer) || slices.Contains(u.Succeeded, p.UID) || slices.Contains(u.Failed, p.UID) {
 			continue
 		}
+		action, _ := failurePolicyAction(j, p)
 		switch {
 		case p.Status.Phase == corev1.PodSucceeded:
 			u.Succeeded = append(u.Succeeded, p.UID)
+		case action == batchv1.PodFailurePolicyActionIgnore:
+			continue // released uncounted by releaseCounted
 		case p.Status.Phase == corev1.PodFailed || p.DeletionTimestamp != nil:
 			u.Failed = append(u.Failed, p.UID)
 		default:
@@ -213,13 +232,14 @@ func (c *jobController) collectFinished(j *batchv1.Job, pods []*corev1.Pod) bool
 }
 
 // releaseCounted removes the tracking finalizer from the pods recorded
-// in uncountedTerminatedPods.
+// in uncountedTerminatedPods, and from the failed pods the pod failure
+// policy ignores, which are never counted.
 func (c *jobController) releaseCounted(ctx context.Context, j *batchv1.Job, pods []*corev1.Pod) error {
 	u := sets.New(j.Status.UncountedTerminatedPods.Succeeded...).Insert(j.Status.UncountedTerminatedPods.Failed...)
 	var errs []error
 	for _, p := range pods {
 		i := slices.Index(p.Finalizers, batchv1.JobTrackingFinalizer)
-		if i < 0 || !u.Has(p.UID) {
+		if action, _ := failurePolicyAction(j, p); i < 0 || (!u.Has(p.UID) && action != batchv1.PodFailurePolicyActionIgnore) {
 			continue
 		}
 		patch, err := json.Marshal([]map[string]any{
@@ -260,6 +280,43 @@ func (c *jobController) moveCounted(j *batchv1.Job, pods []*corev1.Pod) {
 	}
 	u.Succeeded = keep(u.Succeeded, &j.Status.Succeeded)
 	u.Failed = keep(u.Failed, &j.Status.Failed)
+}
+
+// failurePolicyAction is the action of the first rule of the Job's pod
+// failure policy that a failed pod matches, as Kubernetes' Job controller
+// reads it, with the message it writes when that rule fails the Job; ""
+// when the pod has not failed or no rule matches (its failure counts).
+// Exit codes are those of the containers that ended other than with 0.
+func failurePolicyAction(j *batchv1.Job, p *corev1.Pod) (batchv1.PodFailurePolicyAction, string) {
+	if j.Spec.PodFailurePolicy == nil || p.Status.Phase != corev1.PodFailed {
+		return "", ""
+	}
+	for i, rule := range j.Spec.PodFailurePolicy.Rules {
+		var msg string
+		if r := rule.OnExitCodes; r != nil {
+			for _, s := range append(slices.Clone(p.Status.InitContainerStatuses), p.Status.ContainerStatuses...) {
+				t := s.State.Terminated
+				if t == nil || t.ExitCode == 0 || (r.ContainerName != nil && *r.ContainerName != s.Name) {
+					continue
+				}
+				if slices.Contains(r.Values, t.ExitCode) == (r.Operator == batchv1.PodFailurePolicyOnExitCodesOpIn) {
+					msg = fmt.Sprintf("Container %s for pod %s/%s failed with exit code %d matching %s rule at index %d", s.Name, p.Namespace, p.Name, t.ExitCode, rule.Action, i)
+					break
+				}
+			}
+		}
+		for _, want := range rule.OnPodConditions {
+			for _, c := range p.Status.Conditions {
+				if msg == "" && c.Type == want.Type && c.Status == want.Status {
+					msg = fmt.Sprintf("Pod %s/%s has condition %s matching %s rule at index %d", p.Namespace, p.Name, c.Type, rule.Action, i)
+				}
+			}
+		}
+		if msg != "" {
+			return rule.Action, msg
+		}
+	}
+	return "", ""
 }
 
 // succeededCount and failedCount are the Job's finished pods, counted

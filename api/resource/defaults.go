@@ -265,6 +265,15 @@ func defaultJobSpec(s *batchv1.JobSpec) {
 	if s.Suspend == nil {
 		s.Suspend = ptr.To(false)
 	}
+	if s.PodFailurePolicy != nil {
+		for i := range s.PodFailurePolicy.Rules {
+			for j := range s.PodFailurePolicy.Rules[i].OnPodConditions {
+				if c := &s.PodFailurePolicy.Rules[i].OnPodConditions[j]; c.Status == "" {
+					c.Status = corev1.ConditionTrue
+				}
+			}
+		}
+	}
 	if s.PodReplacementPolicy == nil {
 		s.PodReplacementPolicy = ptr.To(batchv1.TerminatingOrFailed)
 	}

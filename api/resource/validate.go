@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -183,7 +184,87 @@ func validateJobSpec(s *batchv1.JobSpec, path *field.Path) field.ErrorList {
 	if s.ActiveDeadlineSeconds != nil && *s.ActiveDeadlineSeconds <= 0 {
 		errs = append(errs, field.Invalid(path.Child("activeDeadlineSeconds"), *s.ActiveDeadlineSeconds, "must be greater than 0"))
 	}
+	errs = append(errs, validatePodFailurePolicy(s, path)...)
 	return append(errs, validatePodSpec(&s.Template.Spec, path.Child("template", "spec"))...)
+}
+
+// validatePodFailurePolicy is kube-apiserver's check of the pod failure
+// policy of the Job spec at spec.
+func validatePodFailurePolicy(s *batchv1.JobSpec, spec *field.Path) field.ErrorList {
+	policy := s.PodFailurePolicy
+	if policy == nil {
+		return nil
+	}
+	path := spec.Child("podFailurePolicy")
+	var errs field.ErrorList
+	if s.Template.Spec.RestartPolicy != corev1.RestartPolicyNever {
+		errs = append(errs, field.Invalid(spec.Child("template", "spec", "restartPolicy"), s.Template.Spec.RestartPolicy,
+			"only \"Never\" is supported when podFailurePolicy is specified"))
+	}
+	if len(policy.Rules) > 20 {
+		errs = append(errs, field.TooMany(path.Child("rules"), len(policy.Rules), 20))
+	}
+	containers := sets.New[string]()
+	for _, c := range append(s.Template.Spec.InitContainers, s.Template.Spec.Containers...) {
+		containers.Insert(c.Name)
+	}
+	actions := []batchv1.PodFailurePolicyAction{batchv1.PodFailurePolicyActionFailJob, batchv1.PodFailurePolicyActionFailIndex,
+		batchv1.PodFailurePolicyActionIgnore, batchv1.PodFailurePolicyActionCount}
+	for i, rule := range policy.Rules {
+		rp := path.Child("rules").Index(i)
+		switch {
+		case !slices.Contains(actions, rule.Action):
+			errs = append(errs, field.NotSupported(rp.Child("action"), rule.Action, actions))
+		case rule.Action == batchv1.PodFailurePolicyActionFailIndex && s.BackoffLimitPerIndex == nil:
+			errs = append(errs, field.Invalid(rp.Child("action"), rule.Action, "requires the backoffLimitPerIndex to be set"))
+		}
+		switch {
+		case (rule.OnExitCodes == nil) == (len(rule.OnPodConditions) == 0):
+			errs = append(errs, field.Invalid(rp, field.OmitValueType{}, "specifying one of OnExitCodes and OnPodConditions is required"))
+		case rule.OnExitCodes != nil:
+			errs = append(errs, validateOnExitCodes(rule.OnExitCodes, containers, rp.Child("onExitCodes"))...)
+		}
+		for j, c := range rule.OnPodConditions {
+			cp := rp.Child("onPodConditions").Index(j)
+			if c.Type == "" {
+				errs = append(errs, field.Required(cp.Child("type"), ""))
+			}
+			statuses := []corev1.ConditionStatus{corev1.ConditionTrue, corev1.ConditionFalse, corev1.ConditionUnknown}
+			if !slices.Contains(statuses, c.Status) {
+				errs = append(errs, field.NotSupported(cp.Child("status"), c.Status, statuses))
+			}
+		}
+	}
+	return errs
+}
+
+func validateOnExitCodes(r *batchv1.PodFailurePolicyOnExitCodesRequirement, containers sets.Set[string], path *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if r.ContainerName != nil && !containers.Has(*r.ContainerName) {
+		errs = append(errs, field.Invalid(path.Child("containerName"), *r.ContainerName, "must be one of the container or initContainer names in the pod template"))
+	}
+	operators := []batchv1.PodFailurePolicyOnExitCodesOperator{batchv1.PodFailurePolicyOnExitCodesOpIn, batchv1.PodFailurePolicyOnExitCodesOpNotIn}
+	if !slices.Contains(operators, r.Operator) {
+		errs = append(errs, field.NotSupported(path.Child("operator"), r.Operator, operators))
+	}
+	if len(r.Values) == 0 {
+		errs = append(errs, field.Invalid(path.Child("values"), r.Values, "at least one value is required"))
+	}
+	if len(r.Values) > 255 {
+		errs = append(errs, field.TooMany(path.Child("values"), len(r.Values), 255))
+	}
+	for i, v := range r.Values {
+		vp := path.Child("values").Index(i)
+		switch {
+		case r.Operator == batchv1.PodFailurePolicyOnExitCodesOpIn && v == 0:
+			errs = append(errs, field.Invalid(vp, v, "must not be 0 for the In operator"))
+		case i > 0 && v == r.Values[i-1]:
+			errs = append(errs, field.Duplicate(vp, v))
+		case i > 0 && v < r.Values[i-1]:
+			errs = append(errs, field.Invalid(vp, v, "must be ordered"))
+		}
+	}
+	return errs
 }
 
 func validateJob(j, old *batchv1.Job) field.ErrorList {

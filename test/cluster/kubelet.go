@@ -37,8 +37,9 @@ type Node struct {
 type FakeKubelet struct {
 	client kubernetes.Interface
 	// Exit, if set, says which phase a started pod ends in (Succeeded or
-	// Failed); the pod is left Running when it returns "".
-	Exit func(*corev1.Pod) corev1.PodPhase
+	// Failed) and its containers' exit code; the pod is left Running when
+	// it returns "".
+	Exit func(*corev1.Pod) (corev1.PodPhase, int32)
 	// Unready, if set, keeps the pods it names from becoming Ready.
 	Unready func(*corev1.Pod) bool
 
@@ -233,10 +234,10 @@ func (k *FakeKubelet) syncPod(ctx context.Context, key string) error {
 	next := pod.DeepCopy()
 	now := metav1.Now()
 	ready := k.Unready == nil || !k.Unready(pod)
-	phase := corev1.PodRunning
+	phase, code := corev1.PodRunning, int32(0)
 	if k.Exit != nil && pod.Status.Phase == corev1.PodRunning {
-		if p := k.Exit(pod); p != "" {
-			phase, ready = p, false
+		if p, c := k.Exit(pod); p != "" {
+			phase, code, ready = p, c, false
 		}
 	}
 	if pod.Status.Phase == phase && podIsReady(pod) == ready {
@@ -260,10 +261,6 @@ func (k *FakeKubelet) syncPod(ctx context.Context, key string) error {
 		if phase == corev1.PodRunning {
 			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: now}
 		} else {
-			code := int32(0)
-			if phase == corev1.PodFailed {
-				code = 1
-			}
 			cs.State.Terminated = &corev1.ContainerStateTerminated{ExitCode: code, FinishedAt: now}
 		}
 		next.Status.ContainerStatuses = append(next.Status.ContainerStatuses, cs)

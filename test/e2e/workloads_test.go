@@ -1263,17 +1263,39 @@ func readyStatus(n *corev1.Node) corev1.ConditionStatus {
 }
 
 // jobKubelet plays the kubelet for Job tests: a pod ends as its "outcome"
-// label says (Succeeded by default, Failed for "fail", never for "hang").
+// label says: Succeeded by default; Failed with exit code 1 for "fail", 3
+// for "fail-3"; never for "hang"; Failed with exit code 42 for the first
+// two pods of its Job and Succeeded after for "flaky".
 func jobKubelet(t *testing.T, cs kubernetes.Interface) *cluster.FakeKubelet {
 	k := cluster.StartFakeKubelet(t, cs, testNodes(2)...)
-	k.Exit = func(p *corev1.Pod) corev1.PodPhase {
+	var mu sync.Mutex
+	flakes := map[string]int{}    // job name → pods failed
+	flaky := map[types.UID]bool{} // pod → fails
+	k.Exit = func(p *corev1.Pod) (corev1.PodPhase, int32) {
 		switch p.Labels["outcome"] {
 		case "fail":
-			return corev1.PodFailed
+			return corev1.PodFailed, 1
+		case "fail-3":
+			return corev1.PodFailed, 3
 		case "hang":
-			return ""
+			return "", 0
+		case "flaky":
+			mu.Lock()
+			defer mu.Unlock()
+			fails, ok := flaky[p.UID]
+			if !ok {
+				job := p.Labels[batchv1.JobNameLabel]
+				fails = flakes[job] < 2
+				if fails {
+					flakes[job]++
+				}
+				flaky[p.UID] = fails
+			}
+			if fails {
+				return corev1.PodFailed, 42
+			}
 		}
-		return corev1.PodSucceeded
+		return corev1.PodSucceeded, 0
 	}
 	return k
 }
@@ -1380,6 +1402,68 @@ func TestJobs(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestJobPodFailurePolicy checks a Job's pod failure policy: failures it
+// ignores are replaced without counting against the backoff limit, one it
+// fails the Job on fails it at once with Kubernetes' reason and message,
+// and a policy kube-apiserver would refuse is refused.
+func TestJobPodFailurePolicy(t *testing.T) {
+	_, w, r := kubeCluster(t, 91)
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	jobKubelet(t, wcs)
+	policy := &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
+		{Action: batchv1.PodFailurePolicyActionIgnore, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+			Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{42}}},
+		{Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+			ContainerName: ptr.To("c"), Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{3, 4}}},
+	}}
+	flaky := batchJob("flaky", 1, 1, "flaky")
+	flaky.Spec.BackoffLimit, flaky.Spec.PodFailurePolicy = ptr.To[int32](0), policy
+	doomed := batchJob("doomed", 1, 1, "fail-3")
+	doomed.Spec.PodFailurePolicy = policy
+	for _, j := range []*batchv1.Job{flaky, doomed} {
+		if _, err := wcs.BatchV1().Jobs("default").Create(ctx, j, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j := waitJob(t, rcs, "flaky", batchv1.JobComplete)
+	pods, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "job-name=flaky"})
+	if err != nil || len(pods.Items) != 3 || j.Status.Failed != 0 || j.Status.Succeeded != 1 {
+		t.Fatalf("flaky job: %d pods (%v), status %+v; want 3 pods, two ignored failures", len(pods.Items), err, j.Status)
+	}
+	for _, p := range pods.Items {
+		if len(p.Finalizers) != 0 {
+			t.Fatalf("pod %s keeps its finalizers %v", p.Name, p.Finalizers)
+		}
+	}
+	j = waitJob(t, rcs, "doomed", batchv1.JobFailed)
+	pods, err = rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "job-name=doomed"})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("doomed job made %d pods (%v), want 1 (backoffLimit 6 never reached)", len(pods.Items), err)
+	}
+	want := fmt.Sprintf("Container c for pod default/%s failed with exit code 3 matching FailJob rule at index 1", pods.Items[0].Name)
+	if finishedReason(j) != batchv1.JobReasonPodFailurePolicy || j.Status.Failed != 1 || !slices.ContainsFunc(j.Status.Conditions, func(c batchv1.JobCondition) bool {
+		return c.Type == batchv1.JobFailed && c.Message == want
+	}) {
+		t.Fatalf("doomed job: reason %q, status %+v; want %q", finishedReason(j), j.Status, want)
+	}
+
+	bad := batchJob("bad-policy", 1, 1, "")
+	bad.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
+	bad.Spec.PodFailurePolicy = &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{Action: batchv1.PodFailurePolicyActionFailJob,
+		OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{0}}}}}
+	_, err = wcs.BatchV1().Jobs("default").Create(ctx, bad, metav1.CreateOptions{})
+	var fields []string
+	if status, ok := err.(apierrors.APIStatus); ok && status.Status().Details != nil {
+		for _, c := range status.Status().Details.Causes {
+			fields = append(fields, c.Field)
+		}
+	}
+	if !apierrors.IsInvalid(err) || !slices.Contains(fields, "spec.template.spec.restartPolicy") || !slices.Contains(fields, "spec.podFailurePolicy.rules[0].onExitCodes.values[0]") {
+		t.Fatalf("a policy with restartPolicy OnFailure and exit code 0 under In: %v (fields %v)", err, fields)
+	}
 }
 
 func finishedReason(j *batchv1.Job) string {
