@@ -286,9 +286,12 @@ func (c *jobController) moveCounted(j *batchv1.Job, pods []*corev1.Pod) {
 // failure policy that a failed pod matches, as Kubernetes' Job controller
 // reads it, with the message it writes when that rule fails the Job; ""
 // when the pod has not failed or no rule matches (its failure counts).
-// Exit codes are those of the containers that ended other than with 0.
+// A pod being deleted before it succeeded has failed (it may bear the
+// DisruptionTarget condition of whoever deleted it). Exit codes are those
+// of the containers that ended other than with 0.
 func failurePolicyAction(j *batchv1.Job, p *corev1.Pod) (batchv1.PodFailurePolicyAction, string) {
-	if j.Spec.PodFailurePolicy == nil || p.Status.Phase != corev1.PodFailed {
+	failed := p.Status.Phase == corev1.PodFailed || (p.DeletionTimestamp != nil && p.Status.Phase != corev1.PodSucceeded)
+	if j.Spec.PodFailurePolicy == nil || !failed {
 		return "", ""
 	}
 	for i, rule := range j.Spec.PodFailurePolicy.Rules {

@@ -484,6 +484,9 @@ func (c *nodeLifecycleController) evict(ctx context.Context, node *corev1.Node, 
 			}
 			continue
 		}
+		if err := markDisrupted(ctx, c.client, pod, "DeletionByTaintManager", "Taint manager: deleting due to NoExecute taint", false); err != nil {
+			return 0, err
+		}
 		if err := deletePod(ctx, c.client, pod); err != nil {
 			return 0, err
 		}

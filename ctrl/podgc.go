@@ -63,6 +63,12 @@ func (c *podGCController) sync(ctx context.Context, _ string) error {
 		if _, err := c.nodes.Get(p.Spec.NodeName); !apierrors.IsNotFound(err) {
 			continue
 		}
+		if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			if err := markDisrupted(ctx, c.client, p, "DeletionByPodGC", "PodGC: node no longer exists", true); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
 		err := c.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0), Preconditions: &metav1.Preconditions{UID: &p.UID}})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			errs = append(errs, err)

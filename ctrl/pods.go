@@ -2,6 +2,7 @@ package ctrl
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -14,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -213,6 +215,28 @@ func deletePod(ctx context.Context, client kubernetes.Interface, p *corev1.Pod) 
 	err := client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete pod %s/%s: %w", p.Namespace, p.Name, err)
+	}
+	return nil
+}
+
+// markDisrupted gives a pod the DisruptionTarget condition, as
+// Kubernetes' controllers do before they delete a pod for a reason of
+// their own, so that a Job's pod failure policy can tell such a deletion
+// from the pod's own failure; with failed, it also marks the pod Failed
+// (one whose node is gone, which no kubelet will finish).
+func markDisrupted(ctx context.Context, client kubernetes.Interface, p *corev1.Pod, reason, message string, failed bool) error {
+	status := map[string]any{"conditions": []corev1.PodCondition{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue,
+		Reason: reason, Message: message, LastTransitionTime: metav1.Now()}}}
+	if failed {
+		status["phase"] = corev1.PodFailed
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"uid": p.UID}, "status": status})
+	if err != nil {
+		return err
+	}
+	_, err = client.CoreV1().Pods(p.Namespace).Patch(ctx, p.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("mark pod %s/%s as disrupted: %w", p.Namespace, p.Name, err)
 	}
 	return nil
 }

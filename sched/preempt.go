@@ -2,12 +2,14 @@ package sched
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
 )
 
@@ -107,11 +109,20 @@ func victimsOn(cy *cycle, n *nodeInfo, prio int32) ([]*podInfo, bool) {
 }
 
 // evict deletes the victims of a preemption, each with its own grace
-// period, and says so on each.
+// period, and says so on each: first with the DisruptionTarget condition
+// (which a Job's pod failure policy may read), then with an event.
 func (s *Scheduler) evict(ctx context.Context, preemptor *corev1.Pod, plan preemptionPlan) {
 	for _, v := range plan.victims {
 		uid := v.pod.UID
-		err := s.client.CoreV1().Pods(v.pod.Namespace).Delete(ctx, v.pod.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+		cond := corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: "PreemptionByScheduler",
+			Message: preemptor.Spec.SchedulerName + ": preempting to accommodate a higher priority pod", LastTransitionTime: metav1.Now()}
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"uid": uid}, "status": map[string]any{"conditions": []corev1.PodCondition{cond}}})
+		_, err := s.client.CoreV1().Pods(v.pod.Namespace).Patch(ctx, v.pod.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
+		if err != nil && !apierrors.IsNotFound(err) {
+			s.logger.Warn("preemption: marking a victim", "pod", v.key, "err", err)
+			continue
+		}
+		err = s.client.CoreV1().Pods(v.pod.Namespace).Delete(ctx, v.pod.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 		if err != nil && !apierrors.IsNotFound(err) {
 			s.logger.Warn("preemption: deleting a victim", "pod", v.key, "err", err)
 			continue

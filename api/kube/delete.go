@@ -255,12 +255,41 @@ func (h *Handler) action(w http.ResponseWriter, req *request) error {
 		if opts == nil {
 			opts = &metav1.DeleteOptions{}
 		}
+		if len(opts.DryRun) == 0 {
+			// As kube-apiserver: the pod says why it goes before it goes,
+			// so that a Job's pod failure policy can tell.
+			statusReq := *req
+			statusReq.sub, statusReq.applied = "status", true
+			_, err := h.updateObject(req.Context(), &statusReq, 0, func(old runtime.Object) (runtime.Object, error) {
+				return markDisrupted(old.(*corev1.Pod), "EvictionByEvictionAPI", "Eviction API: evicting"), nil
+			}, true)
+			if err != nil {
+				return err
+			}
+		}
 		if _, _, err := h.deleteObject(req.Context(), req, opts); err != nil {
 			return err
 		}
 	}
 	h.writeObject(w, req.out, http.StatusCreated, ok)
 	return nil
+}
+
+// markDisrupted gives a pod that has not finished and is not going yet
+// the DisruptionTarget condition.
+func markDisrupted(pod *corev1.Pod, reason, message string) *corev1.Pod {
+	if pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return pod
+	}
+	cond := corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: reason, Message: message, LastTransitionTime: metav1.Now()}
+	for i, c := range pod.Status.Conditions {
+		if c.Type == corev1.DisruptionTarget {
+			pod.Status.Conditions[i] = cond
+			return pod
+		}
+	}
+	pod.Status.Conditions = append(pod.Status.Conditions, cond)
+	return pod
 }
 
 // bind sets a pod's node, once, and marks it scheduled, as the binding

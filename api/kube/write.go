@@ -338,6 +338,11 @@ func (h *Handler) storeUpdate(ctx context.Context, req *request, cur stored, obj
 	if rv := m.GetResourceVersion(); rv != "" && rv != om.GetResourceVersion() {
 		return nil, apierrors.NewConflict(r.GroupVersionResource().GroupResource(), req.name, errors.New(conflictMessage))
 	}
+	// A uid the update names must be the stored one, as kube-apiserver
+	// has it: controllers condition their patches on it.
+	if uid := m.GetUID(); uid != "" && uid != om.GetUID() {
+		return nil, invalid(r, req.name, field.ErrorList{field.Invalid(field.NewPath("metadata", "uid"), uid, "field is immutable")})
+	}
 	m.SetNamespace(om.GetNamespace())
 	m.SetUID(om.GetUID())
 	m.SetCreationTimestamp(om.GetCreationTimestamp())

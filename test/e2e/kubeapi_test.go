@@ -395,6 +395,13 @@ func TestKubeAPI(t *testing.T) {
 		if changed, err := wcs.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{}); err != nil || changed.ResourceVersion == cm.ResourceVersion {
 			t.Fatalf("update: %v, resourceVersion %s -> %s", err, cm.ResourceVersion, changed.ResourceVersion)
 		}
+		// A patch naming another uid (a namesake's) changes nothing: the
+		// uid is immutable, which controllers' adoption patches rely on.
+		patch := []byte(`{"metadata":{"uid":"00000000-0000-0000-0000-000000000000"},"data":{"k":"x"}}`)
+		_, err = wcs.CoreV1().ConfigMaps(ns).Patch(ctx, "noop", types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+		if got, _ := rcs.CoreV1().ConfigMaps(ns).Get(ctx, "noop", metav1.GetOptions{}); !apierrors.IsInvalid(err) || got.Data["k"] != "w" {
+			t.Fatalf("a patch with another uid: %v, data now %v", err, got.Data)
+		}
 	})
 
 	t.Run("patches", func(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -1407,7 +1408,8 @@ func TestJobs(t *testing.T) {
 // TestJobPodFailurePolicy checks a Job's pod failure policy: failures it
 // ignores are replaced without counting against the backoff limit, one it
 // fails the Job on fails it at once with Kubernetes' reason and message,
-// and a policy kube-apiserver would refuse is refused.
+// a pod evicted through the API bears the DisruptionTarget condition a
+// rule can ignore, and a policy kube-apiserver would refuse is refused.
 func TestJobPodFailurePolicy(t *testing.T) {
 	_, w, r := kubeCluster(t, 91)
 	ctx := context.Background()
@@ -1449,6 +1451,64 @@ func TestJobPodFailurePolicy(t *testing.T) {
 	}) {
 		t.Fatalf("doomed job: reason %q, status %+v; want %q", finishedReason(j), j.Status, want)
 	}
+
+	// A pod evicted through the API bears the DisruptionTarget condition
+	// (a finalizer of the test's keeps it in sight) ...
+	held := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "held", Labels: map[string]string{"outcome": "hang"}, Finalizers: []string{"test.pontoon.dev/hold"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+	if _, err := wcs.CoreV1().Pods("default").Create(ctx, held, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wcs.CoreV1().Pods("default").EvictV1(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: "held", Namespace: "default"}}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := rcs.CoreV1().Pods("default").Get(ctx, "held", metav1.GetOptions{})
+	if err != nil || p.DeletionTimestamp == nil || !slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
+		return c.Type == corev1.DisruptionTarget && c.Status == corev1.ConditionTrue && c.Reason == "EvictionByEvictionAPI"
+	}) {
+		t.Fatalf("evicted pod: %v, %+v", err, p)
+	}
+	if _, err := wcs.CoreV1().Pods("default").Patch(ctx, "held", types.JSONPatchType, []byte(`[{"op":"remove","path":"/metadata/finalizers"}]`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// ... which a policy may ignore: the Job replaces the pod and counts
+	// no failure against its backoff limit of 0.
+	evicted := batchJob("evicted", 1, 1, "hang")
+	evicted.Spec.BackoffLimit = ptr.To[int32](0)
+	evicted.Spec.PodFailurePolicy = &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{Action: batchv1.PodFailurePolicyActionIgnore,
+		OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{{Type: corev1.DisruptionTarget}}}}}
+	if _, err := wcs.BatchV1().Jobs("default").Create(ctx, evicted, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	running := func() (string, error) {
+		l, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "job-name=evicted"})
+		if err != nil {
+			return "", err
+		}
+		if len(l.Items) != 1 || l.Items[0].DeletionTimestamp != nil || l.Items[0].Status.Phase != corev1.PodRunning {
+			return "", fmt.Errorf("%d pods of job evicted, want one running", len(l.Items))
+		}
+		return l.Items[0].Name, nil
+	}
+	var first string
+	cluster.Eventually(t, 30*time.Second, func() (err error) {
+		first, err = running()
+		return err
+	})
+	if err := wcs.CoreV1().Pods("default").EvictV1(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: first, Namespace: "default"}}); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		name, err := running()
+		if err != nil || name == first {
+			return fmt.Errorf("no replacement of %s yet (%v)", first, err)
+		}
+		j, err := rcs.BatchV1().Jobs("default").Get(ctx, "evicted", metav1.GetOptions{})
+		if err != nil || j.Status.Failed != 0 || finishedReason(j) != "" {
+			return fmt.Errorf("job evicted: %v, %+v", err, j.Status)
+		}
+		return nil
+	})
 
 	bad := batchJob("bad-policy", 1, 1, "")
 	bad.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
