@@ -38,7 +38,8 @@ var jobKind = batchv1.SchemeGroupVersion.WithKind("Job")
 // with backoff until backoffLimit, a pod failure policy that fails the
 // Job at once or ignores a failure by exit code or pod condition
 // (FailIndex counts, as backoffLimitPerIndex is not there),
-// activeDeadlineSeconds, suspend, the Indexed completion mode, and
+// activeDeadlineSeconds, suspend, the Indexed completion mode (counted by
+// index, jobindex.go) with its success policy, and
 // ttlSecondsAfterFinished. Pods carry the
 // job-tracking finalizer, so every finished pod is counted exactly once
 // even if it is deleted before the controller sees it finish, and even
@@ -119,6 +120,7 @@ func (c *jobController) sync(ctx context.Context, key string) error {
 			break
 		}
 	}
+	successRule := successPolicyRule(j)
 	finished := finishedCondition(j)
 	var requeue time.Duration
 	switch {
@@ -146,8 +148,14 @@ func (c *jobController) sync(ctx context.Context, key string) error {
 		}
 		active = nil
 		c.finishCounted(j, batchv1.JobFailed, "DeadlineExceeded", "Job was active longer than specified deadline", now)
+	case successRule >= 0:
+		if err := c.deleteAll(ctx, key, active); err != nil {
+			return err
+		}
+		active = nil
+		c.finishCounted(j, batchv1.JobComplete, batchv1.JobReasonSuccessPolicy, fmt.Sprintf("Matched rules at index %d", successRule), now)
 	case complete(j):
-		c.finishCounted(j, batchv1.JobComplete, "", "", now)
+		c.finishCounted(j, batchv1.JobComplete, batchv1.JobReasonCompletionsReached, "Reached expected number of succeeded pods", now)
 	case ptr.Deref(j.Spec.Suspend, false):
 		if err := c.deleteAll(ctx, key, active); err != nil {
 			return err
@@ -203,13 +211,15 @@ func (c *jobController) releaseOrphans(ctx context.Context, key string) error {
 }
 
 // collectFinished adds the finished pods that still hold the tracking
-// finalizer to uncountedTerminatedPods; a pod deleted before it finished
-// counts as failed.
+// finalizer to uncountedTerminatedPods, or, for an Indexed Job's
+// succeeded pods, their indexes to completedIndexes; a pod deleted before
+// it finished counts as failed.
 func (c *jobController) collectFinished(j *batchv1.Job, pods []*corev1.Pod) bool {
 	if j.Status.UncountedTerminatedPods == nil {
 		j.Status.UncountedTerminatedPods = &batchv1.UncountedTerminatedPods{}
 	}
 	u := j.Status.UncountedTerminatedPods
+	completed := parseIndexes(j.Status.CompletedIndexes)
 	changed := false
 	for _, p := range pods {
 		if !slices.Contains(p.Finalizers, batchv1.JobTrackingFinalizer) || slices.Contains(u.Succeeded, p.UID) || slices.Contains(u.Failed, p.UID) {
@@ -217,6 +227,13 @@ func (c *jobController) collectFinished(j *batchv1.Job, pods []*corev1.Pod) bool
 		}
 		action, _ := failurePolicyAction(j, p)
 		switch {
+		case p.Status.Phase == corev1.PodSucceeded && indexed(j):
+			if i, ok := completionIndex(j, p); ok && !completed.Has(i) {
+				completed.Insert(i)
+				j.Status.CompletedIndexes, j.Status.Succeeded = formatIndexes(completed), int32(completed.Len())
+				changed = true
+			}
+			continue // released by releaseCounted
 		case p.Status.Phase == corev1.PodSucceeded:
 			u.Succeeded = append(u.Succeeded, p.UID)
 		case action == batchv1.PodFailurePolicyActionIgnore:
@@ -232,14 +249,16 @@ func (c *jobController) collectFinished(j *batchv1.Job, pods []*corev1.Pod) bool
 }
 
 // releaseCounted removes the tracking finalizer from the pods recorded
-// in uncountedTerminatedPods, and from the failed pods the pod failure
-// policy ignores, which are never counted.
+// in uncountedTerminatedPods, from an Indexed Job's succeeded pods (their
+// indexes are in completedIndexes by now), and from the failed pods the
+// pod failure policy ignores, which are never counted.
 func (c *jobController) releaseCounted(ctx context.Context, j *batchv1.Job, pods []*corev1.Pod) error {
 	u := sets.New(j.Status.UncountedTerminatedPods.Succeeded...).Insert(j.Status.UncountedTerminatedPods.Failed...)
 	var errs []error
 	for _, p := range pods {
 		i := slices.Index(p.Finalizers, batchv1.JobTrackingFinalizer)
-		if action, _ := failurePolicyAction(j, p); i < 0 || (!u.Has(p.UID) && action != batchv1.PodFailurePolicyActionIgnore) {
+		action, _ := failurePolicyAction(j, p)
+		if i < 0 || !(u.Has(p.UID) || action == batchv1.PodFailurePolicyActionIgnore || (indexed(j) && p.Status.Phase == corev1.PodSucceeded)) {
 			continue
 		}
 		patch, err := json.Marshal([]map[string]any{
@@ -353,7 +372,7 @@ func (c *jobController) finish(j *batchv1.Job, t batchv1.JobConditionType, reaso
 	if t == batchv1.JobComplete {
 		j.Status.CompletionTime = &at
 		j.Status.Conditions = append(j.Status.Conditions,
-			batchv1.JobCondition{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, LastProbeTime: at, LastTransitionTime: at})
+			batchv1.JobCondition{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, Reason: reason, Message: message, LastProbeTime: at, LastTransitionTime: at})
 		c.recorder.Event(j, corev1.EventTypeNormal, "Completed", "Job completed")
 	} else {
 		j.Status.Conditions = append(j.Status.Conditions,
@@ -431,7 +450,7 @@ func withEntry(m map[string]string, k, v string) map[string]string {
 // freeIndexes returns up to n completion indexes that have neither
 // succeeded nor an active pod.
 func freeIndexes(j *batchv1.Job, pods []*corev1.Pod, n int) []int {
-	taken := sets.New[int]()
+	taken := parseIndexes(j.Status.CompletedIndexes)
 	for _, p := range pods {
 		if p.Status.Phase == corev1.PodFailed || (p.DeletionTimestamp != nil && p.Status.Phase != corev1.PodSucceeded) {
 			continue

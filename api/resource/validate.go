@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -185,6 +186,7 @@ func validateJobSpec(s *batchv1.JobSpec, path *field.Path) field.ErrorList {
 		errs = append(errs, field.Invalid(path.Child("activeDeadlineSeconds"), *s.ActiveDeadlineSeconds, "must be greater than 0"))
 	}
 	errs = append(errs, validatePodFailurePolicy(s, path)...)
+	errs = append(errs, validateSuccessPolicy(s, path)...)
 	return append(errs, validatePodSpec(&s.Template.Spec, path.Child("template", "spec"))...)
 }
 
@@ -236,6 +238,76 @@ func validatePodFailurePolicy(s *batchv1.JobSpec, spec *field.Path) field.ErrorL
 		}
 	}
 	return errs
+}
+
+// validateSuccessPolicy is kube-apiserver's check of the success policy
+// of the Job spec at spec: Indexed Jobs only; each rule names indexes (an
+// ordered interval list within completions), a count, or both.
+func validateSuccessPolicy(s *batchv1.JobSpec, spec *field.Path) field.ErrorList {
+	policy := s.SuccessPolicy
+	if policy == nil {
+		return nil
+	}
+	path := spec.Child("successPolicy")
+	var errs field.ErrorList
+	if s.CompletionMode == nil || *s.CompletionMode != batchv1.IndexedCompletion {
+		errs = append(errs, field.Invalid(spec.Child("completionMode"), s.CompletionMode, "requires the Indexed completion mode"))
+	}
+	if len(policy.Rules) == 0 {
+		errs = append(errs, field.Required(path.Child("rules"), ""))
+	}
+	if len(policy.Rules) > 20 {
+		errs = append(errs, field.TooMany(path.Child("rules"), len(policy.Rules), 20))
+	}
+	completions := int64(0)
+	if s.Completions != nil {
+		completions = int64(*s.Completions)
+	}
+	for i, rule := range policy.Rules {
+		rp := path.Child("rules").Index(i)
+		if rule.SucceededIndexes == nil && rule.SucceededCount == nil {
+			errs = append(errs, field.Required(rp, "at least one of succeededCount or succeededIndexes must be specified"))
+		}
+		listed := completions
+		if rule.SucceededIndexes != nil {
+			n, err := countIndexes(*rule.SucceededIndexes, completions)
+			if err != "" {
+				errs = append(errs, field.Invalid(rp.Child("succeededIndexes"), *rule.SucceededIndexes, err))
+			}
+			listed = n
+		}
+		if c := rule.SucceededCount; c != nil && (*c < 0 || int64(*c) > listed) {
+			errs = append(errs, field.Invalid(rp.Child("succeededCount"), *c, fmt.Sprintf("must be between 0 and %d", listed)))
+		}
+	}
+	return errs
+}
+
+// countIndexes checks an interval list of completion indexes ("1,3-5":
+// ascending, not overlapping, below completions) and counts them; the
+// second result says what is wrong, if anything.
+func countIndexes(list string, completions int64) (int64, string) {
+	var n int64
+	prev := int64(-1)
+	for _, part := range strings.Split(list, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		first, err := strconv.ParseInt(lo, 10, 32)
+		last := first
+		if err == nil && isRange {
+			last, err = strconv.ParseInt(hi, 10, 32)
+		}
+		switch {
+		case err != nil || first < 0:
+			return 0, fmt.Sprintf("%q is not an index or a range of indexes", part)
+		case first > last || first <= prev:
+			return 0, "must be ordered and non-overlapping"
+		case last >= completions:
+			return 0, fmt.Sprintf("too large: %d is not below completions (%d)", last, completions)
+		}
+		n += last - first + 1
+		prev = last
+	}
+	return n, ""
 }
 
 func validateOnExitCodes(r *batchv1.PodFailurePolicyOnExitCodesRequirement, containers sets.Set[string], path *field.Path) field.ErrorList {

@@ -1266,7 +1266,8 @@ func readyStatus(n *corev1.Node) corev1.ConditionStatus {
 // jobKubelet plays the kubelet for Job tests: a pod ends as its "outcome"
 // label says: Succeeded by default; Failed with exit code 1 for "fail", 3
 // for "fail-3"; never for "hang"; Failed with exit code 42 for the first
-// two pods of its Job and Succeeded after for "flaky".
+// two pods of its Job and Succeeded after for "flaky"; Succeeded for
+// completion index 0 and never for the others for "lead".
 func jobKubelet(t *testing.T, cs kubernetes.Interface) *cluster.FakeKubelet {
 	k := cluster.StartFakeKubelet(t, cs, testNodes(2)...)
 	var mu sync.Mutex
@@ -1280,6 +1281,10 @@ func jobKubelet(t *testing.T, cs kubernetes.Interface) *cluster.FakeKubelet {
 			return corev1.PodFailed, 3
 		case "hang":
 			return "", 0
+		case "lead":
+			if p.Annotations[batchv1.JobCompletionIndexAnnotation] != "0" {
+				return "", 0
+			}
 		case "flaky":
 			mu.Lock()
 			defer mu.Unlock()
@@ -1405,6 +1410,89 @@ func TestJobs(t *testing.T) {
 	})
 }
 
+// TestJobIndexesAndSuccessPolicy checks that an Indexed Job counts
+// completion indexes (status.completedIndexes): an index whose pod
+// succeeded is not run again when that pod is deleted; and that a success
+// policy completes a Job once the indexes it names have succeeded,
+// stopping the others, as a leader-and-workers Job needs.
+func TestJobIndexesAndSuccessPolicy(t *testing.T) {
+	_, w, r := kubeCluster(t, 91)
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	jobKubelet(t, wcs)
+	lead := func(name string) *batchv1.Job {
+		j := batchJob(name, 3, 3, "lead")
+		j.Spec.CompletionMode = ptr.To(batchv1.IndexedCompletion)
+		return j
+	}
+	policed := lead("policed")
+	policed.Spec.SuccessPolicy = &batchv1.SuccessPolicy{Rules: []batchv1.SuccessPolicyRule{{SucceededIndexes: ptr.To("0")}}}
+	for _, j := range []*batchv1.Job{lead("plain"), policed} {
+		if _, err := wcs.BatchV1().Jobs("default").Create(ctx, j, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	index0 := func(job string) []string {
+		t.Helper()
+		l, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + job + "," + batchv1.JobCompletionIndexAnnotation + "=0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, p := range l.Items {
+			names = append(names, p.Name)
+		}
+		return names
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		j, err := rcs.BatchV1().Jobs("default").Get(ctx, "plain", metav1.GetOptions{})
+		if err != nil || j.Status.CompletedIndexes != "0" || j.Status.Succeeded != 1 {
+			return fmt.Errorf("job plain: %v, %+v", err, j.Status)
+		}
+		return nil
+	})
+	done := index0("plain")
+	if len(done) != 1 {
+		t.Fatalf("pods of index 0: %v", done)
+	}
+	if err := wcs.CoreV1().Pods("default").Delete(ctx, done[0], metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Consistently(t, 2*time.Second, func() error {
+		if names := index0("plain"); len(names) > 0 && names[0] != done[0] {
+			return fmt.Errorf("index 0 ran again: %v", names)
+		}
+		return nil
+	})
+
+	j := waitJob(t, rcs, "policed", batchv1.JobComplete)
+	if finishedReason(j) != batchv1.JobReasonSuccessPolicy || j.Status.CompletedIndexes != "0" || !slices.ContainsFunc(j.Status.Conditions, func(c batchv1.JobCondition) bool {
+		return c.Type == batchv1.JobSuccessCriteriaMet && c.Message == "Matched rules at index 0"
+	}) {
+		t.Fatalf("job policed: reason %q, %+v", finishedReason(j), j.Status)
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		l, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "job-name=policed"})
+		if err != nil {
+			return err
+		}
+		for _, p := range l.Items {
+			if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+				return fmt.Errorf("pod %s still runs after the success policy was met", p.Name)
+			}
+		}
+		return nil
+	})
+
+	bad := batchJob("bad-success", 3, 3, "")
+	bad.Spec.SuccessPolicy = &batchv1.SuccessPolicy{Rules: []batchv1.SuccessPolicyRule{{SucceededIndexes: ptr.To("2-1")}}}
+	_, err := wcs.BatchV1().Jobs("default").Create(ctx, bad, metav1.CreateOptions{})
+	fields := invalidFields(err)
+	if !apierrors.IsInvalid(err) || !slices.Contains(fields, "spec.completionMode") || !slices.Contains(fields, "spec.successPolicy.rules[0].succeededIndexes") {
+		t.Fatalf("a success policy on a NonIndexed Job with indexes 2-1: %v (fields %v)", err, fields)
+	}
+}
+
 // TestJobPodFailurePolicy checks a Job's pod failure policy: failures it
 // ignores are replaced without counting against the backoff limit, one it
 // fails the Job on fails it at once with Kubernetes' reason and message,
@@ -1515,15 +1603,21 @@ func TestJobPodFailurePolicy(t *testing.T) {
 	bad.Spec.PodFailurePolicy = &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{Action: batchv1.PodFailurePolicyActionFailJob,
 		OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{0}}}}}
 	_, err = wcs.BatchV1().Jobs("default").Create(ctx, bad, metav1.CreateOptions{})
+	fields := invalidFields(err)
+	if !apierrors.IsInvalid(err) || !slices.Contains(fields, "spec.template.spec.restartPolicy") || !slices.Contains(fields, "spec.podFailurePolicy.rules[0].onExitCodes.values[0]") {
+		t.Fatalf("a policy with restartPolicy OnFailure and exit code 0 under In: %v (fields %v)", err, fields)
+	}
+}
+
+// invalidFields are the fields a 422 Invalid error names.
+func invalidFields(err error) []string {
 	var fields []string
 	if status, ok := err.(apierrors.APIStatus); ok && status.Status().Details != nil {
 		for _, c := range status.Status().Details.Causes {
 			fields = append(fields, c.Field)
 		}
 	}
-	if !apierrors.IsInvalid(err) || !slices.Contains(fields, "spec.template.spec.restartPolicy") || !slices.Contains(fields, "spec.podFailurePolicy.rules[0].onExitCodes.values[0]") {
-		t.Fatalf("a policy with restartPolicy OnFailure and exit code 0 under In: %v (fields %v)", err, fields)
-	}
+	return fields
 }
 
 func finishedReason(j *batchv1.Job) string {
