@@ -116,3 +116,16 @@ func TestControllerRevisionValidationAndColumns(t *testing.T) {
 		t.Fatalf("controller column %q", got)
 	}
 }
+
+func TestCountIndexes(t *testing.T) {
+	for list, want := range map[string]int64{"0": 1, "0,2-4": 4, "1,2": 2} {
+		if n, msg := countIndexes(list, 5); n != want || msg != "" {
+			t.Errorf("countIndexes(%q) = %d, %q; want %d", list, n, msg, want)
+		}
+	}
+	for _, bad := range []string{"2-1", "1,1", "0-2,2", "5", "x", "-1", ""} {
+		if _, msg := countIndexes(bad, 5); msg == "" {
+			t.Errorf("countIndexes(%q) accepted it", bad)
+		}
+	}
+}

@@ -185,27 +185,25 @@ func validateJobSpec(s *batchv1.JobSpec, path *field.Path) field.ErrorList {
 	if s.ActiveDeadlineSeconds != nil && *s.ActiveDeadlineSeconds <= 0 {
 		errs = append(errs, field.Invalid(path.Child("activeDeadlineSeconds"), *s.ActiveDeadlineSeconds, "must be greater than 0"))
 	}
-	errs = append(errs, validatePodFailurePolicy(s, path)...)
-	errs = append(errs, validateSuccessPolicy(s, path)...)
+	if s.PodFailurePolicy != nil {
+		errs = append(errs, validatePodFailurePolicy(s, path)...)
+	}
+	if s.SuccessPolicy != nil {
+		errs = append(errs, validateSuccessPolicy(s, path)...)
+	}
 	return append(errs, validatePodSpec(&s.Template.Spec, path.Child("template", "spec"))...)
 }
 
 // validatePodFailurePolicy is kube-apiserver's check of the pod failure
 // policy of the Job spec at spec.
 func validatePodFailurePolicy(s *batchv1.JobSpec, spec *field.Path) field.ErrorList {
-	policy := s.PodFailurePolicy
-	if policy == nil {
-		return nil
-	}
-	path := spec.Child("podFailurePolicy")
+	policy, path := s.PodFailurePolicy, spec.Child("podFailurePolicy")
 	var errs field.ErrorList
 	if s.Template.Spec.RestartPolicy != corev1.RestartPolicyNever {
 		errs = append(errs, field.Invalid(spec.Child("template", "spec", "restartPolicy"), s.Template.Spec.RestartPolicy,
 			"only \"Never\" is supported when podFailurePolicy is specified"))
 	}
-	if len(policy.Rules) > 20 {
-		errs = append(errs, field.TooMany(path.Child("rules"), len(policy.Rules), 20))
-	}
+	errs = append(errs, ruleCount(path.Child("rules"), len(policy.Rules), 0)...)
 	containers := sets.New[string]()
 	for _, c := range append(s.Template.Spec.InitContainers, s.Template.Spec.Containers...) {
 		containers.Insert(c.Name)
@@ -240,25 +238,28 @@ func validatePodFailurePolicy(s *batchv1.JobSpec, spec *field.Path) field.ErrorL
 	return errs
 }
 
+// ruleCount checks the number of a Job policy's rules against
+// kube-apiserver's bounds: at least least, at most 20.
+func ruleCount(path *field.Path, n, least int) field.ErrorList {
+	switch {
+	case n < least:
+		return field.ErrorList{field.Required(path, "")}
+	case n > 20:
+		return field.ErrorList{field.TooMany(path, n, 20)}
+	}
+	return nil
+}
+
 // validateSuccessPolicy is kube-apiserver's check of the success policy
 // of the Job spec at spec: Indexed Jobs only; each rule names indexes (an
 // ordered interval list within completions), a count, or both.
 func validateSuccessPolicy(s *batchv1.JobSpec, spec *field.Path) field.ErrorList {
-	policy := s.SuccessPolicy
-	if policy == nil {
-		return nil
-	}
-	path := spec.Child("successPolicy")
+	policy, path := s.SuccessPolicy, spec.Child("successPolicy")
 	var errs field.ErrorList
 	if s.CompletionMode == nil || *s.CompletionMode != batchv1.IndexedCompletion {
 		errs = append(errs, field.Invalid(spec.Child("completionMode"), s.CompletionMode, "requires the Indexed completion mode"))
 	}
-	if len(policy.Rules) == 0 {
-		errs = append(errs, field.Required(path.Child("rules"), ""))
-	}
-	if len(policy.Rules) > 20 {
-		errs = append(errs, field.TooMany(path.Child("rules"), len(policy.Rules), 20))
-	}
+	errs = append(errs, ruleCount(path.Child("rules"), len(policy.Rules), 1)...)
 	completions := int64(0)
 	if s.Completions != nil {
 		completions = int64(*s.Completions)
