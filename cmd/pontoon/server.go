@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
@@ -141,6 +143,25 @@ func advertised(addr, ip string) (string, error) {
 // for its caches. docs/benchmarks.md has the leader's memory with it.
 const serverGCPercent = 75
 
+// setMemoryLimit gives the Go runtime the memory limit of the server's
+// cgroup (a container's, a systemd unit's MemoryMax), which it does not
+// know by itself: without it, a heap that grows past the limit meets the
+// OOM killer before the collector works harder. GOMEMLIMIT becomes 90% of
+// the limit, as Prometheus sets it with the same library, unless the
+// environment sets GOMEMLIMIT (or AUTOMEMLIMIT to another ratio or "off").
+func setMemoryLimit(logger *slog.Logger) {
+	if _, set := os.LookupEnv("GOMEMLIMIT"); set {
+		return
+	}
+	limit, err := memlimit.Set()
+	switch {
+	case err != nil:
+		logger.Debug("no cgroup memory limit found; GOMEMLIMIT is not set", "err", err)
+	case limit < math.MaxInt64:
+		logger.Info("GOMEMLIMIT set from the cgroup memory limit", "bytes", limit)
+	}
+}
+
 func runServer(ctx context.Context, o serverOptions) error {
 	logger, err := newLogger(o.logLevel)
 	if err != nil {
@@ -150,6 +171,7 @@ func runServer(ctx context.Context, o serverOptions) error {
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(serverGCPercent)
 	}
+	setMemoryLimit(logger)
 	_, serviceCIDR, err := net.ParseCIDR(o.serviceCIDR)
 	if err != nil || serviceCIDR.IP.To4() == nil {
 		return fmt.Errorf("--service-cidr %q: want an IPv4 CIDR such as 10.96.0.0/16", o.serviceCIDR)

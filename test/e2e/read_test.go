@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +108,81 @@ func TestErrorsAreStatuses(t *testing.T) {
 
 func second[T any](_ T, err error) error { return err }
 
+// httpGet fetches url and returns the status code and body.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := cluster.HTTPClient().Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestMemoryLimitFromCgroup starts a server in a memory cgroup of 1 GiB
+// that the test makes: the server's Go runtime takes 90% of it as its
+// memory limit (GOMEMLIMIT), so its collector works harder before the
+// OOM killer would.
+func TestMemoryLimitFromCgroup(t *testing.T) {
+	if _, set := os.LookupEnv("GOMEMLIMIT"); set {
+		t.Skip("GOMEMLIMIT is set in the environment; the server honours it instead")
+	}
+	dir := memoryCgroup(t, 1<<30)
+	script := filepath.Join(t.TempDir(), "pontoon-in-cgroup")
+	err := os.WriteFile(script, []byte("#!/bin/sh\necho $$ > "+filepath.Join(dir, "cgroup.procs")+"\nexec "+bin+" \"$@\"\n"), 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cluster.New(t, cluster.Options{Bin: script, Servers: 1, BaseIP: 47})
+	c.Start()
+	c.Leader(20 * time.Second)
+	if _, metrics := httpGet(t, c.Servers[0].API()+"/metrics"); !strings.Contains(metrics, "go_gc_gomemlimit_bytes 9.66367641e+08") {
+		t.Fatalf("/metrics has no memory limit of 90%% of 1 GiB:\n%s", grepLines(metrics, "gomemlimit"))
+	}
+}
+
+// memoryCgroup makes a memory cgroup with this limit below the test's own
+// (cgroup v1 or v2) and returns its directory; it is removed when the
+// test ends, after the processes the test started in it.
+func memoryCgroup(t *testing.T, limit int64) string {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Skipf("no cgroups here: %v", err)
+	}
+	var base, file string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		switch {
+		case len(f) != 3:
+		case f[1] == "memory":
+			base, file = filepath.Join("/sys/fs/cgroup/memory", f[2]), "memory.limit_in_bytes"
+		case f[0] == "0" && f[1] == "" && base == "":
+			base, file = filepath.Join("/sys/fs/cgroup", f[2]), "memory.max"
+		}
+	}
+	dir := filepath.Join(base, fmt.Sprintf("pontoon-e2e-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Skipf("cannot make a memory cgroup here: %v", err)
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+	if err := os.WriteFile(filepath.Join(dir, file), []byte(fmt.Sprint(limit)), 0o644); err != nil {
+		t.Skipf("cannot limit the memory of a cgroup here: %v", err)
+	}
+	return dir
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 func TestHealthAndMetrics(t *testing.T) {
 	c := newCluster(t, 1, 46)
 	c.Start()
@@ -114,21 +190,12 @@ func TestHealthAndMetrics(t *testing.T) {
 	if _, err := c.Servers[0].Client().Put(context.Background(), "m", nil, client.Cond{}); err != nil {
 		t.Fatal(err)
 	}
-	get := func(path string) (int, string) {
-		resp, err := cluster.HTTPClient().Get(c.Servers[0].API() + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
 	for _, p := range []string{"/livez", "/readyz"} {
-		if code, body := get(p); code != http.StatusOK || body != "ok" {
+		if code, body := httpGet(t, c.Servers[0].API()+p); code != http.StatusOK || body != "ok" {
 			t.Fatalf("%s: %d %q", p, code, body)
 		}
 	}
-	_, metrics := get("/metrics")
+	_, metrics := httpGet(t, c.Servers[0].API()+"/metrics")
 	want := []string{"pontoon_raft_state 2", "pontoon_raft_is_leader 1", "pontoon_raft_apply_duration_seconds_bucket",
 		"pontoon_fsm_applied_index", "pontoon_fsm_keys", "pontoon_watch_history_events", "pontoon_raft_commit_index"}
 	if _, set := os.LookupEnv("GOGC"); !set {
