@@ -36,10 +36,10 @@ var jobKind = batchv1.SchemeGroupVersion.WithKind("Job")
 // parallelism pods at once until completions have succeeded (or, without
 // completions, until one has and the rest are done), failed pods replaced
 // with backoff until backoffLimit, a pod failure policy that fails the
-// Job at once or ignores a failure by exit code or pod condition
-// (FailIndex counts, as backoffLimitPerIndex is not there),
-// activeDeadlineSeconds, suspend, the Indexed completion mode (counted by
-// index, jobindex.go) with its success policy, and
+// Job (or an index) at once or ignores a failure by exit code or pod
+// condition, activeDeadlineSeconds, suspend, the Indexed completion mode
+// (counted by index, jobindex.go) with its success policy,
+// backoffLimitPerIndex and maxFailedIndexes, and
 // ttlSecondsAfterFinished. Pods carry the
 // job-tracking finalizer, so every finished pod is counted exactly once
 // even if it is deleted before the controller sees it finish, and even
@@ -139,6 +139,15 @@ func (c *jobController) sync(ctx context.Context, key string) error {
 		}
 		active = nil
 		c.finishCounted(j, batchv1.JobFailed, batchv1.JobReasonPodFailurePolicy, failJob, now)
+	case maxFailedIndexesExceeded(j):
+		if err := c.deleteAll(ctx, key, active); err != nil {
+			return err
+		}
+		active = nil
+		c.finishCounted(j, batchv1.JobFailed, batchv1.JobReasonMaxFailedIndexesExceeded, "Job has exceeded the specified maximal number of failed indexes", now)
+	case j.Spec.BackoffLimitPerIndex != nil && len(active) == 0 && ptr.Deref(j.Status.FailedIndexes, "") != "" &&
+		int32(parseIndexes(j.Status.CompletedIndexes).Len()+parseIndexes(*j.Status.FailedIndexes).Len()) >= ptr.Deref(j.Spec.Completions, 0):
+		c.finishCounted(j, batchv1.JobFailed, batchv1.JobReasonFailedIndexes, "Job has failed indexes", now)
 	case failedCount(j) > ptr.Deref(j.Spec.BackoffLimit, 6):
 		c.finishCounted(j, batchv1.JobFailed, "BackoffLimitExceeded", "Job has reached the specified backoff limit", now)
 	case j.Spec.ActiveDeadlineSeconds != nil && j.Status.StartTime != nil &&
@@ -240,6 +249,10 @@ func (c *jobController) collectFinished(j *batchv1.Job, pods []*corev1.Pod) bool
 			continue // released uncounted by releaseCounted
 		case p.Status.Phase == corev1.PodFailed || p.DeletionTimestamp != nil:
 			u.Failed = append(u.Failed, p.UID)
+			if i, ok := completionIndex(j, p); ok && j.Spec.BackoffLimitPerIndex != nil && indexed(j) && indexFailed(j, p) {
+				failed := parseIndexes(ptr.Deref(j.Status.FailedIndexes, "")).Insert(i)
+				j.Status.FailedIndexes = ptr.To(formatIndexes(failed))
+			}
 		default:
 			continue
 		}
@@ -309,8 +322,7 @@ func (c *jobController) moveCounted(j *batchv1.Job, pods []*corev1.Pod) {
 // DisruptionTarget condition of whoever deleted it). Exit codes are those
 // of the containers that ended other than with 0.
 func failurePolicyAction(j *batchv1.Job, p *corev1.Pod) (batchv1.PodFailurePolicyAction, string) {
-	failed := p.Status.Phase == corev1.PodFailed || (p.DeletionTimestamp != nil && p.Status.Phase != corev1.PodSucceeded)
-	if j.Spec.PodFailurePolicy == nil || !failed {
+	if j.Spec.PodFailurePolicy == nil || !podFailed(p) {
 		return "", ""
 	}
 	for i, rule := range j.Spec.PodFailurePolicy.Rules {
@@ -400,35 +412,44 @@ func (c *jobController) manage(ctx context.Context, key string, j *batchv1.Job, 
 	if n == 0 {
 		return 0, nil
 	}
-	if failed := failedCount(j); failed > 0 {
-		var last time.Time
-		for _, p := range pods {
-			if p.Status.Phase == corev1.PodFailed {
-				for _, s := range p.Status.ContainerStatuses {
-					if s.State.Terminated != nil && s.State.Terminated.FinishedAt.After(last) {
-						last = s.State.Terminated.FinishedAt.Time
-					}
-				}
-			}
-		}
-		backoff := min(jobBackoffBase<<min(failed-1, 10), jobBackoffMax)
-		if wait := last.Add(backoff).Sub(now); !last.IsZero() && wait > 0 {
-			return wait, nil
-		}
-	}
 	var indexes []int
-	if ptr.Deref(j.Spec.CompletionMode, batchv1.NonIndexedCompletion) == batchv1.IndexedCompletion {
+	var wait time.Duration
+	switch {
+	case j.Spec.BackoffLimitPerIndex != nil && indexed(j):
+		indexes, wait = backedOffIndexes(j, pods, n, now)
+		n = len(indexes)
+	case indexed(j):
 		indexes = freeIndexes(j, pods, n)
 		n = len(indexes)
+		fallthrough
+	default:
+		if failed := int(failedCount(j)); failed > 0 {
+			var last time.Time
+			for _, p := range pods {
+				if t := finishedAt(p); p.Status.Phase == corev1.PodFailed && t.After(last) {
+					last = t
+				}
+			}
+			if w := last.Add(backoff(failed)).Sub(now); !last.IsZero() && w > 0 {
+				return w, nil
+			}
+		}
 	}
+	if n == 0 {
+		return wait, nil
+	}
+	failures := failuresByIndex(j, pods)
 	c.expectations.expect(key, n, nil)
-	return 0, c.createPods(ctx, c.client, c.expectations, key, j, n, func(i int) *corev1.Pod {
+	return wait, c.createPods(ctx, c.client, c.expectations, key, j, n, func(i int) *corev1.Pod {
 		pod := podFromTemplate(&j.Spec.Template, j, jobKind)
 		pod.Finalizers = append(pod.Finalizers, batchv1.JobTrackingFinalizer)
 		if indexes != nil {
 			idx := strconv.Itoa(indexes[i])
 			pod.GenerateName = j.Name + "-" + idx + "-"
 			pod.Annotations = withEntry(pod.Annotations, batchv1.JobCompletionIndexAnnotation, idx)
+			if j.Spec.BackoffLimitPerIndex != nil {
+				pod.Annotations[batchv1.JobIndexFailureCountAnnotation] = strconv.Itoa(failures[indexes[i]].count)
+			}
 			pod.Labels = withEntry(pod.Labels, batchv1.JobCompletionIndexAnnotation, idx)
 			pod.Spec.Hostname = j.Name + "-" + idx
 			for i := range pod.Spec.Containers {
@@ -437,6 +458,53 @@ func (c *jobController) manage(ctx context.Context, key string, j *batchv1.Job, 
 		}
 		return pod
 	})
+}
+
+// backoff is the wait before a pod replaces one after this many
+// failures: none, then 10 s, doubling, at most 6 min.
+func backoff(failures int) time.Duration {
+	if failures <= 0 {
+		return 0
+	}
+	return min(jobBackoffBase<<min(failures-1, 10), jobBackoffMax)
+}
+
+// backedOffIndexes returns up to n free indexes of a Job with
+// backoffLimitPerIndex whose own backoff has passed, and how long until
+// the next of the others' does.
+func backedOffIndexes(j *batchv1.Job, pods []*corev1.Pod, n int, now time.Time) ([]int, time.Duration) {
+	failures := failuresByIndex(j, pods)
+	var ready []int
+	var wait time.Duration
+	for _, i := range freeIndexes(j, pods, int(ptr.Deref(j.Spec.Completions, 0))) {
+		f := failures[i]
+		if w := f.last.Add(backoff(f.count)).Sub(now); f.count > 0 && w > 0 {
+			if wait == 0 || w < wait {
+				wait = w
+			}
+			continue
+		}
+		if len(ready) < n {
+			ready = append(ready, i)
+		}
+	}
+	return ready, wait
+}
+
+// podFailed says a pod has failed, or is going before it succeeded.
+func podFailed(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodFailed || (p.DeletionTimestamp != nil && p.Status.Phase != corev1.PodSucceeded)
+}
+
+// finishedAt is when a pod's last container ended.
+func finishedAt(p *corev1.Pod) time.Time {
+	var last time.Time
+	for _, s := range p.Status.ContainerStatuses {
+		if s.State.Terminated != nil && s.State.Terminated.FinishedAt.After(last) {
+			last = s.State.Terminated.FinishedAt.Time
+		}
+	}
+	return last
 }
 
 func withEntry(m map[string]string, k, v string) map[string]string {
@@ -450,9 +518,9 @@ func withEntry(m map[string]string, k, v string) map[string]string {
 // freeIndexes returns up to n completion indexes that have neither
 // succeeded nor an active pod.
 func freeIndexes(j *batchv1.Job, pods []*corev1.Pod, n int) []int {
-	taken := parseIndexes(j.Status.CompletedIndexes)
+	taken := parseIndexes(j.Status.CompletedIndexes).Union(parseIndexes(ptr.Deref(j.Status.FailedIndexes, "")))
 	for _, p := range pods {
-		if p.Status.Phase == corev1.PodFailed || (p.DeletionTimestamp != nil && p.Status.Phase != corev1.PodSucceeded) {
+		if podFailed(p) {
 			continue
 		}
 		if i, err := strconv.Atoi(p.Annotations[batchv1.JobCompletionIndexAnnotation]); err == nil {

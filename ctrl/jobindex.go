@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -15,7 +16,10 @@ import (
 // does: status.completedIndexes records each index once its first pod
 // succeeds, so an index whose pod is deleted afterwards (by pod GC, by a
 // user) is never run again, and a second success of an index counts
-// nothing.
+// nothing. With backoffLimitPerIndex, each index has its own failures
+// (carried from pod to pod in the job-index-failure-count annotation) and
+// backoff; an index past its limit, or failed by a FailIndex rule, goes to
+// status.failedIndexes and runs no more.
 
 func indexed(j *batchv1.Job) bool {
 	return ptr.Deref(j.Spec.CompletionMode, batchv1.NonIndexedCompletion) == batchv1.IndexedCompletion
@@ -96,4 +100,49 @@ func successPolicyRule(j *batchv1.Job) int {
 		}
 	}
 	return -1
+}
+
+// indexFailures is what an index's failed pods say: how many failures it
+// has had and when the last one ended.
+type indexFailures struct {
+	count int
+	last  time.Time
+}
+
+// failuresByIndex reads the failures of each index of a Job with
+// backoffLimitPerIndex from its failed pods: each pod carries the
+// failures of its index before it, and failures the pod failure policy
+// ignores do not count.
+func failuresByIndex(j *batchv1.Job, pods []*corev1.Pod) map[int]indexFailures {
+	out := map[int]indexFailures{}
+	for _, p := range pods {
+		i, ok := completionIndex(j, p)
+		action, _ := failurePolicyAction(j, p)
+		if !ok || !podFailed(p) || action == batchv1.PodFailurePolicyActionIgnore {
+			continue
+		}
+		before, _ := strconv.Atoi(p.Annotations[batchv1.JobIndexFailureCountAnnotation])
+		f := out[i]
+		f.count = max(f.count, before+1)
+		if t := finishedAt(p); t.After(f.last) {
+			f.last = t
+		}
+		out[i] = f
+	}
+	return out
+}
+
+// indexFailed says whether a failed pod fails its index for good.
+func indexFailed(j *batchv1.Job, p *corev1.Pod) bool {
+	if action, _ := failurePolicyAction(j, p); action == batchv1.PodFailurePolicyActionFailIndex {
+		return true
+	}
+	before, _ := strconv.Atoi(p.Annotations[batchv1.JobIndexFailureCountAnnotation])
+	return before+1 > int(*j.Spec.BackoffLimitPerIndex)
+}
+
+// maxFailedIndexesExceeded says the Job has more failed indexes than its
+// maxFailedIndexes allows.
+func maxFailedIndexesExceeded(j *batchv1.Job) bool {
+	return j.Spec.MaxFailedIndexes != nil && int32(parseIndexes(ptr.Deref(j.Status.FailedIndexes, "")).Len()) > *j.Spec.MaxFailedIndexes
 }

@@ -2,6 +2,7 @@ package ctrl
 
 import (
 	"testing"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	"k8s.io/utils/ptr"
@@ -25,6 +26,14 @@ func TestSuccessPolicyRule(t *testing.T) {
 		j.Status.CompletedIndexes = completed
 		if got := successPolicyRule(j); got != want {
 			t.Errorf("completed %q: rule %d, want %d", completed, got, want)
+		}
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	for failures, want := range map[int]time.Duration{0: 0, 1: 10 * time.Second, 2: 20 * time.Second, 30: 6 * time.Minute} {
+		if got := backoff(failures); got != want {
+			t.Errorf("backoff(%d) = %v, want %v", failures, got, want)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"math"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -256,7 +257,12 @@ func defaultJobSpec(s *batchv1.JobSpec) {
 	if s.Parallelism == nil {
 		s.Parallelism = ptr.To[int32](1)
 	}
-	if s.BackoffLimit == nil {
+	switch {
+	case s.BackoffLimit != nil:
+	case s.BackoffLimitPerIndex != nil:
+		// Each index has its own limit; the Job's is not used.
+		s.BackoffLimit = ptr.To[int32](math.MaxInt32)
+	default:
 		s.BackoffLimit = ptr.To[int32](6)
 	}
 	if s.CompletionMode == nil {

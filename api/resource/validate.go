@@ -185,6 +185,7 @@ func validateJobSpec(s *batchv1.JobSpec, path *field.Path) field.ErrorList {
 	if s.ActiveDeadlineSeconds != nil && *s.ActiveDeadlineSeconds <= 0 {
 		errs = append(errs, field.Invalid(path.Child("activeDeadlineSeconds"), *s.ActiveDeadlineSeconds, "must be greater than 0"))
 	}
+	errs = append(errs, validatePerIndexLimits(s, path)...)
 	if s.PodFailurePolicy != nil {
 		errs = append(errs, validatePodFailurePolicy(s, path)...)
 	}
@@ -192,6 +193,38 @@ func validateJobSpec(s *batchv1.JobSpec, path *field.Path) field.ErrorList {
 		errs = append(errs, validateSuccessPolicy(s, path)...)
 	}
 	return append(errs, validatePodSpec(&s.Template.Spec, path.Child("template", "spec"))...)
+}
+
+// maxIndexedJobCompletions bounds completions and maxFailedIndexes of a
+// Job with backoffLimitPerIndex, as kube-apiserver does: its status lists
+// indexes.
+const maxIndexedJobCompletions = 100000
+
+// validatePerIndexLimits is kube-apiserver's check of backoffLimitPerIndex
+// and maxFailedIndexes.
+func validatePerIndexLimits(s *batchv1.JobSpec, spec *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	indexed := s.CompletionMode != nil && *s.CompletionMode == batchv1.IndexedCompletion
+	if v := s.BackoffLimitPerIndex; v != nil {
+		if !indexed {
+			errs = append(errs, field.Invalid(spec.Child("backoffLimitPerIndex"), *v, "requires indexed completion mode"))
+		}
+		if *v < 0 {
+			errs = append(errs, field.Invalid(spec.Child("backoffLimitPerIndex"), *v, "must be greater than or equal to 0"))
+		}
+		if c := s.Completions; c != nil && *c > maxIndexedJobCompletions {
+			errs = append(errs, field.Invalid(spec.Child("completions"), *c, fmt.Sprintf("must be less than or equal to %d when backoffLimitPerIndex is specified", maxIndexedJobCompletions)))
+		}
+	}
+	if v := s.MaxFailedIndexes; v != nil {
+		switch {
+		case s.BackoffLimitPerIndex == nil:
+			errs = append(errs, field.Required(spec.Child("backoffLimitPerIndex"), "when maxFailedIndexes is specified"))
+		case *v < 0 || *v > maxIndexedJobCompletions || (s.Completions != nil && *v > *s.Completions):
+			errs = append(errs, field.Invalid(spec.Child("maxFailedIndexes"), *v, "must be between 0 and completions"))
+		}
+	}
+	return errs
 }
 
 // validatePodFailurePolicy is kube-apiserver's check of the pod failure

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -1267,7 +1268,9 @@ func readyStatus(n *corev1.Node) corev1.ConditionStatus {
 // label says: Succeeded by default; Failed with exit code 1 for "fail", 3
 // for "fail-3"; never for "hang"; Failed with exit code 42 for the first
 // two pods of its Job and Succeeded after for "flaky"; Succeeded for
-// completion index 0 and never for the others for "lead".
+// completion index 0 and never for the others for "lead"; Failed with
+// exit code 1 for odd completion indexes, Succeeded for even ones, for
+// "odd-fail".
 func jobKubelet(t *testing.T, cs kubernetes.Interface) *cluster.FakeKubelet {
 	k := cluster.StartFakeKubelet(t, cs, testNodes(2)...)
 	var mu sync.Mutex
@@ -1284,6 +1287,10 @@ func jobKubelet(t *testing.T, cs kubernetes.Interface) *cluster.FakeKubelet {
 		case "lead":
 			if p.Annotations[batchv1.JobCompletionIndexAnnotation] != "0" {
 				return "", 0
+			}
+		case "odd-fail":
+			if i, _ := strconv.Atoi(p.Annotations[batchv1.JobCompletionIndexAnnotation]); i%2 == 1 {
+				return corev1.PodFailed, 1
 			}
 		case "flaky":
 			mu.Lock()
@@ -1490,6 +1497,60 @@ func TestJobIndexesAndSuccessPolicy(t *testing.T) {
 	fields := invalidFields(err)
 	if !apierrors.IsInvalid(err) || !slices.Contains(fields, "spec.completionMode") || !slices.Contains(fields, "spec.successPolicy.rules[0].succeededIndexes") {
 		t.Fatalf("a success policy on a NonIndexed Job with indexes 2-1: %v (fields %v)", err, fields)
+	}
+}
+
+// TestJobBackoffLimitPerIndex checks that each index of a Job with
+// backoffLimitPerIndex fails on its own: an index past its limit goes to
+// failedIndexes while the others complete, and the Job then fails with
+// FailedIndexes; a FailIndex rule fails an index at once, and more failed
+// indexes than maxFailedIndexes fail the Job.
+func TestJobBackoffLimitPerIndex(t *testing.T) {
+	_, w, r := kubeCluster(t, 91)
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	jobKubelet(t, wcs)
+	perIndex := func(name string, limit int32) *batchv1.Job {
+		j := batchJob(name, 3, 3, "odd-fail")
+		j.Spec.CompletionMode, j.Spec.BackoffLimitPerIndex = ptr.To(batchv1.IndexedCompletion), ptr.To(limit)
+		return j
+	}
+	failIndex := perIndex("fail-index", 5)
+	failIndex.Spec.MaxFailedIndexes = ptr.To[int32](0)
+	failIndex.Spec.PodFailurePolicy = &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{Action: batchv1.PodFailurePolicyActionFailIndex,
+		OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{1}}}}}
+	for _, j := range []*batchv1.Job{perIndex("per-index", 1), failIndex} {
+		if _, err := wcs.BatchV1().Jobs("default").Create(ctx, j, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j := waitJob(t, rcs, "fail-index", batchv1.JobFailed)
+	if finishedReason(j) != batchv1.JobReasonMaxFailedIndexesExceeded || ptr.Deref(j.Status.FailedIndexes, "") != "1" || j.Status.Failed != 1 {
+		t.Fatalf("job fail-index: reason %q, %+v", finishedReason(j), j.Status)
+	}
+	// Index 1 fails twice (once, then its one retry after the 10 s
+	// backoff); indexes 0 and 2 complete.
+	j = waitJob(t, rcs, "per-index", batchv1.JobFailed)
+	if finishedReason(j) != batchv1.JobReasonFailedIndexes || ptr.Deref(j.Status.FailedIndexes, "") != "1" || j.Status.CompletedIndexes != "0,2" || j.Status.Failed != 2 {
+		t.Fatalf("job per-index: reason %q, %+v", finishedReason(j), j.Status)
+	}
+	l, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "job-name=per-index," + batchv1.JobCompletionIndexAnnotation + "=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]bool{}
+	for _, p := range l.Items {
+		counts[p.Annotations[batchv1.JobIndexFailureCountAnnotation]] = true
+	}
+	if len(l.Items) != 2 || !counts["0"] || !counts["1"] {
+		t.Fatalf("index 1 ran %d pods with failure counts %v, want 2 with 0 and 1", len(l.Items), counts)
+	}
+
+	bad := batchJob("bad-per-index", 3, 3, "")
+	bad.Spec.BackoffLimitPerIndex, bad.Spec.MaxFailedIndexes = ptr.To[int32](1), ptr.To[int32](4)
+	_, err = wcs.BatchV1().Jobs("default").Create(ctx, bad, metav1.CreateOptions{})
+	if fields := invalidFields(err); !apierrors.IsInvalid(err) || !slices.Contains(fields, "spec.backoffLimitPerIndex") || !slices.Contains(fields, "spec.maxFailedIndexes") {
+		t.Fatalf("backoffLimitPerIndex on a NonIndexed Job, maxFailedIndexes above completions: %v (fields %v)", err, fields)
 	}
 }
 
