@@ -1313,6 +1313,15 @@ func jobKubelet(t *testing.T, cs kubernetes.Interface) *cluster.FakeKubelet {
 	return k
 }
 
+// jobCluster starts a cluster whose nodes jobKubelet plays and returns
+// clients of its two followers, one to write through and one to read.
+func jobCluster(t *testing.T) (w, r kubernetes.Interface) {
+	_, ws, rs := kubeCluster(t, 91)
+	w, r = ws.Clientset(), rs.Clientset()
+	jobKubelet(t, w)
+	return w, r
+}
+
 func batchJob(name string, completions, parallelism int32, outcome string) *batchv1.Job {
 	return &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: batchv1.JobSpec{
 		Completions: ptr.To(completions), Parallelism: ptr.To(parallelism),
@@ -1423,10 +1432,8 @@ func TestJobs(t *testing.T) {
 // policy completes a Job once the indexes it names have succeeded,
 // stopping the others, as a leader-and-workers Job needs.
 func TestJobIndexesAndSuccessPolicy(t *testing.T) {
-	_, w, r := kubeCluster(t, 91)
+	wcs, rcs := jobCluster(t)
 	ctx := context.Background()
-	wcs, rcs := w.Clientset(), r.Clientset()
-	jobKubelet(t, wcs)
 	lead := func(name string) *batchv1.Job {
 		j := batchJob(name, 3, 3, "lead")
 		j.Spec.CompletionMode = ptr.To(batchv1.IndexedCompletion)
@@ -1506,10 +1513,8 @@ func TestJobIndexesAndSuccessPolicy(t *testing.T) {
 // FailedIndexes; a FailIndex rule fails an index at once, and more failed
 // indexes than maxFailedIndexes fail the Job.
 func TestJobBackoffLimitPerIndex(t *testing.T) {
-	_, w, r := kubeCluster(t, 91)
+	wcs, rcs := jobCluster(t)
 	ctx := context.Background()
-	wcs, rcs := w.Clientset(), r.Clientset()
-	jobKubelet(t, wcs)
 	perIndex := func(name string, limit int32) *batchv1.Job {
 		j := batchJob(name, 3, 3, "odd-fail")
 		j.Spec.CompletionMode, j.Spec.BackoffLimitPerIndex = ptr.To(batchv1.IndexedCompletion), ptr.To(limit)
@@ -1560,10 +1565,8 @@ func TestJobBackoffLimitPerIndex(t *testing.T) {
 // a pod evicted through the API bears the DisruptionTarget condition a
 // rule can ignore, and a policy kube-apiserver would refuse is refused.
 func TestJobPodFailurePolicy(t *testing.T) {
-	_, w, r := kubeCluster(t, 91)
+	wcs, rcs := jobCluster(t)
 	ctx := context.Background()
-	wcs, rcs := w.Clientset(), r.Clientset()
-	jobKubelet(t, wcs)
 	policy := &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
 		{Action: batchv1.PodFailurePolicyActionIgnore, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
 			Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{42}}},
@@ -1694,10 +1697,8 @@ func finishedReason(j *batchv1.Job) string {
 // set three minutes back), start the latest as a Job named after its
 // minute, and record the Job's success.
 func TestCronJob(t *testing.T) {
-	_, w, r := kubeCluster(t, 91)
+	wcs, rcs := jobCluster(t)
 	ctx := context.Background()
-	wcs, rcs := w.Clientset(), r.Clientset()
-	jobKubelet(t, wcs)
 
 	cj := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Name: "tick"}, Spec: batchv1.CronJobSpec{
 		Schedule: "* * * * *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchJob("", 1, 1, "").Spec}}}
