@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -245,7 +246,7 @@ func (c *controller) next(ctx context.Context) bool {
 		return false
 	}
 	defer c.queue.Done(key)
-	err := c.sync(ctx, key)
+	err := c.syncSafely(ctx, key)
 	switch e := err.(type) {
 	case nil:
 		c.queue.Forget(key)
@@ -259,4 +260,19 @@ func (c *controller) next(ctx context.Context) bool {
 		c.queue.AddRateLimited(key)
 	}
 	return true
+}
+
+// syncSafely runs sync and turns a panic into an error for the key, which
+// is then retried with backoff. Unlike kube-controller-manager, which
+// crashes on a panic and is restarted, a Pontoon server is also a Raft
+// voter and an API server; and a panic caused by one object would come
+// back on every server that leads next. The panic is logged with its stack.
+func (c *controller) syncSafely(ctx context.Context, key string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.logger.Error("sync panicked; retrying", "key", key, "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("sync of %s panicked: %v", key, r)
+		}
+	}()
+	return c.sync(ctx, key)
 }

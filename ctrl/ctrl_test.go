@@ -1,0 +1,31 @@
+package ctrl
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+
+	"k8s.io/client-go/tools/record"
+)
+
+// A sync that panics fails its key, which is retried, instead of
+// crashing the server.
+func TestPanickingSyncIsRetried(t *testing.T) {
+	broadcaster := record.NewBroadcaster()
+	defer broadcaster.Shutdown()
+	calls := 0
+	c := newController("test", Config{Events: broadcaster, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		func(context.Context, string) error {
+			calls++
+			panic("a bug")
+		})
+	defer c.queue.ShutDown()
+	c.queue.Add("ns/name")
+	if !c.next(context.Background()) {
+		t.Fatal("the queue shut down")
+	}
+	if calls != 1 || c.queue.NumRequeues("ns/name") != 1 {
+		t.Fatalf("after a panicking sync: %d calls, %d requeues; want 1 and 1", calls, c.queue.NumRequeues("ns/name"))
+	}
+}
