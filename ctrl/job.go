@@ -113,18 +113,9 @@ func (c *jobController) sync(ctx context.Context, key string) error {
 		}
 	}
 	j.Status.Active = int32(len(active))
-	var failJob string
-	for _, p := range pods {
-		if action, msg := failurePolicyAction(j, p); action == batchv1.PodFailurePolicyActionFailJob {
-			failJob = msg
-			break
-		}
-	}
-	successRule := successPolicyRule(j)
-	finished := finishedCondition(j)
 	var requeue time.Duration
-	switch {
-	case finished != nil:
+	switch t, reason, message, stop := verdict(j, pods, now); {
+	case finishedCondition(j) != nil:
 		if err := c.deleteAll(ctx, key, active); err != nil {
 			return err
 		}
@@ -133,38 +124,14 @@ func (c *jobController) sync(ctx context.Context, key string) error {
 		if err != nil {
 			return err
 		}
-	case failJob != "":
-		if err := c.deleteAll(ctx, key, active); err != nil {
-			return err
+	case t != "":
+		if stop {
+			if err := c.deleteAll(ctx, key, active); err != nil {
+				return err
+			}
+			active = nil
 		}
-		active = nil
-		c.finishCounted(j, batchv1.JobFailed, batchv1.JobReasonPodFailurePolicy, failJob, now)
-	case maxFailedIndexesExceeded(j):
-		if err := c.deleteAll(ctx, key, active); err != nil {
-			return err
-		}
-		active = nil
-		c.finishCounted(j, batchv1.JobFailed, batchv1.JobReasonMaxFailedIndexesExceeded, "Job has exceeded the specified maximal number of failed indexes", now)
-	case j.Spec.BackoffLimitPerIndex != nil && len(active) == 0 && ptr.Deref(j.Status.FailedIndexes, "") != "" &&
-		int32(parseIndexes(j.Status.CompletedIndexes).Len()+parseIndexes(*j.Status.FailedIndexes).Len()) >= ptr.Deref(j.Spec.Completions, 0):
-		c.finishCounted(j, batchv1.JobFailed, batchv1.JobReasonFailedIndexes, "Job has failed indexes", now)
-	case failedCount(j) > ptr.Deref(j.Spec.BackoffLimit, 6):
-		c.finishCounted(j, batchv1.JobFailed, "BackoffLimitExceeded", "Job has reached the specified backoff limit", now)
-	case j.Spec.ActiveDeadlineSeconds != nil && j.Status.StartTime != nil &&
-		now.Sub(j.Status.StartTime.Time) >= time.Duration(*j.Spec.ActiveDeadlineSeconds)*time.Second:
-		if err := c.deleteAll(ctx, key, active); err != nil {
-			return err
-		}
-		active = nil
-		c.finishCounted(j, batchv1.JobFailed, "DeadlineExceeded", "Job was active longer than specified deadline", now)
-	case successRule >= 0:
-		if err := c.deleteAll(ctx, key, active); err != nil {
-			return err
-		}
-		active = nil
-		c.finishCounted(j, batchv1.JobComplete, batchv1.JobReasonSuccessPolicy, fmt.Sprintf("Matched rules at index %d", successRule), now)
-	case complete(j):
-		c.finishCounted(j, batchv1.JobComplete, batchv1.JobReasonCompletionsReached, "Reached expected number of succeeded pods", now)
+		c.finishCounted(j, t, reason, message, now)
 	case ptr.Deref(j.Spec.Suspend, false):
 		if err := c.deleteAll(ctx, key, active); err != nil {
 			return err
@@ -197,6 +164,35 @@ func (c *jobController) sync(ctx context.Context, key string) error {
 		return requeueAfter(requeue)
 	}
 	return nil
+}
+
+// verdict says whether the Job ends now, as what and why, in the order
+// Kubernetes' Job controller decides it, and whether its running pods
+// must be stopped.
+func verdict(j *batchv1.Job, pods []*corev1.Pod, now time.Time) (t batchv1.JobConditionType, reason, message string, stop bool) {
+	for _, p := range pods {
+		if action, msg := failurePolicyAction(j, p); action == batchv1.PodFailurePolicyActionFailJob {
+			return batchv1.JobFailed, batchv1.JobReasonPodFailurePolicy, msg, true
+		}
+	}
+	switch {
+	case maxFailedIndexesExceeded(j):
+		return batchv1.JobFailed, batchv1.JobReasonMaxFailedIndexesExceeded, "Job has exceeded the specified maximal number of failed indexes", true
+	case indexesFailed(j):
+		return batchv1.JobFailed, batchv1.JobReasonFailedIndexes, "Job has failed indexes", false
+	case failedCount(j) > ptr.Deref(j.Spec.BackoffLimit, 6):
+		return batchv1.JobFailed, "BackoffLimitExceeded", "Job has reached the specified backoff limit", false
+	case j.Spec.ActiveDeadlineSeconds != nil && j.Status.StartTime != nil &&
+		now.Sub(j.Status.StartTime.Time) >= time.Duration(*j.Spec.ActiveDeadlineSeconds)*time.Second:
+		return batchv1.JobFailed, "DeadlineExceeded", "Job was active longer than specified deadline", true
+	}
+	if rule := successPolicyRule(j); rule >= 0 {
+		return batchv1.JobComplete, batchv1.JobReasonSuccessPolicy, fmt.Sprintf("Matched rules at index %d", rule), true
+	}
+	if complete(j) {
+		return batchv1.JobComplete, batchv1.JobReasonCompletionsReached, "Reached expected number of succeeded pods", false
+	}
+	return "", "", "", false
 }
 
 // releaseOrphans removes the tracking finalizer from the pods of a Job
@@ -249,7 +245,7 @@ func (c *jobController) collectFinished(j *batchv1.Job, pods []*corev1.Pod) bool
 			continue // released uncounted by releaseCounted
 		case p.Status.Phase == corev1.PodFailed || p.DeletionTimestamp != nil:
 			u.Failed = append(u.Failed, p.UID)
-			if i, ok := completionIndex(j, p); ok && j.Spec.BackoffLimitPerIndex != nil && indexed(j) && indexFailed(j, p) {
+			if i, ok := completionIndex(j, p); ok && j.Spec.BackoffLimitPerIndex != nil && indexFailed(j, p) {
 				failed := parseIndexes(ptr.Deref(j.Status.FailedIndexes, "")).Insert(i)
 				j.Status.FailedIndexes = ptr.To(formatIndexes(failed))
 			}
@@ -413,32 +409,31 @@ func (c *jobController) manage(ctx context.Context, key string, j *batchv1.Job, 
 		return 0, nil
 	}
 	var indexes []int
+	var failures map[int]indexFailures
 	var wait time.Duration
-	switch {
-	case j.Spec.BackoffLimitPerIndex != nil && indexed(j):
-		indexes, wait = backedOffIndexes(j, pods, n, now)
-		n = len(indexes)
-	case indexed(j):
-		indexes = freeIndexes(j, pods, n)
-		n = len(indexes)
-		fallthrough
-	default:
-		if failed := int(failedCount(j)); failed > 0 {
-			var last time.Time
-			for _, p := range pods {
-				if t := finishedAt(p); p.Status.Phase == corev1.PodFailed && t.After(last) {
-					last = t
-				}
-			}
-			if w := last.Add(backoff(failed)).Sub(now); !last.IsZero() && w > 0 {
-				return w, nil
+	if j.Spec.BackoffLimitPerIndex != nil {
+		failures = failuresByIndex(j, pods)
+		indexes, wait = backedOffIndexes(j, pods, failures, n, now)
+	} else {
+		var last time.Time
+		for _, p := range pods {
+			if t := finishedAt(p); p.Status.Phase == corev1.PodFailed && t.After(last) {
+				last = t
 			}
 		}
+		if w := last.Add(backoff(int(failedCount(j)))).Sub(now); !last.IsZero() && w > 0 {
+			return w, nil
+		}
+		if indexed(j) {
+			indexes = freeIndexes(j, pods, n)
+		}
+	}
+	if indexed(j) {
+		n = len(indexes)
 	}
 	if n == 0 {
 		return wait, nil
 	}
-	failures := failuresByIndex(j, pods)
 	c.expectations.expect(key, n, nil)
 	return wait, c.createPods(ctx, c.client, c.expectations, key, j, n, func(i int) *corev1.Pod {
 		pod := podFromTemplate(&j.Spec.Template, j, jobKind)
@@ -447,7 +442,7 @@ func (c *jobController) manage(ctx context.Context, key string, j *batchv1.Job, 
 			idx := strconv.Itoa(indexes[i])
 			pod.GenerateName = j.Name + "-" + idx + "-"
 			pod.Annotations = withEntry(pod.Annotations, batchv1.JobCompletionIndexAnnotation, idx)
-			if j.Spec.BackoffLimitPerIndex != nil {
+			if failures != nil {
 				pod.Annotations[batchv1.JobIndexFailureCountAnnotation] = strconv.Itoa(failures[indexes[i]].count)
 			}
 			pod.Labels = withEntry(pod.Labels, batchv1.JobCompletionIndexAnnotation, idx)
@@ -472,8 +467,7 @@ func backoff(failures int) time.Duration {
 // backedOffIndexes returns up to n free indexes of a Job with
 // backoffLimitPerIndex whose own backoff has passed, and how long until
 // the next of the others' does.
-func backedOffIndexes(j *batchv1.Job, pods []*corev1.Pod, n int, now time.Time) ([]int, time.Duration) {
-	failures := failuresByIndex(j, pods)
+func backedOffIndexes(j *batchv1.Job, pods []*corev1.Pod, failures map[int]indexFailures, n int, now time.Time) ([]int, time.Duration) {
 	var ready []int
 	var wait time.Duration
 	for _, i := range freeIndexes(j, pods, int(ptr.Deref(j.Spec.Completions, 0))) {

@@ -146,3 +146,11 @@ func indexFailed(j *batchv1.Job, p *corev1.Pod) bool {
 func maxFailedIndexesExceeded(j *batchv1.Job) bool {
 	return j.Spec.MaxFailedIndexes != nil && int32(parseIndexes(ptr.Deref(j.Status.FailedIndexes, "")).Len()) > *j.Spec.MaxFailedIndexes
 }
+
+// indexesFailed says every index of a Job with backoffLimitPerIndex has
+// either completed or failed, and some have failed, with none running.
+func indexesFailed(j *batchv1.Job) bool {
+	failed := parseIndexes(ptr.Deref(j.Status.FailedIndexes, ""))
+	return j.Spec.BackoffLimitPerIndex != nil && j.Status.Active == 0 && failed.Len() > 0 &&
+		int32(parseIndexes(j.Status.CompletedIndexes).Len()+failed.Len()) >= ptr.Deref(j.Spec.Completions, 0)
+}
