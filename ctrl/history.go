@@ -212,10 +212,7 @@ func (h *history) create(ctx context.Context, o *historyOwner, patch []byte, num
 // truncate deletes the oldest of the revisions that no pod runs, beyond
 // the set's limit (10 unless it says otherwise).
 func (h *history) truncate(ctx context.Context, o *historyOwner, others []*appsv1.ControllerRevision, live func(*appsv1.ControllerRevision) bool) error {
-	limit := 10
-	if o.limit != nil {
-		limit = int(*o.limit)
-	}
+	limit := int(ptr.Deref(o.limit, 10))
 	var idle []*appsv1.ControllerRevision
 	for _, r := range others {
 		if !live(r) {

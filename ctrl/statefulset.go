@@ -112,19 +112,17 @@ func (c *statefulSetController) sync(ctx context.Context, key string) error {
 		return err
 	}
 	// The current revision is the one every replica ran last; pods below
-	// a partition are made from it.
-	current, currentTemplate := updateRev.Name, &sts.Spec.Template
+	// a partition are made from it, its template read from the revision
+	// only when one is made.
+	current := &setRevision{name: updateRev.Name, template: &sts.Spec.Template}
 	for _, r := range others {
 		if r.Name == sts.Status.CurrentRevision {
-			if currentTemplate, err = revisionTemplate(sts, r); err != nil {
-				return err
-			}
-			current = r.Name
+			current = &setRevision{name: r.Name, from: r}
 		}
 	}
-	stepErr := c.step(ctx, sts, pods, current, currentTemplate, updateRev.Name)
-	statusErr := c.writeStatus(ctx, sts, pods, current, updateRev.Name)
-	running := map[string]bool{current: true}
+	stepErr := c.step(ctx, sts, pods, current, updateRev.Name)
+	statusErr := c.writeStatus(ctx, sts, pods, current.name, updateRev.Name)
+	running := map[string]bool{current.name: true}
 	for _, p := range pods {
 		running[p.Labels[appsv1.ControllerRevisionHashLabelKey]] = true
 	}
@@ -135,7 +133,7 @@ func (c *statefulSetController) sync(ctx context.Context, key string) error {
 // step takes the next step towards the StatefulSet's spec: in order,
 // create what is missing, replace what failed, remove ordinals beyond
 // the replicas, roll pods of an old revision.
-func (c *statefulSetController) step(ctx context.Context, sts *appsv1.StatefulSet, pods map[int]*corev1.Pod, current string, currentTemplate *corev1.PodTemplateSpec, update string) error {
+func (c *statefulSetController) step(ctx context.Context, sts *appsv1.StatefulSet, pods map[int]*corev1.Pod, current *setRevision, update string) error {
 	start := 0
 	if sts.Spec.Ordinals != nil {
 		start = int(sts.Spec.Ordinals.Start)
@@ -152,7 +150,11 @@ func (c *statefulSetController) step(ctx context.Context, sts *appsv1.StatefulSe
 		case p == nil:
 			rev, template := update, &sts.Spec.Template
 			if ord < start+partition {
-				rev, template = current, currentTemplate
+				t, err := current.podTemplate(sts)
+				if err != nil {
+					return err
+				}
+				rev, template = current.name, t
 			}
 			if err := c.create(ctx, sts, ord, rev, template); err != nil || !parallel {
 				return err
@@ -201,6 +203,26 @@ func (c *statefulSetController) step(ctx context.Context, sts *appsv1.StatefulSe
 		}
 	}
 	return nil
+}
+
+// setRevision is a StatefulSet's revision by name, with its pod template
+// or the ControllerRevision to read it from.
+type setRevision struct {
+	name     string
+	template *corev1.PodTemplateSpec
+	from     *appsv1.ControllerRevision
+}
+
+// podTemplate is the revision's template, read once.
+func (r *setRevision) podTemplate(sts *appsv1.StatefulSet) (*corev1.PodTemplateSpec, error) {
+	if r.template == nil {
+		t, err := revisionTemplate(sts, r.from)
+		if err != nil {
+			return nil, err
+		}
+		r.template = t
+	}
+	return r.template, nil
 }
 
 func (c *statefulSetController) create(ctx context.Context, sts *appsv1.StatefulSet, ord int, rev string, template *corev1.PodTemplateSpec) error {
