@@ -376,7 +376,14 @@ func (h *Handler) storeUpdate(ctx context.Context, req *request, cur stored, obj
 	if r.Generation && resource.SpecChanged(obj, old) {
 		m.SetGeneration(om.GetGeneration() + 1)
 	}
-	if err := validate(r, obj, old); err != nil {
+	prior := old
+	if req.sub == "binding" {
+		// A binding sets spec.nodeName, which no update of a pod may
+		// change; kube-apiserver validates it as a binding, not as an
+		// update (bind did).
+		prior = nil
+	}
+	if err := validate(r, obj, prior); err != nil {
 		return nil, err
 	}
 	sub := req.sub

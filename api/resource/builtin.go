@@ -47,7 +47,7 @@ func Builtin() *Registry {
 			Default: typed(defaultPod), Validate: typedValidate(validatePod), Columns: podColumns, Fields: typedFields(podFields)},
 		&Resource{GroupVersion: core, Name: "nodes", SingularName: "node", Kind: "Node", ShortNames: []string{"no"}, Status: true,
 			New: func() runtime.Object { return &corev1.Node{} }, NewList: func() runtime.Object { return &corev1.NodeList{} },
-			Columns: nodeColumns, Fields: typedFields(nodeFields)},
+			Validate: typedValidate(validateNode), Columns: nodeColumns, Fields: typedFields(nodeFields)},
 		&Resource{GroupVersion: core, Name: "services", SingularName: "service", Kind: "Service", Namespaced: true, ShortNames: []string{"svc"}, Categories: []string{"all"},
 			Names:  validation.NameIsDNS1035Label,
 			Status: true, New: func() runtime.Object { return &corev1.Service{} }, NewList: func() runtime.Object { return &corev1.ServiceList{} },

@@ -241,8 +241,16 @@ func defaultDaemonSet(d *appsv1.DaemonSet) {
 	if d.Spec.UpdateStrategy.Type == "" {
 		d.Spec.UpdateStrategy.Type = appsv1.RollingUpdateDaemonSetStrategyType
 	}
-	if d.Spec.UpdateStrategy.Type == appsv1.RollingUpdateDaemonSetStrategyType && d.Spec.UpdateStrategy.RollingUpdate == nil {
-		d.Spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptr.To(intstr.FromInt32(1)), MaxSurge: ptr.To(intstr.FromInt32(0))}
+	if d.Spec.UpdateStrategy.Type == appsv1.RollingUpdateDaemonSetStrategyType {
+		if d.Spec.UpdateStrategy.RollingUpdate == nil {
+			d.Spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateDaemonSet{}
+		}
+		if ru := d.Spec.UpdateStrategy.RollingUpdate; ru.MaxUnavailable == nil {
+			ru.MaxUnavailable = ptr.To(intstr.FromInt32(1))
+		}
+		if ru := d.Spec.UpdateStrategy.RollingUpdate; ru.MaxSurge == nil {
+			ru.MaxSurge = ptr.To(intstr.FromInt32(0))
+		}
 	}
 	if d.Spec.RevisionHistoryLimit == nil {
 		d.Spec.RevisionHistoryLimit = ptr.To[int32](10)

@@ -2,11 +2,16 @@ package resource
 
 import (
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 )
 
@@ -127,5 +132,191 @@ func TestCountIndexes(t *testing.T) {
 		if _, msg := countIndexes(bad, 5); msg == "" {
 			t.Errorf("countIndexes(%q) accepted it", bad)
 		}
+	}
+}
+
+// A pod's spec is what the kubelet runs: an update may change only what
+// kube-apiserver lets it change.
+func TestPodUpdateValidation(t *testing.T) {
+	old := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{
+		RestartPolicy: corev1.RestartPolicyAlways, ActiveDeadlineSeconds: ptr.To[int64](60),
+		Containers:      []corev1.Container{{Name: "c", Image: "busybox:1", Command: []string{"sleep", "1"}}},
+		Tolerations:     []corev1.Toleration{{Key: "k", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](300)}},
+		SchedulingGates: []corev1.PodSchedulingGate{{Name: "wait"}}}}
+	for _, tc := range []struct {
+		name   string
+		change func(*corev1.PodSpec)
+		fields []string // the fields refused; none means allowed
+		msg    string
+	}{
+		{name: "image", change: func(s *corev1.PodSpec) { s.Containers[0].Image = "busybox:2" }},
+		{name: "shorter deadline", change: func(s *corev1.PodSpec) { s.ActiveDeadlineSeconds = ptr.To[int64](30) }},
+		{name: "added toleration and new seconds", change: func(s *corev1.PodSpec) {
+			s.Tolerations[0].TolerationSeconds = ptr.To[int64](10)
+			s.Tolerations = append(s.Tolerations, corev1.Toleration{Key: "other", Operator: corev1.TolerationOpExists})
+		}},
+		{name: "gate removed", change: func(s *corev1.PodSpec) { s.SchedulingGates = nil }},
+		{name: "command", change: func(s *corev1.PodSpec) { s.Containers[0].Command = []string{"sleep", "2"} }, fields: []string{"spec"},
+			msg: "pod updates may not change fields other than `spec.containers[*].image`"},
+		{name: "node", change: func(s *corev1.PodSpec) { s.NodeName = "n1" }, fields: []string{"spec"}},
+		{name: "container added", change: func(s *corev1.PodSpec) { s.Containers = append(s.Containers, corev1.Container{Name: "d", Image: "x"}) },
+			fields: []string{"spec.containers"}, msg: "pod updates may not add or remove containers"},
+		{name: "longer deadline", change: func(s *corev1.PodSpec) { s.ActiveDeadlineSeconds = ptr.To[int64](90) }, fields: []string{"spec.activeDeadlineSeconds"}},
+		{name: "deadline dropped", change: func(s *corev1.PodSpec) { s.ActiveDeadlineSeconds = nil }, fields: []string{"spec.activeDeadlineSeconds"}},
+		{name: "toleration changed", change: func(s *corev1.PodSpec) { s.Tolerations[0].Key = "other" }, fields: []string{"spec.tolerations"}},
+		{name: "gate added", change: func(s *corev1.PodSpec) {
+			s.SchedulingGates = append(s.SchedulingGates, corev1.PodSchedulingGate{Name: "more"})
+		},
+			fields: []string{"spec.schedulingGates[1].name"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := old.DeepCopy()
+			tc.change(&p.Spec)
+			var fields []string
+			for _, e := range validatePod(p, old) {
+				fields = append(fields, e.Field)
+				if tc.msg != "" && !strings.Contains(e.Error(), tc.msg) {
+					t.Errorf("message %q does not say %q", e.Error(), tc.msg)
+				}
+			}
+			if !slices.Equal(fields, tc.fields) {
+				t.Fatalf("refused fields %v, want %v", fields, tc.fields)
+			}
+		})
+	}
+}
+
+func TestImmutableDataAndNodeCIDR(t *testing.T) {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "c"}, Data: map[string]string{"a": "1"}, Immutable: ptr.To(true)}
+	changed := cm.DeepCopy()
+	changed.Data["a"], changed.Immutable = "2", nil
+	if errs := validateConfigMap(changed, cm); len(errs) != 2 || errs[0].Field != "immutable" || errs[1].Field != "data" {
+		t.Fatalf("changed immutable ConfigMap: %v", errs)
+	}
+	labelled := cm.DeepCopy()
+	labelled.Labels = map[string]string{"x": "y"}
+	if errs := validateConfigMap(labelled, cm); len(errs) != 0 {
+		t.Fatalf("metadata change of an immutable ConfigMap: %v", errs)
+	}
+	big := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "c"}, Data: map[string]string{"a": strings.Repeat("x", maxDataSize), "b": "y"}}
+	if errs := validateConfigMap(big, nil); len(errs) != 1 || errs[0].Type != field.ErrorTypeTooLong {
+		t.Fatalf("over 1 MiB of data: %v", errs)
+	}
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s"}, Type: corev1.SecretTypeOpaque}
+	retyped := s.DeepCopy()
+	retyped.Type = corev1.SecretTypeDockerConfigJson
+	if errs := validateSecret(retyped, s); len(errs) != 1 || errs[0].Field != "type" {
+		t.Fatalf("changed secret type: %v", errs)
+	}
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n"}}
+	set := n.DeepCopy()
+	set.Spec.PodCIDR, set.Spec.PodCIDRs = "10.244.0.0/24", []string{"10.244.0.0/24"}
+	if errs := validateNode(set, n); len(errs) != 0 {
+		t.Fatalf("a first pod CIDR: %v", errs)
+	}
+	moved := set.DeepCopy()
+	moved.Spec.PodCIDR, moved.Spec.PodCIDRs = "10.244.1.0/24", []string{"10.244.1.0/24"}
+	if errs := validateNode(moved, set); len(errs) != 1 || errs[0].Field != "spec.podCIDRs" {
+		t.Fatalf("a changed pod CIDR: %v", errs)
+	}
+}
+
+func TestStatefulSetUpdateValidation(t *testing.T) {
+	old := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "s"}, Spec: appsv1.StatefulSetSpec{
+		Replicas: ptr.To[int32](1), ServiceName: "s", PodManagementPolicy: appsv1.OrderedReadyPodManagement,
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "s"}},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "s"}},
+			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyAlways, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
+	scaled := old.DeepCopy()
+	scaled.Spec.Replicas, scaled.Spec.Template.Spec.Containers[0].Image = ptr.To[int32](3), "busybox:2"
+	if errs := validateStatefulSet(scaled, old); len(errs) != 0 {
+		t.Fatalf("scale and new template: %v", errs)
+	}
+	renamed := old.DeepCopy()
+	renamed.Spec.ServiceName = "other"
+	if errs := validateStatefulSet(renamed, old); len(errs) != 1 || !strings.Contains(errs[0].Detail, "updates to statefulset spec for fields other than") {
+		t.Fatalf("changed serviceName: %v", errs)
+	}
+}
+
+func TestJobUpdateValidation(t *testing.T) {
+	old := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "j"}, Spec: batchv1.JobSpec{
+		Completions: ptr.To[int32](2), Parallelism: ptr.To[int32](1), CompletionMode: ptr.To(batchv1.NonIndexedCompletion),
+		Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
+	refused := func(j, old *batchv1.Job) []string {
+		var fields []string
+		for _, e := range validateJob(j, old) {
+			fields = append(fields, e.Field)
+		}
+		return fields
+	}
+	j := old.DeepCopy()
+	j.Spec.Parallelism, j.Spec.Suspend = ptr.To[int32](2), ptr.To(true)
+	if got := refused(j, old); len(got) != 0 {
+		t.Fatalf("parallelism and suspend: %v", got)
+	}
+	j.Spec.Completions = ptr.To[int32](3)
+	j.Spec.Template.Spec.NodeSelector = map[string]string{"zone": "a"}
+	if got := refused(j, old); !slices.Equal(got, []string{"spec.completions", "spec.template"}) {
+		t.Fatalf("completions and template of a running Job: %v", got)
+	}
+	// Suspended before it started, it may be sent to other nodes, and an
+	// Indexed Job's completions follow its parallelism.
+	old.Spec.Suspend, old.Spec.CompletionMode = ptr.To(true), ptr.To(batchv1.IndexedCompletion)
+	j.Spec.CompletionMode, j.Spec.Parallelism = ptr.To(batchv1.IndexedCompletion), ptr.To[int32](3)
+	if got := refused(j, old); len(got) != 0 {
+		t.Fatalf("node selector of a suspended Job, elastic completions: %v", got)
+	}
+	j.Spec.Template.Spec.Containers[0].Image = "busybox:2"
+	j.Spec.Completions = ptr.To[int32](4)
+	if got := refused(j, old); !slices.Equal(got, []string{"spec.completions", "spec.template"}) {
+		t.Fatalf("image of a suspended Job, completions without parallelism: %v", got)
+	}
+}
+
+// A rollout that may neither surge nor take a pod down never moves:
+// kube-apiserver refuses it, and so do we.
+func TestRolloutStrategyValidation(t *testing.T) {
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "d"}, Spec: appsv1.DeploymentSpec{
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "d"}},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "d"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
+	defaultDeployment(d)
+	refused := func(errs field.ErrorList) []string {
+		var fields []string
+		for _, e := range errs {
+			fields = append(fields, e.Field)
+		}
+		return fields
+	}
+	zero := intstr.FromInt32(0)
+	stuck := d.DeepCopy()
+	stuck.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{MaxUnavailable: &zero, MaxSurge: ptr.To(intstr.FromString("0%"))}
+	if got := refused(validateDeployment(stuck, nil)); !slices.Equal(got, []string{"spec.strategy.rollingUpdate.maxUnavailable"}) {
+		t.Fatalf("maxSurge and maxUnavailable 0: %v", got)
+	}
+	wrong := d.DeepCopy()
+	wrong.Spec.Strategy.RollingUpdate.MaxUnavailable = ptr.To(intstr.FromString("150%"))
+	wrong.Spec.Strategy.RollingUpdate.MaxSurge = ptr.To(intstr.FromString("x"))
+	wrong.Spec.ProgressDeadlineSeconds = ptr.To[int32](0)
+	if got := refused(validateDeployment(wrong, nil)); !slices.Equal(got, []string{"spec.strategy.rollingUpdate.maxSurge",
+		"spec.strategy.rollingUpdate.maxUnavailable", "spec.progressDeadlineSeconds"}) {
+		t.Fatalf("bad percentages and deadline: %v", got)
+	}
+	recreate := d.DeepCopy()
+	recreate.Spec.Strategy.Type = appsv1.RecreateDeploymentStrategyType
+	if got := refused(validateDeployment(recreate, nil)); !slices.Equal(got, []string{"spec.strategy.rollingUpdate"}) {
+		t.Fatalf("Recreate with rollingUpdate: %v", got)
+	}
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "ds"}, Spec: appsv1.DaemonSetSpec{
+		Selector: d.Spec.Selector, Template: d.Spec.Template, UpdateStrategy: appsv1.DaemonSetUpdateStrategy{
+			Type: appsv1.RollingUpdateDaemonSetStrategyType, RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptr.To(intstr.FromInt32(1)), MaxSurge: &zero}}}}
+	if got := refused(validateDaemonSet(ds, nil)); len(got) != 0 {
+		t.Fatalf("valid DaemonSet: %v", got)
+	}
+	ds.Spec.UpdateStrategy.RollingUpdate.MaxSurge = ptr.To(intstr.FromString("10%"))
+	if got := refused(validateDaemonSet(ds, nil)); !slices.Equal(got, []string{"spec.updateStrategy.rollingUpdate.maxSurge"}) {
+		t.Fatalf("DaemonSet surging and taking pods down: %v", got)
 	}
 }

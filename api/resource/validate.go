@@ -3,18 +3,24 @@ package resource
 import (
 	"bytes"
 	"fmt"
+	"maps"
+	"math"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -22,8 +28,11 @@ import (
 
 // The checks below are the part of kube-apiserver's validation that keeps
 // stored objects usable by controllers and the kubelet: required fields,
-// names, selectors that match their templates, ports in range. Object
-// metadata is validated for every resource by the REST handler.
+// names, selectors that match their templates, ports in range, rollout
+// strategies that can make progress, and the update rules that keep what
+// pods were made from (a pod's spec, a Job's template, a StatefulSet's
+// identity) as it was. Object metadata is validated for every resource by
+// the REST handler.
 
 func dnsLabel(errs field.ErrorList, path *field.Path, v string) field.ErrorList {
 	for _, msg := range validation.IsDNS1123Label(v) {
@@ -32,8 +41,89 @@ func dnsLabel(errs field.ErrorList, path *field.Path, v string) field.ErrorList 
 	return errs
 }
 
-func validatePod(p, _ *corev1.Pod) field.ErrorList {
-	return validatePodSpec(&p.Spec, field.NewPath("spec"))
+func validatePod(p, old *corev1.Pod) field.ErrorList {
+	errs := validatePodSpec(&p.Spec, field.NewPath("spec"))
+	if old != nil {
+		errs = append(errs, validatePodUpdate(&p.Spec, &old.Spec)...)
+	}
+	return errs
+}
+
+// updatablePodSpecFields are the parts of a pod's spec an update may
+// change, in kube-apiserver's words.
+var updatablePodSpecFields = []string{
+	"`spec.containers[*].image`",
+	"`spec.initContainers[*].image`",
+	"`spec.activeDeadlineSeconds`",
+	"`spec.tolerations` (only additions to existing tolerations)",
+	"`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+}
+
+// validatePodUpdate is kube-apiserver's ValidatePodUpdate for the spec: a
+// running pod is what the kubelet made of its spec, so an update may only
+// change images, shorten the deadline, add tolerations and remove
+// scheduling gates. Everything else is forbidden, with the difference
+// shown. The node is set through the binding subresource, not here.
+func validatePodUpdate(s, old *corev1.PodSpec) field.ErrorList {
+	spec := field.NewPath("spec")
+	var errs field.ErrorList
+	for _, c := range []struct {
+		cs, old []corev1.Container
+		path    *field.Path
+	}{{s.Containers, old.Containers, spec.Child("containers")}, {s.InitContainers, old.InitContainers, spec.Child("initContainers")}} {
+		if len(c.cs) != len(c.old) {
+			return append(errs, field.Forbidden(c.path, "pod updates may not add or remove containers"))
+		}
+		for i, ctr := range c.cs {
+			if strings.TrimSpace(ctr.Image) != ctr.Image {
+				errs = append(errs, field.Invalid(c.path.Index(i).Child("image"), ctr.Image, "must not have leading or trailing whitespace"))
+			}
+		}
+	}
+	deadline := spec.Child("activeDeadlineSeconds")
+	switch n, o := s.ActiveDeadlineSeconds, old.ActiveDeadlineSeconds; {
+	case n == nil && o != nil:
+		return append(errs, field.Invalid(deadline, n, "must not update from a positive integer to nil value"))
+	case n != nil && (*n < 0 || *n > math.MaxInt32):
+		return append(errs, field.Invalid(deadline, *n, validation.InclusiveRangeError(0, math.MaxInt32)))
+	case n != nil && o != nil && *o < *n:
+		return append(errs, field.Invalid(deadline, *n, "must be less than or equal to previous value"))
+	}
+	for _, o := range old.Tolerations {
+		kept := slices.ContainsFunc(s.Tolerations, func(t corev1.Toleration) bool {
+			o.TolerationSeconds = t.TolerationSeconds
+			return reflect.DeepEqual(o, t)
+		})
+		if !kept {
+			return append(errs, field.Forbidden(spec.Child("tolerations"), "existing toleration can not be modified except its tolerationSeconds"))
+		}
+	}
+	for i, g := range s.SchedulingGates {
+		if !slices.Contains(old.SchedulingGates, g) {
+			errs = append(errs, field.Forbidden(spec.Child("schedulingGates").Index(i).Child("name"), fmt.Sprintf("only deletion is allowed, but found new scheduling gate '%s'", g.Name)))
+		}
+	}
+	if apiequality.Semantic.DeepEqual(s, old) {
+		return errs
+	}
+	munged := s.DeepCopy()
+	for i := range munged.Containers {
+		munged.Containers[i].Image = old.Containers[i].Image
+	}
+	for i := range munged.InitContainers {
+		munged.InitContainers[i].Image = old.InitContainers[i].Image
+	}
+	munged.ActiveDeadlineSeconds = old.ActiveDeadlineSeconds
+	munged.SchedulingGates = old.SchedulingGates
+	munged.Tolerations = old.Tolerations
+	if g, og := munged.TerminationGracePeriodSeconds, old.TerminationGracePeriodSeconds; og != nil && *og < 0 && g != nil && *g == 1 {
+		munged.TerminationGracePeriodSeconds = og
+	}
+	if !apiequality.Semantic.DeepEqual(munged, old) {
+		errs = append(errs, field.Forbidden(spec, fmt.Sprintf("pod updates may not change fields other than %s\n%v",
+			strings.Join(updatablePodSpecFields, ","), cmp.Diff(*old, *munged))))
+	}
+	return errs
 }
 
 func validatePodSpec(s *corev1.PodSpec, path *field.Path) field.ErrorList {
@@ -104,14 +194,6 @@ func validateReplicas(r *int32, path *field.Path) field.ErrorList {
 	return nil
 }
 
-// immutableSelector refuses a changed selector, as apps/v1 does.
-func immutableSelector(sel, old *metav1.LabelSelector, path *field.Path) field.ErrorList {
-	if old != nil && fmt.Sprint(sel) != fmt.Sprint(old) {
-		return field.ErrorList{field.Invalid(path, sel, "field is immutable")}
-	}
-	return nil
-}
-
 // validateWorkload checks what the apps/v1 workloads share: a selector
 // that matches the template and, on update, has not changed (oldSel reads
 // it from the old object), and replicas that are not negative (nil for a
@@ -121,17 +203,83 @@ func validateWorkload(sel *metav1.LabelSelector, tmpl *corev1.PodTemplateSpec, r
 	errs := validateSelected(sel, tmpl, spec)
 	errs = append(errs, validateReplicas(replicas, spec.Child("replicas"))...)
 	if update {
-		errs = append(errs, immutableSelector(sel, oldSel(), spec.Child("selector"))...)
+		errs = append(errs, apivalidation.ValidateImmutableField(sel, oldSel(), spec.Child("selector"))...)
 	}
 	return errs
 }
 
 func validateDeployment(d, old *appsv1.Deployment) field.ErrorList {
 	errs := validateWorkload(d.Spec.Selector, &d.Spec.Template, d.Spec.Replicas, old != nil, func() *metav1.LabelSelector { return old.Spec.Selector })
+	spec := field.NewPath("spec")
 	if d.Spec.Template.Spec.RestartPolicy != corev1.RestartPolicyAlways {
-		errs = append(errs, field.NotSupported(field.NewPath("spec", "template", "spec", "restartPolicy"), d.Spec.Template.Spec.RestartPolicy, []string{string(corev1.RestartPolicyAlways)}))
+		errs = append(errs, field.NotSupported(spec.Child("template", "spec", "restartPolicy"), d.Spec.Template.Spec.RestartPolicy, []string{string(corev1.RestartPolicyAlways)}))
+	}
+	strategy := spec.Child("strategy")
+	switch d.Spec.Strategy.Type {
+	case appsv1.RecreateDeploymentStrategyType:
+		if d.Spec.Strategy.RollingUpdate != nil {
+			errs = append(errs, field.Forbidden(strategy.Child("rollingUpdate"), "may not be specified when strategy `type` is 'Recreate'"))
+		}
+	case appsv1.RollingUpdateDeploymentStrategyType:
+		if ru := d.Spec.Strategy.RollingUpdate; ru != nil {
+			path := strategy.Child("rollingUpdate")
+			errs = append(errs, validateRollingUpdate(ru.MaxUnavailable, ru.MaxSurge, path)...)
+			if intOrPercent(ru.MaxUnavailable) == 0 && intOrPercent(ru.MaxSurge) == 0 {
+				errs = append(errs, field.Invalid(path.Child("maxUnavailable"), ru.MaxUnavailable, "may not be 0 when `maxSurge` is 0"))
+			}
+		}
+	default:
+		errs = append(errs, field.NotSupported(strategy, d.Spec.Strategy, []string{string(appsv1.RecreateDeploymentStrategyType), string(appsv1.RollingUpdateDeploymentStrategyType)}))
+	}
+	errs = append(errs, apivalidation.ValidateNonnegativeField(int64(d.Spec.MinReadySeconds), spec.Child("minReadySeconds"))...)
+	if l := d.Spec.RevisionHistoryLimit; l != nil {
+		errs = append(errs, apivalidation.ValidateNonnegativeField(int64(*l), spec.Child("revisionHistoryLimit"))...)
+	}
+	if p := d.Spec.ProgressDeadlineSeconds; p != nil && *p <= d.Spec.MinReadySeconds {
+		errs = append(errs, field.Invalid(spec.Child("progressDeadlineSeconds"), *p, "must be greater than minReadySeconds"))
 	}
 	return errs
+}
+
+// validateRollingUpdate checks a rolling update's maxUnavailable and
+// maxSurge as kube-apiserver does: counts that are not negative or
+// percentages, and no more than all pods unavailable.
+func validateRollingUpdate(maxUnavailable, maxSurge *intstr.IntOrString, path *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for _, f := range []struct {
+		v    *intstr.IntOrString
+		name string
+	}{{maxUnavailable, "maxUnavailable"}, {maxSurge, "maxSurge"}} {
+		if f.v == nil {
+			continue
+		}
+		if f.v.Type == intstr.String {
+			for _, msg := range validation.IsValidPercent(f.v.StrVal) {
+				errs = append(errs, field.Invalid(path.Child(f.name), f.v, msg))
+			}
+		} else {
+			errs = append(errs, apivalidation.ValidateNonnegativeField(int64(f.v.IntValue()), path.Child(f.name))...)
+		}
+	}
+	if maxUnavailable != nil && maxUnavailable.Type == intstr.String && intOrPercent(maxUnavailable) > 100 {
+		errs = append(errs, field.Invalid(path.Child("maxUnavailable"), maxUnavailable, "must not be greater than 100%"))
+	}
+	return errs
+}
+
+// intOrPercent is the number in a count or a valid percentage, 0 for
+// anything else.
+func intOrPercent(v *intstr.IntOrString) int {
+	switch {
+	case v == nil:
+		return 0
+	case v.Type == intstr.Int:
+		return v.IntValue()
+	case len(validation.IsValidPercent(v.StrVal)) == 0:
+		n, _ := strconv.Atoi(strings.TrimSuffix(v.StrVal, "%"))
+		return n
+	}
+	return 0
 }
 
 func validateReplicaSet(r, old *appsv1.ReplicaSet) field.ErrorList {
@@ -146,11 +294,36 @@ func validateStatefulSet(s, old *appsv1.StatefulSet) field.ErrorList {
 		errs = append(errs, field.NotSupported(field.NewPath("spec", "podManagementPolicy"), s.Spec.PodManagementPolicy,
 			[]appsv1.PodManagementPolicyType{appsv1.OrderedReadyPodManagement, appsv1.ParallelPodManagement}))
 	}
+	if old != nil {
+		// What a StatefulSet's pods and claims were made from stays.
+		spec := s.Spec.DeepCopy()
+		spec.Replicas, spec.Template, spec.UpdateStrategy = old.Spec.Replicas, old.Spec.Template, old.Spec.UpdateStrategy
+		spec.MinReadySeconds, spec.Ordinals, spec.RevisionHistoryLimit = old.Spec.MinReadySeconds, old.Spec.Ordinals, old.Spec.RevisionHistoryLimit
+		spec.PersistentVolumeClaimRetentionPolicy = old.Spec.PersistentVolumeClaimRetentionPolicy
+		if !apiequality.Semantic.DeepEqual(*spec, old.Spec) {
+			errs = append(errs, field.Forbidden(field.NewPath("spec"), "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"))
+		}
+	}
 	return errs
 }
 
 func validateDaemonSet(d, old *appsv1.DaemonSet) field.ErrorList {
-	return validateWorkload(d.Spec.Selector, &d.Spec.Template, nil, old != nil, func() *metav1.LabelSelector { return old.Spec.Selector })
+	errs := validateWorkload(d.Spec.Selector, &d.Spec.Template, nil, old != nil, func() *metav1.LabelSelector { return old.Spec.Selector })
+	if ru := d.Spec.UpdateStrategy.RollingUpdate; ru != nil && d.Spec.UpdateStrategy.Type == appsv1.RollingUpdateDaemonSetStrategyType {
+		// A DaemonSet either surges or takes pods down, one of the two.
+		path := field.NewPath("spec", "updateStrategy", "rollingUpdate")
+		errs = append(errs, validateRollingUpdate(ru.MaxUnavailable, ru.MaxSurge, path)...)
+		if ru.MaxSurge != nil && ru.MaxSurge.Type == intstr.String && intOrPercent(ru.MaxSurge) > 100 {
+			errs = append(errs, field.Invalid(path.Child("maxSurge"), ru.MaxSurge, "must not be greater than 100%"))
+		}
+		switch unavailable, surge := intOrPercent(ru.MaxUnavailable) != 0, intOrPercent(ru.MaxSurge) != 0; {
+		case unavailable && surge:
+			errs = append(errs, field.Invalid(path.Child("maxSurge"), ru.MaxSurge, "may not be set when maxUnavailable is non-zero"))
+		case !unavailable && !surge:
+			errs = append(errs, field.Required(path.Child("maxUnavailable"), "cannot be 0 when maxSurge is 0"))
+		}
+	}
+	return errs
 }
 
 // validateControllerRevision is kube-apiserver's: a revision holds data,
@@ -195,6 +368,11 @@ func validateJobSpec(s *batchv1.JobSpec, path *field.Path) field.ErrorList {
 	return append(errs, validatePodSpec(&s.Template.Spec, path.Child("template", "spec"))...)
 }
 
+// indexedJob says whether the Job spec gives its pods completion indexes.
+func indexedJob(s *batchv1.JobSpec) bool {
+	return s.CompletionMode != nil && *s.CompletionMode == batchv1.IndexedCompletion
+}
+
 // maxIndexedJobCompletions bounds completions and maxFailedIndexes of a
 // Job with backoffLimitPerIndex, as kube-apiserver does: its status lists
 // indexes.
@@ -204,9 +382,8 @@ const maxIndexedJobCompletions = 100000
 // and maxFailedIndexes.
 func validatePerIndexLimits(s *batchv1.JobSpec, spec *field.Path) field.ErrorList {
 	var errs field.ErrorList
-	indexed := s.CompletionMode != nil && *s.CompletionMode == batchv1.IndexedCompletion
 	if v := s.BackoffLimitPerIndex; v != nil {
-		if !indexed {
+		if !indexedJob(s) {
 			errs = append(errs, field.Invalid(spec.Child("backoffLimitPerIndex"), *v, "requires indexed completion mode"))
 		}
 		if *v < 0 {
@@ -289,7 +466,7 @@ func ruleCount(path *field.Path, n, least int) field.ErrorList {
 func validateSuccessPolicy(s *batchv1.JobSpec, spec *field.Path) field.ErrorList {
 	policy, path := s.SuccessPolicy, spec.Child("successPolicy")
 	var errs field.ErrorList
-	if s.CompletionMode == nil || *s.CompletionMode != batchv1.IndexedCompletion {
+	if !indexedJob(s) {
 		errs = append(errs, field.Invalid(spec.Child("completionMode"), s.CompletionMode, "requires the Indexed completion mode"))
 	}
 	errs = append(errs, ruleCount(path.Child("rules"), len(policy.Rules), 1)...)
@@ -380,12 +557,47 @@ func validateJob(j, old *batchv1.Job) field.ErrorList {
 		errs = append(errs, validateSelected(j.Spec.Selector, &j.Spec.Template, spec)...)
 	}
 	if old != nil {
-		errs = append(errs, immutableSelector(j.Spec.Selector, old.Spec.Selector, spec.Child("selector"))...)
-		if fmt.Sprint(j.Spec.Template) != fmt.Sprint(old.Spec.Template) && (old.Spec.Suspend == nil || !*old.Spec.Suspend) {
-			errs = append(errs, field.Invalid(spec.Child("template"), "", "field is immutable"))
-		}
+		errs = append(errs, validateJobUpdate(&j.Spec, &old.Spec, old.Spec.Suspend != nil && *old.Spec.Suspend && old.Status.StartTime == nil)...)
 	}
 	return errs
+}
+
+// validateJobUpdate is kube-apiserver's: what a Job's pods were made from
+// and how they are counted never change, except that an Indexed Job's
+// completions change with its parallelism, and a Job suspended before it
+// ever started may be moved to other nodes.
+func validateJobUpdate(s, old *batchv1.JobSpec, neverStarted bool) field.ErrorList {
+	spec := field.NewPath("spec")
+	errs := apivalidation.ValidateImmutableField(s.Selector, old.Selector, spec.Child("selector"))
+	if !indexedJob(s) {
+		errs = append(errs, apivalidation.ValidateImmutableField(s.Completions, old.Completions, spec.Child("completions"))...)
+	} else if s.Completions != nil && !reflect.DeepEqual(s.Completions, old.Completions) && (s.Parallelism == nil || *s.Completions != *s.Parallelism) {
+		errs = append(errs, field.Invalid(spec.Child("completions"), s.Completions, "can only be modified in tandem with spec.parallelism"))
+	}
+	oldTmpl := &old.Template
+	if neverStarted {
+		t := s.Template.Spec.DeepCopy()
+		oldTmpl = old.Template.DeepCopy()
+		switch {
+		case t.Affinity == nil && oldTmpl.Spec.Affinity != nil:
+			oldTmpl.Spec.Affinity.NodeAffinity = nil
+			if *oldTmpl.Spec.Affinity == (corev1.Affinity{}) {
+				oldTmpl.Spec.Affinity = nil
+			}
+		case t.Affinity != nil && oldTmpl.Spec.Affinity == nil:
+			oldTmpl.Spec.Affinity = &corev1.Affinity{NodeAffinity: t.Affinity.NodeAffinity}
+		case t.Affinity != nil:
+			oldTmpl.Spec.Affinity.NodeAffinity = t.Affinity.NodeAffinity
+		}
+		oldTmpl.Spec.NodeSelector, oldTmpl.Spec.Tolerations, oldTmpl.Spec.SchedulingGates = t.NodeSelector, t.Tolerations, t.SchedulingGates
+		oldTmpl.Annotations, oldTmpl.Labels = s.Template.Annotations, s.Template.Labels
+	}
+	errs = append(errs, apivalidation.ValidateImmutableField(&s.Template, oldTmpl, spec.Child("template"))...)
+	errs = append(errs, apivalidation.ValidateImmutableField(s.CompletionMode, old.CompletionMode, spec.Child("completionMode"))...)
+	errs = append(errs, apivalidation.ValidateImmutableField(s.PodFailurePolicy, old.PodFailurePolicy, spec.Child("podFailurePolicy"))...)
+	errs = append(errs, apivalidation.ValidateImmutableField(s.BackoffLimitPerIndex, old.BackoffLimitPerIndex, spec.Child("backoffLimitPerIndex"))...)
+	errs = append(errs, apivalidation.ValidateImmutableField(s.ManagedBy, old.ManagedBy, spec.Child("managedBy"))...)
+	return append(errs, apivalidation.ValidateImmutableField(s.SuccessPolicy, old.SuccessPolicy, spec.Child("successPolicy"))...)
 }
 
 func validateCronJob(c, _ *batchv1.CronJob) field.ErrorList {
@@ -449,7 +661,38 @@ func validateKeys[V any](data map[string]V, path *field.Path) field.ErrorList {
 	return errs
 }
 
-func validateConfigMap(c, _ *corev1.ConfigMap) field.ErrorList {
+// maxDataSize is the most data a ConfigMap or a Secret may hold, as in
+// kube-apiserver.
+const maxDataSize = 1 << 20
+
+func dataSize[V string | []byte](data map[string]V) int {
+	n := 0
+	for _, v := range data {
+		n += len(v)
+	}
+	return n
+}
+
+// immutableData refuses, once a ConfigMap or Secret is marked immutable,
+// unmarking it or changing what the named fields hold.
+func immutableData(immutable, oldImmutable *bool, changed map[string]bool) field.ErrorList {
+	if oldImmutable == nil || !*oldImmutable {
+		return nil
+	}
+	const msg = "field is immutable when `immutable` is set"
+	var errs field.ErrorList
+	if immutable == nil || !*immutable {
+		errs = append(errs, field.Forbidden(field.NewPath("immutable"), msg))
+	}
+	for _, name := range slices.Sorted(maps.Keys(changed)) {
+		if changed[name] {
+			errs = append(errs, field.Forbidden(field.NewPath(name), msg))
+		}
+	}
+	return errs
+}
+
+func validateConfigMap(c, old *corev1.ConfigMap) field.ErrorList {
 	errs := validateKeys(c.Data, field.NewPath("data"))
 	errs = append(errs, validateKeys(c.BinaryData, field.NewPath("binaryData"))...)
 	for k := range c.BinaryData {
@@ -457,11 +700,46 @@ func validateConfigMap(c, _ *corev1.ConfigMap) field.ErrorList {
 			errs = append(errs, field.Invalid(field.NewPath("binaryData").Key(k), k, "duplicate of key present in data"))
 		}
 	}
+	if dataSize(c.Data)+dataSize(c.BinaryData) > maxDataSize {
+		errs = append(errs, field.TooLong(field.NewPath(""), "", maxDataSize))
+	}
+	if old != nil {
+		errs = append(errs, immutableData(c.Immutable, old.Immutable, map[string]bool{
+			"data":       !reflect.DeepEqual(c.Data, old.Data),
+			"binaryData": !reflect.DeepEqual(c.BinaryData, old.BinaryData),
+		})...)
+	}
 	return errs
 }
 
-func validateSecret(s, _ *corev1.Secret) field.ErrorList {
-	return validateKeys(s.Data, field.NewPath("data"))
+func validateSecret(s, old *corev1.Secret) field.ErrorList {
+	errs := validateKeys(s.Data, field.NewPath("data"))
+	if dataSize(s.Data) > maxDataSize {
+		errs = append(errs, field.TooLong(field.NewPath("data"), "", maxDataSize))
+	}
+	if old != nil {
+		if s.Type != old.Type {
+			errs = append(errs, field.Invalid(field.NewPath("type"), s.Type, "field is immutable"))
+		}
+		errs = append(errs, immutableData(s.Immutable, old.Immutable, map[string]bool{"data": !reflect.DeepEqual(s.Data, old.Data)})...)
+	}
+	return errs
+}
+
+// validateNode keeps a node's pod CIDRs and provider ID once they are set,
+// as kube-apiserver does: node IPAM and the pod network rely on them.
+func validateNode(n, old *corev1.Node) field.ErrorList {
+	if old == nil {
+		return nil
+	}
+	var errs field.ErrorList
+	if (len(old.Spec.PodCIDRs) > 0 && !slices.Equal(n.Spec.PodCIDRs, old.Spec.PodCIDRs)) || (old.Spec.PodCIDR != "" && n.Spec.PodCIDR != old.Spec.PodCIDR) {
+		errs = append(errs, field.Forbidden(field.NewPath("spec", "podCIDRs"), "node updates may not change podCIDR except from \"\" to valid"))
+	}
+	if old.Spec.ProviderID != "" && n.Spec.ProviderID != old.Spec.ProviderID {
+		errs = append(errs, field.Forbidden(field.NewPath("spec", "providerID"), "node updates may not change providerID except from \"\" to valid"))
+	}
+	return errs
 }
 
 // The priority classes every cluster has, as Kubernetes ships them, and

@@ -285,7 +285,11 @@ func TestKubeAPI(t *testing.T) {
 		if se := err.(apierrors.APIStatus).Status(); len(se.Details.Causes) == 0 || se.Details.Causes[0].Field != "metadata.name" {
 			t.Fatalf("invalid name causes: %+v", se.Details)
 		}
+		// A ConfigMap holds at most 1 MiB of data; any object at most 1.5 MiB.
 		_, err = wcs.CoreV1().ConfigMaps(ns).Create(ctx, configMap("big", map[string]string{"b": strings.Repeat("x", 2<<20)}), metav1.CreateOptions{})
+		wantReason(t, err, 422, metav1.StatusReasonInvalid)
+		_, err = wcs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "big"}, Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "c", Image: "busybox", Args: []string{strings.Repeat("x", 2<<20)}}}}}, metav1.CreateOptions{})
 		wantReason(t, err, 413, metav1.StatusReasonRequestEntityTooLarge)
 		for _, tc := range []struct {
 			ct, body string
@@ -538,6 +542,17 @@ func TestKubeAPI(t *testing.T) {
 		l, err := rcs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=n1,status.phase=Pending"})
 		if err != nil || len(l.Items) != 1 || l.Items[0].Spec.NodeName != "n1" {
 			t.Fatalf("pods on n1: %v %+v", err, l)
+		}
+		// A bound pod's image may change, its node and command may not.
+		if _, err := wcs.CoreV1().Pods(ns).Patch(ctx, "bound", types.StrategicMergePatchType, []byte(`{"spec":{"containers":[{"name":"c","image":"busybox:2"}]}}`), metav1.PatchOptions{}); err != nil {
+			t.Fatalf("new image: %v", err)
+		}
+		for _, patch := range []string{`{"spec":{"nodeName":"n2"}}`, `{"spec":{"containers":[{"name":"c","command":["true"]}]}}`} {
+			_, err := wcs.CoreV1().Pods(ns).Patch(ctx, "bound", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+			wantReason(t, err, 422, metav1.StatusReasonInvalid)
+			if !strings.Contains(err.Error(), "pod updates may not change fields other than") {
+				t.Fatalf("patch %s: %v", patch, err)
+			}
 		}
 		// A bound pod is deleted gracefully: it stays for the kubelet.
 		if err := wcs.CoreV1().Pods(ns).Delete(ctx, "bound", metav1.DeleteOptions{}); err != nil {
