@@ -79,9 +79,11 @@ func (c *nodeIPAMController) sync(ctx context.Context, name string) error {
 		c.recorder.Eventf(node, corev1.EventTypeNormal, "CIDRNotAvailable", "Node %s status is now: CIDRNotAvailable", name)
 		return err
 	}
+	// No resourceVersion precondition, as in Kubernetes: a node's pod CIDR
+	// can only go from unset to set, so a node that got one meanwhile
+	// refuses this patch.
 	patch, err := json.Marshal(map[string]any{
-		"metadata": map[string]any{"resourceVersion": node.ResourceVersion},
-		"spec":     map[string]any{"podCIDR": cidr, "podCIDRs": []string{cidr}},
+		"spec": map[string]any{"podCIDR": cidr, "podCIDRs": []string{cidr}},
 	})
 	if err != nil {
 		return err
