@@ -105,7 +105,9 @@ func (s *Scheduler) podChanged(obj any) {
 		s.queue.remove(key)
 		s.cache.unnominate(key)
 		s.cache.setPod(pod)
-	case pod.DeletionTimestamp != nil:
+	case pod.DeletionTimestamp != nil, len(pod.Spec.SchedulingGates) > 0:
+		// A gated pod waits until its gates are removed, an update
+		// that brings it back here.
 		s.queue.remove(key)
 		s.cache.unnominate(key)
 	case pod.Spec.SchedulerName == Name:

@@ -301,6 +301,9 @@ func bind(pod *corev1.Pod, b *corev1.Binding) (runtime.Object, error) {
 	if pod.Spec.NodeName != "" {
 		return nil, apierrors.NewConflict(corev1.Resource("pods/binding"), pod.Name, fmt.Errorf("pod %s is already assigned to node %q", pod.Name, pod.Spec.NodeName))
 	}
+	if len(pod.Spec.SchedulingGates) > 0 {
+		return nil, apierrors.NewConflict(corev1.Resource("pods/binding"), pod.Name, fmt.Errorf("pod %s has non-empty .spec.schedulingGates", pod.Name))
+	}
 	pod.Spec.NodeName = b.Target.Name
 	cond := corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}
 	replaced := false

@@ -96,6 +96,11 @@ func PodStatus(p *corev1.Pod) string {
 	if p.Status.Reason != "" {
 		reason = p.Status.Reason
 	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Reason == corev1.PodReasonSchedulingGated {
+			reason = corev1.PodReasonSchedulingGated
+		}
+	}
 	for i := len(p.Status.InitContainerStatuses) - 1; i >= 0; i-- {
 		s := p.Status.InitContainerStatuses[i]
 		switch {

@@ -2,6 +2,7 @@ package resource
 
 import (
 	"math"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -313,6 +314,16 @@ func defaultCronJob(c *batchv1.CronJob) {
 		c.Spec.FailedJobsHistoryLimit = ptr.To[int32](1)
 	}
 	defaultTemplate(&c.Spec.JobTemplate.Spec.Template)
+}
+
+// preparePod marks a new pod that waits for its scheduling gates, as
+// kube-apiserver does, so that kubectl shows it SchedulingGated.
+func preparePod(p *corev1.Pod) {
+	if len(p.Spec.SchedulingGates) == 0 || slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool { return c.Type == corev1.PodScheduled }) {
+		return
+	}
+	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
+		Reason: corev1.PodReasonSchedulingGated, Message: "Scheduling is blocked due to non-empty scheduling gates"})
 }
 
 // prepareJob gives a job without a manual selector the selector and pod

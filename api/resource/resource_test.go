@@ -80,6 +80,16 @@ func TestPodStatusColumn(t *testing.T) {
 			t.Errorf("PodStatus = %q, want %q", got, tc.want)
 		}
 	}
+	gated := &corev1.Pod{Spec: corev1.PodSpec{SchedulingGates: []corev1.PodSchedulingGate{{Name: "wait"}}}}
+	defaultPod(gated)
+	preparePod(gated)
+	if got := PodStatus(gated); got != "SchedulingGated" {
+		t.Errorf("PodStatus of a new gated pod = %q", got)
+	}
+	gated.Spec.NodeName = "n1"
+	if errs := validatePod(gated, nil); len(errs) != 2 || errs[1].Field != "spec.nodeName" {
+		t.Errorf("a gated pod created on a node: %v", errs)
+	}
 }
 
 func TestSpecChangedIgnoresMetadataAndStatus(t *testing.T) {

@@ -44,7 +44,10 @@ func dnsLabel(errs field.ErrorList, path *field.Path, v string) field.ErrorList 
 func validatePod(p, old *corev1.Pod) field.ErrorList {
 	errs := validatePodSpec(&p.Spec, field.NewPath("spec"))
 	if old != nil {
-		errs = append(errs, validatePodUpdate(&p.Spec, &old.Spec)...)
+		return append(errs, validatePodUpdate(&p.Spec, &old.Spec)...)
+	}
+	if p.Spec.NodeName != "" && len(p.Spec.SchedulingGates) > 0 {
+		errs = append(errs, field.Forbidden(field.NewPath("spec", "nodeName"), "cannot be set until all schedulingGates have been cleared"))
 	}
 	return errs
 }

@@ -382,6 +382,47 @@ func TestScheduler(t *testing.T) {
 	}
 	boundTo("any")
 
+	// A pod with scheduling gates waits, marked SchedulingGated, and
+	// cannot be bound; a pod created after it is placed first, and it is
+	// placed once its gates are removed.
+	gated := pod("gated", "100m", nil)
+	gated.Spec.SchedulingGates = []corev1.PodSchedulingGate{{Name: "example.com/quota"}}
+	if _, err := wcs.CoreV1().Pods("default").Create(ctx, gated, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err := wcs.CoreV1().Pods("default").Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "gated"}, Target: corev1.ObjectReference{Kind: "Node", Name: "node-0"}}, metav1.CreateOptions{})
+	if !apierrors.IsConflict(err) {
+		t.Fatalf("binding a gated pod: %v", err)
+	}
+	if _, err := wcs.CoreV1().Pods("default").Create(ctx, pod("after-gated", "100m", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	boundTo("after-gated")
+	g, err := rcs.CoreV1().Pods("default").Get(ctx, "gated", metav1.GetOptions{})
+	if err != nil || g.Spec.NodeName != "" || len(g.Status.Conditions) != 1 || g.Status.Conditions[0].Reason != corev1.PodReasonSchedulingGated {
+		t.Fatalf("gated pod: %v, node %q, conditions %+v", err, g.Spec.NodeName, g.Status.Conditions)
+	}
+	if _, err := wcs.CoreV1().Pods("default").Patch(ctx, "gated", types.JSONPatchType, []byte(`[{"op":"remove","path":"/spec/schedulingGates"}]`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	boundTo("gated")
+	// The scheduler left it alone while it was gated: it never tried
+	// (and failed) to bind it.
+	cluster.Eventually(t, 20*time.Second, func() error {
+		evs, err := rcs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=gated"})
+		if err != nil {
+			return err
+		}
+		var reasons []string
+		for _, e := range evs.Items {
+			reasons = append(reasons, e.Reason)
+		}
+		if !slices.Equal(reasons, []string{"Scheduled"}) {
+			return fmt.Errorf("events of the gated pod: %v", reasons)
+		}
+		return nil
+	})
+
 	if _, err := wcs.CoreV1().Pods("default").Create(ctx, pod("huge", "12", nil), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
