@@ -81,11 +81,14 @@ func (n *Node) apply(ctx context.Context, txn *fsm.Txn) (uint64, error) {
 	}
 }
 
-// applyLeader appends txn to the log on this (leader) server.
+// applyLeader appends txn to the log on this (leader) server, in a group
+// with the other writes of the moment.
 func (n *Node) applyLeader(ctx context.Context, txn *fsm.Txn) (uint64, error) {
-	n.restoreMu.RLock()
-	defer n.restoreMu.RUnlock()
-	return n.applyLocal(ctx, txn)
+	res, err := n.submitter.submit(ctx, [][]byte{txn.Marshal()})
+	if err != nil {
+		return 0, err
+	}
+	return res[0].rev, res[0].err
 }
 
 func (n *Node) applyLocal(ctx context.Context, txn *fsm.Txn) (uint64, error) {
@@ -96,23 +99,32 @@ func (n *Node) applyLocal(ctx context.Context, txn *fsm.Txn) (uint64, error) {
 // no context: it is waited for in the background so that a cancelled caller
 // returns at once; the entry's fate is then unknown.
 func await(ctx context.Context, f raft.ApplyFuture) (uint64, error) {
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
+	done := make(chan applyResult, 1)
+	go func() {
+		rev, err := outcome(f)
+		done <- applyResult{rev: rev, err: err}
+	}()
 	select {
-	case err := <-done:
-		switch {
-		case err == nil:
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
-			// Never appended to the log.
-			return 0, raft.ErrNotLeader
-		default:
-			return 0, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
-		}
-		res := f.Response().(*fsm.Result)
-		return res.Revision, res.Err
+	case res := <-done:
+		return res.rev, res.err
 	case <-ctx.Done():
 		return 0, fmt.Errorf("%w: %v", ErrUnknownOutcome, ctx.Err())
 	}
+}
+
+// outcome waits for an entry submitted with raft.Apply and returns its
+// revision or the error that refused it; raft.ErrNotLeader means it was
+// never appended and may be sent again.
+func outcome(f raft.ApplyFuture) (uint64, error) {
+	switch err := f.Error(); {
+	case err == nil:
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+		return 0, raft.ErrNotLeader
+	default:
+		return 0, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+	}
+	res := f.Response().(*fsm.Result)
+	return res.Revision, res.Err
 }
 
 func deadline(ctx context.Context) time.Time {

@@ -181,15 +181,14 @@ func (n *Node) serveApply(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := requestContext(r)
 	defer cancel()
 	start := time.Now()
-	n.restoreMu.RLock()
-	futures := make([]raft.ApplyFuture, len(txns))
-	for i, txn := range txns {
-		futures[i] = n.raft.Apply(txn, time.Until(deadline(ctx)))
-	}
-	n.restoreMu.RUnlock()
 	replies := make([]applyReply, len(txns))
-	for i, f := range futures {
-		rev, err := await(ctx, f)
+	results, err := n.submitter.submit(ctx, txns)
+	for i := range replies {
+		res := applyResult{err: err}
+		if err == nil {
+			res = results[i]
+		}
+		rev, err := res.rev, res.err
 		n.metrics.observeApply(start, err)
 		var te *fsm.TxnError
 		switch {

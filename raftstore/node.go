@@ -151,6 +151,7 @@ type Node struct {
 	dutyRunning *sync.WaitGroup
 
 	forwards  chan *forwardReq
+	submitter *submitter
 	observed  chan raft.Observation
 	removed   chan struct{}
 	stopping  atomic.Bool
@@ -243,6 +244,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	n.raft = r
+	n.submitter = &submitter{raft: r, restoreMu: &n.restoreMu}
 	n.bootstrap.Store(hasState)
 	n.client = newHTTPClient(cfg.LocalIP)
 	n.metrics = newMetrics(n, cfg.Metrics)

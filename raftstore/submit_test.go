@@ -1,0 +1,146 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/pontoon-dev/pontoon/fsm"
+)
+
+// gatedFSM counts the commands it applies; the first batch waits until
+// release is closed, which keeps the first group on its way.
+type gatedFSM struct {
+	release chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	applied map[string]bool
+}
+
+func (f *gatedFSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+func (f *gatedFSM) ApplyBatch(logs []*raft.Log) []any {
+	f.mu.Lock()
+	for _, l := range logs {
+		if l.Type == raft.LogCommand {
+			f.applied[string(l.Data)] = true
+		}
+	}
+	f.mu.Unlock()
+	if len(f.applied) > 0 {
+		f.once.Do(func() { <-f.release })
+	}
+	results := make([]any, len(logs))
+	for i, l := range logs {
+		results[i] = &fsm.Result{Revision: l.Index}
+	}
+	return results
+}
+
+func (f *gatedFSM) Snapshot() (raft.FSMSnapshot, error) { return nil, errors.New("no snapshots") }
+func (f *gatedFSM) Restore(io.ReadCloser) error         { return errors.New("no snapshots") }
+
+// Entries that arrive while a group is on its way wait and go next, all
+// together; one whose caller gives up while waiting never reaches Raft.
+func TestSubmitterHoldsEntriesWhileAGroupIsOnItsWay(t *testing.T) {
+	fsm := &gatedFSM{release: make(chan struct{}), applied: map[string]bool{}}
+	conf := raft.DefaultConfig()
+	conf.LocalID = "s1"
+	conf.BatchApplyCh = true
+	conf.LogOutput = io.Discard
+	conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = 50*time.Millisecond, 50*time.Millisecond, 50*time.Millisecond
+	store := raft.NewInmemStore()
+	addr, trans := raft.NewInmemTransport("s1")
+	if err := raft.BootstrapCluster(conf, store, store, raft.NewInmemSnapshotStore(), trans,
+		raft.Configuration{Servers: []raft.Server{{ID: "s1", Address: addr}}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := raft.NewRaft(conf, fsm, store, store, raft.NewInmemSnapshotStore(), trans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Shutdown().Error() })
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(fsm.release) }) }
+	t.Cleanup(release) // before the shutdown, which waits for the FSM
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	waitFor("leadership", func() bool { return r.State() == raft.Leader })
+	if err := r.Barrier(5 * time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := &submitter{raft: r, restoreMu: &sync.RWMutex{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first := make(chan error, 1)
+	go func() {
+		res, err := s.submit(ctx, [][]byte{[]byte("first")})
+		if err == nil {
+			err = res[0].err
+		}
+		first <- err
+	}()
+	waitFor("the first entry to reach the FSM", func() bool { fsm.mu.Lock(); defer fsm.mu.Unlock(); return fsm.applied["first"] })
+	held := r.LastIndex()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := s.submit(ctx, [][]byte{{'w', byte(i)}})
+			if err == nil {
+				err = res[0].err
+			}
+			errs <- err
+		}()
+	}
+	abandoned, abandon := context.WithCancel(ctx)
+	gaveUp := make(chan error, 1)
+	go func() {
+		_, err := s.submit(abandoned, [][]byte{[]byte("abandoned")})
+		gaveUp <- err
+	}()
+	waiting := func() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.waiting) }
+	waitFor("21 submissions to wait", func() bool { return waiting() == 21 })
+	abandon()
+	if err := <-gaveUp; !errors.Is(err, raft.ErrNotLeader) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("abandoned submission: %v", err)
+	}
+	if got := r.LastIndex(); got != held || waiting() != 20 {
+		t.Fatalf("while the first group was on its way, the log grew from %d to %d; %d wait", held, got, waiting())
+	}
+
+	release()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := r.LastIndex(); got != held+20 {
+		t.Fatalf("log at %d after 20 more entries, want %d", got, held+20)
+	}
+	fsm.mu.Lock()
+	defer fsm.mu.Unlock()
+	if len(fsm.applied) != 21 || fsm.applied["abandoned"] {
+		t.Fatalf("applied %d commands (abandoned one: %v), want 21", len(fsm.applied), fsm.applied["abandoned"])
+	}
+}
