@@ -379,8 +379,8 @@ func (h *Handler) storeUpdate(ctx context.Context, req *request, cur stored, obj
 	prior := old
 	if req.sub == "binding" {
 		// A binding sets spec.nodeName, which no update of a pod may
-		// change; kube-apiserver validates it as a binding, not as an
-		// update (bind did).
+		// change: bind has checked it as kube-apiserver checks a
+		// binding, so it is not validated as an update.
 		prior = nil
 	}
 	if err := validate(r, obj, prior); err != nil {
