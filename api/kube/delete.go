@@ -97,7 +97,7 @@ func (h *Handler) deleteObject(ctx context.Context, req *request, opts *metav1.D
 			// Marking for deletion is the store's business alone, as in
 			// kube-apiserver: no defaulting, validation or field manager.
 			code = http.StatusAccepted
-			out, err = h.writeUpdate(ctx, r, cur, obj, dry)
+			out, err = h.writeUpdate(ctx, r, cur, obj, nil, dry)
 		} else {
 			out, err = h.deleteNow(ctx, req, cur, dry)
 		}

@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,8 +23,9 @@ import (
 // A service's ClusterIP and node ports are allocated by writing a key per
 // address in the same transaction as the service, with a must-not-exist
 // precondition: two services can never get the same address, even when
-// created at once through different servers. Deleting the service deletes
-// the keys in the same transaction.
+// created at once through different servers. An update that changes the
+// service's type or ports takes and gives back keys in its transaction,
+// and deleting the service deletes them in its own.
 const (
 	serviceIPPrefix   = registryPrefix + "ranges/serviceips/"
 	nodePortPrefix    = registryPrefix + "ranges/servicenodeports/"
@@ -59,13 +62,12 @@ func (a *ipAllocator) taken(key string) bool {
 	return err != nil || found
 }
 
-// free returns a free slot of n, the one whose key keyOf gives is not in
-// the store: random, as kube-apiserver's allocators, then the next free
-// one after it.
-func (a *ipAllocator) free(n uint32, keyOf func(slot uint32) string) (uint32, bool) {
+// free returns a free slot of n, one that taken says nothing of: random,
+// as kube-apiserver's allocators, then the next free one after it.
+func free(n uint32, taken func(slot uint32) bool) (uint32, bool) {
 	start := rand.Uint32N(n)
 	for i := range n {
-		if slot := (start + i) % n; !a.taken(keyOf(slot)) {
+		if slot := (start + i) % n; !taken(slot) {
 			return slot, true
 		}
 	}
@@ -75,7 +77,7 @@ func (a *ipAllocator) free(n uint32, keyOf func(slot uint32) string) (uint32, bo
 // pick returns a free ClusterIP.
 func (a *ipAllocator) pick() (net.IP, error) {
 	ipOf := func(slot uint32) net.IP { return uintToIP(ipToUint(a.cidr.IP) + 1 + slot) }
-	slot, ok := a.free(a.size(), func(slot uint32) string { return serviceIPPrefix + ipOf(slot).String() })
+	slot, ok := free(a.size(), func(slot uint32) bool { return a.taken(serviceIPPrefix + ipOf(slot).String()) })
 	if !ok {
 		return nil, apierrors.NewInternalError(fmt.Errorf("no ClusterIP left in %s", a.cidr))
 	}
@@ -90,56 +92,127 @@ func nodePortKey(port int32) string { return nodePortPrefix + strconv.Itoa(int(p
 func (h *Handler) admitCreate(ctx context.Context, r *resource.Resource, obj runtime.Object) ([]fsm.Op, error) {
 	switch o := obj.(type) {
 	case *corev1.Service:
-		return h.allocateAddresses(r, o)
+		return h.allocateAddresses(ctx, r, nil, o)
 	case *corev1.Pod:
 		return h.admitPriority(ctx, o)
 	}
 	return nil, nil
 }
 
-// allocateAddresses gives a new service its ClusterIP and node ports.
-func (h *Handler) allocateAddresses(r *resource.Resource, svc *corev1.Service) ([]fsm.Op, error) {
+// admitUpdate is admitCreate for an update of old: a service whose type
+// or ports changed gets and gives back addresses.
+func (h *Handler) admitUpdate(ctx context.Context, r *resource.Resource, old, obj runtime.Object) ([]fsm.Op, error) {
+	if svc, ok := obj.(*corev1.Service); ok {
+		return h.allocateAddresses(ctx, r, old.(*corev1.Service), svc)
+	}
+	return nil, nil
+}
+
+// allocateAddresses gives svc the ClusterIP and node ports it needs that
+// old (nil for a new service) did not hold, and returns the operations
+// that take them and give back what old held and svc no longer does.
+func (h *Handler) allocateAddresses(ctx context.Context, r *resource.Resource, old, svc *corev1.Service) ([]fsm.Op, error) {
 	a := h.ips
+	// An address the client names is refused as taken only on this
+	// server's latest state: one given back through another server a
+	// moment ago may not have reached it yet.
+	takenNow := func(key string) (bool, error) {
+		if !a.taken(key) {
+			return false, nil
+		}
+		if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
+			return false, err
+		}
+		return a.taken(key), nil
+	}
 	var ops []fsm.Op
 	spec := field.NewPath("spec")
+	take := func(key string) {
+		ops = append(ops, fsm.Put(key, []byte(svc.Namespace+"/"+svc.Name), "", fsm.Cond{MustNotExist: true}))
+	}
+	heldIP := ""
+	heldPorts := map[int32]bool{}
+	if old != nil {
+		if ip := old.Spec.ClusterIP; resource.NeedsClusterIP(old) && ip != corev1.ClusterIPNone {
+			heldIP = ip
+		}
+		for _, p := range old.Spec.Ports {
+			if p.NodePort != 0 {
+				heldPorts[p.NodePort] = true
+			}
+		}
+	}
 	switch ip := svc.Spec.ClusterIP; {
-	case svc.Spec.Type == corev1.ServiceTypeExternalName || ip == corev1.ClusterIPNone:
+	case !resource.NeedsClusterIP(svc), ip == corev1.ClusterIPNone, ip != "" && ip == heldIP:
+		// None needed, headless, or kept.
 	case ip == "":
 		picked, err := a.pick()
 		if err != nil {
 			return nil, err
 		}
 		svc.Spec.ClusterIP = picked.String()
-		ops = append(ops, fsm.Put(serviceIPPrefix+picked.String(), []byte(svc.Namespace+"/"+svc.Name), "", fsm.Cond{MustNotExist: true}))
+		take(serviceIPPrefix + svc.Spec.ClusterIP)
 	default:
 		parsed := net.ParseIP(ip)
 		if parsed == nil || parsed.To4() == nil || !a.cidr.Contains(parsed) {
 			return nil, invalid(r, svc.Name, field.ErrorList{field.Invalid(spec.Child("clusterIPs").Index(0), ip,
 				fmt.Sprintf("failed to allocate IP %s: the provided IP (%s) is not in the valid range. The range of valid IPs is %s", ip, ip, a.cidr))})
 		}
-		if a.taken(serviceIPPrefix + parsed.String()) {
+		taken, err := takenNow(serviceIPPrefix + parsed.String())
+		if err != nil {
+			return nil, err
+		}
+		if taken {
 			return nil, invalid(r, svc.Name, field.ErrorList{field.Invalid(spec.Child("clusterIPs").Index(0), ip,
 				fmt.Sprintf("failed to allocate IP %s: provided IP is already allocated", ip))})
 		}
-		ops = append(ops, fsm.Put(serviceIPPrefix+parsed.String(), []byte(svc.Namespace+"/"+svc.Name), "", fsm.Cond{MustNotExist: true}))
+		svc.Spec.ClusterIP = parsed.String()
+		take(serviceIPPrefix + svc.Spec.ClusterIP)
+	}
+	if heldIP != "" && heldIP != svc.Spec.ClusterIP {
+		ops = append(ops, fsm.Delete(serviceIPPrefix+heldIP, fsm.Cond{}))
 	}
 	if svc.Spec.ClusterIP != "" {
 		svc.Spec.ClusterIPs = []string{svc.Spec.ClusterIP}
 	}
-	if svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+	kept := map[int32]bool{}
+	if resource.NeedsNodePorts(svc) {
 		for i := range svc.Spec.Ports {
 			p := &svc.Spec.Ports[i]
-			if p.NodePort == 0 {
-				slot, ok := a.free(nodePortRangeSize, func(slot uint32) string { return nodePortKey(nodePortBase + int32(slot)) })
+			switch {
+			case kept[p.NodePort]:
+				continue // the same node port for another protocol
+			case p.NodePort == 0:
+				slot, ok := free(nodePortRangeSize, func(slot uint32) bool {
+					port := nodePortBase + int32(slot)
+					return kept[port] || heldPorts[port] || a.taken(nodePortKey(port))
+				})
 				if !ok {
 					return nil, apierrors.NewInternalError(errors.New("no node port left in 30000-32767"))
 				}
 				p.NodePort = nodePortBase + int32(slot)
-			} else if p.NodePort < nodePortBase || p.NodePort >= nodePortBase+nodePortRangeSize || a.taken(nodePortKey(p.NodePort)) {
-				return nil, invalid(r, svc.Name, field.ErrorList{field.Invalid(spec.Child("ports").Index(i).Child("nodePort"), p.NodePort,
-					"provided port is already allocated or not in the range 30000-32767")})
+				take(nodePortKey(p.NodePort))
+			case heldPorts[p.NodePort]:
+			default:
+				taken := p.NodePort < nodePortBase || p.NodePort >= nodePortBase+nodePortRangeSize
+				if !taken {
+					var err error
+					if taken, err = takenNow(nodePortKey(p.NodePort)); err != nil {
+						return nil, err
+					}
+				}
+				if taken {
+					return nil, invalid(r, svc.Name, field.ErrorList{field.Invalid(spec.Child("ports").Index(i).Child("nodePort"), p.NodePort,
+						"provided port is already allocated or not in the range 30000-32767")})
+				}
+				take(nodePortKey(p.NodePort))
 			}
-			ops = append(ops, fsm.Put(nodePortKey(p.NodePort), []byte(svc.Namespace+"/"+svc.Name), "", fsm.Cond{MustNotExist: true}))
+			kept[p.NodePort] = true
+		}
+	}
+	for _, port := range slices.Sorted(maps.Keys(heldPorts)) {
+		if !kept[port] {
+			ops = append(ops, fsm.Delete(nodePortKey(port), fsm.Cond{}))
 		}
 	}
 	return ops, nil

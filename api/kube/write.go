@@ -320,7 +320,7 @@ func (h *Handler) updateObject(ctx context.Context, req *request, minRev uint64,
 			return nil, err
 		}
 		out, err := h.storeUpdate(ctx, req, cur, obj, dry)
-		if retry && apierrors.IsConflict(err) && attempt < updateRetries {
+		if (retry && apierrors.IsConflict(err) || errors.Is(err, errDependencyChanged)) && attempt < updateRetries {
 			if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
 				return nil, err
 			}
@@ -373,6 +373,9 @@ func (h *Handler) storeUpdate(ctx context.Context, req *request, cur stored, obj
 	if r.Default != nil {
 		r.Default(obj)
 	}
+	if r.PrepareUpdate != nil && req.sub == "" {
+		r.PrepareUpdate(obj, old)
+	}
 	if r.Generation && resource.SpecChanged(obj, old) {
 		m.SetGeneration(om.GetGeneration() + 1)
 	}
@@ -400,13 +403,18 @@ func (h *Handler) storeUpdate(ctx context.Context, req *request, cur stored, obj
 	if m.GetDeletionTimestamp() != nil && !hasFinalizers(obj) && !graceful(m) {
 		return h.deleteNow(ctx, req, cur, dry)
 	}
-	return h.writeUpdate(ctx, r, cur, obj, dry)
+	allocated, err := h.admitUpdate(ctx, r, old, obj)
+	if err != nil {
+		return nil, err
+	}
+	return h.writeUpdate(ctx, r, cur, obj, allocated, dry)
 }
 
-// writeUpdate stores obj as the version after cur. As in kube-apiserver,
-// an update that would store the bytes already stored writes nothing and
+// writeUpdate stores obj as the version after cur, with the operations
+// that take and give back what it allocates. As in kube-apiserver, an
+// update that would store the bytes already stored writes nothing and
 // keeps the resourceVersion.
-func (h *Handler) writeUpdate(ctx context.Context, r *resource.Resource, cur stored, obj runtime.Object, dry bool) (runtime.Object, error) {
+func (h *Handler) writeUpdate(ctx context.Context, r *resource.Resource, cur stored, obj runtime.Object, allocated []fsm.Op, dry bool) (runtime.Object, error) {
 	value, err := h.objects.encode(r, obj)
 	if err != nil {
 		return nil, err
@@ -418,7 +426,7 @@ func (h *Handler) writeUpdate(ctx context.Context, r *resource.Resource, cur sto
 		return obj, nil
 	}
 	om := accessor(cur.obj)
-	txn := &fsm.Txn{Ops: []fsm.Op{fsm.Put(key(r, om.GetNamespace(), om.GetName()), value, string(om.GetUID()), fsm.Cond{ModRevision: cur.rev})}}
+	txn := &fsm.Txn{Ops: append([]fsm.Op{fsm.Put(key(r, om.GetNamespace(), om.GetName()), value, string(om.GetUID()), fsm.Cond{ModRevision: cur.rev})}, allocated...)}
 	newRev, err := h.objects.apply(ctx, r, om.GetName(), txn)
 	if err != nil {
 		return nil, err

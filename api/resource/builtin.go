@@ -30,6 +30,10 @@ func typedValidate[T runtime.Object](f func(obj, old T) field.ErrorList) func(ob
 	}
 }
 
+func typedUpdate[T runtime.Object](f func(obj, old T)) func(obj, old runtime.Object) {
+	return func(obj, old runtime.Object) { f(obj.(T), old.(T)) }
+}
+
 func typedFields[T runtime.Object](f func(T) fields.Set) func(runtime.Object) fields.Set {
 	return func(obj runtime.Object) fields.Set { return f(obj.(T)) }
 }
@@ -51,7 +55,7 @@ func Builtin() *Registry {
 		&Resource{GroupVersion: core, Name: "services", SingularName: "service", Kind: "Service", Namespaced: true, ShortNames: []string{"svc"}, Categories: []string{"all"},
 			Names:  validation.NameIsDNS1035Label,
 			Status: true, New: func() runtime.Object { return &corev1.Service{} }, NewList: func() runtime.Object { return &corev1.ServiceList{} },
-			Default: typed(defaultService), Validate: typedValidate(validateService), Columns: serviceColumns},
+			Default: typed(defaultService), PrepareUpdate: typedUpdate(prepareServiceUpdate), Validate: typedValidate(validateService), Columns: serviceColumns},
 		&Resource{GroupVersion: core, Name: "endpoints", SingularName: "endpoints", Kind: "Endpoints", Namespaced: true, ShortNames: []string{"ep"},
 			New: func() runtime.Object { return &corev1.Endpoints{} }, NewList: func() runtime.Object { return &corev1.EndpointsList{} },
 			Columns: endpointsColumns},

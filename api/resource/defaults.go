@@ -316,6 +316,43 @@ func defaultCronJob(c *batchv1.CronJob) {
 	defaultTemplate(&c.Spec.JobTemplate.Spec.Template)
 }
 
+// NeedsClusterIP says whether a service of its type has a ClusterIP (or
+// is headless); NeedsNodePorts whether it has node ports.
+func NeedsClusterIP(s *corev1.Service) bool { return s.Spec.Type != corev1.ServiceTypeExternalName }
+
+func NeedsNodePorts(s *corev1.Service) bool {
+	return s.Spec.Type == corev1.ServiceTypeNodePort || s.Spec.Type == corev1.ServiceTypeLoadBalancer
+}
+
+// prepareServiceUpdate drops what a service's new type no longer has, as
+// kube-apiserver does, when the update left it as it was: the ClusterIP
+// and IP families of a service turned ExternalName, the node ports and
+// external traffic policy of one turned ClusterIP. What the update set
+// itself stays, for validation to judge.
+func prepareServiceUpdate(s, old *corev1.Service) {
+	if NeedsClusterIP(old) && !NeedsClusterIP(s) && s.Spec.ClusterIP == old.Spec.ClusterIP {
+		s.Spec.ClusterIP, s.Spec.ClusterIPs = "", nil
+		if slices.Equal(s.Spec.IPFamilies, old.Spec.IPFamilies) {
+			s.Spec.IPFamilies, s.Spec.IPFamilyPolicy = nil, nil
+		}
+		s.Spec.InternalTrafficPolicy = nil
+	}
+	if NeedsNodePorts(old) && !NeedsNodePorts(s) {
+		kept := map[int32]bool{}
+		for _, p := range old.Spec.Ports {
+			kept[p.NodePort] = true
+		}
+		for i := range s.Spec.Ports {
+			if kept[s.Spec.Ports[i].NodePort] {
+				s.Spec.Ports[i].NodePort = 0
+			}
+		}
+		if s.Spec.ExternalTrafficPolicy == old.Spec.ExternalTrafficPolicy {
+			s.Spec.ExternalTrafficPolicy = ""
+		}
+	}
+}
+
 // preparePod marks a new pod that waits for its scheduling gates, as
 // kube-apiserver does, so that kubectl shows it SchedulingGated.
 func preparePod(p *corev1.Pod) {

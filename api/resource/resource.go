@@ -70,6 +70,9 @@ type Resource struct {
 	// PrepareCreate completes a new object once its metadata (uid, name)
 	// is set, before validation. It may be nil.
 	PrepareCreate func(obj runtime.Object)
+	// PrepareUpdate adjusts an update of the object (not of its status)
+	// to the stored version old, before validation. It may be nil.
+	PrepareUpdate func(obj, old runtime.Object)
 	// Validate checks an object about to be stored; old is nil on create.
 	// It may be nil.
 	Validate func(obj, old runtime.Object) field.ErrorList

@@ -330,3 +330,31 @@ func TestRolloutStrategyValidation(t *testing.T) {
 		t.Fatalf("DaemonSet surging and taking pods down: %v", got)
 	}
 }
+
+// A service that changes type drops what the new type has not, unless
+// the update set it, which validation then refuses.
+func TestServiceTypeChange(t *testing.T) {
+	old := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "s"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort,
+		ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10"}, Ports: []corev1.ServicePort{{Port: 80, NodePort: 30080}}}}
+	defaultService(old)
+	toClusterIP := old.DeepCopy()
+	toClusterIP.Spec.Type = corev1.ServiceTypeClusterIP
+	prepareServiceUpdate(toClusterIP, old)
+	if errs := validateService(toClusterIP, old); len(errs) != 0 || toClusterIP.Spec.Ports[0].NodePort != 0 || toClusterIP.Spec.ExternalTrafficPolicy != "" {
+		t.Fatalf("turned ClusterIP: %v %+v", errs, toClusterIP.Spec)
+	}
+	toClusterIP.Spec.Ports[0].NodePort = 30081
+	if errs := validateService(toClusterIP, old); len(errs) != 1 || errs[0].Field != "spec.ports[0].nodePort" {
+		t.Fatalf("a node port on a ClusterIP service: %v", errs)
+	}
+	toExternal := old.DeepCopy()
+	toExternal.Spec.Type, toExternal.Spec.ExternalName = corev1.ServiceTypeExternalName, "example.com"
+	prepareServiceUpdate(toExternal, old)
+	if errs := validateService(toExternal, old); len(errs) != 0 || toExternal.Spec.ClusterIP != "" || toExternal.Spec.IPFamilies != nil {
+		t.Fatalf("turned ExternalName: %v %+v", errs, toExternal.Spec)
+	}
+	toExternal.Spec.ClusterIP = "10.96.0.11"
+	if errs := validateService(toExternal, old); len(errs) != 1 || errs[0].Field != "spec.clusterIPs" {
+		t.Fatalf("a ClusterIP on an ExternalName service: %v", errs)
+	}
+}

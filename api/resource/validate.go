@@ -647,8 +647,23 @@ func validateService(s, old *corev1.Service) field.ErrorList {
 			errs = append(errs, field.Invalid(pp.Child("port"), p.Port, validation.InclusiveRangeError(1, 65535)))
 		}
 	}
-	if old != nil && old.Spec.ClusterIP != "" && s.Spec.ClusterIP != old.Spec.ClusterIP {
+	if old != nil && NeedsClusterIP(old) && NeedsClusterIP(s) && old.Spec.ClusterIP != "" && s.Spec.ClusterIP != old.Spec.ClusterIP {
 		errs = append(errs, field.Invalid(spec.Child("clusterIP"), s.Spec.ClusterIP, "field is immutable"))
+	}
+	if !NeedsClusterIP(s) {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"clusterIPs", s.Spec.ClusterIP != "" || len(s.Spec.ClusterIPs) > 0}, {"ipFamilies", len(s.Spec.IPFamilies) > 0}, {"ipFamilyPolicy", s.Spec.IPFamilyPolicy != nil}} {
+			if f.set {
+				errs = append(errs, field.Forbidden(spec.Child(f.name), "may not be set for ExternalName services"))
+			}
+		}
+	}
+	for i, p := range s.Spec.Ports {
+		if p.NodePort != 0 && s.Spec.Type == corev1.ServiceTypeClusterIP {
+			errs = append(errs, field.Forbidden(spec.Child("ports").Index(i).Child("nodePort"), "may not be used when `type` is 'ClusterIP'"))
+		}
 	}
 	return errs
 }

@@ -654,6 +654,40 @@ func TestKubeAPI(t *testing.T) {
 		_, err = wcs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "nodeport-taken"},
 			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Port: 80, NodePort: np.Spec.Ports[0].NodePort}}}}, metav1.CreateOptions{})
 		wantReason(t, err, 422, metav1.StatusReasonInvalid)
+
+		// A service whose type or ports change gets the node ports it
+		// now needs and gives back those it no longer holds.
+		patch := func(name, body string) *corev1.Service {
+			t.Helper()
+			s, err := wcs.CoreV1().Services(ns).Patch(ctx, name, types.StrategicMergePatchType, []byte(body), metav1.PatchOptions{})
+			if err != nil {
+				t.Fatalf("patch %s with %s: %v", name, body, err)
+			}
+			return s
+		}
+		grown := patch("nodeport", `{"spec":{"ports":[{"name":"a","port":80},{"name":"b","port":81}]}}`)
+		if p := grown.Spec.Ports; len(p) != 2 || p[0].NodePort != np.Spec.Ports[0].NodePort || p[1].NodePort < 30000 || p[1].NodePort == p[0].NodePort {
+			t.Fatalf("ports after adding one: %+v", p)
+		}
+		if s := patch("nodeport", `{"spec":{"type":"ClusterIP"}}`); s.Spec.Ports[0].NodePort != 0 || s.Spec.ClusterIP != np.Spec.ClusterIP {
+			t.Fatalf("turned ClusterIP: %+v", s.Spec)
+		}
+		reused, err := wcs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "nodeport-reused"},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Port: 80, NodePort: grown.Spec.Ports[1].NodePort}}}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("a node port given back: %v", err)
+		}
+		if s := patch("nodeport", `{"spec":{"type":"NodePort"}}`); s.Spec.Ports[0].NodePort < 30000 || s.Spec.Ports[0].NodePort == reused.Spec.Ports[0].NodePort {
+			t.Fatalf("turned NodePort again: %+v", s.Spec.Ports)
+		}
+		if s := patch("nodeport", `{"spec":{"type":"ExternalName","externalName":"example.com"}}`); s.Spec.ClusterIP != "" || len(s.Spec.IPFamilies) != 0 {
+			t.Fatalf("turned ExternalName: %+v", s.Spec)
+		}
+		_, err = wcs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "ip-reused"},
+			Spec: corev1.ServiceSpec{ClusterIP: np.Spec.ClusterIP, Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("a ClusterIP given back: %v", err)
+		}
 	})
 
 	t.Run("watch", func(t *testing.T) {
