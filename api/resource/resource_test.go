@@ -234,13 +234,24 @@ func TestImmutableDataAndNodeCIDR(t *testing.T) {
 func TestStatefulSetUpdateValidation(t *testing.T) {
 	old := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "s"}, Spec: appsv1.StatefulSetSpec{
 		Replicas: ptr.To[int32](1), ServiceName: "s", PodManagementPolicy: appsv1.OrderedReadyPodManagement,
-		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "s"}},
+		UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
+		Selector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app": "s"}},
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "s"}},
 			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyAlways, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
 	scaled := old.DeepCopy()
 	scaled.Spec.Replicas, scaled.Spec.Template.Spec.Containers[0].Image = ptr.To[int32](3), "busybox:2"
 	if errs := validateStatefulSet(scaled, old); len(errs) != 0 {
 		t.Fatalf("scale and new template: %v", errs)
+	}
+	onDelete := old.DeepCopy()
+	onDelete.Spec.UpdateStrategy = appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType,
+		RollingUpdate: &appsv1.RollingUpdateStatefulSetStrategy{Partition: ptr.To[int32](-1)}}
+	if errs := validateStatefulSet(onDelete, nil); len(errs) != 1 || errs[0].Field != "spec.updateStrategy.rollingUpdate" {
+		t.Fatalf("OnDelete with a rolling update: %v", errs)
+	}
+	onDelete.Spec.UpdateStrategy.Type = appsv1.RollingUpdateStatefulSetStrategyType
+	if errs := validateStatefulSet(onDelete, nil); len(errs) != 1 || errs[0].Field != "spec.updateStrategy.rollingUpdate.partition" {
+		t.Fatalf("a negative partition: %v", errs)
 	}
 	renamed := old.DeepCopy()
 	renamed.Spec.ServiceName = "other"

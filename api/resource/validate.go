@@ -297,6 +297,20 @@ func validateStatefulSet(s, old *appsv1.StatefulSet) field.ErrorList {
 		errs = append(errs, field.NotSupported(field.NewPath("spec", "podManagementPolicy"), s.Spec.PodManagementPolicy,
 			[]appsv1.PodManagementPolicyType{appsv1.OrderedReadyPodManagement, appsv1.ParallelPodManagement}))
 	}
+	strategy := field.NewPath("spec", "updateStrategy")
+	switch ru := s.Spec.UpdateStrategy.RollingUpdate; s.Spec.UpdateStrategy.Type {
+	case appsv1.OnDeleteStatefulSetStrategyType:
+		if ru != nil {
+			errs = append(errs, field.Invalid(strategy.Child("rollingUpdate"), ru, "only allowed for updateStrategy 'RollingUpdate'"))
+		}
+	case appsv1.RollingUpdateStatefulSetStrategyType:
+		if ru != nil && ru.Partition != nil {
+			errs = append(errs, apivalidation.ValidateNonnegativeField(int64(*ru.Partition), strategy.Child("rollingUpdate", "partition"))...)
+		}
+	default:
+		errs = append(errs, field.NotSupported(strategy.Child("type"), s.Spec.UpdateStrategy.Type,
+			[]appsv1.StatefulSetUpdateStrategyType{appsv1.RollingUpdateStatefulSetStrategyType, appsv1.OnDeleteStatefulSetStrategyType}))
+	}
 	if old != nil {
 		// What a StatefulSet's pods and claims were made from stays.
 		spec := s.Spec.DeepCopy()
