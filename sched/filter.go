@@ -2,6 +2,7 @@ package sched
 
 import (
 	"fmt"
+	"runtime/debug"
 	"sort"
 	"strings"
 
@@ -51,6 +52,51 @@ func newCycle(c *cache, pi *podInfo, nsLabels namespaceLabels) *cycle {
 		})
 	}
 	return cy
+}
+
+// decision is what one cycle made of a pod: the node it is assumed onto,
+// or why it fits nowhere and whom preempting would make room.
+type decision struct {
+	pi   *podInfo
+	node string
+	fit  *fitError
+	plan preemptionPlan
+	// next is where the next cycle starts its walk of the nodes.
+	next int
+}
+
+// decide runs one scheduling cycle for pod, walking the nodes from start,
+// and assumes the pod onto the node it picks. A panic in it (a pod or a
+// node the filters do not expect) is returned as an error: the server is
+// also a Raft voter and an API server, and the same pod would bring down
+// every server that leads next (ctrl's syncSafely does the same).
+func (c *cache) decide(pod *corev1.Pod, nsLabels namespaceLabels, start int) (d decision, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("scheduling cycle panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	d.pi = newPodInfo(pod)
+	cy := newCycle(c, d.pi, nsLabels)
+	best, failures, checked := c.findNode(cy, start)
+	if all := len(c.order); all > 0 {
+		d.next = (start + checked) % all
+	}
+	if best != nil {
+		d.node = best.node.Name
+		c.addLocked(d.pi, d.node)
+		c.assumed[d.pi.key] = true
+		return d, nil
+	}
+	d.fit = newFitError(len(c.order))
+	for _, f := range failures {
+		d.fit.add(f)
+	}
+	d.plan = c.preemption(cy, failures)
+	d.fit.preemption = d.plan.message
+	return d, nil
 }
 
 // findNode walks the nodes from start, keeps those that pass every

@@ -189,31 +189,20 @@ func (s *Scheduler) scheduleOne(ctx context.Context) bool {
 	if !ok {
 		return false
 	}
-	pi := newPodInfo(e.pod)
-	c := s.cache
-	c.mu.Lock()
-	cy := newCycle(c, pi, s.nsLabels)
-	best, failures, checked := c.findNode(cy, s.next)
-	if all := len(c.order); all > 0 {
-		s.next = (s.next + checked) % all
+	d, err := s.cache.decide(e.pod, s.nsLabels, s.next)
+	switch {
+	case err != nil:
+		s.logger.Error("scheduling failed; the pod is retried with backoff", "pod", podKey(e.pod), "err", err)
+		s.recorder.Eventf(e.pod, corev1.EventTypeWarning, "FailedScheduling", "internal error while scheduling the pod; the scheduler's log has it")
+		s.queue.failed(podKey(e.pod))
+	case d.node != "":
+		s.next = d.next
+		s.dispatch(ctx, func(ctx context.Context) { s.bind(ctx, d.pi, d.node) })
+	default:
+		s.next = d.next
+		s.queue.failed(d.pi.key)
+		s.dispatch(ctx, func(ctx context.Context) { s.unschedulable(ctx, d.pi.pod, d.fit, d.plan) })
 	}
-	if best != nil {
-		node := best.node.Name
-		c.addLocked(pi, node)
-		c.assumed[pi.key] = true
-		c.mu.Unlock()
-		s.dispatch(ctx, func(ctx context.Context) { s.bind(ctx, pi, node) })
-		return true
-	}
-	fit := newFitError(len(c.order))
-	for _, f := range failures {
-		fit.add(f)
-	}
-	plan := c.preemption(cy, failures)
-	c.mu.Unlock()
-	fit.preemption = plan.message
-	s.queue.failed(pi.key)
-	s.dispatch(ctx, func(ctx context.Context) { s.unschedulable(ctx, pi.pod, fit, plan) })
 	return true
 }
 

@@ -3,6 +3,7 @@ package sched
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,22 +59,11 @@ func newTestCache(nodes ...*corev1.Node) *cache {
 // place runs one cycle and assumes the pod onto the node it picks.
 func place(t *testing.T, c *cache, pod *corev1.Pod) (string, *fitError, preemptionPlan) {
 	t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	pi := newPodInfo(pod)
-	cy := newCycle(c, pi, noNamespaceLabels)
-	best, failures, _ := c.findNode(cy, 0)
-	if best != nil {
-		c.addLocked(pi, best.node.Name)
-		return best.node.Name, nil, preemptionPlan{}
+	d, err := c.decide(pod, noNamespaceLabels, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	fit := newFitError(len(c.order))
-	for _, f := range failures {
-		fit.add(f)
-	}
-	plan := c.preemption(cy, failures)
-	fit.preemption = plan.message
-	return "", fit, plan
+	return d.node, d.fit, d.plan
 }
 
 func mustPlace(t *testing.T, c *cache, pod *corev1.Pod) string {
@@ -387,5 +377,17 @@ func TestNominatedPodsKeepTheirRoom(t *testing.T) {
 	c.unnominate("default/preemptor")
 	if len(c.nominated) != 0 {
 		t.Fatalf("nominations left: %v", c.nominated)
+	}
+}
+
+// A cycle that panics fails its pod, not the server, and leaves the cache
+// unlocked for the next one.
+func TestPanickingCycleIsAnError(t *testing.T) {
+	c := newTestCache(testNode("n1", "4", "8Gi", nil))
+	if _, err := c.decide(nil, noNamespaceLabels, 0); err == nil || !strings.Contains(err.Error(), "panicked") {
+		t.Fatalf("a cycle for a nil pod: %v", err)
+	}
+	if got := mustPlace(t, c, testPod("next", "1", "1Gi")); got != "n1" {
+		t.Fatalf("the next pod went to %q", got)
 	}
 }
