@@ -765,9 +765,13 @@ func TestAdoption(t *testing.T) {
 			t.Fatal(err)
 		}
 		controlled("", names)
-		if uid, err = owner.create(); err != nil {
-			t.Fatal(err)
-		}
+		// The orphaning deletion ends once the collector has released the
+		// dependents and removed its finalizer: the name is taken until
+		// then, as kubectl delete --cascade=orphan waits for.
+		cluster.Eventually(t, 30*time.Second, func() error {
+			uid, err = owner.create()
+			return err
+		})
 		controlled(uid, names)
 	}
 }
