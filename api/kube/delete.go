@@ -234,6 +234,9 @@ func (h *Handler) action(w http.ResponseWriter, req *request) error {
 			return err
 		}
 		b := obj.(*corev1.Binding)
+		if b.Name != req.name {
+			return apierrors.NewBadRequest("name in URL does not match name in Binding object")
+		}
 		if b.Target.Name == "" {
 			return invalid(req.res, req.name, nil)
 		}
@@ -292,17 +295,32 @@ func markDisrupted(pod *corev1.Pod, reason, message string) *corev1.Pod {
 	return pod
 }
 
-// bind sets a pod's node, once, and marks it scheduled, as the binding
-// subresource of kube-apiserver does.
+// bind sets a pod's node, once, adds the binding's annotations and marks
+// the pod scheduled, as the binding subresource of kube-apiserver does.
+// The binding's uid and resourceVersion, when it has them, must be the
+// pod's: a scheduler's decision for a pod never lands on a namesake
+// created since (a StatefulSet's pod, deleted and made again).
 func bind(pod *corev1.Pod, b *corev1.Binding) (runtime.Object, error) {
-	if pod.DeletionTimestamp != nil {
-		return nil, apierrors.NewConflict(corev1.Resource("pods/binding"), pod.Name, errors.New("pod is being deleted, cannot be assigned to a host"))
+	conflict := func(format string, args ...any) error {
+		return apierrors.NewConflict(corev1.Resource("pods/binding"), pod.Name, fmt.Errorf(format, args...))
 	}
-	if pod.Spec.NodeName != "" {
-		return nil, apierrors.NewConflict(corev1.Resource("pods/binding"), pod.Name, fmt.Errorf("pod %s is already assigned to node %q", pod.Name, pod.Spec.NodeName))
+	switch {
+	case b.UID != "" && b.UID != pod.UID:
+		return nil, conflict("Precondition failed: UID in precondition: %v, UID in object meta: %v", b.UID, pod.UID)
+	case b.ResourceVersion != "" && b.ResourceVersion != pod.ResourceVersion:
+		return nil, conflict("Precondition failed: ResourceVersion in precondition: %v, ResourceVersion in object meta: %v", b.ResourceVersion, pod.ResourceVersion)
+	case pod.DeletionTimestamp != nil:
+		return nil, conflict("pod %s is being deleted, cannot be assigned to a host", pod.Name)
+	case pod.Spec.NodeName != "":
+		return nil, conflict("pod %s is already assigned to node %q", pod.Name, pod.Spec.NodeName)
+	case len(pod.Spec.SchedulingGates) > 0:
+		return nil, conflict("pod %s has non-empty .spec.schedulingGates", pod.Name)
 	}
-	if len(pod.Spec.SchedulingGates) > 0 {
-		return nil, apierrors.NewConflict(corev1.Resource("pods/binding"), pod.Name, fmt.Errorf("pod %s has non-empty .spec.schedulingGates", pod.Name))
+	for k, v := range b.Annotations {
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		pod.Annotations[k] = v
 	}
 	pod.Spec.NodeName = b.Target.Name
 	cond := corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}

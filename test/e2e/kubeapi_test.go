@@ -531,13 +531,23 @@ func TestKubeAPI(t *testing.T) {
 
 	t.Run("pods", func(t *testing.T) {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bound"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
-		if _, err := wcs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		created, err := wcs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+		if err != nil {
 			t.Fatal(err)
 		}
-		if err := wcs.CoreV1().Pods(ns).Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "bound"}, Target: corev1.ObjectReference{Kind: "Node", Name: "n1"}}, metav1.CreateOptions{}); err != nil {
+		// A binding made for a namesake (another uid) binds nothing; one
+		// for this pod binds it and adds its annotations.
+		err = wcs.CoreV1().Pods(ns).Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "bound", UID: "0000-other"},
+			Target: corev1.ObjectReference{Kind: "Node", Name: "n1"}}, metav1.CreateOptions{})
+		wantReason(t, err, 409, metav1.StatusReasonConflict)
+		if err := wcs.CoreV1().Pods(ns).Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "bound", UID: created.UID, Annotations: map[string]string{"bound-by": "test"}},
+			Target: corev1.ObjectReference{Kind: "Node", Name: "n1"}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		err := wcs.CoreV1().Pods(ns).Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "bound"}, Target: corev1.ObjectReference{Kind: "Node", Name: "n2"}}, metav1.CreateOptions{})
+		if got, err := rcs.CoreV1().Pods(ns).Get(ctx, "bound", metav1.GetOptions{}); err != nil || got.Annotations["bound-by"] != "test" {
+			t.Fatalf("bound pod: %v, annotations %v", err, got.Annotations)
+		}
+		err = wcs.CoreV1().Pods(ns).Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "bound"}, Target: corev1.ObjectReference{Kind: "Node", Name: "n2"}}, metav1.CreateOptions{})
 		wantReason(t, err, 409, metav1.StatusReasonConflict)
 		l, err := rcs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=n1,status.phase=Pending"})
 		if err != nil || len(l.Items) != 1 || l.Items[0].Spec.NodeName != "n1" {
