@@ -369,3 +369,16 @@ func TestServiceTypeChange(t *testing.T) {
 		t.Fatalf("a ClusterIP on an ExternalName service: %v", errs)
 	}
 }
+
+func TestServicePortsAreUniquePerProtocol(t *testing.T) {
+	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "s"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{
+		{Name: "dns", Port: 53, NodePort: 30053}, {Name: "dns-udp", Port: 53, Protocol: corev1.ProtocolUDP, NodePort: 30053}}}}
+	defaultService(s)
+	if errs := validateService(s, nil); len(errs) != 0 {
+		t.Fatalf("one port and node port for TCP and UDP: %v", errs)
+	}
+	s.Spec.Ports[1].Protocol = corev1.ProtocolTCP
+	if errs := validateService(s, nil); len(errs) != 2 || errs[0].Field != "spec.ports[1]" || errs[1].Field != "spec.ports[1]" {
+		t.Fatalf("the same port and node port twice for TCP: %v", errs)
+	}
+}

@@ -645,8 +645,20 @@ func validateService(s, old *corev1.Service) field.ErrorList {
 		errs = append(errs, field.Required(spec.Child("ports"), ""))
 	}
 	names := sets.New[string]()
+	// A port, and a node port, serve one protocol once.
+	ports, nodePorts := sets.New[corev1.ServicePort](), sets.New[corev1.ServicePort]()
 	for i, p := range s.Spec.Ports {
 		pp := spec.Child("ports").Index(i)
+		if key := (corev1.ServicePort{Protocol: p.Protocol, Port: p.Port}); ports.Has(key) {
+			errs = append(errs, field.Duplicate(pp, key))
+		} else {
+			ports.Insert(key)
+		}
+		if key := (corev1.ServicePort{Protocol: p.Protocol, NodePort: p.NodePort}); p.NodePort != 0 && nodePorts.Has(key) {
+			errs = append(errs, field.Duplicate(pp, p))
+		} else {
+			nodePorts.Insert(key)
+		}
 		if len(s.Spec.Ports) > 1 && p.Name == "" {
 			errs = append(errs, field.Required(pp.Child("name"), "when more than one port is defined"))
 		}
