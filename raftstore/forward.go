@@ -188,18 +188,17 @@ func (n *Node) serveApply(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			res = results[i]
 		}
-		rev, err := res.rev, res.err
-		n.metrics.observeApply(start, err)
+		n.metrics.observeApply(start, res.err)
 		var te *fsm.TxnError
 		switch {
-		case err == nil:
-			replies[i].Revision = rev
-		case errors.As(err, &te):
-			replies[i] = applyReply{Revision: rev, Error: te}
-		case errors.Is(err, raft.ErrNotLeader):
+		case res.err == nil:
+			replies[i].Revision = res.rev
+		case errors.As(res.err, &te):
+			replies[i] = applyReply{Revision: res.rev, Error: te}
+		case errors.Is(res.err, raft.ErrNotLeader):
 			replies[i].NotLeader = true
 		default:
-			replies[i] = applyReply{Unknown: true, Message: err.Error()}
+			replies[i] = applyReply{Unknown: true, Message: res.err.Error()}
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")

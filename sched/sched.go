@@ -190,19 +190,19 @@ func (s *Scheduler) scheduleOne(ctx context.Context) bool {
 		return false
 	}
 	d, err := s.cache.decide(e.pod, s.nsLabels, s.next)
-	switch {
-	case err != nil:
+	if err != nil {
 		s.logger.Error("scheduling failed; the pod is retried with backoff", "pod", podKey(e.pod), "err", err)
 		s.recorder.Eventf(e.pod, corev1.EventTypeWarning, "FailedScheduling", "internal error while scheduling the pod; the scheduler's log has it")
 		s.queue.failed(podKey(e.pod))
-	case d.node != "":
-		s.next = d.next
-		s.dispatch(ctx, func(ctx context.Context) { s.bind(ctx, d.pi, d.node) })
-	default:
-		s.next = d.next
-		s.queue.failed(d.pi.key)
-		s.dispatch(ctx, func(ctx context.Context) { s.unschedulable(ctx, d.pi.pod, d.fit, d.plan) })
+		return true
 	}
+	s.next = d.next
+	if d.node != "" {
+		s.dispatch(ctx, func(ctx context.Context) { s.bind(ctx, d.pi, d.node) })
+		return true
+	}
+	s.queue.failed(d.pi.key)
+	s.dispatch(ctx, func(ctx context.Context) { s.unschedulable(ctx, d.pi.pod, d.fit, d.plan) })
 	return true
 }
 

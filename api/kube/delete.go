@@ -284,15 +284,20 @@ func markDisrupted(pod *corev1.Pod, reason, message string) *corev1.Pod {
 	if pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return pod
 	}
-	cond := corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: reason, Message: message, LastTransitionTime: metav1.Now()}
+	setCondition(pod, corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: reason, Message: message, LastTransitionTime: metav1.Now()})
+	return pod
+}
+
+// setCondition puts cond in place of the pod's condition of its type, or
+// adds it.
+func setCondition(pod *corev1.Pod, cond corev1.PodCondition) {
 	for i, c := range pod.Status.Conditions {
-		if c.Type == corev1.DisruptionTarget {
+		if c.Type == cond.Type {
 			pod.Status.Conditions[i] = cond
-			return pod
+			return
 		}
 	}
 	pod.Status.Conditions = append(pod.Status.Conditions, cond)
-	return pod
 }
 
 // bind sets a pod's node, once, adds the binding's annotations and marks
@@ -323,16 +328,7 @@ func bind(pod *corev1.Pod, b *corev1.Binding) (runtime.Object, error) {
 		pod.Annotations[k] = v
 	}
 	pod.Spec.NodeName = b.Target.Name
-	cond := corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}
-	replaced := false
-	for i, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodScheduled {
-			pod.Status.Conditions[i], replaced = cond, true
-		}
-	}
-	if !replaced {
-		pod.Status.Conditions = append(pod.Status.Conditions, cond)
-	}
+	setCondition(pod, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()})
 	return pod, nil
 }
 

@@ -176,6 +176,10 @@ func (h *Handler) allocateAddresses(ctx context.Context, r *resource.Resource, o
 		svc.Spec.ClusterIPs = []string{svc.Spec.ClusterIP}
 	}
 	kept := map[int32]bool{}
+	refusePort := func(i int) error {
+		return invalid(r, svc.Name, field.ErrorList{field.Invalid(spec.Child("ports").Index(i).Child("nodePort"), svc.Spec.Ports[i].NodePort,
+			"provided port is already allocated or not in the range 30000-32767")})
+	}
 	if resource.NeedsNodePorts(svc) {
 		for i := range svc.Spec.Ports {
 			p := &svc.Spec.Ports[i]
@@ -193,17 +197,15 @@ func (h *Handler) allocateAddresses(ctx context.Context, r *resource.Resource, o
 				p.NodePort = nodePortBase + int32(slot)
 				take(nodePortKey(p.NodePort))
 			case heldPorts[p.NodePort]:
+			case p.NodePort < nodePortBase || p.NodePort >= nodePortBase+nodePortRangeSize:
+				return nil, refusePort(i)
 			default:
-				taken := p.NodePort < nodePortBase || p.NodePort >= nodePortBase+nodePortRangeSize
-				if !taken {
-					var err error
-					if taken, err = takenNow(nodePortKey(p.NodePort)); err != nil {
-						return nil, err
-					}
+				taken, err := takenNow(nodePortKey(p.NodePort))
+				if err != nil {
+					return nil, err
 				}
 				if taken {
-					return nil, invalid(r, svc.Name, field.ErrorList{field.Invalid(spec.Child("ports").Index(i).Child("nodePort"), p.NodePort,
-						"provided port is already allocated or not in the range 30000-32767")})
+					return nil, refusePort(i)
 				}
 				take(nodePortKey(p.NodePort))
 			}

@@ -338,12 +338,12 @@ func prepareServiceUpdate(s, old *corev1.Service) {
 		s.Spec.InternalTrafficPolicy = nil
 	}
 	if NeedsNodePorts(old) && !NeedsNodePorts(s) {
-		kept := map[int32]bool{}
+		held := map[int32]bool{}
 		for _, p := range old.Spec.Ports {
-			kept[p.NodePort] = true
+			held[p.NodePort] = true
 		}
 		for i := range s.Spec.Ports {
-			if kept[s.Spec.Ports[i].NodePort] {
+			if held[s.Spec.Ports[i].NodePort] {
 				s.Spec.Ports[i].NodePort = 0
 			}
 		}

@@ -190,11 +190,12 @@ func validateSelected(sel *metav1.LabelSelector, tmpl *corev1.PodTemplateSpec, p
 	return append(errs, validatePodSpec(&tmpl.Spec, path.Child("template", "spec"))...)
 }
 
-func validateReplicas(r *int32, path *field.Path) field.ErrorList {
-	if r != nil && *r < 0 {
-		return field.ErrorList{field.Invalid(path, *r, "must be greater than or equal to 0")}
+// nonNegative checks an optional count.
+func nonNegative(v *int32, path *field.Path) field.ErrorList {
+	if v == nil {
+		return nil
 	}
-	return nil
+	return apivalidation.ValidateNonnegativeField(int64(*v), path)
 }
 
 // validateWorkload checks what the apps/v1 workloads share: a selector
@@ -204,7 +205,7 @@ func validateReplicas(r *int32, path *field.Path) field.ErrorList {
 func validateWorkload(sel *metav1.LabelSelector, tmpl *corev1.PodTemplateSpec, replicas *int32, update bool, oldSel func() *metav1.LabelSelector) field.ErrorList {
 	spec := field.NewPath("spec")
 	errs := validateSelected(sel, tmpl, spec)
-	errs = append(errs, validateReplicas(replicas, spec.Child("replicas"))...)
+	errs = append(errs, nonNegative(replicas, spec.Child("replicas"))...)
 	if update {
 		errs = append(errs, apivalidation.ValidateImmutableField(sel, oldSel(), spec.Child("selector"))...)
 	}
@@ -226,7 +227,7 @@ func validateDeployment(d, old *appsv1.Deployment) field.ErrorList {
 	case appsv1.RollingUpdateDeploymentStrategyType:
 		if ru := d.Spec.Strategy.RollingUpdate; ru != nil {
 			path := strategy.Child("rollingUpdate")
-			errs = append(errs, validateRollingUpdate(ru.MaxUnavailable, ru.MaxSurge, path)...)
+			errs = append(errs, validateRollingUpdate(ru.MaxUnavailable, ru.MaxSurge, false, path)...)
 			if intOrPercent(ru.MaxUnavailable) == 0 && intOrPercent(ru.MaxSurge) == 0 {
 				errs = append(errs, field.Invalid(path.Child("maxUnavailable"), ru.MaxUnavailable, "may not be 0 when `maxSurge` is 0"))
 			}
@@ -235,9 +236,7 @@ func validateDeployment(d, old *appsv1.Deployment) field.ErrorList {
 		errs = append(errs, field.NotSupported(strategy, d.Spec.Strategy, []string{string(appsv1.RecreateDeploymentStrategyType), string(appsv1.RollingUpdateDeploymentStrategyType)}))
 	}
 	errs = append(errs, apivalidation.ValidateNonnegativeField(int64(d.Spec.MinReadySeconds), spec.Child("minReadySeconds"))...)
-	if l := d.Spec.RevisionHistoryLimit; l != nil {
-		errs = append(errs, apivalidation.ValidateNonnegativeField(int64(*l), spec.Child("revisionHistoryLimit"))...)
-	}
+	errs = append(errs, nonNegative(d.Spec.RevisionHistoryLimit, spec.Child("revisionHistoryLimit"))...)
 	if p := d.Spec.ProgressDeadlineSeconds; p != nil && *p <= d.Spec.MinReadySeconds {
 		errs = append(errs, field.Invalid(spec.Child("progressDeadlineSeconds"), *p, "must be greater than minReadySeconds"))
 	}
@@ -246,26 +245,31 @@ func validateDeployment(d, old *appsv1.Deployment) field.ErrorList {
 
 // validateRollingUpdate checks a rolling update's maxUnavailable and
 // maxSurge as kube-apiserver does: counts that are not negative or
-// percentages, and no more than all pods unavailable.
-func validateRollingUpdate(maxUnavailable, maxSurge *intstr.IntOrString, path *field.Path) field.ErrorList {
+// percentages, no more than all pods unavailable and, for a DaemonSet
+// (surgeCapped), no more than all pods surging.
+func validateRollingUpdate(maxUnavailable, maxSurge *intstr.IntOrString, surgeCapped bool, path *field.Path) field.ErrorList {
 	var errs field.ErrorList
-	for _, f := range []struct {
-		v    *intstr.IntOrString
-		name string
-	}{{maxUnavailable, "maxUnavailable"}, {maxSurge, "maxSurge"}} {
-		if f.v == nil {
-			continue
-		}
-		if f.v.Type == intstr.String {
+	fields := []struct {
+		v      *intstr.IntOrString
+		name   string
+		capped bool
+	}{{maxUnavailable, "maxUnavailable", true}, {maxSurge, "maxSurge", surgeCapped}}
+	for _, f := range fields {
+		switch {
+		case f.v == nil:
+		case f.v.Type == intstr.Int:
+			errs = append(errs, apivalidation.ValidateNonnegativeField(int64(f.v.IntValue()), path.Child(f.name))...)
+		default:
 			for _, msg := range validation.IsValidPercent(f.v.StrVal) {
 				errs = append(errs, field.Invalid(path.Child(f.name), f.v, msg))
 			}
-		} else {
-			errs = append(errs, apivalidation.ValidateNonnegativeField(int64(f.v.IntValue()), path.Child(f.name))...)
 		}
 	}
-	if maxUnavailable != nil && maxUnavailable.Type == intstr.String && intOrPercent(maxUnavailable) > 100 {
-		errs = append(errs, field.Invalid(path.Child("maxUnavailable"), maxUnavailable, "must not be greater than 100%"))
+	// After the form of both, in kube-apiserver's order of causes.
+	for _, f := range fields {
+		if f.capped && f.v != nil && f.v.Type == intstr.String && intOrPercent(f.v) > 100 {
+			errs = append(errs, field.Invalid(path.Child(f.name), f.v, "must not be greater than 100%"))
+		}
 	}
 	return errs
 }
@@ -304,8 +308,8 @@ func validateStatefulSet(s, old *appsv1.StatefulSet) field.ErrorList {
 			errs = append(errs, field.Invalid(strategy.Child("rollingUpdate"), ru, "only allowed for updateStrategy 'RollingUpdate'"))
 		}
 	case appsv1.RollingUpdateStatefulSetStrategyType:
-		if ru != nil && ru.Partition != nil {
-			errs = append(errs, apivalidation.ValidateNonnegativeField(int64(*ru.Partition), strategy.Child("rollingUpdate", "partition"))...)
+		if ru != nil {
+			errs = append(errs, nonNegative(ru.Partition, strategy.Child("rollingUpdate", "partition"))...)
 		}
 	default:
 		errs = append(errs, field.NotSupported(strategy.Child("type"), s.Spec.UpdateStrategy.Type,
@@ -329,10 +333,7 @@ func validateDaemonSet(d, old *appsv1.DaemonSet) field.ErrorList {
 	if ru := d.Spec.UpdateStrategy.RollingUpdate; ru != nil && d.Spec.UpdateStrategy.Type == appsv1.RollingUpdateDaemonSetStrategyType {
 		// A DaemonSet either surges or takes pods down, one of the two.
 		path := field.NewPath("spec", "updateStrategy", "rollingUpdate")
-		errs = append(errs, validateRollingUpdate(ru.MaxUnavailable, ru.MaxSurge, path)...)
-		if ru.MaxSurge != nil && ru.MaxSurge.Type == intstr.String && intOrPercent(ru.MaxSurge) > 100 {
-			errs = append(errs, field.Invalid(path.Child("maxSurge"), ru.MaxSurge, "must not be greater than 100%"))
-		}
+		errs = append(errs, validateRollingUpdate(ru.MaxUnavailable, ru.MaxSurge, true, path)...)
 		switch unavailable, surge := intOrPercent(ru.MaxUnavailable) != 0, intOrPercent(ru.MaxSurge) != 0; {
 		case unavailable && surge:
 			errs = append(errs, field.Invalid(path.Child("maxSurge"), ru.MaxSurge, "may not be set when maxUnavailable is non-zero"))
@@ -350,9 +351,7 @@ func validateControllerRevision(r, old *appsv1.ControllerRevision) field.ErrorLi
 	if r.Data.Raw == nil && r.Data.Object == nil {
 		errs = append(errs, field.Required(field.NewPath("data"), "data is mandatory"))
 	}
-	if r.Revision < 0 {
-		errs = append(errs, field.Invalid(field.NewPath("revision"), r.Revision, "must be greater than or equal to 0"))
-	}
+	errs = append(errs, apivalidation.ValidateNonnegativeField(r.Revision, field.NewPath("revision"))...)
 	if old != nil && !bytes.Equal(r.Data.Raw, old.Data.Raw) {
 		errs = append(errs, field.Invalid(field.NewPath("data"), nil, "field is immutable"))
 	}
@@ -367,11 +366,9 @@ func validateJobSpec(s *batchv1.JobSpec, path *field.Path) field.ErrorList {
 		errs = append(errs, field.NotSupported(path.Child("template", "spec", "restartPolicy"), s.Template.Spec.RestartPolicy,
 			[]corev1.RestartPolicy{corev1.RestartPolicyOnFailure, corev1.RestartPolicyNever}))
 	}
-	for name, v := range map[string]*int32{"parallelism": s.Parallelism, "completions": s.Completions, "backoffLimit": s.BackoffLimit} {
-		if v != nil && *v < 0 {
-			errs = append(errs, field.Invalid(path.Child(name), *v, "must be greater than or equal to 0"))
-		}
-	}
+	errs = append(errs, nonNegative(s.Parallelism, path.Child("parallelism"))...)
+	errs = append(errs, nonNegative(s.Completions, path.Child("completions"))...)
+	errs = append(errs, nonNegative(s.BackoffLimit, path.Child("backoffLimit"))...)
 	if s.ActiveDeadlineSeconds != nil && *s.ActiveDeadlineSeconds <= 0 {
 		errs = append(errs, field.Invalid(path.Child("activeDeadlineSeconds"), *s.ActiveDeadlineSeconds, "must be greater than 0"))
 	}
@@ -403,9 +400,7 @@ func validatePerIndexLimits(s *batchv1.JobSpec, spec *field.Path) field.ErrorLis
 		if !indexedJob(s) {
 			errs = append(errs, field.Invalid(spec.Child("backoffLimitPerIndex"), *v, "requires indexed completion mode"))
 		}
-		if *v < 0 {
-			errs = append(errs, field.Invalid(spec.Child("backoffLimitPerIndex"), *v, "must be greater than or equal to 0"))
-		}
+		errs = append(errs, nonNegative(v, spec.Child("backoffLimitPerIndex"))...)
 		if c := s.Completions; c != nil && *c > maxIndexedJobCompletions {
 			errs = append(errs, field.Invalid(spec.Child("completions"), *c, fmt.Sprintf("must be less than or equal to %d when backoffLimitPerIndex is specified", maxIndexedJobCompletions)))
 		}
@@ -654,9 +649,10 @@ func validateService(s, old *corev1.Service) field.ErrorList {
 		} else {
 			ports.Insert(key)
 		}
-		if key := (corev1.ServicePort{Protocol: p.Protocol, NodePort: p.NodePort}); p.NodePort != 0 && nodePorts.Has(key) {
-			errs = append(errs, field.Duplicate(pp, p))
-		} else {
+		if key := (corev1.ServicePort{Protocol: p.Protocol, NodePort: p.NodePort}); p.NodePort != 0 {
+			if nodePorts.Has(key) {
+				errs = append(errs, field.Duplicate(pp, p))
+			}
 			nodePorts.Insert(key)
 		}
 		if len(s.Spec.Ports) > 1 && p.Name == "" {
@@ -762,9 +758,7 @@ func validateSecret(s, old *corev1.Secret) field.ErrorList {
 		errs = append(errs, field.TooLong(field.NewPath("data"), "", maxDataSize))
 	}
 	if old != nil {
-		if s.Type != old.Type {
-			errs = append(errs, field.Invalid(field.NewPath("type"), s.Type, "field is immutable"))
-		}
+		errs = append(errs, apivalidation.ValidateImmutableField(s.Type, old.Type, field.NewPath("type"))...)
 		errs = append(errs, immutableData(s.Immutable, old.Immutable, map[string]bool{"data": !reflect.DeepEqual(s.Data, old.Data)})...)
 	}
 	return errs
