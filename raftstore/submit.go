@@ -17,7 +17,7 @@ import (
 // one by one as they came made batches only as large as what arrived
 // between two wakeups; grouped, a batch holds everything that arrived
 // during the previous one, and under load every server fsyncs once for
-// more writes (docs/store.md has the figures). An entry that finds no
+// more writes (docs/store.md says how much). An entry that finds no
 // group on its way goes at once: a lone client waits for nothing.
 type submitter struct {
 	raft      *raft.Raft
