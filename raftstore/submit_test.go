@@ -144,3 +144,60 @@ func TestSubmitterHoldsEntriesWhileAGroupIsOnItsWay(t *testing.T) {
 		t.Fatalf("applied %d commands (abandoned one: %v), want 21", len(fsm.applied), fsm.applied["abandoned"])
 	}
 }
+
+// After a group of n, the next one waits for n more entries (the callers
+// just answered come back), up to the linger; a lone client is not held.
+func TestSubmitterGathersTheNextGroup(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s := &submitter{busy: true}
+	wait := func(what string, ok func() bool) {
+		t.Helper()
+		for !ok() {
+			if ctx.Err() != nil {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	submit := func(cmd string) {
+		go s.submit(ctx, [][]byte{[]byte(cmd)})
+	}
+	entries := func() int { s.mu.Lock(); defer s.mu.Unlock(); return s.entries }
+	gathered := make(chan []*submission, 1)
+
+	// A group of two went while one entry waited: the next takes three.
+	submit("waited")
+	wait("the first entry to wait", func() bool { return entries() == 1 })
+	go func() { gathered <- s.gather(2, time.Hour) }()
+	wait("the gathering", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.full != nil })
+	submit("back 1")
+	wait("a second entry to wait", func() bool { return entries() == 2 })
+	select {
+	case g := <-gathered:
+		t.Fatalf("a group of %d left before the last group came back", len(g))
+	default:
+	}
+	submit("back 2")
+	if g := <-gathered; len(g) != 3 || !s.busy {
+		t.Fatalf("gathered %d submissions (busy %v), want 3 on their way", len(g), s.busy)
+	}
+
+	// Callers that do not come back are waited for no longer than linger.
+	submit("alone")
+	wait("an entry to wait", func() bool { return entries() == 1 })
+	if g := s.gather(5, 10*time.Millisecond); len(g) != 1 {
+		t.Fatalf("gathered %d submissions after the linger, want 1", len(g))
+	}
+
+	// After a group of one with nothing waiting, nothing is held.
+	go func() { gathered <- s.gather(1, time.Hour) }()
+	select {
+	case g := <-gathered:
+		if len(g) != 0 || s.busy {
+			t.Fatalf("gathered %d submissions (busy %v) with nothing waiting", len(g), s.busy)
+		}
+	case <-ctx.Done():
+		t.Fatal("after a group of one, the next was gathered as if more were coming")
+	}
+}
