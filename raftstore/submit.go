@@ -117,32 +117,40 @@ func (s *submitter) collect(group []*submission, futures [][]raft.ApplyFuture, s
 			sub.results = append(sub.results, applyResult{rev: rev, err: err})
 		}
 		n += len(futures[i])
+	}
+	// What waited is counted before the callers are answered: a caller's
+	// next write, however quick, is one of the n that gather awaits.
+	s.mu.Lock()
+	want := s.entries + n
+	s.mu.Unlock()
+	for _, sub := range group {
 		close(sub.done)
 	}
-	next := s.gather(n, min(time.Since(sent), maxLinger))
+	next := s.gather(want, min(time.Since(sent), maxLinger))
 	if len(next) > 0 {
 		s.send(next)
 	}
 }
 
-// gather returns the next group, once the entries that waited while the
-// last group (of n entries) was on its way are joined by n more, or once
-// linger has passed. Its callers have just been answered, and under load
-// they come back with their next write at once: without the wait they
-// would miss the group that leaves now and form the one after, so two
-// groups of clients would take turns, each fsyncing for half of them.
-// Gathered, they go together, and every server stores, replicates and
-// applies fewer, larger batches for the same writes (docs/store.md). This
-// is group commit as databases do it, a bounded wait for a number of
-// writes (MySQL's binlog_group_commit_sync_delay and
-// binlog_group_commit_sync_no_delay_count). A lone client is not held
-// back: after a group of one with nothing waiting, the next entry goes at
-// once. An empty result means that no group is on its way.
-func (s *submitter) gather(n int, linger time.Duration) []*submission {
+// gather returns the next group once want entries wait (those that waited
+// while the last group was on its way, and as many again as the last
+// group held), or once linger has passed. The last group's callers have
+// just been answered, and under load they come back with their next
+// write at once: without the wait they would miss the group that leaves
+// now and form the one after, so two groups of clients would take turns,
+// each fsyncing for half of them. Gathered, they go together, and every
+// server stores, replicates and applies fewer, larger batches for the same
+// writes (docs/store.md). This is group commit as databases do it, a
+// bounded wait for a number of writes (MySQL's
+// binlog_group_commit_sync_delay and binlog_group_commit_sync_no_delay_count).
+// A lone client is not held back: after a group of one with nothing
+// waiting, its next entry goes at once. An empty result means that no
+// group is on its way.
+func (s *submitter) gather(want int, linger time.Duration) []*submission {
 	s.mu.Lock()
-	if n > 1 || s.entries > 0 {
+	if want > 1 && s.entries < want {
 		full := make(chan struct{})
-		s.want, s.full = s.entries+n, full
+		s.want, s.full = want, full
 		s.mu.Unlock()
 		timer := time.NewTimer(linger)
 		select {

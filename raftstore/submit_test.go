@@ -145,8 +145,10 @@ func TestSubmitterHoldsEntriesWhileAGroupIsOnItsWay(t *testing.T) {
 	}
 }
 
-// After a group of n, the next one waits for n more entries (the callers
-// just answered come back), up to the linger; a lone client is not held.
+// The next group waits for the entries gather is told to want (those that
+// waited while the last group was on its way, and as many again as it
+// held), up to the linger; after a group of one with nothing waiting,
+// nothing is held back.
 func TestSubmitterGathersTheNextGroup(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -165,11 +167,22 @@ func TestSubmitterGathersTheNextGroup(t *testing.T) {
 	}
 	entries := func() int { s.mu.Lock(); defer s.mu.Unlock(); return s.entries }
 	gathered := make(chan []*submission, 1)
+	gather := func(want int, linger time.Duration) []*submission {
+		t.Helper()
+		go func() { gathered <- s.gather(want, linger) }()
+		select {
+		case g := <-gathered:
+			return g
+		case <-ctx.Done():
+			t.Fatalf("gathering %d entries did not end", want)
+			return nil
+		}
+	}
 
 	// A group of two went while one entry waited: the next takes three.
 	submit("waited")
 	wait("the first entry to wait", func() bool { return entries() == 1 })
-	go func() { gathered <- s.gather(2, time.Hour) }()
+	go func() { gathered <- s.gather(3, time.Hour) }()
 	wait("the gathering", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.full != nil })
 	submit("back 1")
 	wait("a second entry to wait", func() bool { return entries() == 2 })
@@ -186,18 +199,20 @@ func TestSubmitterGathersTheNextGroup(t *testing.T) {
 	// Callers that do not come back are waited for no longer than linger.
 	submit("alone")
 	wait("an entry to wait", func() bool { return entries() == 1 })
-	if g := s.gather(5, 10*time.Millisecond); len(g) != 1 {
+	if g := gather(5, 10*time.Millisecond); len(g) != 1 {
 		t.Fatalf("gathered %d submissions after the linger, want 1", len(g))
 	}
 
-	// After a group of one with nothing waiting, nothing is held.
-	go func() { gathered <- s.gather(1, time.Hour) }()
-	select {
-	case g := <-gathered:
-		if len(g) != 0 || s.busy {
-			t.Fatalf("gathered %d submissions (busy %v) with nothing waiting", len(g), s.busy)
-		}
-	case <-ctx.Done():
-		t.Fatal("after a group of one, the next was gathered as if more were coming")
+	// A lone client whose next write came back before the gathering: it
+	// goes at once.
+	submit("lone, quick")
+	wait("an entry to wait", func() bool { return entries() == 1 })
+	if g := gather(1, time.Hour); len(g) != 1 || !s.busy {
+		t.Fatalf("gathered %d submissions (busy %v), want the lone client's next", len(g), s.busy)
+	}
+
+	// A lone client not back yet: no group is on its way.
+	if g := gather(1, time.Hour); len(g) != 0 || s.busy {
+		t.Fatalf("gathered %d submissions (busy %v) with nothing waiting", len(g), s.busy)
 	}
 }
