@@ -129,15 +129,24 @@ func invalid(r *resource.Resource, name string, errs field.ErrorList) error {
 	return apierrors.NewInvalid(r.GroupVersionKind().GroupKind(), name, errs)
 }
 
-// validate runs metadata and resource validation; old is nil on create.
-func validate(r *resource.Resource, obj, old runtime.Object) error {
+// validate runs metadata and resource validation of obj, written through
+// sub ("" for the object itself) as the version after old (nil on
+// create). The resource's update rules judge an update of the object
+// itself only: a subresource changes just what it may (a status, a
+// binding's node, a namespace's finalizers), and kube-apiserver holds it
+// to that subresource's rules, never to the object's update rules.
+func validate(r *resource.Resource, obj, old runtime.Object, sub string) error {
 	m := accessor(obj)
 	errs := validation.ValidateObjectMetaAccessor(m, r.Namespaced, r.NameRule(), field.NewPath("metadata"))
 	if old != nil {
 		errs = append(errs, validation.ValidateObjectMetaAccessorUpdate(m, accessor(old), field.NewPath("metadata"))...)
 	}
 	if r.Validate != nil {
-		errs = append(errs, r.Validate(obj, old)...)
+		ruled := old
+		if sub != "" {
+			ruled = nil
+		}
+		errs = append(errs, r.Validate(obj, ruled)...)
 	}
 	if len(errs) > 0 {
 		return invalid(r, m.GetName(), errs)
@@ -216,7 +225,7 @@ func (h *Handler) createObject(ctx context.Context, req *request, obj runtime.Ob
 	if r.PrepareCreate != nil {
 		r.PrepareCreate(obj)
 	}
-	if err := validate(r, obj, nil); err != nil {
+	if err := validate(r, obj, nil, ""); err != nil {
 		return nil, err
 	}
 	if !req.applied {
@@ -379,14 +388,7 @@ func (h *Handler) storeUpdate(ctx context.Context, req *request, cur stored, obj
 	if r.Generation && resource.SpecChanged(obj, old) {
 		m.SetGeneration(om.GetGeneration() + 1)
 	}
-	prior := old
-	if req.sub == "binding" {
-		// A binding sets spec.nodeName, which no update of a pod may
-		// change: bind has checked it as kube-apiserver checks a
-		// binding, so it is not validated as an update.
-		prior = nil
-	}
-	if err := validate(r, obj, prior); err != nil {
+	if err := validate(r, obj, old, req.sub); err != nil {
 		return nil, err
 	}
 	sub := req.sub
