@@ -27,7 +27,6 @@ type submitter struct {
 	mu      sync.Mutex
 	busy    bool // a group is on its way, or the next one is being gathered
 	waiting []*submission
-	entries int // in waiting
 	// While the next group is gathered: the entries that complete it, and
 	// a channel closed once they wait.
 	want int
@@ -63,8 +62,7 @@ func (s *submitter) submit(ctx context.Context, cmds [][]byte) ([]applyResult, e
 	s.mu.Lock()
 	if s.busy {
 		s.waiting = append(s.waiting, sub)
-		s.entries += len(cmds)
-		if s.full != nil && s.entries >= s.want {
+		if s.full != nil && s.waitingEntries() >= s.want {
 			close(s.full)
 			s.full = nil
 		}
@@ -83,13 +81,21 @@ func (s *submitter) submit(ctx context.Context, cmds [][]byte) ([]applyResult, e
 	i := slices.Index(s.waiting, sub)
 	if i >= 0 {
 		s.waiting = slices.Delete(s.waiting, i, i+1)
-		s.entries -= len(cmds)
 	}
 	s.mu.Unlock()
 	if i >= 0 {
 		return nil, fmt.Errorf("%w: withdrawn before it was submitted: %w", raft.ErrNotLeader, ctx.Err())
 	}
 	return nil, fmt.Errorf("%w: %v", ErrUnknownOutcome, ctx.Err())
+}
+
+// waitingEntries counts the entries that wait; s.mu is held.
+func (s *submitter) waitingEntries() int {
+	n := 0
+	for _, sub := range s.waiting {
+		n += len(sub.cmds)
+	}
+	return n
 }
 
 // send submits a group and starts collecting its outcome.
@@ -105,11 +111,23 @@ func (s *submitter) send(group []*submission) {
 	go s.collect(group, futures, time.Now())
 }
 
-// collect waits for every entry of a group, in log order, hands each
-// submission its results, then gathers and sends the next group.
-// A future is waited for here only: raft's futures are not safe to wait
-// for from two goroutines.
+// collect answers a group's submissions, then gathers and sends the next
+// group.
 func (s *submitter) collect(group []*submission, futures [][]raft.ApplyFuture, sent time.Time) {
+	want := s.answer(group, futures)
+	if next := s.gather(want, min(time.Since(sent), maxLinger)); len(next) > 0 {
+		s.send(next)
+	}
+}
+
+// answer waits for every entry of a group, in log order, and hands each
+// submission its results. It returns how many entries the next group
+// wants: those that waited meanwhile, and as many again as the group
+// held. What waited is counted before the callers are answered: a
+// caller's next write, however quick, is one of those the next group
+// awaits. A future is waited for here only: raft's futures are not safe
+// to wait for from two goroutines.
+func (s *submitter) answer(group []*submission, futures [][]raft.ApplyFuture) int {
 	var n int
 	for i, sub := range group {
 		for _, f := range futures[i] {
@@ -118,37 +136,30 @@ func (s *submitter) collect(group []*submission, futures [][]raft.ApplyFuture, s
 		}
 		n += len(futures[i])
 	}
-	// What waited is counted before the callers are answered: a caller's
-	// next write, however quick, is one of the n that gather awaits.
 	s.mu.Lock()
-	want := s.entries + n
+	want := s.waitingEntries() + n
 	s.mu.Unlock()
 	for _, sub := range group {
 		close(sub.done)
 	}
-	next := s.gather(want, min(time.Since(sent), maxLinger))
-	if len(next) > 0 {
-		s.send(next)
-	}
+	return want
 }
 
-// gather returns the next group once want entries wait (those that waited
-// while the last group was on its way, and as many again as the last
-// group held), or once linger has passed. The last group's callers have
-// just been answered, and under load they come back with their next
-// write at once: without the wait they would miss the group that leaves
-// now and form the one after, so two groups of clients would take turns,
-// each fsyncing for half of them. Gathered, they go together, and every
-// server stores, replicates and applies fewer, larger batches for the same
-// writes (docs/store.md). This is group commit as databases do it, a
-// bounded wait for a number of writes (MySQL's
-// binlog_group_commit_sync_delay and binlog_group_commit_sync_no_delay_count).
-// A lone client is not held back: after a group of one with nothing
-// waiting, its next entry goes at once. An empty result means that no
-// group is on its way.
+// gather returns the next group once want entries wait (see answer), or
+// once linger has passed. The last group's callers have just been
+// answered, and under load they come back with their next write at once:
+// without the wait they would miss the group that leaves now and form the
+// one after, so two groups of clients would take turns, each fsyncing for
+// half of them. Gathered, they go together, and every server stores,
+// replicates and applies fewer, larger batches for the same writes
+// (docs/store.md). This is group commit as databases do it, a bounded
+// wait for a number of writes (MySQL's binlog_group_commit_sync_delay and
+// binlog_group_commit_sync_no_delay_count). A lone client is not held
+// back: after a group of one with nothing waiting, its next entry goes at
+// once. An empty result means that no group is on its way.
 func (s *submitter) gather(want int, linger time.Duration) []*submission {
 	s.mu.Lock()
-	if want > 1 && s.entries < want {
+	if want > 1 && s.waitingEntries() < want {
 		full := make(chan struct{})
 		s.want, s.full = want, full
 		s.mu.Unlock()
@@ -162,7 +173,7 @@ func (s *submitter) gather(want int, linger time.Duration) []*submission {
 		s.full = nil
 	}
 	next := s.waiting
-	s.waiting, s.entries = nil, 0
+	s.waiting = nil
 	s.busy = len(next) > 0
 	s.mu.Unlock()
 	return next

@@ -45,6 +45,16 @@ func (f *gatedFSM) ApplyBatch(logs []*raft.Log) []any {
 func (f *gatedFSM) Snapshot() (raft.FSMSnapshot, error) { return nil, errors.New("no snapshots") }
 func (f *gatedFSM) Restore(io.ReadCloser) error         { return errors.New("no snapshots") }
 
+// waitFor polls ok until it holds, for at most 10 seconds.
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
 // Entries that arrive while a group is on its way wait and go next, all
 // together; one whose caller gives up while waiting never reaches Raft.
 func TestSubmitterHoldsEntriesWhileAGroupIsOnItsWay(t *testing.T) {
@@ -68,15 +78,7 @@ func TestSubmitterHoldsEntriesWhileAGroupIsOnItsWay(t *testing.T) {
 	var releaseOnce sync.Once
 	release := func() { releaseOnce.Do(func() { close(fsm.release) }) }
 	t.Cleanup(release) // before the shutdown, which waits for the FSM
-	waitFor := func(what string, ok func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-		}
-	}
-	waitFor("leadership", func() bool { return r.State() == raft.Leader })
+	waitFor(t, "leadership", func() bool { return r.State() == raft.Leader })
 	if err := r.Barrier(5 * time.Second).Error(); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +94,7 @@ func TestSubmitterHoldsEntriesWhileAGroupIsOnItsWay(t *testing.T) {
 		}
 		first <- err
 	}()
-	waitFor("the first entry to reach the FSM", func() bool { fsm.mu.Lock(); defer fsm.mu.Unlock(); return fsm.applied["first"] })
+	waitFor(t, "the first entry to reach the FSM", func() bool { fsm.mu.Lock(); defer fsm.mu.Unlock(); return fsm.applied["first"] })
 	held := r.LastIndex()
 
 	var wg sync.WaitGroup
@@ -115,7 +117,7 @@ func TestSubmitterHoldsEntriesWhileAGroupIsOnItsWay(t *testing.T) {
 		gaveUp <- err
 	}()
 	waiting := func() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.waiting) }
-	waitFor("21 submissions to wait", func() bool { return waiting() == 21 })
+	waitFor(t, "21 submissions to wait", func() bool { return waiting() == 21 })
 	abandon()
 	if err := <-gaveUp; !errors.Is(err, raft.ErrNotLeader) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("abandoned submission: %v", err)
@@ -153,19 +155,10 @@ func TestSubmitterGathersTheNextGroup(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s := &submitter{busy: true}
-	wait := func(what string, ok func() bool) {
-		t.Helper()
-		for !ok() {
-			if ctx.Err() != nil {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
 	submit := func(cmd string) {
 		go s.submit(ctx, [][]byte{[]byte(cmd)})
 	}
-	entries := func() int { s.mu.Lock(); defer s.mu.Unlock(); return s.entries }
+	entries := func() int { s.mu.Lock(); defer s.mu.Unlock(); return s.waitingEntries() }
 	gathered := make(chan []*submission, 1)
 	gather := func(want int, linger time.Duration) []*submission {
 		t.Helper()
@@ -181,11 +174,11 @@ func TestSubmitterGathersTheNextGroup(t *testing.T) {
 
 	// A group of two went while one entry waited: the next takes three.
 	submit("waited")
-	wait("the first entry to wait", func() bool { return entries() == 1 })
+	waitFor(t, "the first entry to wait", func() bool { return entries() == 1 })
 	go func() { gathered <- s.gather(3, time.Hour) }()
-	wait("the gathering", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.full != nil })
+	waitFor(t, "the gathering", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.full != nil })
 	submit("back 1")
-	wait("a second entry to wait", func() bool { return entries() == 2 })
+	waitFor(t, "a second entry to wait", func() bool { return entries() == 2 })
 	select {
 	case g := <-gathered:
 		t.Fatalf("a group of %d left before the last group came back", len(g))
@@ -198,7 +191,7 @@ func TestSubmitterGathersTheNextGroup(t *testing.T) {
 
 	// Callers that do not come back are waited for no longer than linger.
 	submit("alone")
-	wait("an entry to wait", func() bool { return entries() == 1 })
+	waitFor(t, "an entry to wait", func() bool { return entries() == 1 })
 	if g := gather(5, 10*time.Millisecond); len(g) != 1 {
 		t.Fatalf("gathered %d submissions after the linger, want 1", len(g))
 	}
@@ -206,7 +199,7 @@ func TestSubmitterGathersTheNextGroup(t *testing.T) {
 	// A lone client whose next write came back before the gathering: it
 	// goes at once.
 	submit("lone, quick")
-	wait("an entry to wait", func() bool { return entries() == 1 })
+	waitFor(t, "an entry to wait", func() bool { return entries() == 1 })
 	if g := gather(1, time.Hour); len(g) != 1 || !s.busy {
 		t.Fatalf("gathered %d submissions (busy %v), want the lone client's next", len(g), s.busy)
 	}
@@ -215,4 +208,38 @@ func TestSubmitterGathersTheNextGroup(t *testing.T) {
 	if g := gather(1, time.Hour); len(g) != 0 || s.busy {
 		t.Fatalf("gathered %d submissions (busy %v) with nothing waiting", len(g), s.busy)
 	}
+}
+
+// appliedFuture is an entry Raft has applied at its index.
+type appliedFuture uint64
+
+func (f appliedFuture) Error() error  { return nil }
+func (f appliedFuture) Index() uint64 { return uint64(f) }
+func (f appliedFuture) Response() any { return &fsm.Result{Revision: uint64(f)} }
+
+// A group's callers get their revisions, and the next group wants what
+// waited before they were answered, however quickly one comes back, and
+// as many again as the group held.
+func TestSubmitterAnswersAGroup(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s := &submitter{busy: true}
+	go s.submit(ctx, [][]byte{[]byte("waited")})
+	waitFor(t, "an entry to wait", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.waitingEntries() == 1 })
+	group := []*submission{{cmds: [][]byte{[]byte("a")}, done: make(chan struct{})}, {cmds: [][]byte{[]byte("b")}, done: make(chan struct{})}}
+	back := make(chan struct{})
+	go func() {
+		<-group[0].done
+		go s.submit(ctx, [][]byte{[]byte("a again")})
+		close(back)
+	}()
+	if want := s.answer(group, [][]raft.ApplyFuture{{appliedFuture(7)}, {appliedFuture(8)}}); want != 3 {
+		t.Fatalf("the next group wants %d entries, want 3", want)
+	}
+	for i, sub := range group {
+		if len(sub.results) != 1 || sub.results[0] != (applyResult{rev: uint64(7 + i)}) {
+			t.Fatalf("submission %d answered %+v", i, sub.results)
+		}
+	}
+	<-back
 }
