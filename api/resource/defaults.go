@@ -246,10 +246,11 @@ func defaultDaemonSet(d *appsv1.DaemonSet) {
 		if d.Spec.UpdateStrategy.RollingUpdate == nil {
 			d.Spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateDaemonSet{}
 		}
-		if ru := d.Spec.UpdateStrategy.RollingUpdate; ru.MaxUnavailable == nil {
+		ru := d.Spec.UpdateStrategy.RollingUpdate
+		if ru.MaxUnavailable == nil {
 			ru.MaxUnavailable = ptr.To(intstr.FromInt32(1))
 		}
-		if ru := d.Spec.UpdateStrategy.RollingUpdate; ru.MaxSurge == nil {
+		if ru.MaxSurge == nil {
 			ru.MaxSurge = ptr.To(intstr.FromInt32(0))
 		}
 	}

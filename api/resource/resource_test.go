@@ -37,12 +37,28 @@ func TestBuiltinEntriesMakeTheirKinds(t *testing.T) {
 	}
 }
 
-func TestDeploymentDefaultsAndValidation(t *testing.T) {
+// refused lists the fields errs refuse, in order.
+func refused(errs field.ErrorList) []string {
+	var fields []string
+	for _, e := range errs {
+		fields = append(fields, e.Field)
+	}
+	return fields
+}
+
+// testDeployment is a defaulted Deployment selecting app=d whose pods are
+// labelled app=podApp.
+func testDeployment(podApp string) *appsv1.Deployment {
 	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "d"}, Spec: appsv1.DeploymentSpec{
 		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "d"}},
-		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "other"}},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": podApp}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
 	defaultDeployment(d)
+	return d
+}
+
+func TestDeploymentDefaultsAndValidation(t *testing.T) {
+	d := testDeployment("other")
 	if *d.Spec.Replicas != 1 || d.Spec.Strategy.RollingUpdate.MaxSurge.StrVal != "25%" || *d.Spec.RevisionHistoryLimit != 10 {
 		t.Fatalf("defaults: %+v", d.Spec)
 	}
@@ -182,15 +198,14 @@ func TestPodUpdateValidation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := old.DeepCopy()
 			tc.change(&p.Spec)
-			var fields []string
-			for _, e := range validatePod(p, old) {
-				fields = append(fields, e.Field)
+			errs := validatePod(p, old)
+			if fields := refused(errs); !slices.Equal(fields, tc.fields) {
+				t.Fatalf("refused fields %v, want %v", fields, tc.fields)
+			}
+			for _, e := range errs {
 				if tc.msg != "" && !strings.Contains(e.Error(), tc.msg) {
 					t.Errorf("message %q does not say %q", e.Error(), tc.msg)
 				}
-			}
-			if !slices.Equal(fields, tc.fields) {
-				t.Fatalf("refused fields %v, want %v", fields, tc.fields)
 			}
 		})
 	}
@@ -265,33 +280,26 @@ func TestJobUpdateValidation(t *testing.T) {
 		Completions: ptr.To[int32](2), Parallelism: ptr.To[int32](1), CompletionMode: ptr.To(batchv1.NonIndexedCompletion),
 		Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
 			Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
-	refused := func(j, old *batchv1.Job) []string {
-		var fields []string
-		for _, e := range validateJob(j, old) {
-			fields = append(fields, e.Field)
-		}
-		return fields
-	}
 	j := old.DeepCopy()
 	j.Spec.Parallelism, j.Spec.Suspend = ptr.To[int32](2), ptr.To(true)
-	if got := refused(j, old); len(got) != 0 {
+	if got := refused(validateJob(j, old)); len(got) != 0 {
 		t.Fatalf("parallelism and suspend: %v", got)
 	}
 	j.Spec.Completions = ptr.To[int32](3)
 	j.Spec.Template.Spec.NodeSelector = map[string]string{"zone": "a"}
-	if got := refused(j, old); !slices.Equal(got, []string{"spec.completions", "spec.template"}) {
+	if got := refused(validateJob(j, old)); !slices.Equal(got, []string{"spec.completions", "spec.template"}) {
 		t.Fatalf("completions and template of a running Job: %v", got)
 	}
 	// Suspended before it started, it may be sent to other nodes, and an
 	// Indexed Job's completions follow its parallelism.
 	old.Spec.Suspend, old.Spec.CompletionMode = ptr.To(true), ptr.To(batchv1.IndexedCompletion)
 	j.Spec.CompletionMode, j.Spec.Parallelism = ptr.To(batchv1.IndexedCompletion), ptr.To[int32](3)
-	if got := refused(j, old); len(got) != 0 {
+	if got := refused(validateJob(j, old)); len(got) != 0 {
 		t.Fatalf("node selector of a suspended Job, elastic completions: %v", got)
 	}
 	j.Spec.Template.Spec.Containers[0].Image = "busybox:2"
 	j.Spec.Completions = ptr.To[int32](4)
-	if got := refused(j, old); !slices.Equal(got, []string{"spec.completions", "spec.template"}) {
+	if got := refused(validateJob(j, old)); !slices.Equal(got, []string{"spec.completions", "spec.template"}) {
 		t.Fatalf("image of a suspended Job, completions without parallelism: %v", got)
 	}
 }
@@ -299,18 +307,7 @@ func TestJobUpdateValidation(t *testing.T) {
 // A rollout that may neither surge nor take a pod down never moves:
 // kube-apiserver refuses it, and so do we.
 func TestRolloutStrategyValidation(t *testing.T) {
-	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "d"}, Spec: appsv1.DeploymentSpec{
-		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "d"}},
-		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "d"}},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
-	defaultDeployment(d)
-	refused := func(errs field.ErrorList) []string {
-		var fields []string
-		for _, e := range errs {
-			fields = append(fields, e.Field)
-		}
-		return fields
-	}
+	d := testDeployment("d")
 	zero := intstr.FromInt32(0)
 	stuck := d.DeepCopy()
 	stuck.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{MaxUnavailable: &zero, MaxSurge: ptr.To(intstr.FromString("0%"))}
