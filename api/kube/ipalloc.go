@@ -136,11 +136,7 @@ func (h *Handler) allocateAddresses(ctx context.Context, r *resource.Resource, o
 		if ip := old.Spec.ClusterIP; resource.NeedsClusterIP(old) && ip != corev1.ClusterIPNone {
 			heldIP = ip
 		}
-		for _, p := range old.Spec.Ports {
-			if p.NodePort != 0 {
-				heldPorts[p.NodePort] = true
-			}
-		}
+		heldPorts = resource.NodePorts(old)
 	}
 	switch ip := svc.Spec.ClusterIP; {
 	case !resource.NeedsClusterIP(svc), ip == corev1.ClusterIPNone, ip != "" && ip == heldIP:

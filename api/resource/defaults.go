@@ -325,6 +325,17 @@ func NeedsNodePorts(s *corev1.Service) bool {
 	return s.Spec.Type == corev1.ServiceTypeNodePort || s.Spec.Type == corev1.ServiceTypeLoadBalancer
 }
 
+// NodePorts returns the node ports a service's ports hold.
+func NodePorts(s *corev1.Service) map[int32]bool {
+	held := map[int32]bool{}
+	for _, p := range s.Spec.Ports {
+		if p.NodePort != 0 {
+			held[p.NodePort] = true
+		}
+	}
+	return held
+}
+
 // prepareServiceUpdate drops what a service's new type no longer has, as
 // kube-apiserver does, when the update left it as it was: the ClusterIP
 // and IP families of a service turned ExternalName, the node ports and
@@ -339,10 +350,7 @@ func prepareServiceUpdate(s, old *corev1.Service) {
 		s.Spec.InternalTrafficPolicy = nil
 	}
 	if NeedsNodePorts(old) && !NeedsNodePorts(s) {
-		held := map[int32]bool{}
-		for _, p := range old.Spec.Ports {
-			held[p.NodePort] = true
-		}
+		held := NodePorts(old)
 		for i := range s.Spec.Ports {
 			if held[s.Spec.Ports[i].NodePort] {
 				s.Spec.Ports[i].NodePort = 0
