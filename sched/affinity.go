@@ -124,7 +124,8 @@ type podAffinity struct {
 	preferred map[string]map[string]int64
 }
 
-func (c *cache) podAffinity(pod *corev1.Pod, nsLabels namespaceLabels) *podAffinity {
+func (c *cache) podAffinity(pi *podInfo, nsLabels namespaceLabels) *podAffinity {
+	pod := pi.pod
 	pa := &podAffinity{forbidden: map[string]sets.Set[string]{}, preferred: map[string]map[string]int64{}}
 	if a := pod.Spec.Affinity; a != nil {
 		if a.PodAffinity != nil {
@@ -141,7 +142,7 @@ func (c *cache) podAffinity(pod *corev1.Pod, nsLabels namespaceLabels) *podAffin
 			}
 		}
 	}
-	own := newPodInfo(pod).preferred
+	own := pi.preferred
 	for i := range own {
 		for v, n := range c.countTerm(&own[i].affinityTerm, nsLabels) {
 			pa.addPreferred(own[i].topologyKey, v, own[i].weight*n)

@@ -41,7 +41,7 @@ type cycle struct {
 
 func newCycle(c *cache, pi *podInfo, nsLabels namespaceLabels) *cycle {
 	cy := &cycle{pi: pi, affinity: nodeaffinity.GetRequiredNodeAffinity(pi.pod)}
-	cy.podAff = c.podAffinity(pi.pod, nsLabels)
+	cy.podAff = c.podAffinity(pi, nsLabels)
 	if cy.podAff.empty() {
 		cy.podAff = nil
 	}
