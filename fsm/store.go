@@ -307,8 +307,11 @@ func applyTxn(kv *bbolt.Bucket, index uint64, data []byte) (*Result, []Event, in
 		var err error
 		switch op.Type {
 		case OpPut:
-			ev.Type, ev.Value, ev.UID = EventPut, bytes.Clone(op.Value), op.UID
-			err = kv.Put(key, encodeRecord(index, op.UID, op.Value))
+			// The event's value is the record's own copy: bbolt only
+			// reads what it is given, and op.Value is the log entry's.
+			rec := encodeRecord(index, op.UID, op.Value)
+			ev.Type, ev.Value, ev.UID = EventPut, rec[len(rec)-len(op.Value):], op.UID
+			err = kv.Put(key, rec)
 			if prev.ModRevision == 0 {
 				delta++
 			}
