@@ -21,7 +21,7 @@ func (h *Handler) admitPriority(ctx context.Context, pod *corev1.Pod) ([]fsm.Op,
 	var class *schedulingv1.PriorityClass
 	var ops []fsm.Op
 	if name := pod.Spec.PriorityClassName; name != "" {
-		cur, err := h.objects.getCurrent(ctx, pcRes, "", name, 0)
+		cur, err := h.objects.getShared(ctx, pcRes, "", name)
 		if apierrors.IsNotFound(err) {
 			return nil, apierrors.NewForbidden(corev1.Resource("pods"), pod.Name, fmt.Errorf("no PriorityClass with name %s was found", name))
 		}
@@ -36,7 +36,7 @@ func (h *Handler) admitPriority(ctx context.Context, pod *corev1.Pod) ([]fsm.Op,
 			return nil, err
 		}
 		for _, kv := range res.KVs {
-			obj, err := h.objects.decode(pcRes, kv.Value, kv.ModRevision)
+			obj, err := h.objects.decodeShared(pcRes, kv)
 			if err != nil {
 				return nil, err
 			}

@@ -1,10 +1,12 @@
 package kube
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -26,13 +28,52 @@ const registryPrefix = "/registry/"
 
 // objects reads and writes API objects in the replicated store.
 type objects struct {
-	node  *raftstore.Node
-	store *fsm.Store
-	codec runtime.Serializer
+	node   *raftstore.Node
+	store  *fsm.Store
+	codec  runtime.Serializer
+	shared sharedObjects
 }
 
 func newObjects(node *raftstore.Node, store *fsm.Store, scheme *runtime.Scheme) *objects {
 	return &objects{node: node, store: store, codec: protobuf.NewSerializer(scheme, scheme)}
+}
+
+// sharedObjects keeps decoded the few objects that admission reads on
+// every create, a namespace and the priority classes, as kube-apiserver's
+// admission reads them from informers: decoding them again for every pod
+// cost a create more than validating it. An object is reused while its
+// key holds the same bytes at the same revision (a snapshot restored from
+// elsewhere may bring other bytes at a revision seen before), and is
+// shared: whoever gets one only reads it.
+type sharedObjects struct {
+	mu sync.Mutex
+	m  map[string]stored
+}
+
+// maxSharedObjects bounds the cache; it starts over when full (namespaces
+// come and go, and decoding one again is cheap).
+const maxSharedObjects = 4096
+
+// decodeShared returns the object kv holds, decoded once per revision.
+// The caller must not change it.
+func (o *objects) decodeShared(r *resource.Resource, kv fsm.KV) (runtime.Object, error) {
+	o.shared.mu.Lock()
+	s, ok := o.shared.m[kv.Key]
+	o.shared.mu.Unlock()
+	if ok && s.rev == kv.ModRevision && bytes.Equal(s.value, kv.Value) {
+		return s.obj, nil
+	}
+	obj, err := o.decode(r, kv.Value, kv.ModRevision)
+	if err != nil {
+		return nil, err
+	}
+	o.shared.mu.Lock()
+	if o.shared.m == nil || len(o.shared.m) >= maxSharedObjects {
+		o.shared.m = map[string]stored{}
+	}
+	o.shared.m[kv.Key] = stored{obj: obj, rev: kv.ModRevision, value: kv.Value}
+	o.shared.mu.Unlock()
+	return obj, nil
 }
 
 // prefix is the key prefix of a resource's objects in one namespace, or in
@@ -140,15 +181,25 @@ func (o *objects) sync(ctx context.Context, c consistency) error {
 // server lagging behind a create elsewhere. A stale read costs a retry,
 // never a wrong write: writes are conditioned on the revision read.
 func (o *objects) getCurrent(ctx context.Context, r *resource.Resource, ns, name string, minRev uint64) (stored, error) {
+	return o.current(ctx, minRev, func() (stored, error) { return o.get(r, ns, name) })
+}
+
+// getShared is getCurrent at no particular revision for an object the
+// caller only reads: it may be shared with other callers (sharedObjects).
+func (o *objects) getShared(ctx context.Context, r *resource.Resource, ns, name string) (stored, error) {
+	return o.current(ctx, 0, func() (stored, error) { return o.read(r, ns, name, o.decodeShared) })
+}
+
+func (o *objects) current(ctx context.Context, minRev uint64, get func() (stored, error)) (stored, error) {
 	if err := o.sync(ctx, consistency{minRevision: minRev}); err != nil {
 		return stored{}, err
 	}
-	cur, err := o.get(r, ns, name)
+	cur, err := get()
 	if apierrors.IsNotFound(err) {
 		if err := o.sync(ctx, consistency{linearizable: true}); err != nil {
 			return stored{}, err
 		}
-		return o.get(r, ns, name)
+		return get()
 	}
 	return cur, err
 }
@@ -164,6 +215,12 @@ type stored struct {
 
 // get reads one object from the local store.
 func (o *objects) get(r *resource.Resource, ns, name string) (stored, error) {
+	return o.read(r, ns, name, func(r *resource.Resource, kv fsm.KV) (runtime.Object, error) {
+		return o.decode(r, kv.Value, kv.ModRevision)
+	})
+}
+
+func (o *objects) read(r *resource.Resource, ns, name string, decode func(*resource.Resource, fsm.KV) (runtime.Object, error)) (stored, error) {
 	kv, found, _, err := o.store.Get(key(r, ns, name))
 	if err != nil {
 		return stored{}, err
@@ -171,7 +228,7 @@ func (o *objects) get(r *resource.Resource, ns, name string) (stored, error) {
 	if !found {
 		return stored{}, apierrors.NewNotFound(r.GroupVersionResource().GroupResource(), name)
 	}
-	obj, err := o.decode(r, kv.Value, kv.ModRevision)
+	obj, err := decode(r, kv)
 	return stored{obj: obj, rev: kv.ModRevision, value: kv.Value}, err
 }
 

@@ -159,7 +159,7 @@ func validate(r *resource.Resource, obj, old runtime.Object, sub string) error {
 // returns the namespace's key and revision for the create's precondition.
 func (h *Handler) checkNamespace(ctx context.Context, ns string) (string, uint64, error) {
 	nsRes, _ := h.registry.Lookup(corev1.SchemeGroupVersion.WithResource("namespaces"))
-	cur, err := h.objects.getCurrent(ctx, nsRes, "", ns, 0)
+	cur, err := h.objects.getShared(ctx, nsRes, "", ns)
 	if err != nil {
 		return "", 0, err
 	}
