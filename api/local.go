@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -29,6 +30,13 @@ func (t *localTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body == nil {
 		req.Body = http.NoBody
 	}
+	if req.Method != http.MethodGet {
+		defer func() {
+			stop()
+			cancel()
+		}()
+		return t.serveHere(req), nil
+	}
 	pr, pw := io.Pipe()
 	w := &pipeResponse{header: http.Header{}, body: pw, ready: make(chan struct{})}
 	go func() {
@@ -50,6 +58,42 @@ func (t *localTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		Status: http.StatusText(w.code), StatusCode: w.code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: w.sent, Body: &cancelOnClose{ReadCloser: pr, cancel: cancel}, ContentLength: -1, Request: req,
 	}, nil
+}
+
+// serveHere serves a write on the caller's goroutine and hands back its
+// whole response; reads stream from a goroutine of their own (a watch, a
+// long list). A write's answer is short and its caller waits for it
+// anyway, while a new goroutine starts with a small stack that decoding
+// and encoding an object grows, copying it, on every request: the
+// caller's stack has grown once.
+func (t *localTransport) serveHere(req *http.Request) *http.Response {
+	w := &bufferedResponse{header: http.Header{}}
+	t.handler.ServeHTTP(w, req)
+	w.WriteHeader(http.StatusOK) // a handler that wrote nothing
+	return &http.Response{
+		Status: http.StatusText(w.code), StatusCode: w.code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: w.header, Body: io.NopCloser(&w.body), ContentLength: int64(w.body.Len()), Request: req,
+	}
+}
+
+// bufferedResponse is the handler's side of a local write's response.
+type bufferedResponse struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (w *bufferedResponse) Header() http.Header { return w.header }
+
+func (w *bufferedResponse) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+}
+
+func (w *bufferedResponse) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.body.Write(b)
 }
 
 // pipeResponse is the handler's side of a local response: headers are
