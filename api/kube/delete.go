@@ -13,9 +13,11 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 
 	"github.com/pontoon-dev/pontoon/api/resource"
@@ -237,8 +239,8 @@ func (h *Handler) action(w http.ResponseWriter, req *request) error {
 		if b.Name != req.name {
 			return apierrors.NewBadRequest("name in URL does not match name in Binding object")
 		}
-		if b.Target.Name == "" {
-			return invalid(req.res, req.name, nil)
+		if errs := validateBinding(b); len(errs) > 0 {
+			return invalid(req.res, req.name, errs)
 		}
 		bindReq := *req
 		bindReq.sub, bindReq.applied = "binding", true
@@ -298,6 +300,25 @@ func setCondition(pod *corev1.Pod, cond corev1.PodCondition) {
 		}
 	}
 	pod.Status.Conditions = append(pod.Status.Conditions, cond)
+}
+
+// validateBinding judges a binding as kube-apiserver does
+// (ValidatePodBinding), and its node's name as a node's. The pod is not
+// validated again: a binding changes only its node, its annotations
+// (validated with its metadata) and its PodScheduled condition.
+func validateBinding(b *corev1.Binding) field.ErrorList {
+	var errs field.ErrorList
+	target := field.NewPath("target")
+	if b.Target.Kind != "" && b.Target.Kind != "Node" {
+		errs = append(errs, field.NotSupported(target.Child("kind"), b.Target.Kind, []string{"Node", "<empty>"}))
+	}
+	if b.Target.Name == "" {
+		return append(errs, field.Required(target.Child("name"), ""))
+	}
+	for _, msg := range validation.NameIsDNSSubdomain(b.Target.Name, false) {
+		errs = append(errs, field.Invalid(target.Child("name"), b.Target.Name, msg))
+	}
+	return errs
 }
 
 // bind sets a pod's node, once, adds the binding's annotations and marks

@@ -134,14 +134,17 @@ func invalid(r *resource.Resource, name string, errs field.ErrorList) error {
 // create). The resource's update rules judge an update of the object
 // itself only: a subresource changes just what it may (a status, a
 // binding's node, a namespace's finalizers), and kube-apiserver holds it
-// to that subresource's rules, never to the object's update rules.
+// to that subresource's rules, never to the object's update rules. A
+// binding is not held to the resource's rules at all: action has judged
+// the binding itself (validateBinding), as kube-apiserver's binding
+// writes the pod without validating it.
 func validate(r *resource.Resource, obj, old runtime.Object, sub string) error {
 	m := accessor(obj)
 	errs := validation.ValidateObjectMetaAccessor(m, r.Namespaced, r.NameRule(), field.NewPath("metadata"))
 	if old != nil {
 		errs = append(errs, validation.ValidateObjectMetaAccessorUpdate(m, accessor(old), field.NewPath("metadata"))...)
 	}
-	if r.Validate != nil {
+	if r.Validate != nil && sub != "binding" {
 		ruled := old
 		if sub != "" {
 			ruled = nil

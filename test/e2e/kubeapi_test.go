@@ -535,6 +535,19 @@ func TestKubeAPI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A binding to something that is not a node, or to a name no node
+		// can have, is refused with its causes.
+		for target, cause := range map[corev1.ObjectReference]string{
+			{Kind: "Pod", Name: "n1"}:     "target.kind",
+			{Kind: "Node", Name: "Bad_1"}: "target.name",
+			{Kind: "Node"}:                "target.name",
+		} {
+			err = wcs.CoreV1().Pods(ns).Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "bound"}, Target: target}, metav1.CreateOptions{})
+			wantReason(t, err, 422, metav1.StatusReasonInvalid)
+			if causes := err.(apierrors.APIStatus).Status().Details.Causes; len(causes) != 1 || causes[0].Field != cause {
+				t.Fatalf("binding to %+v: causes %+v, want %s", target, causes, cause)
+			}
+		}
 		// A binding made for a namesake (another uid) binds nothing; one
 		// for this pod binds it and adds its annotations.
 		err = wcs.CoreV1().Pods(ns).Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "bound", UID: "0000-other"},
