@@ -66,23 +66,30 @@ func storedMessage(value []byte) ([]byte, error) {
 // appendMessageWithRV appends msg, the object with its resourceVersion
 // set to rev, to dst.
 func appendMessageWithRV(dst, msg []byte, rev uint64) []byte {
-	var meta []byte
-	meta = protowire.AppendTag(meta, objectMetaResVersion, protowire.BytesType)
-	meta = protowire.AppendBytes(meta, strconv.AppendUint(nil, rev, 10))
+	var digits [20]byte
+	var metaBuf [maxRVField]byte
+	meta := protowire.AppendTag(metaBuf[:0], objectMetaResVersion, protowire.BytesType)
+	meta = protowire.AppendBytes(meta, strconv.AppendUint(digits[:0], rev, 10))
 	dst = append(dst, msg...)
 	dst = protowire.AppendTag(dst, metaField, protowire.BytesType)
 	return protowire.AppendBytes(dst, meta)
 }
 
-// envelope wraps a message in the runtime.Unknown envelope of its kind.
+// envelope wraps a message in the runtime.Unknown envelope of its kind,
+// written once into a buffer of its exact size.
 func envelope(gvk schema.GroupVersionKind, msg []byte) ([]byte, error) {
 	u := runtime.Unknown{TypeMeta: runtime.TypeMeta{APIVersion: gvk.GroupVersion().String(), Kind: gvk.Kind}, Raw: msg}
-	b, err := u.Marshal()
-	if err != nil {
+	b := make([]byte, len(protoPrefix)+u.Size())
+	copy(b, protoPrefix)
+	if _, err := u.MarshalToSizedBuffer(b[len(protoPrefix):]); err != nil {
 		return nil, err
 	}
-	return append(append(make([]byte, 0, len(protoPrefix)+len(b)), protoPrefix...), b...), nil
+	return b, nil
 }
+
+// maxRVField bounds what appendMessageWithRV adds to a message: two tags,
+// two lengths and a uint64 in decimal.
+const maxRVField = 32
 
 // protoObject is a stored object in Protobuf with its resourceVersion.
 func protoObject(gvk schema.GroupVersionKind, value []byte, rev uint64) ([]byte, error) {
@@ -90,7 +97,7 @@ func protoObject(gvk schema.GroupVersionKind, value []byte, rev uint64) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	return envelope(gvk, appendMessageWithRV(nil, msg, rev))
+	return envelope(gvk, appendMessageWithRV(make([]byte, 0, len(msg)+maxRVField), msg, rev))
 }
 
 // protoList is a list of stored objects in Protobuf.
@@ -101,7 +108,7 @@ func protoList(listGVK schema.GroupVersionKind, lm metav1.ListMeta, values [][]b
 	}
 	size := len(meta) + 16
 	for _, v := range values {
-		size += len(v) + 32
+		size += len(v) + maxRVField
 	}
 	body := make([]byte, 0, size)
 	body = protowire.AppendTag(body, metaField, protowire.BytesType)
