@@ -26,24 +26,22 @@ type localTransport struct {
 func (t *localTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx, cancel := context.WithCancel(raftstore.Fenced(req.Context(), t.duty))
 	stop := context.AfterFunc(t.duty, cancel)
+	served := func() {
+		stop()
+		cancel()
+	}
 	req = req.Clone(ctx)
 	if req.Body == nil {
 		req.Body = http.NoBody
 	}
 	if req.Method != http.MethodGet {
-		defer func() {
-			stop()
-			cancel()
-		}()
+		defer served()
 		return t.serveHere(req), nil
 	}
 	pr, pw := io.Pipe()
 	w := &pipeResponse{header: http.Header{}, body: pw, ready: make(chan struct{})}
 	go func() {
-		defer func() {
-			stop()
-			cancel()
-		}()
+		defer served()
 		defer pw.Close()
 		defer w.WriteHeader(http.StatusOK) // a handler that wrote nothing
 		t.handler.ServeHTTP(w, req)
@@ -54,10 +52,7 @@ func (t *localTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		pr.Close()
 		return nil, ctx.Err()
 	}
-	return &http.Response{
-		Status: http.StatusText(w.code), StatusCode: w.code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: w.sent, Body: &cancelOnClose{ReadCloser: pr, cancel: cancel}, ContentLength: -1, Request: req,
-	}, nil
+	return localResponse(req, w.code, w.sent, &cancelOnClose{ReadCloser: pr, cancel: cancel}, -1), nil
 }
 
 // serveHere serves a write on the caller's goroutine and hands back its
@@ -70,9 +65,14 @@ func (t *localTransport) serveHere(req *http.Request) *http.Response {
 	w := &bufferedResponse{header: http.Header{}}
 	t.handler.ServeHTTP(w, req)
 	w.WriteHeader(http.StatusOK) // a handler that wrote nothing
+	return localResponse(req, w.code, w.header, io.NopCloser(&w.body), int64(w.body.Len()))
+}
+
+// localResponse is the client's side of a local response.
+func localResponse(req *http.Request, code int, header http.Header, body io.ReadCloser, length int64) *http.Response {
 	return &http.Response{
-		Status: http.StatusText(w.code), StatusCode: w.code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: w.header, Body: io.NopCloser(&w.body), ContentLength: int64(w.body.Len()), Request: req,
+		Status: http.StatusText(code), StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: header, Body: body, ContentLength: length, Request: req,
 	}
 }
 

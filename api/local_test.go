@@ -6,17 +6,37 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-func localRequest(t *testing.T, ctx context.Context, method string) *http.Request {
+// roundTrip sends a request through rt and fails the test, saying why,
+// unless it is answered within 10 seconds.
+func roundTrip(t *testing.T, rt http.RoundTripper, method, why string) *http.Response {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, method, "http://local/api/v1/namespaces/default/pods", strings.NewReader("{}"))
+	req, err := http.NewRequest(method, "http://local/api/v1/namespaces/default/pods", strings.NewReader("{}"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return req
+	answered := make(chan *http.Response, 1)
+	go func() {
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Error(err)
+		}
+		answered <- resp
+	}()
+	select {
+	case resp := <-answered:
+		if resp == nil {
+			t.FailNow()
+		}
+		return resp
+	case <-time.After(10 * time.Second):
+		t.Fatal(why)
+		return nil
+	}
 }
 
 // A write's whole answer comes back: status, headers and body.
@@ -26,10 +46,7 @@ func TestLocalTransportAnswersAWrite(t *testing.T) {
 		w.WriteHeader(http.StatusCreated)
 		io.WriteString(w, `{"kind":"Pod"}`)
 	})}
-	resp, err := rt.RoundTrip(localRequest(t, context.Background(), http.MethodPost))
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := roundTrip(t, rt, http.MethodPost, "the write was not answered")
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
@@ -49,16 +66,16 @@ func TestLocalTransportStreamsARead(t *testing.T) {
 		<-release
 		io.WriteString(w, "second\n")
 	})}
-	resp, err := rt.RoundTrip(localRequest(t, context.Background(), http.MethodGet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
+	defer free() // a handler that never got its reader ends too
+	resp := roundTrip(t, rt, http.MethodGet, "no response while the handler still runs: the read did not stream")
 	defer resp.Body.Close()
 	lines := bufio.NewReader(resp.Body)
 	if first, err := lines.ReadString('\n'); err != nil || first != "first\n" {
 		t.Fatalf("first line %q, %v", first, err)
 	}
-	close(release)
+	free()
 	if second, err := lines.ReadString('\n'); err != nil || second != "second\n" {
 		t.Fatalf("second line %q, %v", second, err)
 	}
@@ -78,20 +95,7 @@ func TestLocalTransportEndsAWriteWithItsDuty(t *testing.T) {
 		<-started
 		end()
 	}()
-	done := make(chan *http.Response, 1)
-	go func() {
-		resp, err := rt.RoundTrip(localRequest(t, context.Background(), http.MethodPost))
-		if err != nil {
-			t.Error(err)
-		}
-		done <- resp
-	}()
-	select {
-	case resp := <-done:
-		if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
-			t.Fatalf("got %v", resp)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the write outlived its duty")
+	if resp := roundTrip(t, rt, http.MethodPost, "the write outlived its duty"); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("got %d", resp.StatusCode)
 	}
 }
