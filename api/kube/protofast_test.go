@@ -8,21 +8,13 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-
-	"github.com/pontoon-dev/pontoon/api/resource"
 )
 
 // The Protobuf fast path must produce exactly what encoding the decoded
 // objects would: a client decodes the same objects, resourceVersion
 // included.
 func TestProtobufFastPathMatchesTheCodec(t *testing.T) {
-	scheme, err := newScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := newObjects(nil, nil, scheme)
-	reg := resource.Builtin()
-	cmRes, _ := reg.Lookup(corev1.SchemeGroupVersion.WithResource("configmaps"))
+	o, cmRes := storelessObjects(t, corev1.SchemeGroupVersion.WithResource("configmaps"))
 	var values [][]byte
 	var revs []uint64
 	var want []corev1.ConfigMap

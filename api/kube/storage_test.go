@@ -5,21 +5,32 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/pontoon-dev/pontoon/api/resource"
 	"github.com/pontoon-dev/pontoon/fsm"
 )
 
-// A shared object is decoded once per stored version: the same revision
-// and bytes give the same object; a write, or other bytes at that
-// revision (a restored snapshot), give the new one.
-func TestSharedObjectsFollowTheRevision(t *testing.T) {
+// storelessObjects is the objects layer without a store or a node, for
+// tests of what it encodes and decodes, and the served resource gvr.
+func storelessObjects(t *testing.T, gvr schema.GroupVersionResource) (*objects, *resource.Resource) {
+	t.Helper()
 	scheme, err := newScheme()
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := newObjects(nil, nil, scheme)
-	nsRes, _ := resource.Builtin().Lookup(corev1.SchemeGroupVersion.WithResource("namespaces"))
+	r, ok := resource.Builtin().Lookup(gvr)
+	if !ok {
+		t.Fatalf("%s is not served", gvr)
+	}
+	return newObjects(nil, nil, scheme), r
+}
+
+// A shared object is decoded once per stored version: the same revision
+// and bytes give the same object; a write, or other bytes at that
+// revision (a restored snapshot), give the new one.
+func TestSharedObjectsFollowTheRevision(t *testing.T) {
+	o, nsRes := storelessObjects(t, corev1.SchemeGroupVersion.WithResource("namespaces"))
 	stored := func(phase corev1.NamespacePhase, rev uint64) fsm.KV {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team"}, Status: corev1.NamespaceStatus{Phase: phase}}
 		v, err := o.encode(nsRes, ns)
