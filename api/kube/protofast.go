@@ -87,8 +87,9 @@ func envelope(gvk schema.GroupVersionKind, msg []byte) ([]byte, error) {
 	return b, nil
 }
 
-// maxRVField bounds what appendMessageWithRV adds to a message: two tags,
-// two lengths and a uint64 in decimal.
+// maxRVField bounds what appendMessageWithRV adds to a message (two tags,
+// two lengths and a uint64 in decimal: at most 24 bytes), with room for
+// the tag and length a list puts before each item.
 const maxRVField = 32
 
 // protoObject is a stored object in Protobuf with its resourceVersion.
