@@ -131,25 +131,24 @@ func invalid(r *resource.Resource, name string, errs field.ErrorList) error {
 
 // validate runs metadata and resource validation of obj, written through
 // sub ("" for the object itself) as the version after old (nil on
-// create). The resource's update rules judge an update of the object
-// itself only: a subresource changes just what it may (a status, a
-// binding's node, a namespace's finalizers), and kube-apiserver holds it
-// to that subresource's rules, never to the object's update rules. A
-// binding is not held to the resource's rules at all: action has judged
-// the binding itself (validateBinding), as kube-apiserver's binding
-// writes the pod without validating it.
+// create). As in kube-apiserver, each subresource has its own rules: an
+// update of the object itself is judged by the resource's update rules;
+// a status or a namespace's finalizers change only what they may, so the
+// object they leave is judged as any stored object is; a binding is
+// judged by action (validateBinding), and the pod it binds not at all, as
+// kube-apiserver's binding writes the pod without validating it.
 func validate(r *resource.Resource, obj, old runtime.Object, sub string) error {
 	m := accessor(obj)
 	errs := validation.ValidateObjectMetaAccessor(m, r.Namespaced, r.NameRule(), field.NewPath("metadata"))
 	if old != nil {
 		errs = append(errs, validation.ValidateObjectMetaAccessorUpdate(m, accessor(old), field.NewPath("metadata"))...)
 	}
-	if r.Validate != nil && sub != "binding" {
-		ruled := old
-		if sub != "" {
-			ruled = nil
-		}
-		errs = append(errs, r.Validate(obj, ruled)...)
+	switch {
+	case r.Validate == nil, sub == "binding":
+	case sub == "":
+		errs = append(errs, r.Validate(obj, old)...)
+	default:
+		errs = append(errs, r.Validate(obj, nil)...)
 	}
 	if len(errs) > 0 {
 		return invalid(r, m.GetName(), errs)
