@@ -82,7 +82,9 @@ type Config struct {
 
 	// HeartbeatTimeout is Raft's heartbeat and election timeout; the leader
 	// lease is half of it.
-	HeartbeatTimeout  time.Duration
+	HeartbeatTimeout time.Duration
+	// SnapshotThreshold is the fewest log entries between snapshots; a
+	// store holding more objects waits for as many entries (snapshots.go).
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
 	SnapshotInterval  time.Duration
@@ -132,6 +134,7 @@ type Node struct {
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
 	logStore  *raftboltdb.BoltStore
+	snapshots raft.SnapshotStore
 	logger    *slog.Logger
 	client    *http.Client
 	metrics   *metrics
@@ -194,6 +197,7 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open raft snapshots: %w", err)
 	}
+	n.snapshots = snaps
 	hasState, err := raft.HasExistingState(logStore, logStore, snaps)
 	if err != nil {
 		return nil, fmt.Errorf("read raft state: %w", err)
@@ -257,10 +261,11 @@ func Open(cfg Config) (*Node, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop = cancel
 	n.forwards = make(chan *forwardReq)
-	n.wg.Add(3 + forwardSenders)
+	n.wg.Add(4 + forwardSenders)
 	go n.observe(ctx)
 	go n.leadership(ctx)
 	go n.watchRemoval(ctx)
+	go n.paceSnapshots(ctx)
 	for range forwardSenders {
 		go n.runForwarder(ctx)
 	}

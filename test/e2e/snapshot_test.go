@@ -2,13 +2,17 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pontoon-dev/pontoon/api/client"
+	"github.com/pontoon-dev/pontoon/test/cluster"
 )
 
 func TestSnapshotSaveInspectRestore(t *testing.T) {
@@ -91,4 +95,75 @@ func TestSnapshotSaveInspectRestore(t *testing.T) {
 	if after != before {
 		t.Fatalf("a refused snapshot changed the cluster: %v -> %v", before, after)
 	}
+}
+
+// TestSnapshotsFollowTheStoreSize: a snapshot copies the whole store, so
+// Raft takes the next one only after as many log entries as the store
+// holds objects, never fewer than --raft-snapshot-threshold; a restart
+// keeps that pace.
+func TestSnapshotsFollowTheStoreSize(t *testing.T) {
+	c := newCluster(t, 1, 47, "--raft-snapshot-threshold", "64", "--raft-snapshot-interval", "100ms")
+	c.Start()
+	s := c.Leader(20 * time.Second)
+	ctx := context.Background()
+	if got := metric(t, s, "pontoon_raft_snapshot_threshold"); got != 64 {
+		t.Fatalf("threshold of a near-empty store: %v, want 64", got)
+	}
+	put := func(i int) {
+		t.Helper()
+		if _, err := s.Client().Put(ctx, fmt.Sprint("k", i%500), []byte("v"), client.Cond{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 500 {
+		put(i)
+	}
+	cluster.Eventually(t, 10*time.Second, func() error {
+		if th, keys := metric(t, s, "pontoon_raft_snapshot_threshold"), metric(t, s, "pontoon_fsm_keys"); th != keys {
+			return fmt.Errorf("threshold %v with %v objects stored", th, keys)
+		}
+		return nil
+	})
+	// Restarted, the server paces its snapshots from the store it opens,
+	// with no snapshot check of before still under way.
+	s.Stop()
+	s.Start()
+	c.Leader(20 * time.Second)
+	keys := metric(t, s, "pontoon_fsm_keys")
+	last := metric(t, s, "pontoon_raft_last_snapshot_index")
+	if last == 0 {
+		t.Fatal("no snapshot was taken while the store grew")
+	}
+	for i := 0; ; i++ {
+		if i > 3*int(keys) {
+			t.Fatalf("no snapshot after %d more entries", i)
+		}
+		put(i)
+		if i%10 != 0 {
+			continue
+		}
+		if next := metric(t, s, "pontoon_raft_last_snapshot_index"); next != last {
+			if next-last < keys {
+				t.Fatalf("snapshot at index %v, %v entries after the one at %v; want at least %v (the objects stored)", next, next-last, last, keys)
+			}
+			return
+		}
+	}
+}
+
+// metric is the value of an unlabelled metric on s's /metrics.
+func metric(t *testing.T, s *cluster.Server, name string) float64 {
+	t.Helper()
+	_, _, body := raw(t, s, http.MethodGet, "/metrics", "", "", "")
+	for _, l := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", name)
+	return 0
 }

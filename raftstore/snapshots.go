@@ -1,0 +1,55 @@
+package raftstore
+
+import (
+	"context"
+	"time"
+)
+
+// snapshotThreshold is the number of log entries after which Raft takes a
+// snapshot: as many as the store holds objects, never fewer than the
+// configured threshold. A snapshot copies the whole store, so a fixed
+// threshold copies a large store again after every few thousand writes
+// (128,000 objects of 1 KiB with 16,384 entries between snapshots: some
+// 10 KiB copied, hashed and written for every KiB written). Following the
+// object count keeps that near one object copied per entry, whatever the
+// store's size; the log then holds about as many entries as the store
+// holds objects, plus the trailing logs.
+func snapshotThreshold(configured uint64, objects int64) uint64 {
+	return max(configured, uint64(max(objects, 0)))
+}
+
+// paceSnapshots sets Raft's snapshot threshold from the store's object
+// count at every snapshot check.
+func (n *Node) paceSnapshots(ctx context.Context) {
+	defer n.wg.Done()
+	tick := time.NewTicker(n.cfg.SnapshotInterval)
+	defer tick.Stop()
+	for {
+		n.setSnapshotThreshold(snapshotThreshold(n.cfg.SnapshotThreshold, n.cfg.Store.Stats().Keys))
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (n *Node) setSnapshotThreshold(want uint64) {
+	rc := n.raft.ReloadableConfig()
+	if rc.SnapshotThreshold == want {
+		return
+	}
+	rc.SnapshotThreshold = want
+	if err := n.raft.ReloadConfig(rc); err != nil {
+		n.logger.Warn("cannot set the snapshot threshold", "threshold", want, "err", err)
+	}
+}
+
+// lastSnapshotIndex is the index of the newest snapshot on disk, or 0.
+func (n *Node) lastSnapshotIndex() uint64 {
+	metas, err := n.snapshots.List()
+	if err != nil || len(metas) == 0 {
+		return 0
+	}
+	return metas[0].Index
+}
