@@ -19,7 +19,8 @@ func snapshotThreshold(configured uint64, objects int64) uint64 {
 }
 
 // paceSnapshots sets Raft's snapshot threshold from the store's object
-// count at every snapshot check.
+// count at start and every SnapshotInterval, the period of Raft's own
+// checks.
 func (n *Node) paceSnapshots(ctx context.Context) {
 	defer n.wg.Done()
 	tick := time.NewTicker(n.cfg.SnapshotInterval)
