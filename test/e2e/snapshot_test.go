@@ -106,7 +106,13 @@ func TestSnapshotsFollowTheStoreSize(t *testing.T) {
 	c.Start()
 	s := c.Leader(20 * time.Second)
 	ctx := context.Background()
-	if got := metric(t, s, "pontoon_raft_snapshot_threshold"); got != 64 {
+	m := metrics(t, s)
+	for _, name := range []string{"pontoon_raft_snapshot_threshold", "pontoon_raft_last_snapshot_index", "pontoon_fsm_keys"} {
+		if _, ok := m[name]; !ok {
+			t.Fatalf("/metrics has no %s", name)
+		}
+	}
+	if got := m["pontoon_raft_snapshot_threshold"]; got != 64 {
 		t.Fatalf("threshold of a near-empty store: %v, want 64", got)
 	}
 	put := func(i int) {
@@ -119,8 +125,8 @@ func TestSnapshotsFollowTheStoreSize(t *testing.T) {
 		put(i)
 	}
 	cluster.Eventually(t, 10*time.Second, func() error {
-		if th, keys := metric(t, s, "pontoon_raft_snapshot_threshold"), metric(t, s, "pontoon_fsm_keys"); th != keys {
-			return fmt.Errorf("threshold %v with %v objects stored", th, keys)
+		if m := metrics(t, s); m["pontoon_raft_snapshot_threshold"] != m["pontoon_fsm_keys"] {
+			return fmt.Errorf("threshold %v with %v objects stored", m["pontoon_raft_snapshot_threshold"], m["pontoon_fsm_keys"])
 		}
 		return nil
 	})
@@ -129,8 +135,8 @@ func TestSnapshotsFollowTheStoreSize(t *testing.T) {
 	s.Stop()
 	s.Start()
 	c.Leader(20 * time.Second)
-	keys := metric(t, s, "pontoon_fsm_keys")
-	last := metric(t, s, "pontoon_raft_last_snapshot_index")
+	m = metrics(t, s)
+	keys, last := m["pontoon_fsm_keys"], m["pontoon_raft_last_snapshot_index"]
 	if last == 0 {
 		t.Fatal("no snapshot was taken while the store grew")
 	}
@@ -142,7 +148,7 @@ func TestSnapshotsFollowTheStoreSize(t *testing.T) {
 		if i%10 != 0 {
 			continue
 		}
-		if next := metric(t, s, "pontoon_raft_last_snapshot_index"); next != last {
+		if next := metrics(t, s)["pontoon_raft_last_snapshot_index"]; next != last {
 			if next-last < keys {
 				t.Fatalf("snapshot at index %v, %v entries after the one at %v; want at least %v (the objects stored)", next, next-last, last, keys)
 			}
@@ -151,19 +157,21 @@ func TestSnapshotsFollowTheStoreSize(t *testing.T) {
 	}
 }
 
-// metric is the value of an unlabelled metric on s's /metrics.
-func metric(t *testing.T, s *cluster.Server, name string) float64 {
+// metrics are the unlabelled metrics on s's /metrics, by name.
+func metrics(t *testing.T, s *cluster.Server) map[string]float64 {
 	t.Helper()
 	_, _, body := raw(t, s, http.MethodGet, "/metrics", "", "", "")
+	m := map[string]float64{}
 	for _, l := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(l, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %v", l, err)
-			}
-			return f
+		name, v, ok := strings.Cut(l, " ")
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+			continue
 		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			t.Fatalf("%s: %v", l, err)
+		}
+		m[name] = f
 	}
-	t.Fatalf("/metrics has no %s", name)
-	return 0
+	return m
 }
