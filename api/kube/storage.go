@@ -42,10 +42,9 @@ func newObjects(node *raftstore.Node, store *fsm.Store, scheme *runtime.Scheme) 
 // every create, a namespace and the priority classes, as kube-apiserver's
 // admission reads them from informers: a pod create decoded all three
 // anew, and the decoding showed in CPU profiles of creates. An object is
-// reused while its
-// key holds the same bytes at the same revision (a snapshot restored from
-// elsewhere may bring other bytes at a revision seen before), and is
-// shared: whoever gets one only reads it.
+// reused while its key holds the same bytes at the same revision (a
+// snapshot restored from elsewhere may bring other bytes at a revision
+// seen before), and is shared: whoever gets one only reads it.
 type sharedObjects struct {
 	mu sync.Mutex
 	m  map[string]stored
