@@ -305,13 +305,34 @@ func (c *cache) removeNode(name string) {
 }
 
 // setPod records a bound pod the informer reports, confirming an assumed
-// one.
+// one. What a podInfo derives from the spec (requests, host ports,
+// affinity terms) cannot change while the pod keeps its uid, since a pod
+// update may not change it (validatePodUpdate): the podInfo already
+// cached is kept with the new pod, so confirming a binding does not work
+// out the pod's requests again.
 func (c *cache) setPod(pod *corev1.Pod) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	pi := newPodInfo(pod)
-	c.removeLocked(pi.key)
+	key := podKey(pod)
+	var pi *podInfo
+	if old := c.cached(key); old != nil && old.pod.UID == pod.UID {
+		kept := *old
+		kept.pod = pod
+		pi = &kept
+	} else {
+		pi = newPodInfo(pod)
+	}
+	c.removeLocked(key)
 	c.addLocked(pi, pod.Spec.NodeName)
+}
+
+// cached is the podInfo of a pod bound or assumed to a node, or nil.
+func (c *cache) cached(key string) *podInfo {
+	node, ok := c.podNode[key]
+	if !ok {
+		return nil
+	}
+	return c.nodes[node].pods[key]
 }
 
 // assume places a pod on a node before its binding is stored.
