@@ -303,11 +303,11 @@ func setCondition(pod *corev1.Pod, cond corev1.PodCondition) {
 }
 
 // validateBinding judges a binding as kube-apiserver does
-// (ValidatePodBinding), and its node's name as a node's. The pod is not
-// validated again: a binding changes only its node, its annotations
-// (validated with its metadata) and its PodScheduled condition.
+// (ValidatePodBinding), its node's name as a node's and its annotations
+// as any object's. The pod is not validated again: a binding changes only
+// its node, those annotations and its PodScheduled condition.
 func validateBinding(b *corev1.Binding) field.ErrorList {
-	var errs field.ErrorList
+	errs := validation.ValidateAnnotations(b.Annotations, field.NewPath("metadata", "annotations"))
 	target := field.NewPath("target")
 	if b.Target.Kind != "" && b.Target.Kind != "Node" {
 		errs = append(errs, field.NotSupported(target.Child("kind"), b.Target.Kind, []string{"Node", "<empty>"}))

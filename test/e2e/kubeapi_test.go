@@ -548,6 +548,13 @@ func TestKubeAPI(t *testing.T) {
 				t.Fatalf("binding to %+v: causes %+v, want %s", target, causes, cause)
 			}
 		}
+		// So is one that would give the pod an annotation no object may have.
+		err = wcs.CoreV1().Pods(ns).Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "bound", Annotations: map[string]string{"bad key": "x"}},
+			Target: corev1.ObjectReference{Kind: "Node", Name: "n1"}}, metav1.CreateOptions{})
+		wantReason(t, err, 422, metav1.StatusReasonInvalid)
+		if causes := err.(apierrors.APIStatus).Status().Details.Causes; len(causes) != 1 || causes[0].Field != "metadata.annotations" {
+			t.Fatalf("binding with a bad annotation: causes %+v", causes)
+		}
 		// A binding made for a namesake (another uid) binds nothing; one
 		// for this pod binds it and adds its annotations.
 		err = wcs.CoreV1().Pods(ns).Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "bound", UID: "0000-other"},
