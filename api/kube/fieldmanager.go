@@ -15,7 +15,11 @@ import (
 
 // fieldManagers track managedFields on every write and merge server-side
 // apply patches, with apimachinery's field manager over the types'
-// OpenAPI schemas, as kube-apiserver does.
+// OpenAPI schemas, as kube-apiserver does. As there, the field manager
+// converts with runtime.UnsafeObjectConvertor: an object already in the
+// version it asks for is used as it is rather than deep-copied, which is
+// safe because every object it is given belongs to the one request (none
+// comes from sharedObjects).
 type fieldManagers struct {
 	byKind map[schema.GroupVersionKind]map[string]*managedfields.FieldManager
 }
@@ -47,7 +51,7 @@ func newFieldManagers(schemas map[string]*spec.Schema, scheme *runtime.Scheme, r
 			}
 			m := map[string]*managedfields.FieldManager{}
 			for _, sub := range subs {
-				fm, err := managedfields.NewDefaultFieldManager(tc, scheme, registryDefaulter{reg}, scheme, r.GroupVersionKind(), gv, sub, nil)
+				fm, err := managedfields.NewDefaultFieldManager(tc, runtime.UnsafeObjectConvertor(scheme), registryDefaulter{reg}, scheme, r.GroupVersionKind(), gv, sub, nil)
 				if err != nil {
 					return nil, fmt.Errorf("kube: field manager for %s: %w", r.Kind, err)
 				}
