@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/record"
 )
 
@@ -27,5 +28,21 @@ func TestPanickingSyncIsRetried(t *testing.T) {
 	}
 	if calls != 1 || c.queue.NumRequeues("ns/name") != 1 {
 		t.Fatalf("after a panicking sync: %d calls, %d requeues; want 1 and 1", calls, c.queue.NumRequeues("ns/name"))
+	}
+}
+
+func TestGCOwnerKeyRoundTrip(t *testing.T) {
+	for _, k := range []gcOwner{
+		{uid: "u1", gvr: schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "replicasets"}, namespace: "ns", name: "web"},
+		{uid: "u2", gvr: schema.GroupVersionResource{Version: "v1", Resource: "nodes"}, name: "n1"},
+		{uid: "u3", name: "of-a-kind-not-watched"},
+	} {
+		got, err := parseGCOwner(k.String())
+		if err != nil || got != k {
+			t.Errorf("parseGCOwner(%q) = %+v, %v; want %+v", k.String(), got, err, k)
+		}
+	}
+	if _, err := parseGCOwner("u1/apps/v1"); err == nil {
+		t.Error("a key of three parts parsed")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -20,11 +21,9 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// Indexes of the garbage collector's metadata informers.
-const (
-	byUID   = "uid"
-	byOwner = "owner"
-)
+// byOwner indexes every object the collector watches by the uids of its
+// owners.
+const byOwner = "owner"
 
 // ownerPoll is how often an owner whose dependents are still going away
 // is looked at again, besides the events of those dependents.
@@ -35,13 +34,46 @@ const ownerPoll = 2 * time.Second
 // of a deleted owner (Background), dependents of an owner waiting in
 // foregroundDeletion (then it removes that finalizer), and it removes the
 // references to an owner with the orphan finalizer (then the finalizer).
-// Its queue holds owner uids. It watches the metadata of every resource
-// that can be listed, watched and deleted, except events.
+// Its queue holds owners (gcOwner). It watches the metadata of every
+// resource that can be listed, watched and deleted, except events.
 type garbageCollector struct {
 	*controller
 	meta      metadata.Interface
 	mapper    meta.RESTMapper
 	informers map[schema.GroupVersionResource]cache.SharedIndexInformer
+	// kinds maps the kinds the collector watches to their resource, so an
+	// owner reference leads to the informer that holds its owner.
+	kinds map[schema.GroupKind]watchedKind
+}
+
+// watchedKind is the resource of a kind the collector watches.
+type watchedKind struct {
+	gvr        schema.GroupVersionResource
+	namespaced bool
+}
+
+// gcOwner is an owner the queue holds: its uid and where its informer
+// keeps it (no resource when the collector does not watch its kind).
+// Kubernetes looks for a namespaced dependent's owner in the dependent's
+// namespace only, so resource, namespace and name find it without an
+// index of every object by uid.
+type gcOwner struct {
+	uid             types.UID
+	gvr             schema.GroupVersionResource
+	namespace, name string
+}
+
+// String is the key in the queue; none of its parts can hold a "/".
+func (k gcOwner) String() string {
+	return strings.Join([]string{string(k.uid), k.gvr.Group, k.gvr.Version, k.gvr.Resource, k.namespace, k.name}, "/")
+}
+
+func parseGCOwner(s string) (gcOwner, error) {
+	p := strings.Split(s, "/")
+	if len(p) != 6 {
+		return gcOwner{}, fmt.Errorf("malformed owner key %q", s)
+	}
+	return gcOwner{uid: types.UID(p[0]), gvr: schema.GroupVersionResource{Group: p[1], Version: p[2], Resource: p[3]}, namespace: p[4], name: p[5]}, nil
 }
 
 // newGarbageCollector watches every resource the API serves that can be
@@ -52,7 +84,8 @@ type garbageCollector struct {
 func newGarbageCollector(cfg Config, meta metadatainformer.SharedInformerFactory) (*controller, error) {
 	gc := &garbageCollector{meta: cfg.Metadata,
 		mapper:    restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cfg.Discovery)),
-		informers: map[schema.GroupVersionResource]cache.SharedIndexInformer{}}
+		informers: map[schema.GroupVersionResource]cache.SharedIndexInformer{},
+		kinds:     map[schema.GroupKind]watchedKind{}}
 	gc.controller = newController("garbage-collector", cfg, gc.sync)
 	lists, err := cfg.Discovery.ServerPreferredResources()
 	if err != nil {
@@ -77,25 +110,18 @@ func newGarbageCollector(cfg Config, meta metadatainformer.SharedInformerFactory
 					return nil, err
 				}
 			}
-			if err := inf.AddIndexers(cache.Indexers{byUID: indexUID, byOwner: indexOwners}); err != nil {
+			if err := inf.AddIndexers(cache.Indexers{byOwner: indexOwners}); err != nil {
 				return nil, err
 			}
-			if _, err := inf.AddEventHandler(gc.events()); err != nil {
+			if _, err := inf.AddEventHandler(gc.events(gvr)); err != nil {
 				return nil, err
 			}
 			gc.informers[gvr] = inf
+			gc.kinds[schema.GroupKind{Group: gv.Group, Kind: r.Kind}] = watchedKind{gvr: gvr, namespaced: r.Namespaced}
 			gc.synced = append(gc.synced, inf.HasSynced)
 		}
 	}
 	return gc.controller, nil
-}
-
-func indexUID(obj any) ([]string, error) {
-	m, err := meta.Accessor(obj)
-	if err != nil {
-		return nil, err
-	}
-	return []string{string(m.GetUID())}, nil
 }
 
 func indexOwners(obj any) ([]string, error) {
@@ -110,11 +136,11 @@ func indexOwners(obj any) ([]string, error) {
 	return out, nil
 }
 
-// events enqueues the owners whose state an object's change may settle:
-// the object itself when it is deleted or waits on its dependents, and
-// its owners when it goes or is going (a foreground owner may be
-// waiting), or when they may be gone already.
-func (gc *garbageCollector) events() cache.ResourceEventHandler {
+// events enqueues the owners whose state a change to an object of gvr
+// may settle: the object itself when it is deleted or waits on its
+// dependents, and its owners when it goes or is going (a foreground owner
+// may be waiting), or when they may be gone already.
+func (gc *garbageCollector) events(gvr schema.GroupVersionResource) cache.ResourceEventHandler {
 	changed := func(obj any, deleted bool) {
 		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			obj, deleted = d.Obj, true
@@ -124,11 +150,12 @@ func (gc *garbageCollector) events() cache.ResourceEventHandler {
 			return
 		}
 		if deleted || (m.GetDeletionTimestamp() != nil && (hasFinalizer(m, metav1.FinalizerOrphanDependents) || hasFinalizer(m, metav1.FinalizerDeleteDependents))) {
-			gc.queue.Add(string(m.GetUID()))
+			gc.queue.Add(gcOwner{uid: m.GetUID(), gvr: gvr, namespace: m.GetNamespace(), name: m.GetName()}.String())
 		}
 		for _, ref := range m.GetOwnerReferences() {
-			if deleted || m.GetDeletionTimestamp() != nil || gc.object(ref.UID) == nil {
-				gc.queue.Add(string(ref.UID))
+			k := gc.ownerOf(m, ref)
+			if deleted || m.GetDeletionTimestamp() != nil || gc.object(k) == nil {
+				gc.queue.Add(k.String())
 			}
 		}
 	}
@@ -147,17 +174,43 @@ type node struct {
 	gvr  schema.GroupVersionResource
 }
 
-// object finds an object by uid in the informers.
-func (gc *garbageCollector) object(uid types.UID) *node {
-	for gvr, inf := range gc.informers {
-		objs, err := inf.GetIndexer().ByIndex(byUID, string(uid))
-		if err == nil && len(objs) > 0 {
-			if m, err := meta.Accessor(objs[0]); err == nil {
-				return &node{meta: m, gvr: gvr}
-			}
+// ownerOf is the owner ref names, for dependent: in the dependent's
+// namespace when the owner's kind is namespaced.
+func (gc *garbageCollector) ownerOf(dependent metav1.Object, ref metav1.OwnerReference) gcOwner {
+	k := gcOwner{uid: ref.UID, name: ref.Name}
+	gv, err := schema.ParseGroupVersion(ref.APIVersion)
+	if err != nil {
+		return k
+	}
+	if w, ok := gc.kinds[gv.WithKind(ref.Kind).GroupKind()]; ok {
+		k.gvr = w.gvr
+		if w.namespaced {
+			k.namespace = dependent.GetNamespace()
 		}
 	}
-	return nil
+	return k
+}
+
+// object finds an owner in its informer: the object there under its
+// name, if it has the owner's uid.
+func (gc *garbageCollector) object(k gcOwner) *node {
+	inf, ok := gc.informers[k.gvr]
+	if !ok {
+		return nil
+	}
+	key := k.name
+	if k.namespace != "" {
+		key = k.namespace + "/" + k.name
+	}
+	obj, exists, err := inf.GetIndexer().GetByKey(key)
+	if err != nil || !exists {
+		return nil
+	}
+	m, err := meta.Accessor(obj)
+	if err != nil || m.GetUID() != k.uid {
+		return nil
+	}
+	return &node{meta: m, gvr: k.gvr}
 }
 
 // dependents lists the objects with an owner reference to uid.
@@ -178,9 +231,13 @@ func (gc *garbageCollector) dependents(uid types.UID) []node {
 }
 
 func (gc *garbageCollector) sync(ctx context.Context, key string) error {
-	uid := types.UID(key)
+	k, err := parseGCOwner(key)
+	if err != nil {
+		return err
+	}
+	uid := k.uid
 	deps := gc.dependents(uid)
-	owner := gc.object(uid)
+	owner := gc.object(k)
 	if owner == nil {
 		if len(deps) == 0 {
 			return nil

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -580,6 +581,50 @@ func TestGarbageCollector(t *testing.T) {
 			return nil
 		})
 	}
+
+	// A cluster-scoped owner keeps its namespaced dependent; a reference
+	// that names it with another uid, or names a namespaced owner in
+	// another namespace, counts as absent, as in Kubernetes.
+	owner, err := wcs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "gc-owner"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := wcs.CoreV1().ConfigMaps("kube-system").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "gc-owner"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	owned := func(name string, ref metav1.OwnerReference) {
+		t.Helper()
+		if _, err := wcs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name,
+			OwnerReferences: []metav1.OwnerReference{ref}}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owned("by-node", metav1.OwnerReference{APIVersion: "v1", Kind: "Node", Name: owner.Name, UID: owner.UID})
+	owned("by-node-gone", metav1.OwnerReference{APIVersion: "v1", Kind: "Node", Name: owner.Name, UID: "0000-gone"})
+	owned("by-other-namespace", metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", Name: other.Name, UID: other.UID})
+	exists := func(name string) bool {
+		_, err := rcs.CoreV1().ConfigMaps("default").Get(ctx, name, metav1.GetOptions{})
+		return err == nil
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		if exists("by-node-gone") || exists("by-other-namespace") {
+			return errors.New("dependents of absent owners still there")
+		}
+		return nil
+	})
+	if !exists("by-node") {
+		t.Fatal("the dependent of an existing node was deleted")
+	}
+	if err := wcs.CoreV1().Nodes().Delete(ctx, owner.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		if exists("by-node") {
+			return errors.New("the deleted node's dependent is still there")
+		}
+		return nil
+	})
 }
 
 // TestAdoption: a Deployment made again after an Orphan deletion takes
