@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/managedfields"
 	"k8s.io/kube-openapi/pkg/validation/spec"
+	"sigs.k8s.io/structured-merge-diff/v4/fieldpath"
 
 	"github.com/pontoon-dev/pontoon/api/resource"
 )
@@ -51,7 +52,7 @@ func newFieldManagers(schemas map[string]*spec.Schema, scheme *runtime.Scheme, r
 			}
 			m := map[string]*managedfields.FieldManager{}
 			for _, sub := range subs {
-				fm, err := managedfields.NewDefaultFieldManager(tc, runtime.UnsafeObjectConvertor(scheme), registryDefaulter{reg}, scheme, r.GroupVersionKind(), gv, sub, nil)
+				fm, err := managedfields.NewDefaultFieldManager(tc, runtime.UnsafeObjectConvertor(scheme), registryDefaulter{reg}, scheme, r.GroupVersionKind(), gv, sub, resetFields(r, sub))
 				if err != nil {
 					return nil, fmt.Errorf("kube: field manager for %s: %w", r.Kind, err)
 				}
@@ -61,6 +62,24 @@ func newFieldManagers(schemas map[string]*spec.Schema, scheme *runtime.Scheme, r
 		}
 	}
 	return f, nil
+}
+
+// resetFields are the fields a write through sub never owns, as the
+// strategies' GetResetFields give them to kube-apiserver's field
+// managers: a write of the object itself does not own its status (a pod's
+// creator does not own status.phase), and a write of its status does not
+// own its spec.
+func resetFields(r *resource.Resource, sub string) map[fieldpath.APIVersion]fieldpath.Filter {
+	if !r.Status {
+		return nil
+	}
+	reset := "status"
+	if sub == "status" {
+		reset = "spec"
+	}
+	return fieldpath.NewExcludeFilterSetMap(map[fieldpath.APIVersion]*fieldpath.Set{
+		fieldpath.APIVersion(r.GroupVersion.String()): fieldpath.NewSet(fieldpath.MakePathOrDie(reset)),
+	})
 }
 
 func (f *fieldManagers) get(r *resource.Resource, sub string) *managedfields.FieldManager {

@@ -227,16 +227,19 @@ func (h *Handler) createObject(ctx context.Context, req *request, obj runtime.Ob
 	if r.Default != nil {
 		r.Default(obj)
 	}
+	// As in kube-apiserver, the creator owns what it sent and its
+	// defaults, not what the server prepares for every new object (a
+	// Job's generated selector).
+	if !req.applied {
+		if obj, err = h.fields.get(r, "").Update(r.New(), obj, managerName(req.Request)); err != nil {
+			return nil, apierrors.NewInternalError(fmt.Errorf("managed fields: %w", err))
+		}
+	}
 	if r.PrepareCreate != nil {
 		r.PrepareCreate(obj)
 	}
 	if err := validate(r, obj, nil, ""); err != nil {
 		return nil, err
-	}
-	if !req.applied {
-		if obj, err = h.fields.get(r, "").Update(r.New(), obj, managerName(req.Request)); err != nil {
-			return nil, apierrors.NewInternalError(fmt.Errorf("managed fields: %w", err))
-		}
 	}
 	for attempt := 0; ; attempt++ {
 		// The create is conditioned on what it was decided from: the

@@ -531,9 +531,15 @@ func TestKubeAPI(t *testing.T) {
 
 	t.Run("pods", func(t *testing.T) {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bound"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
-		created, err := wcs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+		created, err := wcs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{FieldManager: "creator"})
 		if err != nil {
 			t.Fatal(err)
+		}
+		// Its creator owns what it sent and the defaults, not the status
+		// the server gives every new pod (kube-apiserver's reset fields).
+		if len(created.ManagedFields) != 1 || created.ManagedFields[0].Manager != "creator" ||
+			!strings.Contains(string(created.ManagedFields[0].FieldsV1.Raw), `"f:containers"`) || strings.Contains(string(created.ManagedFields[0].FieldsV1.Raw), `"f:status"`) {
+			t.Fatalf("a new pod's managedFields: %+v", created.ManagedFields)
 		}
 		// A binding to something that is not a node, or to a name no node
 		// can have, is refused with its causes.
