@@ -65,7 +65,7 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.IntVar(&o.bootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many servers see each other (0: join an existing cluster)")
 	f.StringArrayVar(&o.join, "join", nil, "gossip address of any member to join, retried until it answers (repeatable)")
 	f.DurationVar(&o.heartbeatTimeout, "raft-heartbeat-timeout", 500*time.Millisecond, "Raft heartbeat and election timeout; the leader lease is half of it")
-	f.Uint64Var(&o.snapshotThreshold, "raft-snapshot-threshold", 16384, "fewest log entries between Raft snapshots; a snapshot copies the whole store, so one with more objects waits for as many entries as it holds objects")
+	f.Uint64Var(&o.snapshotThreshold, "raft-snapshot-threshold", 16384, "fewest log entries between Raft snapshots; a snapshot copies the whole store, so one with more objects waits for twice as many entries as it holds objects")
 	f.DurationVar(&o.snapshotInterval, "raft-snapshot-interval", 5*time.Second, "how often Raft checks whether --raft-snapshot-threshold is reached (as Consul, not hashicorp/raft's 2 minutes: the log, and the memory it maps, grow until then)")
 	f.Uint64Var(&o.trailingLog, "raft-trailing-logs", 32768, "log entries kept after a snapshot, so a lagging follower catches up without one")
 	f.DurationVar(&o.deadServerGrace, "dead-server-grace", 2*time.Minute, "how long a server must be dead before autopilot may remove it (once a replacement keeps the voters at --bootstrap-expect)")
