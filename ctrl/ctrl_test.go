@@ -36,13 +36,14 @@ func TestGCOwnerKeyRoundTrip(t *testing.T) {
 		{uid: "u1", gvr: schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "replicasets"}, namespace: "ns", name: "web"},
 		{uid: "u2", gvr: schema.GroupVersionResource{Version: "v1", Resource: "nodes"}, name: "n1"},
 		{uid: "u3", name: "of-a-kind-not-watched"},
+		{uid: "a/uid", gvr: schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}, namespace: "ns", name: "a/name"},
 	} {
 		got, err := parseGCOwner(k.String())
 		if err != nil || got != k {
 			t.Errorf("parseGCOwner(%q) = %+v, %v; want %+v", k.String(), got, err, k)
 		}
 	}
-	if _, err := parseGCOwner("u1/apps/v1"); err == nil {
+	if _, err := parseGCOwner(`["u1","apps","v1"]`); err == nil {
 		t.Error("a key of three parts parsed")
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -63,14 +62,16 @@ type gcOwner struct {
 	namespace, name string
 }
 
-// String is the key in the queue; none of its parts can hold a "/".
+// String is the key in the queue, in JSON: an owner reference's name and
+// uid are whatever its writer put there, a "/" included.
 func (k gcOwner) String() string {
-	return strings.Join([]string{string(k.uid), k.gvr.Group, k.gvr.Version, k.gvr.Resource, k.namespace, k.name}, "/")
+	b, _ := json.Marshal([]string{string(k.uid), k.gvr.Group, k.gvr.Version, k.gvr.Resource, k.namespace, k.name})
+	return string(b)
 }
 
 func parseGCOwner(s string) (gcOwner, error) {
-	p := strings.Split(s, "/")
-	if len(p) != 6 {
+	var p []string
+	if err := json.Unmarshal([]byte(s), &p); err != nil || len(p) != 6 {
 		return gcOwner{}, fmt.Errorf("malformed owner key %q", s)
 	}
 	return gcOwner{uid: types.UID(p[0]), gvr: schema.GroupVersionResource{Group: p[1], Version: p[2], Resource: p[3]}, namespace: p[4], name: p[5]}, nil
