@@ -43,7 +43,7 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		gauge("pontoon_raft_term", "Current Raft term.", func() float64 { return float64(n.raft.CurrentTerm()) }),
 		gauge("pontoon_raft_last_index", "Index of the last entry in the local Raft log.", func() float64 { return float64(n.raft.LastIndex()) }),
 		gauge("pontoon_raft_commit_index", "Commit index known to this server.", func() float64 { return float64(n.raft.CommitIndex()) }),
-		gauge("pontoon_raft_snapshot_threshold", "Log entries after which Raft takes a snapshot: as many as the store holds objects, at least --raft-snapshot-threshold.",
+		gauge("pontoon_raft_snapshot_threshold", "Log entries after which Raft takes a snapshot: twice as many as the store holds objects, at least --raft-snapshot-threshold.",
 			func() float64 { return float64(n.raft.ReloadableConfig().SnapshotThreshold) }),
 		gauge("pontoon_raft_last_snapshot_index", "Index of the last entry in the newest Raft snapshot; 0 before the first.", func() float64 { return float64(n.lastSnapshotIndex()) }),
 		gauge("pontoon_fsm_applied_index", "Index of the last entry applied to the store.", func() float64 { return float64(n.cfg.Store.Applied()) }),

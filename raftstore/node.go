@@ -84,7 +84,7 @@ type Config struct {
 	// lease is half of it.
 	HeartbeatTimeout time.Duration
 	// SnapshotThreshold is the fewest log entries between snapshots; a
-	// store holding more objects waits for as many entries (snapshots.go).
+	// store holding more objects waits for longer (snapshotThreshold).
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
 	SnapshotInterval  time.Duration
