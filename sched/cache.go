@@ -84,7 +84,7 @@ type podInfo struct {
 }
 
 func newPodInfo(pod *corev1.Pod) *podInfo {
-	pi := &podInfo{pod: pod, key: pod.Namespace + "/" + pod.Name}
+	pi := &podInfo{pod: pod, key: podKey(pod)}
 	pi.req = resourcesOf(resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{}))
 	pi.req.pods = 1
 	pi.nonZero = resourcesOf(resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{NonMissingContainerRequests: nonZeroDefaults}))
@@ -210,7 +210,7 @@ func newCache() *cache {
 func (c *cache) nominate(pod *corev1.Pod) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	key := pod.Namespace + "/" + pod.Name
+	key := podKey(pod)
 	c.unnominateLocked(key)
 	if node := pod.Status.NominatedNodeName; node != "" && pod.Spec.NodeName == "" {
 		if c.nominated[node] == nil {
