@@ -84,9 +84,16 @@ type NodeGossip interface {
 // NewInformerFactory makes the informer factory the leader's scheduler
 // and controllers share. As kube-controller-manager's and
 // kube-scheduler's, its caches leave out managedFields, which no
-// controller reads and which are a good part of every object.
+// controller reads and which are a good part of every object; its pods
+// share the parts they hold alike (podParts).
 func NewInformerFactory(client kubernetes.Interface) informers.SharedInformerFactory {
-	return informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(stripManagedFields))
+	parts := newPodParts()
+	return informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(func(obj any) (any, error) {
+		if pod, ok := obj.(*corev1.Pod); ok {
+			parts.share(pod)
+		}
+		return stripManagedFields(obj)
+	}))
 }
 
 // stripManagedFields is an informer transform that drops managedFields.
