@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -135,14 +134,6 @@ func advertised(addr, ip string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-// serverGCPercent is the server's GOGC unless the environment sets one.
-// A server's heap is mostly long-lived: the watch history and, on the
-// leader, the informer caches of every pod and node. Go's default of 100
-// lets garbage grow as large as all of that before a collection; 75
-// collects a little more often for a smaller heap, as Prometheus chose
-// for its caches. docs/benchmarks.md has the leader's memory with it.
-const serverGCPercent = 75
-
 // setMemoryLimit gives the Go runtime the memory limit of the server's
 // cgroup (a container's, a systemd unit's MemoryMax), which it does not
 // know by itself: without it, a heap that grows past the limit meets the
@@ -168,9 +159,6 @@ func runServer(ctx context.Context, o serverOptions) error {
 		return err
 	}
 	logger = logger.With("server", o.name)
-	if _, set := os.LookupEnv("GOGC"); !set {
-		debug.SetGCPercent(serverGCPercent)
-	}
 	setMemoryLimit(logger)
 	_, serviceCIDR, err := net.ParseCIDR(o.serviceCIDR)
 	if err != nil || serviceCIDR.IP.To4() == nil {
