@@ -48,7 +48,7 @@ func Builtin() *Registry {
 		&Resource{GroupVersion: core, Name: "pods", SingularName: "pod", Kind: "Pod", Namespaced: true, ShortNames: []string{"po"}, Categories: []string{"all"},
 			Status: true, Actions: []string{"binding", "eviction"},
 			New: func() runtime.Object { return &corev1.Pod{} }, NewList: func() runtime.Object { return &corev1.PodList{} },
-			Default: typed(defaultPod), PrepareCreate: typed(preparePod), Validate: typedValidate(validatePod), Columns: podColumns, Fields: typedFields(podFields)},
+			Default: typed(defaultPod), PrepareCreate: typed(preparePod), PrepareUpdate: typedUpdate(preparePodUpdate), Validate: typedValidate(validatePod), Columns: podColumns, Fields: typedFields(podFields)},
 		&Resource{GroupVersion: core, Name: "nodes", SingularName: "node", Kind: "Node", ShortNames: []string{"no"}, Status: true,
 			New: func() runtime.Object { return &corev1.Node{} }, NewList: func() runtime.Object { return &corev1.NodeList{} },
 			Validate: typedValidate(validateNode), Columns: nodeColumns, Fields: typedFields(nodeFields)},

@@ -40,14 +40,23 @@ func prepareNamespace(ns *corev1.Namespace) {
 // ready or unreachable (the DefaultTolerationSeconds admission plugin).
 const defaultTolerationSeconds = 300
 
-func defaultPod(p *corev1.Pod) {
-	defaultPodSpec(&p.Spec)
+// addDefaultTolerations gives a pod that does not tolerate them the
+// not-ready and unreachable NoExecute tolerations, as kube-apiserver's
+// DefaultTolerationSeconds admission plugin does to creates and updates
+// of pods (not of their subresources). Admission comes after the field
+// manager, so a pod's creator does not own them: they are added when a
+// pod is prepared, not with its defaults.
+func addDefaultTolerations(p *corev1.Pod) {
 	for _, key := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
 		if !toleratesNoExecute(p.Spec.Tolerations, key) {
 			p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists,
 				Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](defaultTolerationSeconds)})
 		}
 	}
+}
+
+func defaultPod(p *corev1.Pod) {
+	defaultPodSpec(&p.Spec)
 	if p.Status.Phase == "" {
 		p.Status.Phase = corev1.PodPending
 	}
@@ -362,14 +371,23 @@ func prepareServiceUpdate(s, old *corev1.Service) {
 	}
 }
 
-// preparePod marks a new pod that waits for its scheduling gates, as
-// kube-apiserver does, so that kubectl shows it SchedulingGated.
+// preparePod gives a new pod its default tolerations and marks one that
+// waits for its scheduling gates, as kube-apiserver does, so that
+// kubectl shows it SchedulingGated.
 func preparePod(p *corev1.Pod) {
+	addDefaultTolerations(p)
 	if len(p.Spec.SchedulingGates) == 0 || slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool { return c.Type == corev1.PodScheduled }) {
 		return
 	}
 	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
 		Reason: corev1.PodReasonSchedulingGated, Message: "Scheduling is blocked due to non-empty scheduling gates"})
+}
+
+// preparePodUpdate gives back the default tolerations an update of a pod
+// left out, as the admission plugin does: a pod's tolerations may only
+// be added to, so the update is judged with them.
+func preparePodUpdate(p, _ *corev1.Pod) {
+	addDefaultTolerations(p)
 }
 
 // prepareJob gives a job without a manual selector the selector and pod

@@ -541,6 +541,11 @@ func TestKubeAPI(t *testing.T) {
 			!strings.Contains(string(created.ManagedFields[0].FieldsV1.Raw), `"f:containers"`) || strings.Contains(string(created.ManagedFields[0].FieldsV1.Raw), `"f:status"`) {
 			t.Fatalf("a new pod's managedFields: %+v", created.ManagedFields)
 		}
+		// Nor the default tolerations, which admission adds after the
+		// field manager.
+		if len(created.Spec.Tolerations) != 2 || strings.Contains(string(created.ManagedFields[0].FieldsV1.Raw), `"f:tolerations"`) {
+			t.Fatalf("a new pod's tolerations %+v, owned: %s", created.Spec.Tolerations, created.ManagedFields[0].FieldsV1.Raw)
+		}
 		// A binding to something that is not a node, or to a name no node
 		// can have, is refused with its causes.
 		for target, cause := range map[corev1.ObjectReference]string{
@@ -582,6 +587,11 @@ func TestKubeAPI(t *testing.T) {
 		// A bound pod's image may change, its node and command may not.
 		if _, err := wcs.CoreV1().Pods(ns).Patch(ctx, "bound", types.StrategicMergePatchType, []byte(`{"spec":{"containers":[{"name":"c","image":"busybox:2"}]}}`), metav1.PatchOptions{}); err != nil {
 			t.Fatalf("new image: %v", err)
+		}
+		// An update that leaves out the default tolerations gets them back
+		// before it is judged: tolerations may only be added to.
+		if got, err := wcs.CoreV1().Pods(ns).Patch(ctx, "bound", types.StrategicMergePatchType, []byte(`{"spec":{"tolerations":null}}`), metav1.PatchOptions{}); err != nil || len(got.Spec.Tolerations) != 2 {
+			t.Fatalf("tolerations left out: %v, %+v", err, got)
 		}
 		for _, patch := range []string{`{"spec":{"nodeName":"n2"}}`, `{"spec":{"containers":[{"name":"c","command":["true"]}]}}`} {
 			_, err := wcs.CoreV1().Pods(ns).Patch(ctx, "bound", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
