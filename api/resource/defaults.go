@@ -43,9 +43,12 @@ const defaultTolerationSeconds = 300
 // addDefaultTolerations gives a pod that does not tolerate them the
 // not-ready and unreachable NoExecute tolerations, as kube-apiserver's
 // DefaultTolerationSeconds admission plugin does to creates and updates
-// of pods (not of their subresources). Admission comes after the field
-// manager, so a pod's creator does not own them: they are added when a
-// pod is prepared, not with its defaults.
+// of pods (not of their subresources). That plugin runs after the field
+// manager, so they are added when a pod is prepared, not with its
+// defaults: a create is recorded before its preparation, so its creator
+// does not own them. An update is recorded after it, but with them given
+// back its field manager sees them unchanged, so an update that left
+// them out does not own them either.
 func addDefaultTolerations(p *corev1.Pod) {
 	for _, key := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
 		if !toleratesNoExecute(p.Spec.Tolerations, key) {
