@@ -589,9 +589,16 @@ func TestKubeAPI(t *testing.T) {
 			t.Fatalf("new image: %v", err)
 		}
 		// An update that leaves out the default tolerations gets them back
-		// before it is judged: tolerations may only be added to.
-		if got, err := wcs.CoreV1().Pods(ns).Patch(ctx, "bound", types.StrategicMergePatchType, []byte(`{"spec":{"tolerations":null}}`), metav1.PatchOptions{}); err != nil || len(got.Spec.Tolerations) != 2 {
-			t.Fatalf("tolerations left out: %v, %+v", err, got)
+		// before it is judged (tolerations may only be added to), and does
+		// not own them.
+		left, err := wcs.CoreV1().Pods(ns).Patch(ctx, "bound", types.StrategicMergePatchType, []byte(`{"spec":{"tolerations":null}}`), metav1.PatchOptions{})
+		if err != nil || len(left.Spec.Tolerations) != 2 {
+			t.Fatalf("tolerations left out: %v, %+v", err, left)
+		}
+		for _, f := range left.ManagedFields {
+			if strings.Contains(string(f.FieldsV1.Raw), `"f:tolerations"`) {
+				t.Fatalf("%s owns the default tolerations after leaving them out", f.Manager)
+			}
 		}
 		for _, patch := range []string{`{"spec":{"nodeName":"n2"}}`, `{"spec":{"containers":[{"name":"c","command":["true"]}]}}`} {
 			_, err := wcs.CoreV1().Pods(ns).Patch(ctx, "bound", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
