@@ -172,6 +172,7 @@ func (c *daemonSetController) sync(ctx context.Context, key string) error {
 		return err
 	}
 	fresh := freshOwner(c.client.AppsV1().DaemonSets(ns), name)
+	satisfied := c.expectations.satisfied(key) // before the pods are listed (expectations)
 	pods, err := claimPods(ctx, c.client, c.pods, &claimer{owner: ds, gvk: daemonSetKind, selector: ds.Spec.Selector, fresh: fresh})
 	if err != nil {
 		return err
@@ -248,7 +249,7 @@ func (c *daemonSetController) sync(ctx context.Context, key string) error {
 		remove = append(remove, c.rollingVictims(ds, status, old, now)...)
 	}
 	var manageErr error
-	if c.expectations.satisfied(key) && ds.DeletionTimestamp == nil {
+	if satisfied && ds.DeletionTimestamp == nil {
 		manageErr = c.manage(ctx, key, ds, hash, create, remove)
 	}
 	if !equality.Semantic.DeepEqual(ds.Status, status) {

@@ -87,6 +87,7 @@ func (c *jobController) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	satisfied := c.expectations.satisfied(key) // before the pods are listed (expectations)
 	pods, err := ownedPods(c.pods, job, job.Spec.Selector)
 	if err != nil {
 		return err
@@ -137,7 +138,7 @@ func (c *jobController) sync(ctx context.Context, key string) error {
 			return err
 		}
 		active = nil
-	case c.expectations.satisfied(key):
+	case satisfied:
 		wait, err := c.manage(ctx, key, j, pods, active, now)
 		if err != nil {
 			return err

@@ -293,7 +293,11 @@ const expectationsTimeout = 5 * time.Minute
 // expectations records, per owner, the pod creations and deletions a
 // controller has made and its informer has not shown yet. Until they are
 // seen the owner is not synced again, so a slow informer never makes it
-// create or delete the same pods twice.
+// create or delete the same pods twice. A sync reads them before it lists
+// the pods, as Kubernetes' controllers do: the informer stores a pod
+// before it reports it, so once they are satisfied the list holds every
+// pod they waited for. Read after the list, they could be satisfied by a
+// pod that arrived in between, and the sync would make that pod again.
 type expectations struct {
 	mu sync.Mutex
 	m  map[string]*expected

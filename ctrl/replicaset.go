@@ -63,13 +63,14 @@ func (c *replicaSetController) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	satisfied := c.expectations.satisfied(key) // before the pods are listed (expectations)
 	pods, err := claimPods(ctx, c.client, c.pods, &claimer{owner: rs, gvk: replicaSetKind, selector: rs.Spec.Selector,
 		fresh: freshOwner(c.client.AppsV1().ReplicaSets(ns), name)})
 	if err != nil {
 		return err
 	}
 	var manageErr error
-	if c.expectations.satisfied(key) && rs.DeletionTimestamp == nil {
+	if satisfied && rs.DeletionTimestamp == nil {
 		manageErr = c.manage(ctx, key, rs, pods)
 	}
 	status, wait := replicaSetStatus(rs, pods, time.Now())
