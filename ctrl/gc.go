@@ -199,11 +199,7 @@ func (gc *garbageCollector) object(k gcOwner) *node {
 	if !ok {
 		return nil
 	}
-	key := k.name
-	if k.namespace != "" {
-		key = k.namespace + "/" + k.name
-	}
-	obj, exists, err := inf.GetIndexer().GetByKey(key)
+	obj, exists, err := inf.GetIndexer().GetByKey(cache.NewObjectName(k.namespace, k.name).String())
 	if err != nil || !exists {
 		return nil
 	}
