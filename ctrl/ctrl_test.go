@@ -10,13 +10,19 @@ import (
 	"k8s.io/client-go/tools/record"
 )
 
+// quietConfig is the Config a controller under test needs: an event
+// broadcaster (shut down with the test) and a logger that discards.
+func quietConfig(t *testing.T) Config {
+	broadcaster := record.NewBroadcaster()
+	t.Cleanup(broadcaster.Shutdown)
+	return Config{Events: broadcaster, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
 // A sync that panics fails its key, which is retried, instead of
 // crashing the server.
 func TestPanickingSyncIsRetried(t *testing.T) {
-	broadcaster := record.NewBroadcaster()
-	defer broadcaster.Shutdown()
 	calls := 0
-	c := newController("test", Config{Events: broadcaster, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+	c := newController("test", quietConfig(t),
 		func(context.Context, string) error {
 			calls++
 			panic("a bug")

@@ -2,7 +2,6 @@ package ctrl
 
 import (
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -19,7 +18,6 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 )
 
@@ -66,9 +64,6 @@ func TestReplicaSetSyncReadsExpectationsBeforePods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	broadcaster := record.NewBroadcaster()
-	defer broadcaster.Shutdown()
-
 	podLabels := map[string]string{"app": "web"}
 	rs := &appsv1.ReplicaSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web", UID: "rs-uid"},
@@ -77,8 +72,9 @@ func TestReplicaSetSyncReadsExpectationsBeforePods(t *testing.T) {
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}},
 	}
 	pod := func(name string) *corev1.Pod {
-		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, Labels: podLabels,
-			OwnerReferences: []metav1.OwnerReference{controllerRef(rs, replicaSetKind)}}}
+		p := podFromTemplate(&rs.Spec.Template, rs, replicaSetKind)
+		p.Name = name
+		return p
 	}
 	indexers := cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}
 	rsIndex, podIndex := cache.NewIndexer(cache.MetaNamespaceKeyFunc, indexers), cache.NewIndexer(cache.MetaNamespaceKeyFunc, indexers)
@@ -93,7 +89,7 @@ func TestReplicaSetSyncReadsExpectationsBeforePods(t *testing.T) {
 
 	const key = "default/web"
 	c := &replicaSetController{client: client, replicaSets: appslisters.NewReplicaSetLister(rsIndex), expectations: newExpectations()}
-	c.controller = newController("replicaset", Config{Events: broadcaster, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, c.sync)
+	c.controller = newController("replicaset", quietConfig(t), c.sync)
 	defer c.queue.ShutDown()
 	// An earlier sync made web-2; the informer shows it, as an informer
 	// does, in the store first and then to the handlers.
