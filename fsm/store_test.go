@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -243,6 +244,72 @@ func TestWatchHistoryAndCompaction(t *testing.T) {
 	w15, _ := s.Watch("/a/", 15)
 	if _, err := w15.Next(cctx, 1); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a watcher with nothing to read: %v", err)
+	}
+}
+
+// A watcher with nothing to read waits without being woken by writes under
+// other prefixes, and those writes leaving the history do not compact it
+// away: it gets its next event, and its progress follows the store.
+func TestIdleWatcherSkipsOtherPrefixes(t *testing.T) {
+	s := openTest(t, 10)
+	w, _ := s.Watch("/quiet/", 0)
+	waiting := func() bool {
+		s.hub.mu.Lock()
+		defer s.hub.mu.Unlock()
+		return slices.Contains(s.hub.waiting["/quiet/"], w)
+	}
+	type next struct {
+		evs []Event
+		err error
+	}
+	// waitingNext calls Next and returns once the watcher waits.
+	waitingNext := func(ctx context.Context) <-chan next {
+		got := make(chan next, 1)
+		go func() {
+			evs, err := w.Next(ctx, 10)
+			got <- next{evs, err}
+		}()
+		deadline := time.Now().Add(5 * time.Second)
+		for !waiting() {
+			if time.Now().After(deadline) {
+				t.Fatal("the watcher never waited")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return got
+	}
+	busy := func(from, to uint64) {
+		for i := from; i <= to; i++ {
+			apply(t, s, i, Put(fmt.Sprintf("/busy/%d", i), nil, "", Cond{}))
+		}
+	}
+
+	got := waitingNext(context.Background())
+	busy(1, 50)
+	if !waiting() {
+		t.Fatal("writes under another prefix woke the watcher")
+	}
+	apply(t, s, 51, Put("/quiet/x", []byte("x"), "", Cond{}))
+	if n := <-got; n.err != nil || len(n.evs) != 1 || n.evs[0].Revision != 51 {
+		t.Fatalf("the idle watcher got %+v, %v; want the event at 51", n.evs, n.err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	got = waitingNext(ctx)
+	busy(52, 100)
+	cancel()
+	if n := <-got; !errors.Is(n.err, context.Canceled) {
+		t.Fatalf("Next with nothing to read: %+v, %v", n.evs, n.err)
+	}
+	if w.Progress() != 100 {
+		t.Fatalf("progress %d, want 100", w.Progress())
+	}
+
+	got = waitingNext(context.Background())
+	busy(101, 150)
+	apply(t, s, 151, Put("/quiet/x", []byte("y"), "", Cond{}))
+	if n := <-got; n.err != nil || len(n.evs) != 1 || n.evs[0].Revision != 151 {
+		t.Fatalf("Next after a cancelled wait and 50 other writes = %+v, %v", n.evs, n.err)
 	}
 }
 

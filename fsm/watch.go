@@ -3,6 +3,7 @@ package fsm
 import (
 	"context"
 	"errors"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -40,6 +41,14 @@ type Event struct {
 // watcher: each watcher pulls from the shared history with its own cursor, so
 // a slow watcher costs nothing until it falls out of the history, and then it
 // gets ErrCompacted (as a kube-apiserver watcher that is too slow is closed).
+//
+// A watcher that has read everything waits under its prefix, and a publish
+// wakes only the prefixes its events fall under. Waking every watcher on
+// every publish made each write wake every informer of the leader's
+// controllers (some twenty), to find nothing for most of them: CPU and
+// scheduling delay on the write path. A waiting watcher has seen that
+// nothing after its cursor is for it, so when it wakes it skips what was
+// published while it waited, even if that has left the history since.
 type hub struct {
 	mu sync.Mutex
 	// events[i] has sequence number base+i.
@@ -53,23 +62,36 @@ type hub struct {
 	// epoch changes when the history is replaced (a snapshot restore);
 	// watchers of an older epoch get ErrCompacted.
 	epoch uint64
-	// wake is closed and replaced whenever something is published.
+	// wake is closed and replaced whenever something is published; what
+	// waits for a revision (WaitApplied, lists) waits for it.
 	wake chan struct{}
+	// waiting holds the watchers that have read everything, by prefix.
+	waiting map[string][]*Watcher
 }
 
 func newHub(max int, rev uint64) *hub {
 	if max < 1 {
 		max = 1
 	}
-	return &hub{max: max, compacted: rev, published: rev, wake: make(chan struct{})}
+	return &hub{max: max, compacted: rev, published: rev, wake: make(chan struct{}), waiting: make(map[string][]*Watcher)}
 }
 
 // publish appends the events of revisions up to rev, which is now applied.
 func (h *hub) publish(evs []Event, rev uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	first := h.base + uint64(len(h.events))
 	h.events = append(h.events, evs...)
 	h.published = rev
+	for prefix, ws := range h.waiting {
+		if !slices.ContainsFunc(evs, func(ev Event) bool { return strings.HasPrefix(ev.Key, prefix) }) {
+			continue
+		}
+		for _, w := range ws {
+			w.wakeAt(first)
+		}
+		delete(h.waiting, prefix)
+	}
 	if over := len(h.events) - h.max; over > 0 {
 		// Drop whole revisions only, so that the remaining history is
 		// complete for every revision after compacted.
@@ -103,6 +125,12 @@ func (h *hub) reset(rev uint64) {
 	h.epoch++
 	close(h.wake)
 	h.wake = make(chan struct{})
+	for prefix, ws := range h.waiting {
+		for _, w := range ws {
+			w.wakeAt(h.base)
+		}
+		delete(h.waiting, prefix)
+	}
 }
 
 // waitPublished blocks until the events of rev are in the history.
@@ -154,6 +182,39 @@ type Watcher struct {
 	// progress is the newest revision all of whose events under prefix
 	// have been returned.
 	progress uint64
+	// waiting says the watcher is in the hub's waiting list; wake gets a
+	// token when a publish takes it out. Both are guarded by h.mu.
+	waiting bool
+	wake    chan struct{}
+}
+
+// wakeAt takes the watcher off the waiting list: nothing before sequence
+// number seq is for it. h.mu is held.
+func (w *Watcher) wakeAt(seq uint64) {
+	w.waiting = false
+	w.next = max(w.next, seq)
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// stopWaiting takes the watcher off the waiting list if it is still on it;
+// then nothing published since is for it. h.mu is held.
+func (w *Watcher) stopWaiting() {
+	if !w.waiting {
+		return
+	}
+	ws := w.h.waiting[w.prefix]
+	ws = slices.DeleteFunc(ws, func(o *Watcher) bool { return o == w })
+	if len(ws) == 0 {
+		delete(w.h.waiting, w.prefix)
+	} else {
+		w.h.waiting[w.prefix] = ws
+	}
+	w.waiting = false
+	w.next = w.h.base + uint64(len(w.h.events))
+	w.progress = max(w.progress, w.h.published)
 }
 
 // watch starts a watcher for events with revisions greater than rev.
@@ -164,7 +225,7 @@ func (h *hub) watch(prefix string, rev uint64) (*Watcher, error) {
 		return nil, ErrCompacted
 	}
 	i := sort.Search(len(h.events), func(i int) bool { return h.events[i].Revision > rev })
-	return &Watcher{h: h, prefix: prefix, after: rev, next: h.base + uint64(i), epoch: h.epoch, progress: rev}, nil
+	return &Watcher{h: h, prefix: prefix, after: rev, next: h.base + uint64(i), epoch: h.epoch, progress: rev, wake: make(chan struct{}, 1)}, nil
 }
 
 // Next blocks until at least one event is available, and returns up to
@@ -191,14 +252,21 @@ func (w *Watcher) Next(ctx context.Context, limit int) ([]Event, error) {
 		} else {
 			w.progress = max(w.progress, w.h.events[w.next-w.h.base].Revision-1)
 		}
-		wake := w.h.wake
-		w.h.mu.Unlock()
 		if len(out) > 0 {
+			w.h.mu.Unlock()
 			return out, nil
 		}
+		if !w.waiting {
+			w.waiting = true
+			w.h.waiting[w.prefix] = append(w.h.waiting[w.prefix], w)
+		}
+		w.h.mu.Unlock()
 		select {
-		case <-wake:
+		case <-w.wake:
 		case <-ctx.Done():
+			w.h.mu.Lock()
+			w.stopWaiting()
+			w.h.mu.Unlock()
 			return nil, ctx.Err()
 		}
 	}
