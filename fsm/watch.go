@@ -44,11 +44,12 @@ type Event struct {
 //
 // A watcher that has read everything waits under its prefix, and a publish
 // wakes only the prefixes its events fall under. Waking every watcher on
-// every publish made each write wake every informer of the leader's
-// controllers (some twenty), to find nothing for most of them: CPU and
-// scheduling delay on the write path. A waiting watcher has seen that
-// nothing after its cursor is for it, so when it wakes it skips what was
-// published while it waited, even if that has left the history since.
+// every publish made each write wake every watch of the leader's
+// scheduler and controllers (nineteen), to find nothing for most of them:
+// CPU spent for nothing, in proportion to watchers times writes. A
+// waiting watcher has seen that nothing after its cursor is for it, so
+// when it wakes it skips what was published while it waited, even if that
+// has left the history since.
 type hub struct {
 	mu sync.Mutex
 	// events[i] has sequence number base+i.
