@@ -17,7 +17,7 @@ func TestChaosKeepsEveryAcknowledgedWrite(t *testing.T) {
 	c.Start()
 	c.Leader(20 * time.Second)
 
-	w := newWorkload(c, 64)
+	w := newWorkload(t, c, 64)
 	ctx, stop := context.WithCancel(context.Background())
 	done := w.run(ctx, 8)
 
@@ -69,7 +69,7 @@ func TestFiveServersSurviveLosingTwo(t *testing.T) {
 	c := newCluster(t, 5, 21, "--raft-snapshot-threshold", "1000000", "--raft-trailing-logs", "1000000")
 	c.Start()
 	c.Leader(20 * time.Second)
-	w := newWorkload(c, 32)
+	w := newWorkload(t, c, 32)
 	ctx, stop := context.WithCancel(context.Background())
 	done := w.run(ctx, 6)
 	time.Sleep(time.Second)

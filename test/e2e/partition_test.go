@@ -23,7 +23,7 @@ func TestPartitionedLeaderAcknowledgesNothing(t *testing.T) {
 	old := c.Leader(20 * time.Second)
 	majority := c.Others(old)
 
-	w := newWorkload(c, 32)
+	w := newWorkload(t, c, 32)
 	var minority atomic.Bool
 	var targetMu sync.Mutex
 	targets := c.Servers
@@ -43,6 +43,7 @@ func TestPartitionedLeaderAcknowledgesNothing(t *testing.T) {
 	var minorityAcks atomic.Int64
 	minorityValues := make(chan string, 1000)
 	mctx, mstop := context.WithCancel(context.Background())
+	defer mstop()
 	var mwg sync.WaitGroup
 	for i := range 4 {
 		mwg.Add(1)

@@ -27,6 +27,7 @@ type ack struct {
 // workload runs clients that write unique values and read linearizably,
 // each request to a random server, recording everything in a history.
 type workload struct {
+	t       testing.TB
 	c       *cluster.Cluster
 	history *linearize.History
 	keys    int
@@ -37,8 +38,8 @@ type workload struct {
 	targets func() []*cluster.Server
 }
 
-func newWorkload(c *cluster.Cluster, keys int) *workload {
-	return &workload{c: c, history: linearize.NewHistory(), keys: keys, errs: map[string]int{}}
+func newWorkload(t testing.TB, c *cluster.Cluster, keys int) *workload {
+	return &workload{t: t, c: c, history: linearize.NewHistory(), keys: keys, errs: map[string]int{}}
 }
 
 // classify names a failed request's kind, and says whether a write that
@@ -59,8 +60,16 @@ func classify(err error) (kind string, unknown bool) {
 	}
 }
 
+// run starts clients that run until ctx ends. They also stop when the test
+// ends: a test that fails before it stops them must not leave them writing
+// to the next test's servers, which listen on the same addresses.
 func (w *workload) run(ctx context.Context, clients int) *sync.WaitGroup {
+	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	w.t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
 	for id := range clients {
 		wg.Add(1)
 		go func() {
