@@ -17,23 +17,16 @@ import (
 )
 
 // A follower forwards the transactions its clients send to the leader in
-// batches: a sender takes what waits and goes, and the transactions that
-// arrive while every sender is on its way go together in the next batch.
-// Under load this turns one HTTP round trip per write into one per batch,
-// on the follower and on the leader alike, and the leader submits a whole
-// batch to Raft before waiting, so Raft stores and replicates it as one. A
-// batch is never retried: when its fate is unknown, every transaction in
-// it is reported as of unknown outcome.
+// batches: the transactions that arrive while a batch is on its way go
+// together in the next one. Under load this turns one HTTP round trip per
+// write into one per batch, on the follower and on the leader alike, and
+// the leader submits a whole batch to Raft before waiting, so Raft stores
+// and replicates it as one. A batch is never retried: when its fate is
+// unknown, every transaction in it is reported as of unknown outcome.
 
 const (
-	// forwardSenders is how many batches may be on their way at once. A
-	// batch is on its way for a whole Raft round at the leader, so a
-	// transaction that finds every sender busy misses the next round,
-	// which the leader's own clients never do. With 4 senders, 16 clients
-	// writing through one follower got half the writes/s of 16 writing
-	// through the leader (docs/store.md); 16 senders keep a batch per
-	// client up to there, and heavier loads still batch.
-	forwardSenders = 16
+	// forwardSenders is how many batches may be on their way at once.
+	forwardSenders = 4
 	// maxForwardBatch bounds a batch's transactions.
 	maxForwardBatch = 256
 )
