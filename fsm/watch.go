@@ -84,15 +84,9 @@ func (h *hub) publish(evs []Event, rev uint64) {
 	first := h.base + uint64(len(h.events))
 	h.events = append(h.events, evs...)
 	h.published = rev
-	for prefix, ws := range h.waiting {
-		if !slices.ContainsFunc(evs, func(ev Event) bool { return strings.HasPrefix(ev.Key, prefix) }) {
-			continue
-		}
-		for _, w := range ws {
-			w.wakeAt(first)
-		}
-		delete(h.waiting, prefix)
-	}
+	h.wakeWaiting(first, func(prefix string) bool {
+		return slices.ContainsFunc(evs, func(ev Event) bool { return strings.HasPrefix(ev.Key, prefix) })
+	})
 	if over := len(h.events) - h.max; over > 0 {
 		// Drop whole revisions only, so that the remaining history is
 		// complete for every revision after compacted.
@@ -126,9 +120,18 @@ func (h *hub) reset(rev uint64) {
 	h.epoch++
 	close(h.wake)
 	h.wake = make(chan struct{})
+	h.wakeWaiting(h.base, func(string) bool { return true })
+}
+
+// wakeWaiting wakes the waiting watchers of every prefix that match
+// accepts: nothing before sequence number seq is for them. h.mu is held.
+func (h *hub) wakeWaiting(seq uint64, match func(prefix string) bool) {
 	for prefix, ws := range h.waiting {
+		if !match(prefix) {
+			continue
+		}
 		for _, w := range ws {
-			w.wakeAt(h.base)
+			w.wakeAt(seq)
 		}
 		delete(h.waiting, prefix)
 	}
