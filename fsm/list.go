@@ -38,7 +38,7 @@ var ErrFutureRevision = fmt.Errorf("revision not applied yet")
 // undone from the watch history, so every page of a paginated listing shows
 // the same revision without keeping old versions on disk.
 func (s *Store) List(ctx context.Context, opts ListOptions) (ListResult, error) {
-	tx, current, err := s.beginRead()
+	tx, current, err := s.beginRead(opts.Prefix)
 	if err != nil {
 		return ListResult{}, err
 	}

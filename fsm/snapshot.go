@@ -22,9 +22,11 @@ import (
 // ErrBadSnapshot is wrapped by every error about a snapshot's content.
 var ErrBadSnapshot = errors.New("invalid snapshot")
 
-// WriteSnapshot writes a consistent snapshot of the current state to w.
+// WriteSnapshot writes a consistent snapshot of the current state to w,
+// recording the latest applied index.
 func (s *Store) WriteSnapshot(w io.Writer) error {
-	tx, _, err := s.beginRead()
+	s.commitPending()
+	tx, err := s.begin()
 	if err != nil {
 		return err
 	}
@@ -45,13 +47,14 @@ func writeSnapshot(tx *bbolt.Tx, w io.Writer) error {
 
 // Snapshot implements raft.FSM. The read transaction taken here, on the
 // apply goroutine, fixes the state; Persist copies it concurrently with
-// later applies.
+// later applies. Raft compacts the log up to the snapshot's index, so the
+// snapshot must hold everything applied, and record it as applied: it
+// commits even entries that wrote no key.
 func (s *Store) Snapshot() (raft.FSMSnapshot, error) {
-	s.mu.RLock()
-	tx, err := s.db.Begin(false)
-	s.mu.RUnlock()
+	s.commitPending()
+	tx, err := s.begin()
 	if err != nil {
-		return nil, fmt.Errorf("begin snapshot: %w", err)
+		return nil, fmt.Errorf("snapshot: %w", err)
 	}
 	return &fsmSnapshot{tx: tx}, nil
 }
@@ -200,6 +203,7 @@ func (s *Store) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return err
 	}
+	s.commitPending()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.db.Close(); err != nil {

@@ -11,8 +11,15 @@
 // The index of the last applied entry is stored in the same bbolt
 // transaction as the writes (etcd's consistent index): after a crash the
 // store knows exactly which entries it already holds, and Raft's replay of
-// older entries is skipped. Applies arrive in batches (raft.BatchingFSM) and
-// each batch is one bbolt transaction, so one fsync covers many writes.
+// older entries is skipped. Applies arrive in batches (raft.BatchingFSM),
+// and the batches go into one bbolt write transaction that is committed
+// every Options.CommitInterval, as etcd's backend commits its batch
+// transaction: under load a commit writes each touched page once for many
+// batches instead of once per batch. A read still sees every entry applied
+// before it was called: Get reads the pending transaction itself, and a
+// listing commits it first if it wrote under the listed prefix. A crash
+// loses only what was never committed, which the Raft log still holds and
+// replays.
 //
 // The package does no I/O beyond its own bbolt file and knows nothing of the
 // network, so it is tested by feeding it log entries in memory.
@@ -26,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,10 +67,22 @@ type Options struct {
 	// NoSync skips fsync on commit; Close syncs. The caller must be able
 	// to rebuild the store after a machine crash (raftstore does).
 	NoSync bool
+	// CommitInterval is how long applied entries may wait for a commit
+	// when nothing reads them; zero means DefaultCommitInterval.
+	CommitInterval time.Duration
 }
 
 // DefaultWatchHistory is the number of events kept when Options leave it 0.
 const DefaultWatchHistory = 20000
+
+// A commit of the applied entries is due when the oldest uncommitted one
+// has waited Options.CommitInterval, or when they hold maxPendingBytes of
+// log data, which bounds the memory the open write transaction holds.
+// etcd's backend commits every 100 ms likewise.
+const (
+	DefaultCommitInterval = 100 * time.Millisecond
+	maxPendingBytes       = 16 << 20
+)
 
 // Store is the object store. Apply, ApplyBatch, Snapshot and Restore are
 // called by Raft from one goroutine; the read methods may be called from any
@@ -75,6 +95,14 @@ type Store struct {
 	// while they begin a bbolt transaction.
 	mu sync.RWMutex
 	db *bbolt.DB
+
+	// pendingMu guards the write transaction that holds the entries
+	// applied since the last commit; readers read or commit it too.
+	pendingMu    sync.Mutex
+	pending      *bbolt.Tx // nil when everything applied is committed
+	pendingSince time.Time
+	pendingBytes int
+	pendingKeys  []string // written by the pending transaction
 
 	// applied and term are the last applied entry; written only by the
 	// apply goroutine, read by it alone (others read the hub).
@@ -90,6 +118,9 @@ type Store struct {
 func Open(path string, opts Options) (*Store, error) {
 	if opts.WatchHistory == 0 {
 		opts.WatchHistory = DefaultWatchHistory
+	}
+	if opts.CommitInterval == 0 {
+		opts.CommitInterval = DefaultCommitInterval
 	}
 	s := &Store{path: path, opts: opts}
 	if err := s.open(); err != nil {
@@ -210,8 +241,9 @@ func recordHeader(rec []byte) (rev uint64, uid string, ok bool) {
 	return binary.BigEndian.Uint64(rec), string(rec[9 : 9+int(rec[8])]), true
 }
 
-// Close syncs and closes the bbolt file.
+// Close commits what is pending, syncs and closes the bbolt file.
 func (s *Store) Close() error {
+	s.commitPending()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.db.Sync(); err != nil {
@@ -227,40 +259,16 @@ func (s *Store) Apply(l *raft.Log) any {
 	return s.ApplyBatch([]*raft.Log{l})[0]
 }
 
-// ApplyBatch applies committed log entries in one bbolt transaction and
-// returns a *Result for each command entry. Entries at or below the stored
-// applied index were applied before a restart and are skipped.
+// ApplyBatch applies committed log entries in the pending bbolt
+// transaction and returns a *Result for each command entry. Entries at or
+// below the stored applied index were applied before a restart and are
+// skipped.
 func (s *Store) ApplyBatch(logs []*raft.Log) []any {
 	start := time.Now()
 	results := make([]any, len(logs))
-	var events []Event
-	var keyDelta int64
-	index, term := s.applied, s.term
-	err := s.db.Update(func(tx *bbolt.Tx) error {
-		kv := tx.Bucket(bucketKV)
-		// Pages split half full by default, which wastes up to half of
-		// the file (and of the memory it maps) when keys are written in
-		// order, as Kubernetes' keys mostly are; etcd fills its key bucket
-		// to 90% likewise.
-		kv.FillPercent = 0.9
-		for i, l := range logs {
-			if l.Index <= index {
-				continue
-			}
-			index, term = l.Index, l.Term
-			if l.Type != raft.LogCommand {
-				continue
-			}
-			res, evs, delta := applyTxn(kv, l.Index, l.Data)
-			results[i] = res
-			events = append(events, evs...)
-			keyDelta += delta
-		}
-		if index == s.applied {
-			return nil
-		}
-		return tx.Bucket(bucketMeta).Put(keyApplied, encodeApplied(index, term))
-	})
+	s.pendingMu.Lock()
+	index, term, events, keyDelta, err := s.applyPending(logs, results)
+	s.pendingMu.Unlock()
 	if err != nil {
 		// The log is committed; a server that cannot write it must stop
 		// rather than diverge. On restart it replays from its applied index.
@@ -271,6 +279,85 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []any {
 	s.hub.publish(events, index)
 	s.lastApply.Store(int64(time.Since(start)))
 	return results
+}
+
+// applyPending applies logs in the pending transaction, beginning one if
+// none is pending, and commits it when a commit is due. s.pendingMu is
+// held.
+func (s *Store) applyPending(logs []*raft.Log, results []any) (index, term uint64, events []Event, keyDelta int64, err error) {
+	index, term = s.applied, s.term
+	if s.pending == nil {
+		if s.pending, err = s.db.Begin(true); err != nil {
+			return index, term, nil, 0, err
+		}
+		s.pendingSince, s.pendingBytes = time.Now(), 0
+	}
+	kv := s.pending.Bucket(bucketKV)
+	// Pages split half full by default, which wastes up to half of the
+	// file (and of the memory it maps) when keys are written in order, as
+	// Kubernetes' keys mostly are; etcd fills its key bucket to 90%
+	// likewise.
+	kv.FillPercent = 0.9
+	for i, l := range logs {
+		if l.Index <= index {
+			continue
+		}
+		index, term = l.Index, l.Term
+		s.pendingBytes += len(l.Data)
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		res, evs, delta := applyTxn(kv, l.Index, l.Data)
+		results[i] = res
+		for _, ev := range evs {
+			s.pendingKeys = append(s.pendingKeys, ev.Key)
+		}
+		events = append(events, evs...)
+		keyDelta += delta
+	}
+	if index == s.applied {
+		return index, term, nil, 0, nil
+	}
+	if err := s.pending.Bucket(bucketMeta).Put(keyApplied, encodeApplied(index, term)); err != nil {
+		return index, term, nil, 0, err
+	}
+	if s.pendingBytes >= maxPendingBytes || time.Since(s.pendingSince) >= s.opts.CommitInterval {
+		s.commitLocked()
+	}
+	return index, term, events, keyDelta, nil
+}
+
+// commitPending commits the entries applied since the last commit.
+func (s *Store) commitPending() {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	s.commitLocked()
+}
+
+// commitLocked commits the pending transaction, if any; s.pendingMu is
+// held. Its entries may have been answered and published already, so a
+// server that cannot write them must stop rather than serve state that
+// lacks them; on restart it replays them from the log.
+func (s *Store) commitLocked() {
+	if s.pending == nil {
+		return
+	}
+	tx := s.pending
+	s.pending, s.pendingKeys = nil, nil
+	if err := tx.Commit(); err != nil {
+		panic(fmt.Sprintf("fsm: cannot commit applied entries: %v", err))
+	}
+}
+
+// pendingUnder reports whether the pending transaction wrote a key under
+// prefix (none is when nothing is pending); s.pendingMu is held.
+func (s *Store) pendingUnder(prefix string) bool {
+	for _, k := range s.pendingKeys {
+		if strings.HasPrefix(k, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // applyTxn checks every precondition against the state before the
@@ -353,31 +440,83 @@ func check(kv *bbolt.Bucket, i int, op Op) error {
 	return nil
 }
 
-// beginRead starts a read transaction and returns it with the applied index
-// it sees.
-func (s *Store) beginRead() (*bbolt.Tx, uint64, error) {
-	s.mu.RLock()
-	tx, err := s.db.Begin(false)
-	s.mu.RUnlock()
-	if err != nil {
-		return nil, 0, fmt.Errorf("begin read: %w", err)
+// beginRead starts a read transaction whose keys under prefix are those
+// of the latest applied revision, and returns it with that revision. The
+// pending transaction is committed first only when it wrote under prefix:
+// otherwise the last commit holds the same keys there, and a listing of
+// one resource does not cost a commit for every write to another. The
+// caller must not hold another read transaction: a commit that grows the
+// file's mapping waits for every read transaction to end.
+func (s *Store) beginRead(prefix string) (*bbolt.Tx, uint64, error) {
+	s.pendingMu.Lock()
+	// The read begins before the lock is let go: a commit in between
+	// could add writes under prefix that the latest revision known here
+	// does not cover.
+	defer s.pendingMu.Unlock()
+	if s.pendingUnder(prefix) {
+		s.commitLocked()
 	}
-	index, _, err := decodeApplied(tx.Bucket(bucketMeta).Get(keyApplied))
+	var latest uint64
+	if s.pending != nil {
+		var err error
+		if latest, err = appliedIn(s.pending); err != nil {
+			return nil, 0, err
+		}
+	}
+	tx, err := s.begin()
+	if err != nil {
+		return nil, 0, err
+	}
+	index, err := appliedIn(tx)
 	if err != nil {
 		tx.Rollback()
 		return nil, 0, err
 	}
-	return tx, index, nil
+	return tx, max(index, latest), nil
+}
+
+// begin starts a read transaction of the committed state.
+func (s *Store) begin() (*bbolt.Tx, error) {
+	s.mu.RLock()
+	tx, err := s.db.Begin(false)
+	s.mu.RUnlock()
+	if err != nil {
+		return nil, fmt.Errorf("begin read: %w", err)
+	}
+	return tx, nil
+}
+
+func appliedIn(tx *bbolt.Tx) (uint64, error) {
+	index, _, err := decodeApplied(tx.Bucket(bucketMeta).Get(keyApplied))
+	return index, err
 }
 
 // Get returns the key's current state, whether it exists, and the revision
-// of the state it was read from.
+// of the state it was read from. Unlike a listing it commits nothing: it
+// reads what is applied but not committed in the pending transaction
+// itself. Kubernetes' writes read a key or two each (the object, its
+// namespace), and a commit for each would write pages per write again.
 func (s *Store) Get(key string) (kv KV, found bool, rev uint64, err error) {
-	tx, rev, err := s.beginRead()
+	s.pendingMu.Lock()
+	if s.pending != nil {
+		defer s.pendingMu.Unlock()
+		return get(s.pending, key)
+	}
+	s.pendingMu.Unlock()
+	// Everything applied before the call is committed.
+	tx, err := s.begin()
 	if err != nil {
 		return KV{}, false, 0, err
 	}
 	defer tx.Rollback()
+	return get(tx, key)
+}
+
+func get(tx *bbolt.Tx, key string) (kv KV, found bool, rev uint64, err error) {
+	rev, err = appliedIn(tx)
+	if err != nil {
+		return KV{}, false, 0, err
+	}
 	rec := tx.Bucket(bucketKV).Get([]byte(key))
 	if rec == nil {
 		return KV{}, false, rev, nil
@@ -427,7 +566,7 @@ func (s *Store) Stats() Stats {
 // Digest returns the applied index and a SHA-256 of every key, UID,
 // revision and value: equal digests at equal indexes mean equal state.
 func (s *Store) Digest() (index uint64, sum [32]byte, err error) {
-	tx, index, err := s.beginRead()
+	tx, index, err := s.beginRead("")
 	if err != nil {
 		return 0, sum, err
 	}

@@ -199,6 +199,72 @@ func TestReplayAfterRestartIsIdempotent(t *testing.T) {
 	}
 }
 
+// crash stops s as kill -9 would: what it has not committed is lost.
+func crash(s *Store) {
+	s.pendingMu.Lock()
+	if s.pending != nil {
+		s.pending.Rollback()
+		s.pending = nil
+	}
+	s.pendingMu.Unlock()
+	s.db.Close()
+}
+
+// Applies are committed in groups. Reads see every apply before them: a
+// Get reads the pending transaction, a listing commits it. A crash loses
+// only what was not committed, and Raft's replay of the log brings that
+// back.
+func TestCrashLosesOnlyUncommittedApplies(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fsm.db")
+	opts := Options{NoSync: true, CommitInterval: time.Hour}
+	s, err := Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := logOf(1,
+		Txn{Ops: []Op{Put("/a", []byte("a"), "", Cond{})}},
+		Txn{Ops: []Op{Put("/b", []byte("b"), "", Cond{})}})
+	s.ApplyBatch(logs[:1])
+	if _, found, rev, err := s.Get("/a"); err != nil || !found || rev != 1 {
+		t.Fatalf("Get after an uncommitted apply: found %v at %d, %v; want /a at 1", found, rev, err)
+	}
+	if s.pending == nil {
+		t.Fatal("the apply was committed; want it pending until a listing")
+	}
+	if res, err := s.List(context.Background(), ListOptions{}); err != nil || len(res.KVs) != 1 || res.Revision != 1 {
+		t.Fatalf("listing after an uncommitted apply: %+v, %v; want /a at 1", res, err)
+	}
+	s.ApplyBatch(logs[1:])
+	if _, found, _, _ := s.Get("/b"); !found {
+		t.Fatal("Get does not see /b, applied before it")
+	}
+	// Nothing pending is under /x: the listing commits nothing and is
+	// still at the latest revision.
+	if res, err := s.List(context.Background(), ListOptions{Prefix: "/x"}); err != nil || len(res.KVs) != 0 || res.Revision != 2 {
+		t.Fatalf("listing of /x: %+v, %v; want nothing at 2", res, err)
+	}
+	crash(s)
+
+	s, err = Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Applied() != 1 {
+		t.Fatalf("reopened at %d, want 1: what the listing committed, not the apply after it", s.Applied())
+	}
+	if _, found, _, _ := s.Get("/b"); found {
+		t.Fatal("/b survived a crash before its commit")
+	}
+	res := s.ApplyBatch(logs)
+	if res[0] != nil {
+		t.Fatalf("entry 1 applied twice: %+v", res[0])
+	}
+	if _, found, rev, _ := s.Get("/b"); !found || rev != 2 {
+		t.Fatalf("after replay /b: found %v at %d, want at 2", found, rev)
+	}
+}
+
 func TestWatchHistoryAndCompaction(t *testing.T) {
 	s := openTest(t, 10)
 	ctx := context.Background()
@@ -446,6 +512,7 @@ func TestTornLastWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.ApplyBatch(logs[:150])
+	s.commitPending()
 	s.ApplyBatch(logs[150:])
 	_, want, _ := s.Digest()
 	s.Close()

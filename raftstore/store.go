@@ -16,7 +16,9 @@ import (
 // it, so the store only has to be consistent after a restart, not durable:
 //
 //   - after a process crash (kill -9) the kernel's page cache still holds
-//     every write, so the unsynced bbolt file is intact;
+//     every commit, so the unsynced bbolt file is intact; what the store
+//     had applied but not committed yet (it commits in groups, see package
+//     fsm) is replayed from the log;
 //   - after a machine crash unsynced pages may be lost or land out of order,
 //     so the file cannot be trusted. A marker holding the kernel's boot ID
 //     is written while the store is open and removed when it closes cleanly:
