@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -23,6 +24,14 @@ import (
 // the leader submits a whole batch to Raft before waiting, so Raft stores
 // and replicates it as one. A batch is never retried: when its fate is
 // unknown, every transaction in it is reported as of unknown outcome.
+//
+// One batch is gathered at a time, as the leader gathers its groups (see
+// submitter.gather): once the first transaction is in, the batch waits
+// for as many as were answered since the last one left, since under load
+// those clients come back at once, for at most as long as the last batch
+// took (and maxLinger). Sent as they came, the first few would leave
+// alone while the rest waited for a sender, and missed the leader's next
+// group.
 
 const (
 	// forwardSenders is how many batches may be on their way at once.
@@ -30,6 +39,23 @@ const (
 	// maxForwardBatch bounds a batch's transactions.
 	maxForwardBatch = 256
 )
+
+// forwarder is the follower's side of forwarding.
+type forwarder struct {
+	reqs chan *forwardReq
+	// maxLinger bounds how long a batch waits for more: the leader's
+	// maxLinger, which tests lengthen to take time out of their checks.
+	maxLinger time.Duration
+
+	// gathering is held by the sender that gathers the next batch; next
+	// is a transaction for another leader, kept for the batch after.
+	gathering sync.Mutex
+	next      *forwardReq
+
+	mu       sync.Mutex
+	answered int           // transactions answered since the last batch left
+	took     time.Duration // how long the last batch was on its way
+}
 
 type forwardReq struct {
 	ctx  context.Context
@@ -47,7 +73,7 @@ type forwardResult struct {
 func (n *Node) forward(ctx context.Context, api string, txn *fsm.Txn) (uint64, error) {
 	req := &forwardReq{ctx: ctx, api: api, txn: txn.Marshal(), done: make(chan forwardResult, 1)}
 	select {
-	case n.forwards <- req:
+	case n.fwd.reqs <- req:
 	case <-ctx.Done():
 		return 0, fmt.Errorf("%w: %v", ErrNoLeader, ctx.Err())
 	}
@@ -62,32 +88,71 @@ func (n *Node) forward(ctx context.Context, api string, txn *fsm.Txn) (uint64, e
 // runForwarder is one sender of batches; forwardSenders of them run.
 func (n *Node) runForwarder(ctx context.Context) {
 	defer n.wg.Done()
-	var next *forwardReq
 	for {
-		if next == nil {
-			select {
-			case next = <-n.forwards:
-			case <-ctx.Done():
-				return
-			}
-		}
-		batch := []*forwardReq{next}
-		next = nil
-	gather:
-		for len(batch) < maxForwardBatch {
-			select {
-			case r := <-n.forwards:
-				if r.api != batch[0].api {
-					next = r // for the next batch
-					break gather
-				}
-				batch = append(batch, r)
-			default:
-				break gather
-			}
+		batch := n.fwd.gather(ctx)
+		if batch == nil {
+			return
 		}
 		n.sendBatch(batch)
 	}
+}
+
+// gather returns the next batch, or nil once ctx ends.
+func (f *forwarder) gather(ctx context.Context) []*forwardReq {
+	f.gathering.Lock()
+	defer f.gathering.Unlock()
+	first := f.next
+	f.next = nil
+	if first == nil {
+		select {
+		case first = <-f.reqs:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	f.mu.Lock()
+	want, linger := f.answered, min(f.took, f.maxLinger)
+	f.answered = 0
+	f.mu.Unlock()
+	batch := []*forwardReq{first}
+	var timeout <-chan time.Time
+	for len(batch) < maxForwardBatch {
+		var r *forwardReq
+		select {
+		case r = <-f.reqs:
+		default:
+			if len(batch) >= want {
+				return batch
+			}
+			if timeout == nil {
+				timer := time.NewTimer(linger)
+				defer timer.Stop()
+				timeout = timer.C
+			}
+			select {
+			case r = <-f.reqs:
+			case <-timeout:
+				return batch
+			case <-ctx.Done():
+				return batch
+			}
+		}
+		if r.api != first.api {
+			f.next = r // for the next batch
+			return batch
+		}
+		batch = append(batch, r)
+	}
+	return batch
+}
+
+// done counts a batch as answered before its callers hear of it: a
+// caller's next write, however quick, is one the next batch awaits.
+func (f *forwarder) done(batch []*forwardReq, sent time.Time) {
+	f.mu.Lock()
+	f.answered += len(batch)
+	f.took = time.Since(sent)
+	f.mu.Unlock()
 }
 
 // applyReply is the leader's verdict on one forwarded transaction.
@@ -102,6 +167,7 @@ type applyReply struct {
 }
 
 func (n *Node) sendBatch(batch []*forwardReq) {
+	sent := time.Now()
 	var body []byte
 	var latest time.Time
 	for _, r := range batch {
@@ -114,6 +180,7 @@ func (n *Node) sendBatch(batch []*forwardReq) {
 	ctx, cancel := context.WithDeadline(context.Background(), latest)
 	defer cancel()
 	replies, err := n.postBatch(ctx, batch[0].api, body, len(batch))
+	n.fwd.done(batch, sent)
 	for i, r := range batch {
 		res := forwardResult{err: err}
 		if err == nil {

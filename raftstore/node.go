@@ -153,7 +153,7 @@ type Node struct {
 	dutyCtx     context.Context
 	dutyRunning *sync.WaitGroup
 
-	forwards  chan *forwardReq
+	fwd       *forwarder
 	submitter *submitter
 	observed  chan raft.Observation
 	removed   chan struct{}
@@ -260,7 +260,7 @@ func Open(cfg Config) (*Node, error) {
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop = cancel
-	n.forwards = make(chan *forwardReq)
+	n.fwd = &forwarder{reqs: make(chan *forwardReq), maxLinger: maxLinger}
 	n.wg.Add(4 + forwardSenders)
 	go n.observe(ctx)
 	go n.leadership(ctx)
