@@ -146,11 +146,12 @@ func (f *forwarder) gather(ctx context.Context) []*forwardReq {
 	return batch
 }
 
-// done counts a batch as answered before its callers hear of it: a
-// caller's next write, however quick, is one the next batch awaits.
-func (f *forwarder) done(batch []*forwardReq, sent time.Time) {
+// done counts the n writes of a batch as answered, before their callers
+// hear of it: a caller's next write, however quick, is one the next
+// batch awaits.
+func (f *forwarder) done(n int, sent time.Time) {
 	f.mu.Lock()
-	f.answered += len(batch)
+	f.answered += n
 	f.took = time.Since(sent)
 	f.mu.Unlock()
 }
@@ -180,7 +181,7 @@ func (n *Node) sendBatch(batch []*forwardReq) {
 	ctx, cancel := context.WithDeadline(context.Background(), latest)
 	defer cancel()
 	replies, err := n.postBatch(ctx, batch[0].api, body, len(batch))
-	n.fwd.done(batch, sent)
+	n.fwd.done(len(batch), sent)
 	for i, r := range batch {
 		res := forwardResult{err: err}
 		if err == nil {

@@ -47,7 +47,7 @@ func receive(t *testing.T, got <-chan []*forwardReq) []*forwardReq {
 // starts again, and a lone transaction leaves at once.
 func TestForwarderGathersWhatWasAnswered(t *testing.T) {
 	f := &forwarder{reqs: make(chan *forwardReq), maxLinger: time.Hour}
-	f.done(forwardReqs("a", 3), time.Now().Add(-time.Hour))
+	f.done(3, time.Now().Add(-time.Hour))
 	got := gatherAsync(f)
 	send(f, forwardReqs("a", 3)...)
 	if batch := receive(t, got); len(batch) != 3 {
@@ -66,7 +66,7 @@ func TestForwarderGathersWhatWasAnswered(t *testing.T) {
 func TestForwarderLingersNoLongerThanTheLastBatchTook(t *testing.T) {
 	f := &forwarder{reqs: make(chan *forwardReq), maxLinger: time.Hour}
 	const took = 20 * time.Millisecond
-	f.done(forwardReqs("a", 3), time.Now().Add(-took))
+	f.done(3, time.Now().Add(-took))
 	start := time.Now()
 	got := gatherAsync(f)
 	send(f, forwardReqs("a", 1)...)
@@ -81,7 +81,7 @@ func TestForwarderLingersNoLongerThanTheLastBatchTook(t *testing.T) {
 // A transaction for another leader ends the batch and starts the next.
 func TestForwarderBatchesByLeader(t *testing.T) {
 	f := &forwarder{reqs: make(chan *forwardReq), maxLinger: time.Hour}
-	f.done(forwardReqs("a", 3), time.Now().Add(-time.Hour))
+	f.done(3, time.Now().Add(-time.Hour))
 	got := gatherAsync(f)
 	other := forwardReqs("b", 1)[0]
 	send(f, forwardReqs("a", 1)[0], other)
