@@ -118,12 +118,13 @@ func (f *forwarder) gather(ctx context.Context) []*forwardReq {
 	var timeout <-chan time.Time
 	for len(batch) < maxForwardBatch {
 		var r *forwardReq
-		select {
-		case r = <-f.reqs:
-		default:
-			if len(batch) >= want {
+		if len(batch) >= want {
+			select {
+			case r = <-f.reqs:
+			default:
 				return batch
 			}
+		} else {
 			if timeout == nil {
 				timer := time.NewTimer(linger)
 				defer timer.Stop()
