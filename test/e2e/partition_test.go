@@ -43,8 +43,11 @@ func TestPartitionedLeaderAcknowledgesNothing(t *testing.T) {
 	var minorityAcks atomic.Int64
 	minorityValues := make(chan string, 1000)
 	mctx, mstop := context.WithCancel(context.Background())
-	defer mstop()
 	var mwg sync.WaitGroup
+	defer func() {
+		mstop()
+		mwg.Wait()
+	}()
 	for i := range 4 {
 		mwg.Add(1)
 		go func() {
