@@ -2,7 +2,9 @@ package raftstore
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -29,7 +31,26 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	case hclog.Error:
 		lv = slog.LevelError
 	}
-	a.l.Log(context.Background(), lv, msg, args...)
+	a.l.Log(context.Background(), lv, msg, formatted(args)...)
+}
+
+// formatted renders the values hashicorp/raft wraps in hclog.Fmt, which
+// hclog formats lazily and slog would print as the raw format and
+// arguments. args is not changed: the caller may still hold it.
+func formatted(args []any) []any {
+	out, copied := args, false
+	for i, v := range args {
+		f, ok := v.(hclog.Format)
+		if !ok || len(f) == 0 {
+			continue
+		}
+		if !copied {
+			out, copied = slices.Clone(args), true
+		}
+		format, _ := f[0].(string)
+		out[i] = fmt.Sprintf(format, f[1:]...)
+	}
+	return out
 }
 
 func (a *hclogAdapter) Trace(msg string, args ...any) { a.Log(hclog.Trace, msg, args...) }
