@@ -1,6 +1,6 @@
 // Package api serves everything on a server's API address: the Kubernetes
 // API (package kube), health
-// (/livez, /readyz), Prometheus metrics (/metrics), the operator endpoints
+// (/livez, /readyz, /healthz), Prometheus metrics (/metrics), the operator endpoints
 // under /pontoon/v1/ (Raft peers, gossip members, snapshots), the raw key
 // space used by benchmarks and tests, and Raft's internal forwarding
 // endpoints. Errors are Kubernetes Status objects.
@@ -66,6 +66,9 @@ func New(cfg Config) (*Server, error) {
 	cfg.Node.AddLeaderDuty(k.ExpireEvents)
 	m.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	m.HandleFunc("GET /readyz", s.readyz)
+	// kube-apiserver keeps /healthz, deprecated, for the load balancers
+	// and scripts that still ask it; it answers as /readyz does.
+	m.HandleFunc("GET /healthz", s.readyz)
 	m.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
 	m.Handle("/pontoon/internal/", cfg.Node.Handler())
 
@@ -84,7 +87,7 @@ func New(cfg Config) (*Server, error) {
 		m.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	}
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, apierrors.NewNotFound(pontoonResource, r.URL.Path))
+		writeError(w, kube.NoSuchPath())
 	})
 	return s, nil
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	apidiscoveryv2 "k8s.io/api/apidiscovery/v2"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -177,7 +176,7 @@ func (h *Handler) discoveryGroupVersion(w http.ResponseWriter, r *http.Request, 
 // writeDiscovery writes a legacy discovery document, or 404 for nil.
 func (h *Handler) writeDiscovery(w http.ResponseWriter, r *http.Request, doc runtime.Object) {
 	if doc == nil {
-		h.writeError(w, r, apierrors.NewNotFound(schema.GroupResource{}, r.URL.Path))
+		h.writeError(w, r, NoSuchPath())
 		return
 	}
 	out, err := h.negotiate(r)

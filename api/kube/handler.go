@@ -133,7 +133,7 @@ func (h *Handler) parse(r *http.Request) (*request, []string, error) {
 	}
 	res, ok := h.registry.Lookup(req.gv.WithResource(parts[0]))
 	if !ok {
-		return nil, nil, apierrors.NewNotFound(schema.GroupResource{Group: req.gv.Group, Resource: parts[0]}, "")
+		return nil, nil, NoSuchPath()
 	}
 	req.res = res
 	if len(parts) > 1 {
@@ -142,11 +142,8 @@ func (h *Handler) parse(r *http.Request) (*request, []string, error) {
 	if len(parts) > 2 {
 		req.sub = parts[2]
 	}
-	if len(parts) > 3 {
-		return nil, nil, apierrors.NewNotFound(res.GroupVersionResource().GroupResource(), strings.Join(parts[1:], "/"))
-	}
-	if !res.Namespaced && req.namespace != "" {
-		return nil, nil, apierrors.NewNotFound(res.GroupVersionResource().GroupResource(), "")
+	if len(parts) > 3 || (!res.Namespaced && req.namespace != "") {
+		return nil, nil, NoSuchPath()
 	}
 	return req, parts, nil
 }
@@ -166,7 +163,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 			h.discoveryGroup(w, r, strings.Trim(strings.TrimPrefix(r.URL.Path, "/apis/"), "/"))
 			return
 		}
-		h.writeError(w, r, apierrors.NewNotFound(schema.GroupResource{}, r.URL.Path))
+		h.writeError(w, r, NoSuchPath())
 		return
 	}
 	if err := h.route(w, req); err != nil {
@@ -222,7 +219,15 @@ func (h *Handler) checkSubresource(req *request) error {
 	if req.name != "" && slices.ContainsFunc(subresources(req.res), func(s subresource) bool { return s.name == req.sub }) {
 		return nil
 	}
-	return apierrors.NewNotFound(req.res.GroupVersionResource().GroupResource(), req.name+"/"+req.sub)
+	return NoSuchPath()
+}
+
+// NoSuchPath is the answer to a path the API does not serve: a resource,
+// subresource or group it does not have. kube-apiserver answers those
+// with a bare 404, which client-go reports as "the server could not find
+// the requested resource"; this is that, as a Status.
+func NoSuchPath() error {
+	return apierrors.NewGenericServerResponse(http.StatusNotFound, "", schema.GroupResource{}, "", "", 0, false)
 }
 
 // writeObject encodes obj in the negotiated format.

@@ -321,6 +321,15 @@ func TestKubeAPI(t *testing.T) {
 		}
 		_, err = wcs.CoreV1().ConfigMaps("nosuchns").Create(ctx, configMap("orphan", nil), metav1.CreateOptions{})
 		wantReason(t, err, 404, metav1.StatusReasonNotFound)
+		// Paths the API does not serve get kube-apiserver's answer, not a
+		// missing object of some internal kind.
+		for _, path := range []string{"/nosuch", "/api/v1/nosuch", "/apis/nosuch.io/v1", "/apis/apps/v1/namespaces/default/nosuch",
+			"/api/v1/namespaces/default/nodes", "/api/v1/namespaces/default/configmaps/proto/nosuch"} {
+			code, _, body := raw(t, r, "GET", path, "", "", "")
+			if code != 404 || !strings.Contains(body, `"reason":"NotFound"`) || !strings.Contains(body, "the server could not find the requested resource") {
+				t.Errorf("GET %s: %d %s, want 404 NotFound: the server could not find the requested resource", path, code, body)
+			}
+		}
 	})
 
 	t.Run("metadata and status", func(t *testing.T) {

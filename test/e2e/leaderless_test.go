@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,8 +18,8 @@ import (
 // TestFollowerWithoutLeader pauses the other two servers of a 3-server
 // cluster: the remaining follower keeps serving resourceVersion=0 reads
 // and its open watches, fails linearizable reads and writes with a 5xx
-// Status within a bounded time, and serves them again once the others
-// are back.
+// Status within a bounded time, answers /readyz and /healthz with 503
+// while /livez stays 200, and serves them again once the others are back.
 func TestFollowerWithoutLeader(t *testing.T) {
 	_, f, _ := kubeCluster(t, 71)
 	c := f.Clientset()
@@ -65,6 +66,15 @@ func TestFollowerWithoutLeader(t *testing.T) {
 		}
 		t.Logf("%s without a leader: %d after %v: %s", req.name, code, took.Round(time.Millisecond), body)
 	}
+	// Alive, but not ready: a load balancer sends clients elsewhere.
+	cluster.Eventually(t, 15*time.Second, func() error {
+		for p, want := range map[string]int{"/livez": 200, "/readyz": 503, "/healthz": 503} {
+			if code, _, body := raw(t, f, "GET", p, "", "", ""); code != want {
+				return fmt.Errorf("%s without a leader: %d %s, want %d", p, code, body, want)
+			}
+		}
+		return nil
+	})
 	select {
 	case ev, ok := <-w.ResultChan():
 		t.Fatalf("the open watch ended or failed without a leader: %v %v", ev, ok)

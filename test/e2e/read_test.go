@@ -180,7 +180,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	if _, err := c.Servers[0].Client().Put(context.Background(), "m", nil, client.Cond{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{"/livez", "/readyz"} {
+	for _, p := range []string{"/livez", "/readyz", "/healthz"} {
 		if code, _, body := raw(t, c.Servers[0], http.MethodGet, p, "", "", ""); code != http.StatusOK || body != "ok" {
 			t.Fatalf("%s: %d %q", p, code, body)
 		}
