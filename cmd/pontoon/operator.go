@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"net/url"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -13,12 +15,33 @@ import (
 // serverURL is the --server flag shared by the operator commands.
 type serverURL struct{ url string }
 
+// flag adds --server to cmd and its subcommands, which refuse to run
+// with a value that is not a server's API URL.
 func (s *serverURL) flag(cmd *cobra.Command) {
 	def := os.Getenv("PONTOON_SERVER")
 	if def == "" {
 		def = "http://127.0.0.1:6443"
 	}
 	cmd.PersistentFlags().StringVar(&s.url, "server", def, "API address of any server (default $PONTOON_SERVER, else http://127.0.0.1:6443)")
+	cmd.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		if err := checkServerURL(s.url); err != nil {
+			if !cmd.Flags().Changed("server") && os.Getenv("PONTOON_SERVER") != "" {
+				return fmt.Errorf("$PONTOON_SERVER: %w", err)
+			}
+			return fmt.Errorf("--server: %w", err)
+		}
+		return nil
+	}
+}
+
+// checkServerURL accepts http:// or https:// with a host and nothing after
+// it: a server's API address, as --api-addr and --advertise give it.
+func checkServerURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" {
+		return fmt.Errorf("%q is not a server's API URL: want http://HOST:PORT", s)
+	}
+	return nil
 }
 
 func (s *serverURL) client() *client.Client { return client.New(s.url, nil) }
