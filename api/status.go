@@ -45,7 +45,9 @@ func statusFor(err error) *metav1.Status {
 	case errors.Is(err, fsm.ErrBadSnapshot):
 		return ptr.To(apierrors.NewBadRequest(err.Error()).Status())
 	case errors.Is(err, raftstore.ErrUnknownPeer):
-		return ptr.To(apierrors.NewNotFound(schema.GroupResource{Group: "pontoon.dev", Resource: "raftpeers"}, err.Error()).Status())
+		st := apierrors.NewNotFound(schema.GroupResource{Group: "pontoon.dev", Resource: "raftpeers"}, "").Status()
+		st.Message = err.Error() // names the server, where "raftpeers.pontoon.dev" would not help
+		return &st
 	case errors.Is(err, raftstore.ErrUnknownOutcome), errors.Is(err, context.DeadlineExceeded):
 		return ptr.To(apierrors.NewTimeoutError(err.Error(), 1).Status())
 	case errors.Is(err, raftstore.ErrNoLeader), errors.Is(err, raftstore.ErrNotLeader):
