@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 
 	"github.com/pontoon-dev/pontoon/api"
@@ -179,6 +181,18 @@ func runServer(ctx context.Context, o serverOptions) error {
 	}
 	if t := o.eviction.UnhealthyZoneThreshold; t <= 0 || t > 1 {
 		return fmt.Errorf("--unhealthy-zone-threshold %v: must be above 0 and at most 1", t)
+	}
+	if errs := validation.IsDNS1123Subdomain(strings.ToLower(o.name)); len(errs) > 0 {
+		return fmt.Errorf("--name %q: want a host name (letters, digits, '-' and '.'): %s", o.name, errs[0])
+	}
+	if o.bootstrapExpect < 0 {
+		return fmt.Errorf("--bootstrap-expect %d: must be 0 (join an existing cluster) or more", o.bootstrapExpect)
+	}
+	if o.watchHistory < 1 {
+		return fmt.Errorf("--watch-history %d: must be at least 1", o.watchHistory)
+	}
+	if o.deadServerGrace <= 0 {
+		return fmt.Errorf("--dead-server-grace %v: must be above 0", o.deadServerGrace)
 	}
 	if o.advertise == "" {
 		o.advertise, _, _ = net.SplitHostPort(o.raftAddr)

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Flags a server cannot run with are refused with a message naming the
+// flag, before the data dir is touched.
+func TestServerRefusesBadFlags(t *testing.T) {
+	for _, tc := range []struct{ flags, want string }{
+		{"--bootstrap-expect -1", "--bootstrap-expect -1"},
+		{"--watch-history 0", "--watch-history 0"},
+		{"--dead-server-grace -1s", "--dead-server-grace -1s"},
+		{"--name bad/name", `--name "bad/name"`},
+		{"--name", `--name ""`},
+		{"--service-cidr 10.96.0.0/8", "--service-cidr"},
+	} {
+		dataDir := filepath.Join(t.TempDir(), "data")
+		cmd := serverCommand()
+		cmd.SilenceErrors, cmd.SilenceUsage = true, true
+		args := append([]string{"--data-dir", dataDir}, strings.Fields(tc.flags)...)
+		if tc.flags == "--name" {
+			args = append(args, "")
+		}
+		cmd.SetArgs(args)
+		err := cmd.Execute()
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s: err %v, want one starting %q", tc.flags, err, tc.want)
+		}
+		if _, serr := os.Stat(dataDir); !os.IsNotExist(serr) {
+			t.Errorf("%s: the data dir was created", tc.flags)
+		}
+	}
+}
