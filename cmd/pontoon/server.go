@@ -57,7 +57,7 @@ type serverOptions struct {
 func (o *serverOptions) flags(cmd *cobra.Command) {
 	host, _ := os.Hostname()
 	f := cmd.Flags()
-	f.StringVar(&o.name, "name", host, "server name, unique in the cluster")
+	f.StringVar(&o.name, "name", host, "server name, unique in the cluster: a host name (letters, digits, '-' and '.')")
 	f.StringVar(&o.dataDir, "data-dir", "", "directory for the Raft log, snapshots and the store (required)")
 	f.StringVar(&o.apiAddr, "api-addr", "127.0.0.1:6443", "address of the Kubernetes and operator API")
 	f.StringVar(&o.raftAddr, "raft-addr", "127.0.0.1:6444", "address Raft listens on")
