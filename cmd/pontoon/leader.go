@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,7 +29,13 @@ import (
 // informer factory, so the leader keeps one cache of each kind, and one
 // event broadcaster.
 func runLeaderDuties(ctx context.Context, cfg *rest.Config, settings ctrl.Config, logger *slog.Logger) error {
-	// The typed client speaks Protobuf, as kube-scheduler's and
+	// The clients name themselves as Kubernetes' components do, and the
+	// API takes a writer's field manager from that name: the fields the
+	// controllers and the scheduler own read as kube-controller-manager's
+	// and kube-scheduler's, as tools that look at managedFields expect.
+	cfg = rest.CopyConfig(cfg)
+	cfg.UserAgent = userAgent("kube-controller-manager")
+	// The typed clients speak Protobuf, as kube-scheduler's and
 	// kube-controller-manager's do by default (clientConnection.contentType):
 	// a binding or a status update costs less to encode and decode than in
 	// JSON, on both ends of the in-process call. The dynamic and metadata
@@ -39,6 +46,11 @@ func runLeaderDuties(ctx context.Context, cfg *rest.Config, settings ctrl.Config
 	client, err := kubernetes.NewForConfig(typed)
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
+	}
+	typed.UserAgent = userAgent("kube-scheduler")
+	schedClient, err := kubernetes.NewForConfig(typed)
+	if err != nil {
+		return fmt.Errorf("scheduler client: %w", err)
 	}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
@@ -57,7 +69,7 @@ func runLeaderDuties(ctx context.Context, cfg *rest.Config, settings ctrl.Config
 	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	defer events.Shutdown()
 
-	scheduler := sched.New(client, factory, events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: sched.Name}), logger.With("component", "sched"))
+	scheduler := sched.New(schedClient, factory, events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: sched.Name}), logger.With("component", "sched"))
 	ccfg := settings
 	ccfg.Client, ccfg.Dynamic, ccfg.Metadata, ccfg.Discovery = client, dyn, meta, disc
 	ccfg.Informers, ccfg.Events, ccfg.Logger = factory, events, logger.With("component", "ctrl")
@@ -87,4 +99,11 @@ func runLeaderDuties(ctx context.Context, cfg *rest.Config, settings ctrl.Config
 	}()
 	wg.Wait()
 	return nil
+}
+
+// userAgent is client-go's default User-Agent with component in place of
+// the program's name.
+func userAgent(component string) string {
+	ua := rest.DefaultKubernetesUserAgent()
+	return component + ua[strings.Index(ua, "/"):]
 }

@@ -247,6 +247,18 @@ func TestDeploymentRollout(t *testing.T) {
 	if got := podImages(t, rcs, "app=web"); got["busybox"] != replicas || len(got) != 1 {
 		t.Fatalf("after the first rollout: images %v", got)
 	}
+	// The controllers write as kube-controller-manager, as in Kubernetes.
+	dep, err := rcs.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rss, err := rcs.AppsV1().ReplicaSets("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+	if err != nil || len(rss.Items) != 1 {
+		t.Fatalf("replica sets after the first rollout: %v %v", err, rss)
+	}
+	if got, rs := managers(dep), managers(&rss.Items[0]); !slices.Contains(got, "kube-controller-manager/status") || !slices.Contains(rs, "kube-controller-manager/") {
+		t.Fatalf("field managers: deployment %v, replica set %v; want kube-controller-manager's status and replica set", got, rs)
+	}
 
 	roll := func(what string, args ...string) {
 		t.Helper()
@@ -274,7 +286,7 @@ func TestDeploymentRollout(t *testing.T) {
 	if got := podImages(t, rcs, "app=web"); got["busybox"] != replicas || len(got) != 1 {
 		t.Fatalf("after undo: images %v", got)
 	}
-	dep, err := rcs.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
+	dep, err = rcs.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,6 +357,15 @@ func TestDeploymentRollout(t *testing.T) {
 // their constraints allow, a pod that fits nowhere gets kube-scheduler's
 // FailedScheduling event and PodScheduled=False, and it is placed once a
 // node that fits appears; a pod of higher priority preempts.
+// managers lists obj's field managers as manager/subresource.
+func managers(obj metav1.Object) []string {
+	var out []string
+	for _, m := range obj.GetManagedFields() {
+		out = append(out, m.Manager+"/"+m.Subresource)
+	}
+	return out
+}
+
 func TestScheduler(t *testing.T) {
 	_, w, r := kubeCluster(t, 91)
 	ctx := context.Background()
@@ -448,6 +469,13 @@ func TestScheduler(t *testing.T) {
 		}
 		return fmt.Errorf("no PodScheduled=False condition: %+v", p.Status.Conditions)
 	})
+	huge, err := rcs.CoreV1().Pods("default").Get(ctx, "huge", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := managers(huge); !slices.Contains(got, "kube-scheduler/status") {
+		t.Fatalf("the unschedulable pod's status is managed by %v, want kube-scheduler among them", got)
+	}
 	if err := kubelet.AddNode(ctx, cluster.Node{Name: "big", CPU: "16", Memory: "32Gi"}); err != nil {
 		t.Fatal(err)
 	}
