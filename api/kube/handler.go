@@ -185,6 +185,9 @@ func (h *Handler) route(w http.ResponseWriter, req *request) error {
 		return err
 	}
 	req.out = out
+	if req.res.Review != nil {
+		return h.review(w, req)
+	}
 	q := req.URL.Query()
 	switch {
 	case req.Method == http.MethodGet && req.name == "":

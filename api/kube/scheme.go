@@ -4,6 +4,8 @@ import (
 	apidiscoveryv2 "k8s.io/api/apidiscovery/v2"
 	apidiscoveryv2beta1 "k8s.io/api/apidiscovery/v2beta1"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -18,13 +20,14 @@ import (
 )
 
 // newScheme registers every type the API reads or writes: the served
-// kinds, the subresource kinds (Scale, Binding, Eviction), and meta.k8s.io's
-// options, Status, Table and WatchEvent.
+// kinds (reviews included), the subresource kinds (Scale, Binding,
+// Eviction), and meta.k8s.io's options, Status, Table and WatchEvent.
 func newScheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
 		corev1.AddToScheme, appsv1.AddToScheme, batchv1.AddToScheme, coordinationv1.AddToScheme,
 		discoveryv1.AddToScheme, schedulingv1.AddToScheme, autoscalingv1.AddToScheme, policyv1.AddToScheme,
+		authorizationv1.AddToScheme, authenticationv1.AddToScheme,
 		apidiscoveryv2.AddToScheme, apidiscoveryv2beta1.AddToScheme,
 	} {
 		if err := add(s); err != nil {

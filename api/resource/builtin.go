@@ -2,6 +2,8 @@ package resource
 
 import (
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -110,6 +112,16 @@ func Builtin() *Registry {
 		&Resource{GroupVersion: schedulingv1.SchemeGroupVersion, Name: "priorityclasses", SingularName: "priorityclass", Kind: "PriorityClass", ShortNames: []string{"pc"},
 			New: func() runtime.Object { return &schedulingv1.PriorityClass{} }, NewList: func() runtime.Object { return &schedulingv1.PriorityClassList{} },
 			Default: typed(defaultPriorityClass), Validate: typedValidate(validatePriorityClass), Columns: priorityClassColumns},
+
+		&Resource{GroupVersion: authorizationv1.SchemeGroupVersion, Name: "selfsubjectaccessreviews", SingularName: "selfsubjectaccessreview", Kind: "SelfSubjectAccessReview",
+			New:      func() runtime.Object { return &authorizationv1.SelfSubjectAccessReview{} },
+			Validate: typedValidate(validateAccessReview), Review: typedReview(reviewAccess)},
+		&Resource{GroupVersion: authorizationv1.SchemeGroupVersion, Name: "selfsubjectrulesreviews", SingularName: "selfsubjectrulesreview", Kind: "SelfSubjectRulesReview",
+			New:      func() runtime.Object { return &authorizationv1.SelfSubjectRulesReview{} },
+			Validate: typedValidate(validateRulesReview), Review: typedReview(reviewRules)},
+		&Resource{GroupVersion: authenticationv1.SchemeGroupVersion, Name: "selfsubjectreviews", SingularName: "selfsubjectreview", Kind: "SelfSubjectReview",
+			New:      func() runtime.Object { return &authenticationv1.SelfSubjectReview{} },
+			Validate: typedValidate(validateSelfReview), Review: typedReview(reviewSelf)},
 	)
 }
 

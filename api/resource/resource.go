@@ -56,7 +56,8 @@ type Resource struct {
 	// Actions are POST-only subresources such as pods/binding.
 	Actions []string
 
-	// New returns an empty object of the kind; NewList an empty list.
+	// New returns an empty object of the kind; NewList an empty list (nil
+	// for a review, never listed).
 	New     func() runtime.Object
 	NewList func() runtime.Object
 
@@ -83,6 +84,12 @@ type Resource struct {
 	// Fields returns the field selector values beyond metadata.name and
 	// metadata.namespace. It may be nil.
 	Fields func(obj runtime.Object) fields.Set
+
+	// Review, when set, makes the resource a review, as the access
+	// reviews are: it is only created, and a create is answered with the
+	// object as Review fills in its status, never stored. Validate checks
+	// it first, metadata included; an error from Review is the answer.
+	Review func(obj runtime.Object) error
 }
 
 // GroupVersionKind is the resource's kind with its group and version.
@@ -119,6 +126,9 @@ func (r *Resource) SelectableFields(obj runtime.Object, meta metav1.Object) fiel
 
 // Verbs lists what the main resource supports, as discovery shows it.
 func (r *Resource) Verbs() []string {
+	if r.Review != nil {
+		return []string{"create"}
+	}
 	return []string{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}
 }
 

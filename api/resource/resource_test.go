@@ -24,7 +24,11 @@ func TestBuiltinEntriesMakeTheirKinds(t *testing.T) {
 			if got := reflect.TypeOf(r.New()).Elem().Name(); got != r.Kind {
 				t.Errorf("%s: New makes %s", r.Name, got)
 			}
-			if got := reflect.TypeOf(r.NewList()).Elem().Name(); got != r.Kind+"List" {
+			if r.Review != nil {
+				if r.NewList != nil || r.Status || r.Scale != nil || len(r.Actions) > 0 {
+					t.Errorf("%s is a review, yet it lists or has subresources", r.Name)
+				}
+			} else if got := reflect.TypeOf(r.NewList()).Elem().Name(); got != r.Kind+"List" {
 				t.Errorf("%s: NewList makes %s", r.Name, got)
 			}
 			if r.Status && !reflect.ValueOf(r.New()).Elem().FieldByName("Status").IsValid() {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -328,6 +330,48 @@ func TestKubeAPI(t *testing.T) {
 			code, _, body := raw(t, r, "GET", path, "", "", "")
 			if code != 404 || !strings.Contains(body, `"reason":"NotFound"`) || !strings.Contains(body, "the server could not find the requested resource") {
 				t.Errorf("GET %s: %d %s, want 404 NotFound: the server could not find the requested resource", path, code, body)
+			}
+		}
+	})
+
+	t.Run("reviews", func(t *testing.T) {
+		sar, err := wcs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "create", Resource: "pods"}}}, metav1.CreateOptions{})
+		if err != nil || !sar.Status.Allowed || sar.Spec.ResourceAttributes == nil || sar.Spec.ResourceAttributes.Resource != "pods" {
+			t.Fatalf("access review: %v %+v", err, sar)
+		}
+		_, err = wcs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{}, metav1.CreateOptions{})
+		wantReason(t, err, 422, metav1.StatusReasonInvalid)
+		if se := err.(apierrors.APIStatus).Status(); len(se.Details.Causes) == 0 || se.Details.Causes[0].Field != "spec.resourceAttributes" {
+			t.Fatalf("empty access review causes: %+v", se.Details)
+		}
+		_, err = wcs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{ObjectMeta: metav1.ObjectMeta{Name: "x"},
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: "/version", Verb: "get"}}}, metav1.CreateOptions{})
+		wantReason(t, err, 422, metav1.StatusReasonInvalid)
+		rules, err := rcs.AuthorizationV1().SelfSubjectRulesReviews().Create(ctx, &authorizationv1.SelfSubjectRulesReview{Spec: authorizationv1.SelfSubjectRulesReviewSpec{Namespace: ns}}, metav1.CreateOptions{})
+		if err != nil || len(rules.Status.ResourceRules) != 1 || !slices.Equal(rules.Status.ResourceRules[0].Verbs, []string{"*"}) {
+			t.Fatalf("rules review: %v %+v", err, rules)
+		}
+		_, err = rcs.AuthorizationV1().SelfSubjectRulesReviews().Create(ctx, &authorizationv1.SelfSubjectRulesReview{}, metav1.CreateOptions{})
+		wantReason(t, err, 400, metav1.StatusReasonBadRequest)
+		self, err := rcs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+		if err != nil || self.Status.UserInfo.Username != "system:anonymous" {
+			t.Fatalf("self review: %v %+v", err, self)
+		}
+		// Reviews are answered, never stored: there is nothing to read.
+		code, _, body := raw(t, r, "GET", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", "", "", "")
+		if code != http.StatusMethodNotAllowed || !strings.Contains(body, `"reason":"MethodNotAllowed"`) {
+			t.Fatalf("GET of access reviews: %d %s", code, body)
+		}
+		_, lists, err := rcs.Discovery().ServerGroupsAndResources()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range lists {
+			for _, res := range l.APIResources {
+				if strings.HasSuffix(res.Name, "reviews") && !slices.Equal(res.Verbs, []string{"create"}) {
+					t.Errorf("%s/%s in discovery with verbs %v, want create only", l.GroupVersion, res.Name, res.Verbs)
+				}
 			}
 		}
 	})

@@ -136,6 +136,17 @@ func TestKubectlAcrossServers(t *testing.T) {
 	if out := kubectl(t, c, r, "", "explain", "deployment.spec.strategy.rollingUpdate"); !strings.Contains(out, "maxSurge") {
 		t.Fatalf("explain:\n%s", out)
 	}
+	// No authentication or authorization yet: everyone may do everything,
+	// and kubectl auth says so.
+	if out := kubectl(t, c, r, "", "auth", "can-i", "delete", "deployments", "-n", "kube-system"); out != "yes\n" {
+		t.Fatalf("auth can-i: %q", out)
+	}
+	if out := kubectl(t, c, r, "", "auth", "can-i", "--list"); !strings.Contains(out, "*.*") {
+		t.Fatalf("auth can-i --list:\n%s", out)
+	}
+	if out := kubectl(t, c, r, "", "auth", "whoami"); !strings.Contains(out, "system:anonymous") || !strings.Contains(out, "system:unauthenticated") {
+		t.Fatalf("auth whoami:\n%s", out)
+	}
 
 	// A watch through one server sees writes through another, in order.
 	watch := exec.Command("kubectl", "--kubeconfig", c.Kubeconfig(r), "get", "configmaps", "-w", "--output-watch-events", "-o", "custom-columns=TYPE:.type,NAME:.object.metadata.name,V:.object.data.v", "--no-headers")
