@@ -94,7 +94,12 @@ func (h *Handler) admitCreate(ctx context.Context, r *resource.Resource, obj run
 	case *corev1.Service:
 		return h.allocateAddresses(ctx, r, nil, o)
 	case *corev1.Pod:
-		return h.admitPriority(ctx, o)
+		sa, err := h.admitServiceAccount(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		priority, err := h.admitPriority(ctx, o)
+		return append(sa, priority...), err
 	}
 	return nil, nil
 }

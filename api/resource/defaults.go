@@ -107,6 +107,12 @@ func qosClass(spec *corev1.PodSpec) corev1.PodQOSClass {
 }
 
 func defaultPodSpec(s *corev1.PodSpec) {
+	// serviceAccount is the deprecated name of serviceAccountName; the
+	// conversion of kube-apiserver keeps the two equal.
+	if s.ServiceAccountName == "" {
+		s.ServiceAccountName = s.DeprecatedServiceAccount
+	}
+	s.DeprecatedServiceAccount = s.ServiceAccountName
 	if s.RestartPolicy == "" {
 		s.RestartPolicy = corev1.RestartPolicyAlways
 	}

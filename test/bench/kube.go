@@ -60,10 +60,23 @@ func clientsetFor(s *cluster.Server, contentType string, timeout time.Duration) 
 	return kubernetes.NewForConfigOrDie(cfg)
 }
 
+// createNamespace creates a namespace and waits for its default
+// ServiceAccount, which every pod created in it needs: a measurement that
+// starts with pods does not include the controller's creating it.
 func createNamespace(cs *kubernetes.Clientset, name string) {
-	_, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	ctx := context.Background()
+	_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	if err != nil {
 		log.Fatalf("create namespace %s: %v", name, err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, err := cs.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			log.Fatalf("namespace %s has no default service account after 30s: %v", name, err)
+		}
 	}
 }
 

@@ -599,6 +599,24 @@ func TestKubeAPI(t *testing.T) {
 		if len(created.Spec.Tolerations) != 2 || strings.Contains(string(created.ManagedFields[0].FieldsV1.Raw), `"f:tolerations"`) {
 			t.Fatalf("a new pod's tolerations %+v, owned: %s", created.Spec.Tolerations, created.ManagedFields[0].FieldsV1.Raw)
 		}
+		// Nor its service account: admission gives it the namespace's
+		// default, under both of the field's names.
+		if created.Spec.ServiceAccountName != "default" || created.Spec.DeprecatedServiceAccount != "default" ||
+			strings.Contains(string(created.ManagedFields[0].FieldsV1.Raw), `"f:serviceAccountName"`) {
+			t.Fatalf("a new pod's service account %q (serviceAccount %q), owned: %s", created.Spec.ServiceAccountName, created.Spec.DeprecatedServiceAccount, created.ManagedFields[0].FieldsV1.Raw)
+		}
+		// A pod whose service account does not exist is refused, as
+		// kube-apiserver's ServiceAccount admission refuses it.
+		orphan := pod.DeepCopy()
+		orphan.Name, orphan.Spec.ServiceAccountName = "no-account", "nosuch"
+		_, err = wcs.CoreV1().Pods(ns).Create(ctx, orphan, metav1.CreateOptions{})
+		wantReason(t, err, 403, metav1.StatusReasonForbidden)
+		if !strings.Contains(err.Error(), `error looking up service account default/nosuch: serviceaccount "nosuch" not found`) {
+			t.Fatalf("a pod with a missing service account: %v", err)
+		}
+		if _, err := rcs.CoreV1().Pods(ns).Get(ctx, "no-account", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("a refused pod was stored: %v", err)
+		}
 		// A binding to something that is not a node, or to a name no node
 		// can have, is refused with its causes.
 		for target, cause := range map[corev1.ObjectReference]string{
