@@ -185,8 +185,9 @@ func (h *Handler) route(w http.ResponseWriter, req *request) error {
 		return err
 	}
 	req.out = out
-	if req.res.Review != nil {
-		return h.review(w, req)
+	if req.res.Review != nil && (req.Method != http.MethodPost || req.name != "") {
+		// A review is only created.
+		return apierrors.NewMethodNotSupported(req.res.GroupVersionResource().GroupResource(), strings.ToLower(req.Method))
 	}
 	q := req.URL.Query()
 	switch {

@@ -1,33 +1,19 @@
 package kube
 
 import (
-	"net/http"
-	"strings"
+	"k8s.io/apimachinery/pkg/runtime"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"github.com/pontoon-dev/pontoon/api/resource"
 )
 
-// review answers a create of a review resource (resource.Resource.Review):
-// the object comes back with its status filled in, and nothing is stored.
-// Any other verb is refused, as kube-apiserver refuses it.
-func (h *Handler) review(w http.ResponseWriter, req *request) error {
-	r := req.res
-	if req.Method != http.MethodPost || req.name != "" {
-		return apierrors.NewMethodNotSupported(r.GroupVersionResource().GroupResource(), strings.ToLower(req.Method))
-	}
-	body, err := readBody(req)
-	if err != nil {
-		return err
-	}
-	obj, err := h.decodeObject(w, req, body)
-	if err != nil {
-		return err
-	}
+// review answers the create of a review (resource.Resource.Review): the
+// object comes back with its status filled in, and nothing is stored.
+func review(r *resource.Resource, obj runtime.Object) (runtime.Object, error) {
 	if errs := r.Validate(obj, nil); len(errs) > 0 {
-		return invalid(r, "", errs)
+		return nil, invalid(r, "", errs)
 	}
 	if err := r.Review(obj); err != nil {
-		return err
+		return nil, err
 	}
-	return h.writeResult(w, req, http.StatusCreated, obj)
+	return obj, nil
 }

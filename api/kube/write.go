@@ -184,7 +184,11 @@ func (h *Handler) create(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
-	obj, err = h.createObject(req.Context(), req, obj)
+	if req.res.Review != nil {
+		obj, err = review(req.res, obj)
+	} else {
+		obj, err = h.createObject(req.Context(), req, obj)
+	}
 	if err != nil {
 		return err
 	}
