@@ -124,6 +124,7 @@ func New(cfg Config) (*Controllers, error) {
 		newNamespaceController(cfg),
 		newServiceAccountController(cfg),
 		newReplicaSetController(cfg),
+		newReplicationControllerController(cfg),
 		newDeploymentController(cfg),
 		gc,
 		newEndpointsController(cfg),

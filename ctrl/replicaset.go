@@ -12,6 +12,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -25,18 +27,38 @@ const burstReplicas = 500
 
 var replicaSetKind = appsv1.SchemeGroupVersion.WithKind("ReplicaSet")
 
-// replicaSetController keeps spec.replicas pods of each ReplicaSet
-// running and reports them in its status.
-type replicaSetController struct {
+// replicaManager keeps an owner's spec.replicas pods running and
+// reports them in its status: the ReplicaSet controller's work, which the
+// ReplicationController controller shares.
+type replicaManager struct {
 	*controller
 	client       kubernetes.Interface
-	replicaSets  appslisters.ReplicaSetLister
 	pods         corelisters.PodLister
 	expectations *expectations
 }
 
+// replicated is an owner of replicas as the replica manager sees it: a
+// ReplicaSet, or a ReplicationController seen as one.
+type replicated struct {
+	// obj is the owner itself, which events are about.
+	obj runtime.Object
+	gvk schema.GroupVersionKind
+	// rs is the owner as a ReplicaSet: its metadata, spec and status.
+	rs *appsv1.ReplicaSet
+	// fresh reads the owner from the API (claimer.fresh).
+	fresh func(ctx context.Context) (metav1.Object, error)
+	// writeStatus writes a new status to the owner.
+	writeStatus func(ctx context.Context, status appsv1.ReplicaSetStatus) error
+}
+
+// replicaSetController runs the replica manager for ReplicaSets.
+type replicaSetController struct {
+	replicaManager
+	replicaSets appslisters.ReplicaSetLister
+}
+
 func newReplicaSetController(cfg Config) *controller {
-	c := &replicaSetController{client: cfg.Client, expectations: newExpectations()}
+	c := &replicaSetController{replicaManager: replicaManager{client: cfg.Client, expectations: newExpectations()}}
 	c.controller = newController("replicaset", cfg, c.sync)
 	rsInf, podInf := cfg.Informers.Apps().V1().ReplicaSets(), cfg.Informers.Core().V1().Pods()
 	rsInf.Informer().AddEventHandler(c.handler())
@@ -63,15 +85,28 @@ func (c *replicaSetController) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	client := c.client.AppsV1().ReplicaSets(ns)
+	return c.syncReplicas(ctx, key, replicated{obj: rs, gvk: replicaSetKind, rs: rs, fresh: freshOwner(client, name),
+		writeStatus: func(ctx context.Context, status appsv1.ReplicaSetStatus) error {
+			rs := rs.DeepCopy()
+			rs.Status = status
+			_, err := client.UpdateStatus(ctx, rs, metav1.UpdateOptions{})
+			return err
+		}})
+}
+
+// syncReplicas claims the owner's pods, makes or deletes pods until
+// spec.replicas of them are active, and writes its status.
+func (c *replicaManager) syncReplicas(ctx context.Context, key string, r replicated) error {
+	rs := r.rs
 	satisfied := c.expectations.satisfied(key) // before the pods are listed (expectations)
-	pods, err := claimPods(ctx, c.client, c.pods, &claimer{owner: rs, gvk: replicaSetKind, selector: rs.Spec.Selector,
-		fresh: freshOwner(c.client.AppsV1().ReplicaSets(ns), name)})
+	pods, err := claimPods(ctx, c.client, c.pods, &claimer{owner: rs, gvk: r.gvk, selector: rs.Spec.Selector, fresh: r.fresh})
 	if err != nil {
 		return err
 	}
 	var manageErr error
 	if satisfied && rs.DeletionTimestamp == nil {
-		manageErr = c.manage(ctx, key, rs, pods)
+		manageErr = c.manage(ctx, key, r, pods)
 	}
 	status, wait := replicaSetStatus(rs, pods, time.Now())
 	if manageErr != nil {
@@ -79,9 +114,7 @@ func (c *replicaSetController) sync(ctx context.Context, key string) error {
 			Reason: "FailedCreate", Message: manageErr.Error(), LastTransitionTime: metav1.Now()}}
 	}
 	if !equality.Semantic.DeepEqual(rs.Status, status) {
-		rs = rs.DeepCopy()
-		rs.Status = status
-		if _, err := c.client.AppsV1().ReplicaSets(ns).UpdateStatus(ctx, rs, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		if err := r.writeStatus(ctx, status); err != nil && !apierrors.IsNotFound(err) {
 			return errors.Join(manageErr, fmt.Errorf("update status of %s: %w", key, err))
 		}
 	}
@@ -113,10 +146,11 @@ func ownedPods(lister corelisters.PodLister, owner metav1.Object, selector *meta
 	return out, nil
 }
 
-// manage creates or deletes pods of the ReplicaSet until spec.replicas
-// of them are active, recording what it does in the expectations and as
+// manage creates or deletes pods of the owner until spec.replicas of
+// them are active, recording what it does in the expectations and as
 // events.
-func (c *replicaSetController) manage(ctx context.Context, key string, rs *appsv1.ReplicaSet, pods []*corev1.Pod) error {
+func (c *replicaManager) manage(ctx context.Context, key string, r replicated, pods []*corev1.Pod) error {
+	rs := r.rs
 	var active []*corev1.Pod
 	for _, p := range pods {
 		if podActive(p) {
@@ -128,8 +162,8 @@ func (c *replicaSetController) manage(ctx context.Context, key string, rs *appsv
 	case diff < 0:
 		n := min(-diff, burstReplicas)
 		c.expectations.expect(key, n, nil)
-		pod := podFromTemplate(&rs.Spec.Template, rs, replicaSetKind)
-		return c.createPods(ctx, c.client, c.expectations, key, rs, n, func(int) *corev1.Pod {
+		pod := podFromTemplate(&rs.Spec.Template, rs, r.gvk)
+		return c.createPods(ctx, c.client, c.expectations, key, r.obj, n, func(int) *corev1.Pod {
 			// Each its own copy: encoding writes the kind into the object.
 			return pod.DeepCopy()
 		})
@@ -138,7 +172,7 @@ func (c *replicaSetController) manage(ctx context.Context, key string, rs *appsv
 		victims := active[:min(diff, burstReplicas)]
 		c.expectations.expect(key, 0, podKeys(victims))
 		if err := deletePods(ctx, c.client, c.expectations, key, victims, func(p *corev1.Pod) {
-			c.recorder.Eventf(rs, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: %s", p.Name)
+			c.recorder.Eventf(r.obj, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: %s", p.Name)
 		}); err != nil {
 			return fmt.Errorf("delete pods of %s: %w", key, err)
 		}

@@ -88,7 +88,7 @@ func TestReplicaSetSyncReadsExpectationsBeforePods(t *testing.T) {
 	}
 
 	const key = "default/web"
-	c := &replicaSetController{client: client, replicaSets: appslisters.NewReplicaSetLister(rsIndex), expectations: newExpectations()}
+	c := &replicaSetController{replicaManager: replicaManager{client: client, expectations: newExpectations()}, replicaSets: appslisters.NewReplicaSetLister(rsIndex)}
 	c.controller = newController("replicaset", quietConfig(t), c.sync)
 	defer c.queue.ShutDown()
 	// An earlier sync made web-2; the informer shows it, as an informer

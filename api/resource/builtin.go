@@ -78,6 +78,10 @@ func Builtin() *Registry {
 			Status: true, Generation: true, Scale: &Scale{Get: typedScaleGet(deploymentScale), Set: typedScaleSet(func(d *appsv1.Deployment, n int32) { d.Spec.Replicas = &n })},
 			New: func() runtime.Object { return &appsv1.Deployment{} }, NewList: func() runtime.Object { return &appsv1.DeploymentList{} },
 			Default: typed(defaultDeployment), Validate: typedValidate(validateDeployment), Columns: deploymentColumns},
+		&Resource{GroupVersion: core, Name: "replicationcontrollers", SingularName: "replicationcontroller", Kind: "ReplicationController", Namespaced: true, ShortNames: []string{"rc"}, Categories: []string{"all"},
+			Status: true, Generation: true, Scale: &Scale{Get: typedScaleGet(replicationControllerScale), Set: typedScaleSet(func(r *corev1.ReplicationController, n int32) { r.Spec.Replicas = &n })},
+			New: func() runtime.Object { return &corev1.ReplicationController{} }, NewList: func() runtime.Object { return &corev1.ReplicationControllerList{} },
+			Default: typed(defaultReplicationController), Validate: typedValidate(validateReplicationController), Columns: replicationControllerColumns},
 		&Resource{GroupVersion: apps, Name: "replicasets", SingularName: "replicaset", Kind: "ReplicaSet", Namespaced: true, ShortNames: []string{"rs"}, Categories: []string{"all"},
 			Status: true, Generation: true, Scale: &Scale{Get: typedScaleGet(replicaSetScale), Set: typedScaleSet(func(r *appsv1.ReplicaSet, n int32) { r.Spec.Replicas = &n })},
 			New: func() runtime.Object { return &appsv1.ReplicaSet{} }, NewList: func() runtime.Object { return &appsv1.ReplicaSetList{} },
@@ -142,6 +146,10 @@ func typedScaleSet[T runtime.Object](f func(T, int32)) func(runtime.Object, int3
 
 func deploymentScale(d *appsv1.Deployment) (int32, int32, *metav1.LabelSelector) {
 	return ptr.Deref(d.Spec.Replicas, 1), d.Status.Replicas, d.Spec.Selector
+}
+
+func replicationControllerScale(r *corev1.ReplicationController) (int32, int32, *metav1.LabelSelector) {
+	return ptr.Deref(r.Spec.Replicas, 1), r.Status.Replicas, &metav1.LabelSelector{MatchLabels: r.Spec.Selector}
 }
 
 func replicaSetScale(r *appsv1.ReplicaSet) (int32, int32, *metav1.LabelSelector) {

@@ -348,6 +348,24 @@ var deploymentColumns = append([]Column{
 	ageColumn,
 }, workloadWide(func(d *appsv1.Deployment) *corev1.PodTemplateSpec { return &d.Spec.Template }, func(d *appsv1.Deployment) *metav1.LabelSelector { return d.Spec.Selector })...)
 
+var replicationControllerColumns = append([]Column{
+	col("Desired", "integer", "Number of desired pods.", cell(func(r *corev1.ReplicationController) any { return int64(ptr.Deref(r.Spec.Replicas, 1)) })),
+	col("Current", "integer", "Number of actual replicas.", cell(func(r *corev1.ReplicationController) any { return int64(r.Status.Replicas) })),
+	col("Ready", "integer", "Number of ready replicas.", cell(func(r *corev1.ReplicationController) any { return int64(r.Status.ReadyReplicas) })),
+	ageColumn,
+}, workloadWide(func(r *corev1.ReplicationController) *corev1.PodTemplateSpec { return templateOrEmpty(r.Spec.Template) },
+	func(r *corev1.ReplicationController) *metav1.LabelSelector {
+		return &metav1.LabelSelector{MatchLabels: r.Spec.Selector}
+	})...)
+
+// templateOrEmpty is a ReplicationController's template, which may be nil.
+func templateOrEmpty(t *corev1.PodTemplateSpec) *corev1.PodTemplateSpec {
+	if t == nil {
+		return &corev1.PodTemplateSpec{}
+	}
+	return t
+}
+
 var replicaSetColumns = append([]Column{
 	col("Desired", "integer", "Number of desired pods.", cell(func(r *appsv1.ReplicaSet) any { return int64(ptr.Deref(r.Spec.Replicas, 1)) })),
 	col("Current", "integer", "Number of actual replicas.", cell(func(r *appsv1.ReplicaSet) any { return int64(r.Status.Replicas) })),

@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -224,6 +225,24 @@ func defaultDeployment(d *appsv1.Deployment) {
 		d.Spec.ProgressDeadlineSeconds = ptr.To[int32](600)
 	}
 	defaultTemplate(&d.Spec.Template)
+}
+
+// defaultReplicationController is kube-apiserver's defaulting of a
+// ReplicationController: its selector and its labels, when empty, are its
+// template's labels.
+func defaultReplicationController(r *corev1.ReplicationController) {
+	if t := r.Spec.Template; t != nil {
+		if len(t.Labels) > 0 && len(r.Spec.Selector) == 0 {
+			r.Spec.Selector = maps.Clone(t.Labels)
+		}
+		if len(t.Labels) > 0 && len(r.Labels) == 0 {
+			r.Labels = maps.Clone(t.Labels)
+		}
+		defaultTemplate(t)
+	}
+	if r.Spec.Replicas == nil {
+		r.Spec.Replicas = ptr.To[int32](1)
+	}
 }
 
 func defaultReplicaSet(r *appsv1.ReplicaSet) {

@@ -289,6 +289,24 @@ func intOrPercent(v *intstr.IntOrString) int {
 	return 0
 }
 
+// validateReplicationController judges a ReplicationController as a
+// ReplicaSet, but that its selector is a set of labels, which may change.
+func validateReplicationController(r, _ *corev1.ReplicationController) field.ErrorList {
+	spec := field.NewPath("spec")
+	var errs field.ErrorList
+	if len(r.Spec.Selector) == 0 {
+		errs = append(errs, field.Required(spec.Child("selector"), ""))
+	}
+	if r.Spec.Template == nil {
+		return append(errs, field.Required(spec.Child("template"), ""))
+	}
+	errs = append(errs, validateWorkload(&metav1.LabelSelector{MatchLabels: r.Spec.Selector}, r.Spec.Template, r.Spec.Replicas, false, nil)...)
+	if p := r.Spec.Template.Spec.RestartPolicy; p != corev1.RestartPolicyAlways {
+		errs = append(errs, field.NotSupported(spec.Child("template", "spec", "restartPolicy"), p, []string{string(corev1.RestartPolicyAlways)}))
+	}
+	return append(errs, apivalidation.ValidateNonnegativeField(int64(r.Spec.MinReadySeconds), spec.Child("minReadySeconds"))...)
+}
+
 func validateReplicaSet(r, old *appsv1.ReplicaSet) field.ErrorList {
 	return validateWorkload(r.Spec.Selector, &r.Spec.Template, r.Spec.Replicas, old != nil, func() *metav1.LabelSelector { return old.Spec.Selector })
 }

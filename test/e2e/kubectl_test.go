@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -146,6 +147,12 @@ func TestKubectlAcrossServers(t *testing.T) {
 	}
 	if out := kubectl(t, c, r, "", "auth", "whoami"); !strings.Contains(out, "system:anonymous") || !strings.Contains(out, "system:unauthenticated") {
 		t.Fatalf("auth whoami:\n%s", out)
+	}
+	// What kubectl cluster-info suggests for a closer look works.
+	dump := t.TempDir()
+	kubectl(t, c, r, "", "cluster-info", "dump", "--output-directory", dump)
+	if _, err := os.Stat(filepath.Join(dump, "default", "replication-controllers.json")); err != nil {
+		t.Fatalf("cluster-info dump wrote no replication controllers: %v", err)
 	}
 
 	// A watch through one server sees writes through another, in order.

@@ -227,6 +227,74 @@ func TestProportionalScaling(t *testing.T) {
 	cluster.Consistently(t, 2*time.Second, sizes(11, 7))
 }
 
+// TestReplicationController runs a core/v1 ReplicationController on the
+// ReplicaSet controller's work, as Kubernetes does: its selector defaults
+// to its template's labels; it keeps its replicas, scaled with kubectl,
+// owns them and reports them ready; its pods go with it.
+func TestReplicationController(t *testing.T) {
+	c, w, r := kubeCluster(t, 91)
+	ctx := context.Background()
+	rcs := r.Clientset()
+	cluster.StartFakeKubelet(t, w.Clientset(), testNodes(2)...)
+	kubectlOK(t, c, w, "apply", "-f", writeTemp(t, `apiVersion: v1
+kind: ReplicationController
+metadata: {name: legacy}
+spec:
+  replicas: 3
+  template:
+    metadata: {labels: {app: legacy}}
+    spec:
+      containers: [{name: c, image: busybox}]
+`))
+	// ready checks that the controller owns n running pods, all ready,
+	// and says so for its latest generation.
+	ready := func(n int32) func() error {
+		return func() error {
+			rc, err := rcs.CoreV1().ReplicationControllers("default").Get(ctx, "legacy", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			pods, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=legacy"})
+			if err != nil {
+				return err
+			}
+			var running, owned int32
+			for _, p := range pods.Items {
+				if p.DeletionTimestamp != nil {
+					continue
+				}
+				running++
+				if ref := metav1.GetControllerOf(&p); ref != nil && ref.Kind == "ReplicationController" && ref.UID == rc.UID {
+					owned++
+				}
+			}
+			if running != n || owned != n || rc.Status.ReadyReplicas != n || rc.Status.ObservedGeneration != rc.Generation {
+				return fmt.Errorf("%d pods, %d owned by the controller, which reports %d ready (generation %d of %d); want %d",
+					running, owned, rc.Status.ReadyReplicas, rc.Status.ObservedGeneration, rc.Generation, n)
+			}
+			return nil
+		}
+	}
+	cluster.Eventually(t, 30*time.Second, ready(3))
+	rc, err := rcs.CoreV1().ReplicationControllers("default").Get(ctx, "legacy", metav1.GetOptions{})
+	if err != nil || !maps.Equal(rc.Spec.Selector, map[string]string{"app": "legacy"}) {
+		t.Fatalf("selector not defaulted from the template: %v %v", err, rc.Spec.Selector)
+	}
+	kubectlOK(t, c, w, "scale", "rc", "legacy", "--replicas=1")
+	cluster.Eventually(t, 30*time.Second, ready(1))
+	if out := kubectlOK(t, c, r, "get", "rc", "legacy"); !strings.Contains(out, "DESIRED   CURRENT   READY") {
+		t.Fatalf("get rc:\n%s", out)
+	}
+	kubectlOK(t, c, w, "delete", "rc", "legacy")
+	cluster.Eventually(t, 30*time.Second, func() error {
+		pods, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=legacy"})
+		if err != nil || len(pods.Items) > 0 {
+			return fmt.Errorf("pods left after the controller was deleted: %v %d", err, len(pods.Items))
+		}
+		return nil
+	})
+}
+
 // TestDeploymentRollout rolls a Deployment out, to a new image and back
 // with kubectl, checking maxSurge and maxUnavailable from a watch at every
 // step; then pauses and resumes it, and rolls a Recreate Deployment.
