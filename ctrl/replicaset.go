@@ -57,18 +57,30 @@ type replicaSetController struct {
 	replicaSets appslisters.ReplicaSetLister
 }
 
+// newReplicaManager makes the replica manager of the owners of kind gvk,
+// which owners informs of: sync runs for an owner when it changes and when
+// one of its pods does, and for the owners whose selectors (by namespace)
+// match an orphan pod.
+func newReplicaManager(cfg Config, name string, gvk schema.GroupVersionKind, owners cache.SharedIndexInformer,
+	selectors func(namespace string) map[string]labels.Selector, sync func(context.Context, string) error) replicaManager {
+	m := replicaManager{controller: newController(name, cfg, sync), client: cfg.Client, expectations: newExpectations()}
+	podInf := cfg.Informers.Core().V1().Pods()
+	owners.AddEventHandler(m.handler())
+	podInf.Informer().AddEventHandler(m.observePods(m.expectations, gvk))
+	podInf.Informer().AddEventHandler(m.enqueueAdopters(selectors))
+	m.pods = podInf.Lister()
+	m.synced = append(m.synced, owners.HasSynced, podInf.Informer().HasSynced)
+	return m
+}
+
 func newReplicaSetController(cfg Config) *controller {
-	c := &replicaSetController{replicaManager: replicaManager{client: cfg.Client, expectations: newExpectations()}}
-	c.controller = newController("replicaset", cfg, c.sync)
-	rsInf, podInf := cfg.Informers.Apps().V1().ReplicaSets(), cfg.Informers.Core().V1().Pods()
-	rsInf.Informer().AddEventHandler(c.handler())
-	podInf.Informer().AddEventHandler(c.observePods(c.expectations, replicaSetKind))
-	podInf.Informer().AddEventHandler(c.enqueueAdopters(func(ns string) map[string]labels.Selector {
+	c := &replicaSetController{}
+	rsInf := cfg.Informers.Apps().V1().ReplicaSets()
+	c.replicaSets = rsInf.Lister()
+	c.replicaManager = newReplicaManager(cfg, "replicaset", replicaSetKind, rsInf.Informer(), func(ns string) map[string]labels.Selector {
 		all, _ := c.replicaSets.ReplicaSets(ns).List(labels.Everything())
 		return selectors(all, func(rs *appsv1.ReplicaSet) *metav1.LabelSelector { return rs.Spec.Selector })
-	}))
-	c.replicaSets, c.pods = rsInf.Lister(), podInf.Lister()
-	c.synced = append(c.synced, rsInf.Informer().HasSynced, podInf.Informer().HasSynced)
+	}, c.sync)
 	return c.controller
 }
 

@@ -25,19 +25,13 @@ type replicationControllerController struct {
 }
 
 func newReplicationControllerController(cfg Config) *controller {
-	c := &replicationControllerController{replicaManager: replicaManager{client: cfg.Client, expectations: newExpectations()}}
-	c.controller = newController("replication", cfg, c.sync)
-	rcInf, podInf := cfg.Informers.Core().V1().ReplicationControllers(), cfg.Informers.Core().V1().Pods()
-	rcInf.Informer().AddEventHandler(c.handler())
-	podInf.Informer().AddEventHandler(c.observePods(c.expectations, replicationControllerKind))
-	podInf.Informer().AddEventHandler(c.enqueueAdopters(func(ns string) map[string]labels.Selector {
+	c := &replicationControllerController{}
+	rcInf := cfg.Informers.Core().V1().ReplicationControllers()
+	c.rcs = rcInf.Lister()
+	c.replicaManager = newReplicaManager(cfg, "replication", replicationControllerKind, rcInf.Informer(), func(ns string) map[string]labels.Selector {
 		all, _ := c.rcs.ReplicationControllers(ns).List(labels.Everything())
-		return selectors(all, func(rc *corev1.ReplicationController) *metav1.LabelSelector {
-			return &metav1.LabelSelector{MatchLabels: rc.Spec.Selector}
-		})
-	}))
-	c.rcs, c.pods = rcInf.Lister(), podInf.Lister()
-	c.synced = append(c.synced, rcInf.Informer().HasSynced, podInf.Informer().HasSynced)
+		return selectors(all, selectorOf)
+	}, c.sync)
 	return c.controller
 }
 
@@ -64,10 +58,15 @@ func (c *replicationControllerController) sync(ctx context.Context, key string) 
 		}})
 }
 
+// selectorOf is rc's selector, a set of labels, as a label selector.
+func selectorOf(rc *corev1.ReplicationController) *metav1.LabelSelector {
+	return &metav1.LabelSelector{MatchLabels: rc.Spec.Selector}
+}
+
 // replicaSetOf is rc seen as a ReplicaSet.
 func replicaSetOf(rc *corev1.ReplicationController) *appsv1.ReplicaSet {
 	rs := &appsv1.ReplicaSet{ObjectMeta: rc.ObjectMeta, Spec: appsv1.ReplicaSetSpec{Replicas: rc.Spec.Replicas, MinReadySeconds: rc.Spec.MinReadySeconds,
-		Selector: &metav1.LabelSelector{MatchLabels: rc.Spec.Selector}}}
+		Selector: selectorOf(rc)}}
 	if rc.Spec.Template != nil {
 		rs.Spec.Template = *rc.Spec.Template
 	}
