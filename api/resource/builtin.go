@@ -149,7 +149,13 @@ func deploymentScale(d *appsv1.Deployment) (int32, int32, *metav1.LabelSelector)
 }
 
 func replicationControllerScale(r *corev1.ReplicationController) (int32, int32, *metav1.LabelSelector) {
-	return ptr.Deref(r.Spec.Replicas, 1), r.Status.Replicas, &metav1.LabelSelector{MatchLabels: r.Spec.Selector}
+	return ptr.Deref(r.Spec.Replicas, 1), r.Status.Replicas, replicationControllerSelector(r)
+}
+
+// replicationControllerSelector is r's selector, a set of labels, as a
+// label selector.
+func replicationControllerSelector(r *corev1.ReplicationController) *metav1.LabelSelector {
+	return &metav1.LabelSelector{MatchLabels: r.Spec.Selector}
 }
 
 func replicaSetScale(r *appsv1.ReplicaSet) (int32, int32, *metav1.LabelSelector) {

@@ -354,9 +354,7 @@ var replicationControllerColumns = append([]Column{
 	col("Ready", "integer", "Number of ready replicas.", cell(func(r *corev1.ReplicationController) any { return int64(r.Status.ReadyReplicas) })),
 	ageColumn,
 }, workloadWide(func(r *corev1.ReplicationController) *corev1.PodTemplateSpec { return templateOrEmpty(r.Spec.Template) },
-	func(r *corev1.ReplicationController) *metav1.LabelSelector {
-		return &metav1.LabelSelector{MatchLabels: r.Spec.Selector}
-	})...)
+	replicationControllerSelector)...)
 
 // templateOrEmpty is a ReplicationController's template, which may be nil.
 func templateOrEmpty(t *corev1.PodTemplateSpec) *corev1.PodTemplateSpec {

@@ -214,10 +214,8 @@ func validateWorkload(sel *metav1.LabelSelector, tmpl *corev1.PodTemplateSpec, r
 
 func validateDeployment(d, old *appsv1.Deployment) field.ErrorList {
 	errs := validateWorkload(d.Spec.Selector, &d.Spec.Template, d.Spec.Replicas, old != nil, func() *metav1.LabelSelector { return old.Spec.Selector })
+	errs = append(errs, restartsAlways(&d.Spec.Template)...)
 	spec := field.NewPath("spec")
-	if d.Spec.Template.Spec.RestartPolicy != corev1.RestartPolicyAlways {
-		errs = append(errs, field.NotSupported(spec.Child("template", "spec", "restartPolicy"), d.Spec.Template.Spec.RestartPolicy, []string{string(corev1.RestartPolicyAlways)}))
-	}
 	strategy := spec.Child("strategy")
 	switch d.Spec.Strategy.Type {
 	case appsv1.RecreateDeploymentStrategyType:
@@ -300,11 +298,18 @@ func validateReplicationController(r, _ *corev1.ReplicationController) field.Err
 	if r.Spec.Template == nil {
 		return append(errs, field.Required(spec.Child("template"), ""))
 	}
-	errs = append(errs, validateWorkload(&metav1.LabelSelector{MatchLabels: r.Spec.Selector}, r.Spec.Template, r.Spec.Replicas, false, nil)...)
-	if p := r.Spec.Template.Spec.RestartPolicy; p != corev1.RestartPolicyAlways {
-		errs = append(errs, field.NotSupported(spec.Child("template", "spec", "restartPolicy"), p, []string{string(corev1.RestartPolicyAlways)}))
-	}
+	errs = append(errs, validateWorkload(replicationControllerSelector(r), r.Spec.Template, r.Spec.Replicas, false, nil)...)
+	errs = append(errs, restartsAlways(r.Spec.Template)...)
 	return append(errs, apivalidation.ValidateNonnegativeField(int64(r.Spec.MinReadySeconds), spec.Child("minReadySeconds"))...)
+}
+
+// restartsAlways refuses a template whose pods would not be restarted: a
+// controller that keeps pods running needs them to be.
+func restartsAlways(t *corev1.PodTemplateSpec) field.ErrorList {
+	if p := t.Spec.RestartPolicy; p != corev1.RestartPolicyAlways {
+		return field.ErrorList{field.NotSupported(field.NewPath("spec", "template", "spec", "restartPolicy"), p, []string{string(corev1.RestartPolicyAlways)})}
+	}
+	return nil
 }
 
 func validateReplicaSet(r, old *appsv1.ReplicaSet) field.ErrorList {
