@@ -1,9 +1,9 @@
 // Package api serves everything on a server's API address: the Kubernetes
-// API (package kube), health
-// (/livez, /readyz, /healthz), Prometheus metrics (/metrics), the operator endpoints
-// under /pontoon/v1/ (Raft peers, gossip members, snapshots), the raw key
-// space used by benchmarks and tests, and Raft's internal forwarding
-// endpoints. Errors are Kubernetes Status objects.
+// API (package kube), health (/livez, /readyz, /healthz), Prometheus
+// metrics (/metrics), the operator endpoints under /pontoon/v1/ (Raft
+// peers, gossip members, snapshots), the raw key space used by benchmarks
+// and tests, and Raft's internal forwarding endpoints. Errors are
+// Kubernetes Status objects.
 package api
 
 import (

@@ -161,7 +161,6 @@ func runServer(ctx context.Context, o serverOptions) error {
 		return err
 	}
 	logger = logger.With("server", o.name)
-	setMemoryLimit(logger)
 	_, serviceCIDR, err := net.ParseCIDR(o.serviceCIDR)
 	if err != nil || serviceCIDR.IP.To4() == nil {
 		return fmt.Errorf("--service-cidr %q: want an IPv4 CIDR such as 10.96.0.0/16", o.serviceCIDR)
@@ -194,6 +193,9 @@ func runServer(ctx context.Context, o serverOptions) error {
 	if o.deadServerGrace <= 0 {
 		return fmt.Errorf("--dead-server-grace %v: must be above 0", o.deadServerGrace)
 	}
+	// Flags are checked before this process-wide setting: a refused
+	// start changes nothing.
+	setMemoryLimit(logger)
 	if o.advertise == "" {
 		o.advertise, _, _ = net.SplitHostPort(o.raftAddr)
 	}
