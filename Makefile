@@ -9,7 +9,7 @@ PONTOON := $(BIN)/pontoon
 TEST_PACKAGES  := iptables:iptables
 BENCH_PACKAGES := etcd:etcd-server
 
-.PHONY: run build test unit e2e bench deps-test deps-bench fmt vet clean
+.PHONY: run build test unit fuzz e2e bench deps-test deps-bench fmt vet clean
 
 build:
 	$(GO) build -o $(PONTOON) ./cmd/pontoon
@@ -20,7 +20,13 @@ run: build
 
 test: deps-test vet build
 	$(GO) test -race -count=1 ./...
+	$(MAKE) fuzz
 	$(MAKE) e2e
+
+# A short run of the store's fuzz test: any log entry is refused or applies
+# alike on two stores, and none panics.
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzApply -fuzztime=15s ./fsm
 
 unit:
 	$(GO) test -race -count=1 ./...

@@ -412,9 +412,10 @@ func applyTxn(kv *bbolt.Bucket, index uint64, data []byte) (*Result, []Event, in
 			delta--
 		}
 		if err != nil {
-			// Only bbolt's own limits (key size) fail here; the transaction
-			// must not be half applied, so refuse it deterministically.
-			panic(fmt.Sprintf("fsm: write %q at %d: %v", op.Key, index, err))
+			// Validate keeps every operation inside bbolt's limits, so
+			// nothing in the entry makes a write fail: this is the store
+			// itself failing, as a failed commit is.
+			panic(fmt.Sprintf("fsm: write %q at %d: %v", truncate(op.Key, 256), index, err))
 		}
 		events = append(events, ev)
 	}

@@ -6,10 +6,29 @@ import (
 	"fmt"
 )
 
-// MaxValueSize is the largest value a single operation may write. Kubernetes
-// refuses objects over 1.5 MiB (etcd's default request limit); so do we, so
-// that one object can never stall the Raft log for everyone else.
-const MaxValueSize = 3 << 19 // 1.5 MiB
+// The limits of a transaction. Everything bbolt could refuse is inside
+// them, so an entry that passes Validate always applies; one that does not
+// is refused before it is proposed, and again, the same way on every
+// server, if it reaches the log anyway.
+const (
+	// MaxValueSize is the largest value a single operation may write.
+	// Kubernetes refuses objects over 1.5 MiB (etcd's default request
+	// limit); so do we, so that one object can never stall the Raft log
+	// for everyone else.
+	MaxValueSize = 3 << 19 // 1.5 MiB
+	// MaxKeySize is the longest key. bbolt refuses keys over 32 KiB;
+	// Kubernetes' longest keys (a 253-byte name in a 63-byte namespace
+	// under a group and resource) are well under a kilobyte.
+	MaxKeySize = 4 << 10
+	// MaxTxnOps bounds the operations of one transaction, as etcd's
+	// --max-txn-ops does; the event expiry's batches are the largest.
+	MaxTxnOps = 1024
+	// MaxTxnSize bounds the keys, values and UIDs of one transaction
+	// together: one largest object and its preconditions fit.
+	MaxTxnSize = 2 << 20
+	// maxUIDSize is what a record's one length byte can hold.
+	maxUIDSize = 255
+)
 
 // txnVersion is the first byte of every encoded transaction, so that the log
 // format can change without misreading old entries.
@@ -75,28 +94,45 @@ func Check(key string, cond Cond) Op {
 // before a transaction enters the log, and Apply runs it again so that a bad
 // entry is refused the same way on every server.
 func (t *Txn) Validate() error {
+	if len(t.Ops) > MaxTxnOps {
+		return &TxnError{Code: CodeTooLarge, Op: MaxTxnOps,
+			Message: fmt.Sprintf("transaction has %d operations, the limit is %d", len(t.Ops), MaxTxnOps)}
+	}
+	size := 0
 	for i, op := range t.Ops {
-		if op.Key == "" {
-			return &TxnError{Code: CodeInvalid, Op: i, Message: "empty key"}
+		// The key is reported cut short: an error naming a 40 KB key
+		// would itself be too large to log or return.
+		invalid := func(code Code, format string, args ...any) error {
+			return &TxnError{Code: code, Op: i, Key: truncate(op.Key, 256), Message: fmt.Sprintf(format, args...)}
 		}
-		switch op.Type {
-		case OpPut:
-			if len(op.Value) > MaxValueSize {
-				return &TxnError{Code: CodeTooLarge, Op: i, Key: op.Key,
-					Message: fmt.Sprintf("value is %d bytes, the limit is %d", len(op.Value), MaxValueSize)}
-			}
-		case OpDelete, OpCheck:
-		default:
-			return &TxnError{Code: CodeInvalid, Op: i, Key: op.Key, Message: fmt.Sprintf("unknown operation type %d", op.Type)}
+		switch {
+		case op.Key == "":
+			return invalid(CodeInvalid, "empty key")
+		case len(op.Key) > MaxKeySize:
+			return invalid(CodeTooLarge, "key is %d bytes, the limit is %d", len(op.Key), MaxKeySize)
+		case op.Type == OpPut && len(op.Value) > MaxValueSize:
+			return invalid(CodeTooLarge, "value is %d bytes, the limit is %d", len(op.Value), MaxValueSize)
+		case op.Type != OpPut && op.Type != OpDelete && op.Type != OpCheck:
+			return invalid(CodeInvalid, "unknown operation type %d", op.Type)
+		case len(op.UID) > maxUIDSize || len(op.Cond.UID) > maxUIDSize:
+			return invalid(CodeInvalid, "uid longer than %d bytes", maxUIDSize)
+		case op.Cond.MustExist && op.Cond.MustNotExist:
+			return invalid(CodeInvalid, "key cannot both exist and not exist")
 		}
-		if len(op.UID) > 255 || len(op.Cond.UID) > 255 {
-			return &TxnError{Code: CodeInvalid, Op: i, Key: op.Key, Message: "uid longer than 255 bytes"}
-		}
-		if op.Cond.MustExist && op.Cond.MustNotExist {
-			return &TxnError{Code: CodeInvalid, Op: i, Key: op.Key, Message: "key cannot both exist and not exist"}
+		size += len(op.Key) + len(op.Value) + len(op.UID) + len(op.Cond.UID)
+		if size > MaxTxnSize {
+			return invalid(CodeTooLarge, "transaction is over %d bytes, the limit", MaxTxnSize)
 		}
 	}
 	return nil
+}
+
+// truncate cuts s to at most n bytes, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // Marshal encodes the transaction for the Raft log.
@@ -141,8 +177,15 @@ func UnmarshalTxn(b []byte) (*Txn, error) {
 		return nil, fmt.Errorf("%w: version %d", errMalformed, v)
 	}
 	n := d.uvarint()
-	if n > uint64(len(b)) {
+	// An operation takes at least minOpSize bytes; more than MaxTxnOps
+	// is refused before anything is allocated for them.
+	const minOpSize = 7
+	switch {
+	case n > uint64(len(b))/minOpSize:
 		return nil, fmt.Errorf("%w: %d operations in %d bytes", errMalformed, n, len(b))
+	case n > MaxTxnOps:
+		return nil, &TxnError{Code: CodeTooLarge, Op: MaxTxnOps,
+			Message: fmt.Sprintf("transaction has %d operations, the limit is %d", n, MaxTxnOps)}
 	}
 	t := &Txn{Ops: make([]Op, 0, n)}
 	for i := uint64(0); i < n && d.err == nil; i++ {
@@ -218,7 +261,7 @@ const (
 	CodeExists   Code = "Exists"   // MustNotExist failed
 	CodeNotFound Code = "NotFound" // MustExist or a delete of a missing key
 	CodeConflict Code = "Conflict" // ModRevision or UID differs
-	CodeTooLarge Code = "TooLarge" // value over MaxValueSize
+	CodeTooLarge Code = "TooLarge" // over one of the limits above
 	CodeInvalid  Code = "Invalid"  // malformed operation
 )
 

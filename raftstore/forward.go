@@ -38,6 +38,13 @@ const (
 	forwardSenders = 4
 	// maxForwardBatch bounds a batch's transactions.
 	maxForwardBatch = 256
+	// maxForwardBytes bounds a batch's encoded transactions; a batch
+	// holds at least one, so the leader reads at most this much or one
+	// largest transaction, whichever is more.
+	maxForwardBytes = 16 << 20
+	// maxEncodedTxn is the most a transaction within fsm's limits takes
+	// encoded: its bytes and a few varints for each operation.
+	maxEncodedTxn = fsm.MaxTxnSize + fsm.MaxTxnOps*64
 )
 
 // forwarder is the follower's side of forwarding.
@@ -115,6 +122,7 @@ func (f *forwarder) gather(ctx context.Context) []*forwardReq {
 	f.answered = 0
 	f.mu.Unlock()
 	batch := []*forwardReq{first}
+	size := len(first.txn)
 	var timeout <-chan time.Time
 	for len(batch) < maxForwardBatch {
 		var r *forwardReq
@@ -138,11 +146,12 @@ func (f *forwarder) gather(ctx context.Context) []*forwardReq {
 				return batch
 			}
 		}
-		if r.api != first.api {
+		if r.api != first.api || size+len(r.txn) > maxForwardBytes {
 			f.next = r // for the next batch
 			return batch
 		}
 		batch = append(batch, r)
+		size += len(r.txn)
 	}
 	return batch
 }
@@ -227,16 +236,25 @@ func (n *Node) postBatch(ctx context.Context, api string, body []byte, count int
 
 // serveApply applies a forwarded batch on the leader: every transaction is
 // submitted before any is waited for.
+//
+// A forwarded transaction is checked here as Apply checks a local one,
+// because this is the server that proposes it: the sender may be of
+// another version, or not a Pontoon server at all.
 func (n *Node) serveApply(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxForwardBatch*(fsm.MaxValueSize+4096)))
-	if err != nil {
+	const limit = max(maxForwardBytes, maxEncodedTxn) + maxForwardBatch*binary.MaxVarintLen64
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	switch {
+	case err != nil:
 		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	case len(body) > limit:
+		http.Error(w, fmt.Sprintf("batch over %d bytes", limit), http.StatusRequestEntityTooLarge)
 		return
 	}
 	var txns [][]byte
 	for len(body) > 0 {
 		size, k := binary.Uvarint(body)
-		if k <= 0 || size > uint64(len(body)-k) {
+		if k <= 0 || size > uint64(len(body)-k) || len(txns) == maxForwardBatch {
 			http.Error(w, "malformed batch", http.StatusBadRequest)
 			return
 		}
@@ -251,11 +269,26 @@ func (n *Node) serveApply(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	start := time.Now()
 	replies := make([]applyReply, len(txns))
-	results, err := n.submitter.submit(ctx, txns)
+	valid := make([][]byte, 0, len(txns))
+	refused := make([]*fsm.TxnError, len(txns))
+	for i, b := range txns {
+		if refused[i] = validTxn(b); refused[i] == nil {
+			valid = append(valid, b)
+		}
+	}
+	var submitted []applyResult
+	if len(valid) > 0 {
+		submitted, err = n.submitter.submit(ctx, valid)
+	}
 	for i := range replies {
-		res := applyResult{err: err}
-		if err == nil {
-			res = results[i]
+		var res applyResult
+		switch {
+		case refused[i] != nil:
+			res.err = refused[i]
+		case err != nil:
+			res.err = err
+		default:
+			res, submitted = submitted[0], submitted[1:]
 		}
 		n.metrics.observeApply(start, res.err)
 		var te *fsm.TxnError
@@ -272,4 +305,21 @@ func (n *Node) serveApply(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(replies)
+}
+
+// validTxn decodes and validates a forwarded transaction, returning why it
+// is refused, or nil.
+func validTxn(b []byte) *fsm.TxnError {
+	txn, err := fsm.UnmarshalTxn(b)
+	if err == nil {
+		err = txn.Validate()
+	}
+	if err == nil {
+		return nil
+	}
+	var te *fsm.TxnError
+	if !errors.As(err, &te) {
+		te = &fsm.TxnError{Code: fsm.CodeInvalid, Message: err.Error()}
+	}
+	return te
 }

@@ -92,3 +92,22 @@ func TestForwarderBatchesByLeader(t *testing.T) {
 		t.Fatal("the transaction for b was not the next batch")
 	}
 }
+
+// A batch holds at most maxForwardBytes, so the leader can bound what it
+// reads; the transaction that would go over starts the next batch.
+func TestForwarderBatchesByBytes(t *testing.T) {
+	f := &forwarder{reqs: make(chan *forwardReq), maxLinger: time.Hour}
+	f.done(3, time.Now().Add(-time.Hour))
+	reqs := forwardReqs("a", 3)
+	for _, r := range reqs {
+		r.txn = make([]byte, maxForwardBytes/2)
+	}
+	got := gatherAsync(f)
+	send(f, reqs...)
+	if batch := receive(t, got); len(batch) != 2 {
+		t.Fatalf("batch of %d halves of the limit, want 2", len(batch))
+	}
+	if batch := receive(t, gatherAsync(f)); len(batch) != 1 || batch[0] != reqs[2] {
+		t.Fatal("the transaction over the limit was not the next batch")
+	}
+}
