@@ -37,7 +37,7 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	reg.MustRegister(m.apply, m.read,
+	reg.MustRegister(m.apply, m.read, n.logStore.verifications,
 		gauge("pontoon_raft_is_leader", "1 when this server is the ready Raft leader.", func() float64 { return boolFloat(n.IsLeader()) }),
 		gauge("pontoon_raft_state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 { return float64(n.raft.State()) }),
 		gauge("pontoon_raft_term", "Current Raft term.", func() float64 { return float64(n.raft.CurrentTerm()) }),

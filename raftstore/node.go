@@ -1,5 +1,5 @@
 // Package raftstore is the Raft node of a Pontoon server: hashicorp/raft
-// with its log in raft-boltdb, its snapshots on disk and fsm.Store as its
+// with its log in raft-wal (or raft-boltdb, see LogStoreKind), its snapshots on disk and fsm.Store as its
 // state machine.
 //
 // It gives the rest of the server four things:
@@ -32,9 +32,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.etcd.io/bbolt"
 
 	"github.com/pontoon-dev/pontoon/fsm"
 	"github.com/pontoon-dev/pontoon/membership"
@@ -97,6 +95,12 @@ type Config struct {
 	// RebuildStore says OpenStore set the store aside: Raft restores its
 	// latest snapshot into the empty store at start and replays the log.
 	RebuildStore bool
+	// LogStore is the log store a new data dir gets; "" means
+	// LogStoreWAL. An existing data dir must agree with it when set.
+	LogStore LogStoreKind
+	// LogVerifyInterval is how often the leader appends a checkpoint for
+	// the log verifier; zero or less turns verification off.
+	LogVerifyInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -133,7 +137,7 @@ type Node struct {
 	cfg       Config
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
-	logStore  *raftboltdb.BoltStore
+	logStore  *logStore
 	snapshots raft.SnapshotStore
 	logger    *slog.Logger
 	client    *http.Client
@@ -171,19 +175,9 @@ func Open(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create raft dir: %w", err)
 	}
-	logStore, err := raftboltdb.New(raftboltdb.Options{
-		Path: filepath.Join(raftDir, "raft.db"),
-		BoltOptions: &bbolt.Options{
-			Timeout: time.Second,
-			// Vault's lesson: syncing the freelist makes every commit
-			// of a large log store slow; the map freelist is rebuilt
-			// quickly at open instead.
-			NoFreelistSync: true,
-			FreelistType:   bbolt.FreelistMapType,
-		},
-	})
+	logStore, err := openLogStore(raftDir, cfg.LogStore, cfg.Logger)
 	if err != nil {
-		return nil, fmt.Errorf("open raft log %s: %w", filepath.Join(raftDir, "raft.db"), err)
+		return nil, err
 	}
 	n := &Node{cfg: cfg, logStore: logStore, logger: cfg.Logger.With("component", "raft"),
 		readyWake: make(chan struct{}), removed: make(chan struct{})}
@@ -198,11 +192,11 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("open raft snapshots: %w", err)
 	}
 	n.snapshots = snaps
-	hasState, err := raft.HasExistingState(logStore, logStore, snaps)
+	hasState, err := raft.HasExistingState(logStore.log, logStore.stable, snaps)
 	if err != nil {
 		return nil, fmt.Errorf("read raft state: %w", err)
 	}
-	if err := checkConsistent(cfg.Store, logStore, snaps); err != nil {
+	if err := checkConsistent(cfg.Store, logStore.log, snaps); err != nil {
 		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
 	stream, err := newStreamLayer(cfg.RaftAddr, cfg.AdvertiseRaft)
@@ -238,11 +232,11 @@ func Open(cfg Config) (*Node, error) {
 	rc.NoSnapshotRestoreOnStart = !cfg.RebuildStore
 	rc.NoLegacyTelemetry = true
 
-	cache, err := raft.NewLogCache(512, logStore)
+	cache, err := raft.NewLogCache(512, logStore.log)
 	if err != nil {
 		return nil, fmt.Errorf("raft log cache: %w", err)
 	}
-	r, err := raft.NewRaft(rc, cfg.Store, cache, logStore, snaps, n.transport)
+	r, err := raft.NewRaft(rc, cfg.Store, cache, logStore.stable, snaps, n.transport)
 	if err != nil {
 		n.transport.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -276,6 +270,7 @@ func Open(cfg Config) (*Node, error) {
 		go n.runBootstrap(ctx)
 	}
 	n.AddLeaderDuty(n.autopilot)
+	n.AddLeaderDuty(n.appendCheckpoints)
 	ok = true
 	return n, nil
 }

@@ -39,6 +39,8 @@ type serverOptions struct {
 	heartbeatTimeout               time.Duration
 	snapshotThreshold, trailingLog uint64
 	snapshotInterval               time.Duration
+	logStore                       string
+	logVerifyInterval              time.Duration
 	deadServerGrace                time.Duration
 	watchHistory                   int
 	pprof                          bool
@@ -69,6 +71,8 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.Uint64Var(&o.snapshotThreshold, "raft-snapshot-threshold", 16384, "fewest log entries between Raft snapshots; a snapshot copies the whole store, so one with more objects waits for twice as many entries as it holds objects")
 	f.DurationVar(&o.snapshotInterval, "raft-snapshot-interval", 5*time.Second, "how often Raft checks whether --raft-snapshot-threshold is reached (as Consul, not hashicorp/raft's 2 minutes: the log, and the memory it maps, grow until then)")
 	f.Uint64Var(&o.trailingLog, "raft-trailing-logs", 32768, "log entries kept after a snapshot, so a lagging follower catches up without one")
+	f.StringVar(&o.logStore, "raft-log-store", "", "how a new data dir keeps the Raft log: wal (the default) or boltdb; an existing data dir keeps the store it was made with")
+	f.DurationVar(&o.logVerifyInterval, "raft-log-verify-interval", time.Minute, "how often the leader appends a checkpoint against which every server verifies what its Raft log stored (0: never)")
 	f.DurationVar(&o.deadServerGrace, "dead-server-grace", 2*time.Minute, "how long a server must be dead before autopilot may remove it (once a replacement keeps the voters at --bootstrap-expect)")
 	f.IntVar(&o.watchHistory, "watch-history", fsm.DefaultWatchHistory, "events kept for watches that start at an older revision")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -193,6 +197,10 @@ func runServer(ctx context.Context, o serverOptions) error {
 	if o.deadServerGrace <= 0 {
 		return fmt.Errorf("--dead-server-grace %v: must be above 0", o.deadServerGrace)
 	}
+	logStore, err := raftstore.ParseLogStoreKind(o.logStore)
+	if err != nil {
+		return err
+	}
 	// Flags are checked before this process-wide setting: a refused
 	// start changes nothing.
 	setMemoryLimit(logger)
@@ -250,8 +258,8 @@ func runServer(ctx context.Context, o serverOptions) error {
 		Identity: id, DataDir: o.dataDir, RaftAddr: o.raftAddr, AdvertiseRaft: advRaft, LocalIP: o.advertise,
 		BootstrapExpect: o.bootstrapExpect, Store: store, Members: pool, Logger: logger, Metrics: reg,
 		HeartbeatTimeout: o.heartbeatTimeout, SnapshotThreshold: o.snapshotThreshold, TrailingLogs: o.trailingLog,
-		SnapshotInterval: o.snapshotInterval,
-		DeadServerGrace:  o.deadServerGrace, RebuildStore: rebuild,
+		SnapshotInterval: o.snapshotInterval, LogStore: logStore, LogVerifyInterval: o.logVerifyInterval,
+		DeadServerGrace: o.deadServerGrace, RebuildStore: rebuild,
 	})
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ func TestServerRefusesBadFlags(t *testing.T) {
 		{"--name bad/name", `--name "bad/name"`},
 		{"--name", `--name ""`},
 		{"--service-cidr 10.96.0.0/8", "--service-cidr"},
+		{"--raft-log-store etcd", `--raft-log-store "etcd"`},
 	} {
 		dataDir := filepath.Join(t.TempDir(), "data")
 		cmd := serverCommand()

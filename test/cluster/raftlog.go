@@ -2,13 +2,16 @@ package cluster
 
 import (
 	"fmt"
+	"io"
 	"path/filepath"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	wal "github.com/hashicorp/raft-wal"
 	"go.etcd.io/bbolt"
 
 	"github.com/pontoon-dev/pontoon/fsm"
+	"github.com/pontoon-dev/pontoon/raftstore"
 )
 
 // Command is one transaction in a server's Raft log.
@@ -20,10 +23,7 @@ type Command struct {
 // Commands reads the transactions of a stopped server's Raft log up to and
 // including index upTo: the ground truth of what the cluster committed.
 func (s *Server) Commands(upTo uint64) ([]Command, error) {
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(s.DataDir, "raft", "raft.db"),
-		BoltOptions: &bbolt.Options{ReadOnly: true},
-	})
+	store, err := s.openLog()
 	if err != nil {
 		return nil, fmt.Errorf("open %s's raft log: %w", s.Name, err)
 	}
@@ -48,4 +48,23 @@ func (s *Server) Commands(upTo uint64) ([]Command, error) {
 		out = append(out, Command{Index: i, Txn: txn})
 	}
 	return out, nil
+}
+
+// openLog opens a stopped server's Raft log, in whichever store its data
+// dir keeps it.
+func (s *Server) openLog() (interface {
+	raft.LogStore
+	io.Closer
+}, error) {
+	dir := filepath.Join(s.DataDir, "raft")
+	kind, err := raftstore.DetectLogStore(dir)
+	switch {
+	case err != nil:
+		return nil, err
+	case kind == raftstore.LogStoreBoltDB:
+		return raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), BoltOptions: &bbolt.Options{ReadOnly: true}})
+	case kind == raftstore.LogStoreWAL:
+		return wal.Open(filepath.Join(dir, "wal"))
+	}
+	return nil, fmt.Errorf("%s holds no Raft log", dir)
 }
