@@ -21,7 +21,8 @@ type Command struct {
 }
 
 // Commands reads the transactions of a stopped server's Raft log up to and
-// including index upTo: the ground truth of what the cluster committed.
+// including index upTo, or to its end when it ends before: the ground
+// truth of what the cluster committed.
 func (s *Server) Commands(upTo uint64) ([]Command, error) {
 	store, err := s.openLog()
 	if err != nil {
@@ -32,6 +33,11 @@ func (s *Server) Commands(upTo uint64) ([]Command, error) {
 	if err != nil {
 		return nil, err
 	}
+	last, err := store.LastIndex()
+	if err != nil {
+		return nil, err
+	}
+	upTo = min(upTo, last)
 	var out []Command
 	for i := first; i <= upTo; i++ {
 		var l raft.Log
