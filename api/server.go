@@ -72,7 +72,7 @@ func New(cfg Config) (*Server, error) {
 	m.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
 	m.Handle("/pontoon/internal/", cfg.Node.Handler())
 
-	m.HandleFunc("GET /pontoon/v1/raft/peers", s.listPeers)
+	m.Handle("GET /pontoon/v1/raft/peers", cfg.Node.LeaderOnly(http.HandlerFunc(s.listPeers), writeError))
 	m.Handle("DELETE /pontoon/v1/raft/peers/{name}", cfg.Node.LeaderOnly(http.HandlerFunc(s.removePeer), writeError))
 	m.HandleFunc("GET /pontoon/v1/members", s.listMembers)
 	m.HandleFunc("GET /pontoon/v1/snapshot", s.saveSnapshot)
@@ -96,7 +96,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	if err := s.cfg.Node.Ready(); err != nil {
+	if err := s.cfg.Node.Ready(r.Context()); err != nil {
 		writeError(w, apierrors.NewServiceUnavailable("not ready: "+err.Error()))
 		return
 	}

@@ -414,6 +414,10 @@ type Status struct {
 	AppliedIndex uint64 `json:"applied_index"`
 	Leader       string `json:"leader"`
 	ClusterID    string `json:"cluster_id"`
+	// SinceContact is how long ago this server last heard from the
+	// leader: zero on the leader, -1 before it ever heard from one. A
+	// duration rather than a time, so no two servers' clocks are compared.
+	SinceContact time.Duration `json:"since_contact"`
 }
 
 // Status returns this server's Raft state.
@@ -428,7 +432,37 @@ func (n *Node) Status() Status {
 		AppliedIndex: n.cfg.Store.Applied(),
 		Leader:       string(leader),
 		ClusterID:    n.ClusterID(),
+		SinceContact: n.sinceContact(),
 	}
+}
+
+func (n *Node) sinceContact() time.Duration {
+	switch last := n.raft.LastContact(); {
+	case n.raft.State() == raft.Leader:
+		return 0
+	case last.IsZero():
+		return -1
+	default:
+		return time.Since(last)
+	}
+}
+
+// statusOf asks the server at api for its Status.
+func (n *Node) statusOf(ctx context.Context, api string) (Status, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+api+pathStatus, nil)
+	if err != nil {
+		return Status{}, err
+	}
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return Status{}, err
+	}
+	defer resp.Body.Close()
+	var st Status
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("%s answered %s", api, resp.Status)
+	}
+	return st, json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st)
 }
 
 func (n *Node) serveStatus(w http.ResponseWriter, r *http.Request) {
@@ -437,16 +471,34 @@ func (n *Node) serveStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 // Ready reports whether this server can serve: a leader is known and the
-// store has applied what this server knows to be committed.
-func (n *Node) Ready() error {
-	if _, err := n.leaderAPI(); err != nil {
+// store has applied what the leader has committed, give or take
+// Config.ReadyMaxLag entries. A follower asks the leader: its own commit
+// index only covers what it has received, and one that was paused or cut
+// off receives its backlog a batch at a time.
+func (n *Node) Ready(ctx context.Context) error {
+	api, err := n.leaderAPI()
+	if err != nil {
 		return err
 	}
-	if applied, commit := n.raft.AppliedIndex(), n.raft.CommitIndex(); applied < commit {
-		return fmt.Errorf("catching up: applied %d of %d", applied, commit)
+	commit := n.raft.CommitIndex()
+	if api != "" {
+		ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+		defer cancel()
+		st, err := n.statusOf(ctx, api)
+		if err != nil {
+			return fmt.Errorf("cannot reach the leader: %w", err)
+		}
+		commit = st.CommitIndex
+	}
+	if applied := n.cfg.Store.Applied(); applied+n.cfg.ReadyMaxLag < commit {
+		return fmt.Errorf("catching up: applied %d of the %d entries the leader has committed", applied, commit)
 	}
 	return nil
 }
+
+// readyTimeout bounds Ready's question to the leader: a load balancer's
+// check must not hang on a leader that does not answer.
+const readyTimeout = time.Second
 
 // LeaderOnly serves h on the leader and proxies the request to the leader
 // from any other server, so operator commands work against any server.

@@ -2,11 +2,10 @@ package raftstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -96,6 +95,9 @@ func (n *Node) updateMeta(ctx context.Context, f func(*membership.Meta)) {
 // the servers gossip sees: new servers join as non-voters and become voters
 // once caught up; servers dead for longer than the grace period are removed,
 // never taking the voters below BootstrapExpect.
+//
+// Every round it also asks each server for its Raft status, as Consul's
+// autopilot does, so that the leader can tell which are healthy.
 func (n *Node) autopilot(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -104,6 +106,7 @@ func (n *Node) autopilot(ctx context.Context) {
 	var lastCommit uint64
 	for {
 		commit := n.raft.CommitIndex()
+		n.pollServers(ctx)
 		if err := n.reconcile(ctx, lastCommit); err != nil && ctx.Err() == nil {
 			n.logger.Warn("autopilot", "err", err)
 		}
@@ -157,7 +160,7 @@ func (n *Node) reconcile(ctx context.Context, caughtUpAt uint64) error {
 			if err := add(s.ID, raft.ServerAddress(m.RaftAddr), 0, 10*time.Second).Error(); err != nil {
 				return fmt.Errorf("update %s: %w", m.Name, err)
 			}
-		case s.Suffrage == raft.Nonvoter && caughtUpAt > 0 && n.caughtUp(ctx, m, caughtUpAt):
+		case s.Suffrage == raft.Nonvoter && caughtUpAt > 0 && n.caughtUp(m.Name, caughtUpAt):
 			n.logger.Info("promoting caught-up server to voter", "server", m.Name)
 			if err := n.raft.AddVoter(s.ID, s.Address, 0, 10*time.Second).Error(); err != nil {
 				return fmt.Errorf("promote %s: %w", m.Name, err)
@@ -187,21 +190,71 @@ func (n *Node) reconcile(ctx context.Context, caughtUpAt uint64) error {
 	return nil
 }
 
-// caughtUp asks a server for its applied index.
-func (n *Node) caughtUp(ctx context.Context, m membership.Member, index uint64) bool {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.APIAddr+pathStatus, nil)
-	resp, err := n.client.Do(req)
-	if err != nil {
-		return false
+// caughtUp reports whether the server's applied index, as last polled,
+// has reached index.
+func (n *Node) caughtUp(name string, index uint64) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p, ok := n.polled[name]
+	return ok && p.err == nil && p.status.AppliedIndex >= index
+}
+
+// polled is what the leader last heard from a server.
+type polled struct {
+	at     time.Time // when the last answer came; zero if none ever did
+	status Status    // that answer
+	err    error     // why the last poll failed, nil if it answered
+}
+
+// pollServers asks every other server of the configuration for its
+// status, all at once, each within a second.
+func (n *Node) pollServers(ctx context.Context) {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
 	}
-	defer resp.Body.Close()
-	var st Status
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
-		return false
+	apis := map[string]string{}
+	for _, m := range n.cfg.Members.Members() {
+		if m.Role == membership.RoleServer {
+			apis[m.Name] = m.APIAddr
+		}
 	}
-	return st.AppliedIndex >= index
+	inConfig := map[string]bool{}
+	var wg sync.WaitGroup
+	for _, s := range f.Configuration().Servers {
+		name := string(s.ID)
+		inConfig[name] = true
+		if name == n.cfg.Identity.Name {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			err := fmt.Errorf("%s is not in the gossip pool", name)
+			var st Status
+			if api := apis[name]; api != "" {
+				st, err = n.statusOf(ctx, api)
+			}
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			p := n.polled[name]
+			p.err = err
+			if err == nil {
+				p.at, p.status = time.Now(), st
+			}
+			n.polled[name] = p
+		}()
+	}
+	wg.Wait()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for name := range n.polled {
+		if !inConfig[name] {
+			delete(n.polled, name)
+		}
+	}
 }
 
 // removedNode reports whether m is a node an operator removed.
@@ -210,28 +263,57 @@ func (n *Node) removedNode(m membership.Member) bool {
 	return err == nil && found && string(kv.Value) == m.NodeID
 }
 
-// Peer is one server of the Raft configuration.
+// Peer is one server of the Raft configuration, as the leader sees it.
 type Peer struct {
 	Name    string `json:"name"`
 	Address string `json:"address"`
 	State   string `json:"state"`
 	Voter   bool   `json:"voter"`
+	// Healthy: alive in gossip, answering, in the leader's term, in
+	// contact with the leader and caught up (as Consul's autopilot
+	// judges a server).
+	Healthy bool `json:"healthy"`
+	// LastContact is how long ago the server last heard from the leader,
+	// as it last said: "-" for the leader, "never" for a server that has
+	// never answered.
+	LastContact string `json:"last_contact"`
 }
 
-// Peers returns the Raft configuration as this server knows it.
+// Peers returns the Raft configuration with each server's health. It runs
+// on the leader, which polls the others (see autopilot).
 func (n *Node) Peers() ([]Peer, error) {
+	if !n.IsLeader() {
+		return nil, ErrNotLeader
+	}
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return nil, err
 	}
-	_, leader := n.raft.LeaderWithID()
+	alive := map[string]bool{}
+	for _, m := range n.cfg.Members.Members() {
+		alive[m.Name] = m.Role == membership.RoleServer && m.Status == membership.StatusAlive
+	}
+	term, commit := n.raft.CurrentTerm(), n.raft.CommitIndex()
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	var out []Peer
 	for _, s := range f.Configuration().Servers {
-		state := "follower"
-		if s.ID == leader {
-			state = "leader"
+		p := Peer{Name: string(s.ID), Address: string(s.Address), State: "follower", Voter: s.Suffrage == raft.Voter}
+		if p.Name == n.cfg.Identity.Name {
+			p.State, p.Healthy, p.LastContact = "leader", true, "-"
+			out = append(out, p)
+			continue
 		}
-		out = append(out, Peer{Name: string(s.ID), Address: string(s.Address), State: state, Voter: s.Suffrage == raft.Voter})
+		polled := n.polled[p.Name]
+		if polled.at.IsZero() || polled.status.SinceContact < 0 {
+			p.LastContact = "never"
+		} else {
+			p.LastContact = (polled.status.SinceContact + time.Since(polled.at)).Round(time.Millisecond).String()
+		}
+		st := polled.status
+		p.Healthy = alive[p.Name] && polled.err == nil && st.Term == term &&
+			st.SinceContact >= 0 && st.SinceContact < n.cfg.HeartbeatTimeout && st.AppliedIndex+n.cfg.ReadyMaxLag >= commit
+		out = append(out, p)
 	}
 	slices.SortFunc(out, func(a, b Peer) int {
 		switch {

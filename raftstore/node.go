@@ -98,6 +98,9 @@ type Config struct {
 	// LogStore is the log store a new data dir gets; "" means
 	// LogStoreWAL. An existing data dir must agree with it when set.
 	LogStore LogStoreKind
+	// ReadyMaxLag is how many committed entries a server may have left
+	// to apply and still call itself ready.
+	ReadyMaxLag uint64
 	// LogVerifyInterval is how often the leader appends a checkpoint for
 	// the log verifier; zero or less turns verification off.
 	LogVerifyInterval time.Duration
@@ -122,10 +125,17 @@ func (c *Config) setDefaults() {
 	if c.ApplyTimeout == 0 {
 		c.ApplyTimeout = 10 * time.Second
 	}
+	if c.ReadyMaxLag == 0 {
+		c.ReadyMaxLag = DefaultReadyMaxLag
+	}
 	if c.AdvertiseRaft == "" {
 		c.AdvertiseRaft = c.RaftAddr
 	}
 }
+
+// DefaultReadyMaxLag is Config.ReadyMaxLag's default: a few batches of
+// writes under load, far below a backlog worth keeping clients from.
+const DefaultReadyMaxLag = 1000
 
 // LeaderDuty runs while this server is leader, until ctx is cancelled.
 // Requests made with a context derived from ctx (or passed through Fenced)
@@ -156,6 +166,8 @@ type Node struct {
 	// while ready, so that a duty added then starts at once.
 	dutyCtx     context.Context
 	dutyRunning *sync.WaitGroup
+	// polled is what autopilot last heard from each other server.
+	polled map[string]polled
 
 	fwd       *forwarder
 	submitter *submitter
@@ -180,7 +192,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, logStore: logStore, logger: cfg.Logger.With("component", "raft"),
-		readyWake: make(chan struct{}), removed: make(chan struct{})}
+		readyWake: make(chan struct{}), removed: make(chan struct{}), polled: map[string]polled{}}
 	ok := false
 	defer func() {
 		if !ok {

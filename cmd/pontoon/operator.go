@@ -59,16 +59,16 @@ func operatorCommand() *cobra.Command {
 	raftCmd := &cobra.Command{Use: "raft", Short: "Inspect and change the Raft configuration"}
 	raftCmd.AddCommand(&cobra.Command{
 		Use:   "list-peers",
-		Short: "List the servers of the Raft configuration",
+		Short: "List the servers of the Raft configuration and their health, as the leader sees them",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			peers, err := srv.client().Peers(cmd.Context())
 			if err != nil {
 				return err
 			}
-			w := table("NAME\tADDRESS\tSTATE\tVOTER")
+			w := table("NAME\tADDRESS\tSTATE\tVOTER\tHEALTHY\tLAST CONTACT")
 			for _, p := range peers {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%t\n", p.Name, p.Address, p.State, p.Voter)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%t\t%t\t%s\n", p.Name, p.Address, p.State, p.Voter, p.Healthy, p.LastContact)
 			}
 			return w.Flush()
 		},

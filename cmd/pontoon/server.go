@@ -41,6 +41,7 @@ type serverOptions struct {
 	snapshotInterval               time.Duration
 	logStore                       string
 	logVerifyInterval              time.Duration
+	readyMaxLag                    uint64
 	deadServerGrace                time.Duration
 	watchHistory                   int
 	pprof                          bool
@@ -73,6 +74,7 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.Uint64Var(&o.trailingLog, "raft-trailing-logs", 32768, "log entries kept after a snapshot, so a lagging follower catches up without one")
 	f.StringVar(&o.logStore, "raft-log-store", "", "how a new data dir keeps the Raft log: wal (the default) or boltdb; an existing data dir keeps the store it was made with")
 	f.DurationVar(&o.logVerifyInterval, "raft-log-verify-interval", time.Minute, "how often the leader appends a checkpoint against which every server verifies what its Raft log stored (0: never)")
+	f.Uint64Var(&o.readyMaxLag, "ready-max-lag", raftstore.DefaultReadyMaxLag, "committed entries a server may have left to apply and still answer /readyz with 200")
 	f.DurationVar(&o.deadServerGrace, "dead-server-grace", 2*time.Minute, "how long a server must be dead before autopilot may remove it (once a replacement keeps the voters at --bootstrap-expect)")
 	f.IntVar(&o.watchHistory, "watch-history", fsm.DefaultWatchHistory, "events kept for watches that start at an older revision")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -197,6 +199,9 @@ func runServer(ctx context.Context, o serverOptions) error {
 	if o.deadServerGrace <= 0 {
 		return fmt.Errorf("--dead-server-grace %v: must be above 0", o.deadServerGrace)
 	}
+	if o.readyMaxLag < 1 {
+		return fmt.Errorf("--ready-max-lag %d: must be at least 1", o.readyMaxLag)
+	}
 	logStore, err := raftstore.ParseLogStoreKind(o.logStore)
 	if err != nil {
 		return err
@@ -259,6 +264,7 @@ func runServer(ctx context.Context, o serverOptions) error {
 		BootstrapExpect: o.bootstrapExpect, Store: store, Members: pool, Logger: logger, Metrics: reg,
 		HeartbeatTimeout: o.heartbeatTimeout, SnapshotThreshold: o.snapshotThreshold, TrailingLogs: o.trailingLog,
 		SnapshotInterval: o.snapshotInterval, LogStore: logStore, LogVerifyInterval: o.logVerifyInterval,
+		ReadyMaxLag:     o.readyMaxLag,
 		DeadServerGrace: o.deadServerGrace, RebuildStore: rebuild,
 	})
 	if err != nil {

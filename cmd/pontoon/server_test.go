@@ -18,6 +18,7 @@ func TestServerRefusesBadFlags(t *testing.T) {
 		{"--name", `--name ""`},
 		{"--service-cidr 10.96.0.0/8", "--service-cidr"},
 		{"--raft-log-store etcd", `--raft-log-store "etcd"`},
+		{"--ready-max-lag 0", "--ready-max-lag 0"},
 	} {
 		dataDir := filepath.Join(t.TempDir(), "data")
 		cmd := serverCommand()

@@ -365,12 +365,13 @@ func (c *Cluster) Leader(timeout time.Duration) *Server {
 		if leader == nil || !leader.Running() {
 			return fmt.Errorf("leader %v is not running", names)
 		}
-		return leader.ready()
+		return leader.Ready()
 	})
 	return leader
 }
 
-func (s *Server) ready() error {
+// Ready returns nil when the server answers /readyz with 200.
+func (s *Server) Ready() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.API()+"/readyz", nil)

@@ -21,7 +21,7 @@ func peersTable(c *cluster.Cluster, s *cluster.Server) ([][]string, error) {
 		return nil, fmt.Errorf("list-peers: exit %d: %s", code, stderr)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if got := strings.Join(strings.Fields(lines[0]), " "); got != "NAME ADDRESS STATE VOTER" {
+	if got := strings.Join(strings.Fields(lines[0]), " "); got != "NAME ADDRESS STATE VOTER HEALTHY LAST CONTACT" {
 		return nil, fmt.Errorf("list-peers header %q", got)
 	}
 	var rows [][]string
@@ -52,8 +52,8 @@ func waitVoters(t *testing.T, c *cluster.Cluster, s *cluster.Server, names ...st
 		var got []string
 		leaders := 0
 		for _, r := range rows {
-			if r[3] != "true" {
-				return fmt.Errorf("%s is not a voter yet: %v", r[0], rows)
+			if r[3] != "true" || r[4] != "true" {
+				return fmt.Errorf("%s is not a healthy voter yet: %v", r[0], rows)
 			}
 			if r[2] == "leader" {
 				leaders++
@@ -261,10 +261,48 @@ func TestRemovePeerAndDeadServerCleanup(t *testing.T) {
 	// --bootstrap-expect.
 	dead := c.Others(leader)[0]
 	dead.Kill()
-	time.Sleep(5 * time.Second) // longer than the grace period: nothing may happen
-	if rows := mustPeers(t, c, leader); len(rows) != 3 {
-		t.Fatalf("dead server removed without a replacement: %v", rows)
+	// Held over more than twice the grace period, checked all along.
+	cluster.Consistently(t, 5*time.Second, func() error {
+		peers, err := leader.Client().Peers(ctx)
+		if err == nil && len(peers) != 3 {
+			err = fmt.Errorf("dead server removed without a replacement: %v", peers)
+		}
+		return err
+	})
+	// Asked through a follower, the leader says which server is dead and
+	// since when, and gossip agrees.
+	var follower0 *cluster.Server
+	for _, s := range c.Others(leader) {
+		if s != dead {
+			follower0 = s
+		}
 	}
+	cluster.Eventually(t, 10*time.Second, func() error {
+		rows, err := peersTable(c, follower0)
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			if healthy := r[4] == "true"; healthy == (r[0] == dead.Name) {
+				return fmt.Errorf("%s healthy=%s: %v", r[0], r[4], rows)
+			}
+			if r[0] == leader.Name && r[5] != "-" {
+				return fmt.Errorf("the leader's last contact is %q", r[5])
+			}
+			if r[0] == dead.Name {
+				if d, err := time.ParseDuration(r[5]); err != nil || d < time.Second {
+					return fmt.Errorf("the dead server's last contact is %q", r[5])
+				}
+			}
+		}
+		out, _, _ := c.CLI(follower0, "members")
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) > 2 && f[0] == dead.Name && f[2] == "alive" {
+				return fmt.Errorf("members says %s is alive:\n%s", dead.Name, out)
+			}
+		}
+		return nil
+	})
 	// Once a replacement has joined, the dead one goes.
 	repl := c.AddServer()
 	repl.Start()

@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,4 +118,62 @@ func postBatch(leader *cluster.Server, txns ...*fsm.Txn) (int, []byte) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b
+}
+
+// TestNotReadyWhileBehind: a follower paused while the others commit
+// thousands of entries says it is not ready until it has applied them,
+// though its own commit index catches up at once.
+func TestNotReadyWhileBehind(t *testing.T) {
+	const lag = 100
+	c := newCluster(t, 3, 21, "--raft-snapshot-threshold", "1000000", "--raft-trailing-logs", "1000000", "--ready-max-lag", fmt.Sprint(lag))
+	c.Start()
+	leader := c.Leader(20 * time.Second)
+	follower := c.Others(leader)[0]
+	ctx := context.Background()
+
+	follower.Signal(syscall.SIGSTOP)
+	defer follower.Signal(syscall.SIGCONT)
+	var wg sync.WaitGroup
+	wctx, stop := context.WithTimeout(ctx, 4*time.Second)
+	defer stop()
+	for i := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seq := 0; wctx.Err() == nil; seq++ {
+				leader.Client().Put(wctx, fmt.Sprintf("behind/%d/%d", i, seq), bytes.Repeat([]byte("v"), 100), client.Cond{})
+			}
+		}()
+	}
+	wg.Wait()
+	st, err := leader.Client().Status(ctx)
+	if err != nil || st.CommitIndex < 5000 {
+		t.Fatalf("only %d entries committed while the follower was paused (%v)", st.CommitIndex, err)
+	}
+	follower.Signal(syscall.SIGCONT)
+
+	notReady := 0
+	cluster.Eventually(t, 60*time.Second, func() error {
+		lst, err := leader.Client().Status(ctx)
+		if err != nil {
+			return err
+		}
+		ready := follower.Ready() == nil
+		fst, err := follower.Client().Status(ctx)
+		if err != nil {
+			return err
+		}
+		switch {
+		case ready && fst.AppliedIndex+lag < lst.CommitIndex:
+			t.Fatalf("ready with %d applied, %d committed before it was asked", fst.AppliedIndex, lst.CommitIndex)
+		case !ready:
+			notReady++
+			return fmt.Errorf("not ready at %d of %d", fst.AppliedIndex, lst.CommitIndex)
+		}
+		return nil
+	})
+	if notReady == 0 {
+		t.Fatal("the follower was never seen not ready after the pause")
+	}
+	t.Logf("%d entries behind; not ready for %d checks", st.CommitIndex, notReady)
 }
