@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,6 +18,10 @@ import (
 
 // pontoonResource names the store's own objects in Status details.
 var pontoonResource = schema.GroupResource{Group: "pontoon.dev", Resource: "keys"}
+
+// reasonInsufficientStorage is the Status reason of a write refused for
+// lack of space.
+const reasonInsufficientStorage metav1.StatusReason = "InsufficientStorage"
 
 // statusFor turns an error into the Kubernetes Status a client gets, with
 // the code and reason kube-apiserver would use for the same situation.
@@ -48,8 +53,12 @@ func statusFor(err error) *metav1.Status {
 		st := apierrors.NewNotFound(schema.GroupResource{Group: "pontoon.dev", Resource: "raftpeers"}, "").Status()
 		st.Message = err.Error() // names the server, where "raftpeers.pontoon.dev" would not help
 		return &st
-	case errors.Is(err, raftstore.ErrUnknownOutcome), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, raftstore.ErrUnknownOutcome), errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
 		return ptr.To(apierrors.NewTimeoutError(err.Error(), 1).Status())
+	case errors.Is(err, raftstore.ErrNoSpace):
+		// kube-apiserver has no answer of its own for this: 507 is
+		// HTTP's, and the message says which server and how to recover.
+		return &metav1.Status{Status: metav1.StatusFailure, Code: http.StatusInsufficientStorage, Reason: reasonInsufficientStorage, Message: err.Error()}
 	case errors.Is(err, raftstore.ErrNoLeader), errors.Is(err, raftstore.ErrNotLeader):
 		return ptr.To(apierrors.NewServiceUnavailable(err.Error()).Status())
 	default:

@@ -41,6 +41,9 @@ func (n *Node) Apply(ctx context.Context, txn *fsm.Txn) (uint64, error) {
 	if err := txn.Validate(); err != nil {
 		return 0, err
 	}
+	if err := n.checkSpace(txn); err != nil {
+		return 0, err
+	}
 	start := time.Now()
 	ctx, cancel := n.withTimeout(ctx)
 	defer cancel()
@@ -414,6 +417,10 @@ type Status struct {
 	AppliedIndex uint64 `json:"applied_index"`
 	Leader       string `json:"leader"`
 	ClusterID    string `json:"cluster_id"`
+	// SpaceLow says writes are refused for lack of space in this
+	// server's data dir, which has FreeBytes free.
+	SpaceLow  bool   `json:"space_low,omitempty"`
+	FreeBytes uint64 `json:"free_bytes"`
 	// SinceContact is how long ago this server last heard from the
 	// leader: zero on the leader, -1 before it ever heard from one. A
 	// duration rather than a time, so no two servers' clocks are compared.
@@ -433,6 +440,8 @@ func (n *Node) Status() Status {
 		Leader:       string(leader),
 		ClusterID:    n.ClusterID(),
 		SinceContact: n.sinceContact(),
+		SpaceLow:     n.space.low.Load(),
+		FreeBytes:    n.space.free.Load(),
 	}
 }
 
@@ -476,6 +485,9 @@ func (n *Node) serveStatus(w http.ResponseWriter, r *http.Request) {
 // index only covers what it has received, and one that was paused or cut
 // off receives its backlog a batch at a time.
 func (n *Node) Ready(ctx context.Context) error {
+	if err := n.space.status(); err != nil {
+		return err
+	}
 	api, err := n.leaderAPI()
 	if err != nil {
 		return err

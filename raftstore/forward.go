@@ -173,7 +173,9 @@ type applyReply struct {
 	// NotLeader: the transaction was not appended; it may be sent again.
 	NotLeader bool `json:"not_leader,omitempty"`
 	// Unknown: the transaction's fate is unknown; Message says why.
-	Unknown bool   `json:"unknown,omitempty"`
+	Unknown bool `json:"unknown,omitempty"`
+	// NoSpace: refused for lack of space; Message says where.
+	NoSpace bool   `json:"no_space,omitempty"`
 	Message string `json:"message,omitempty"`
 }
 
@@ -203,6 +205,8 @@ func (n *Node) sendBatch(batch []*forwardReq) {
 				res.err = errNotLeaderThere
 			case rep.Unknown:
 				res.err = fmt.Errorf("%w: %s", ErrUnknownOutcome, rep.Message)
+			case rep.NoSpace:
+				res.err = fmt.Errorf("%w (the leader: %s)", ErrNoSpace, rep.Message)
 			default:
 				res.rev = rep.Revision
 			}
@@ -270,9 +274,9 @@ func (n *Node) serveApply(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	replies := make([]applyReply, len(txns))
 	valid := make([][]byte, 0, len(txns))
-	refused := make([]*fsm.TxnError, len(txns))
+	refused := make([]error, len(txns))
 	for i, b := range txns {
-		if refused[i] = validTxn(b); refused[i] == nil {
+		if refused[i] = n.admitForwarded(b); refused[i] == nil {
 			valid = append(valid, b)
 		}
 	}
@@ -299,6 +303,8 @@ func (n *Node) serveApply(w http.ResponseWriter, r *http.Request) {
 			replies[i] = applyReply{Revision: res.rev, Error: te}
 		case errors.Is(res.err, raft.ErrNotLeader):
 			replies[i].NotLeader = true
+		case errors.Is(res.err, ErrNoSpace):
+			replies[i] = applyReply{NoSpace: true, Message: res.err.Error()}
 		default:
 			replies[i] = applyReply{Unknown: true, Message: res.err.Error()}
 		}
@@ -307,19 +313,20 @@ func (n *Node) serveApply(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(replies)
 }
 
-// validTxn decodes and validates a forwarded transaction, returning why it
-// is refused, or nil.
-func validTxn(b []byte) *fsm.TxnError {
+// admitForwarded decodes, validates and checks the space for a forwarded
+// transaction, returning why it is refused (a *fsm.TxnError or
+// ErrNoSpace), or nil.
+func (n *Node) admitForwarded(b []byte) error {
 	txn, err := fsm.UnmarshalTxn(b)
 	if err == nil {
 		err = txn.Validate()
 	}
-	if err == nil {
-		return nil
-	}
 	var te *fsm.TxnError
-	if !errors.As(err, &te) {
-		te = &fsm.TxnError{Code: fsm.CodeInvalid, Message: err.Error()}
+	if err != nil && !errors.As(err, &te) {
+		err = &fsm.TxnError{Code: fsm.CodeInvalid, Message: err.Error()}
 	}
-	return te
+	if err != nil {
+		return err
+	}
+	return n.checkSpace(txn)
 }

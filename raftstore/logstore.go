@@ -76,9 +76,12 @@ func fileExists(path string) bool {
 // appends a checkpoint now and then, and every server checks that what it
 // stored since the last one is what the leader wrote.
 type logStore struct {
-	kind   LogStoreKind
-	log    *verifier.LogStore // closes the store under it
-	stable raft.StableStore
+	kind LogStoreKind
+	// segmentSize is the space each new segment takes at once (raft-wal
+	// preallocates it); zero for raft-boltdb.
+	segmentSize uint64
+	log         *verifier.LogStore // closes the store under it
+	stable      raft.StableStore
 	// verifications counts the verifier's reports by result.
 	verifications *prometheus.CounterVec
 	logger        *slog.Logger
@@ -86,8 +89,8 @@ type logStore struct {
 
 // openLogStore opens the log store in raftDir. want is the --raft-log-store
 // value: "" takes what the data dir holds (LogStoreWAL when new); anything
-// else must agree with it.
-func openLogStore(raftDir string, want LogStoreKind, logger *slog.Logger) (*logStore, error) {
+// else must agree with it. segmentSize is raft-wal's, 0 for its default.
+func openLogStore(raftDir string, want LogStoreKind, segmentSize int, logger *slog.Logger) (*logStore, error) {
 	have, err := DetectLogStore(raftDir)
 	if err != nil {
 		return nil, err
@@ -117,11 +120,14 @@ func openLogStore(raftDir string, want LogStoreKind, logger *slog.Logger) (*logS
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create %s: %w", dir, err)
 		}
-		w, err := wal.Open(dir, wal.WithLogger(newHCLog(logger, "raft-wal")))
+		if segmentSize <= 0 {
+			segmentSize = wal.DefaultSegmentSize
+		}
+		w, err := wal.Open(dir, wal.WithLogger(newHCLog(logger, "raft-wal")), wal.WithSegmentSize(segmentSize))
 		if err != nil {
 			return nil, fmt.Errorf("open raft log %s: %w", dir, err)
 		}
-		store = w
+		store, s.segmentSize = w, uint64(segmentSize)
 	case LogStoreBoltDB:
 		path := filepath.Join(raftDir, boltLogFile)
 		b, err := raftboltdb.New(raftboltdb.Options{

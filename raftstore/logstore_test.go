@@ -27,7 +27,7 @@ func TestLogStoreChosenOnceAndKept(t *testing.T) {
 		{LogStoreBoltDB, LogStoreWAL, true},
 	} {
 		dir := t.TempDir()
-		s, err := openLogStore(dir, tc.made, logger)
+		s, err := openLogStore(dir, tc.made, 0, logger)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,7 +43,7 @@ func TestLogStoreChosenOnceAndKept(t *testing.T) {
 		}
 		s.Close()
 		before := listing(t, dir)
-		s, err = openLogStore(dir, tc.reopen, logger)
+		s, err = openLogStore(dir, tc.reopen, 0, logger)
 		if tc.refused {
 			if err == nil || !strings.Contains(err.Error(), "is kept in "+string(want)) || !strings.Contains(err.Error(), "remove-peer") {
 				t.Fatalf("%s data dir opened with %q: %v", want, tc.reopen, err)

@@ -46,6 +46,8 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		gauge("pontoon_raft_snapshot_threshold", "Log entries after which Raft takes a snapshot: twice as many as the store holds objects, at least --raft-snapshot-threshold.",
 			func() float64 { return float64(n.raft.ReloadableConfig().SnapshotThreshold) }),
 		gauge("pontoon_raft_last_snapshot_index", "Index of the last entry in the newest Raft snapshot; 0 before the first.", func() float64 { return float64(n.lastSnapshotIndex()) }),
+		gauge("pontoon_data_dir_free_bytes", "Free space in the data dir's file system.", func() float64 { return float64(n.space.free.Load()) }),
+		gauge("pontoon_data_dir_space_low", "1 while writes are refused because the data dir is low on space.", func() float64 { return boolFloat(n.space.low.Load()) }),
 		gauge("pontoon_fsm_applied_index", "Index of the last entry applied to the store.", func() float64 { return float64(n.cfg.Store.Applied()) }),
 		gauge("pontoon_fsm_keys", "Number of keys in the store.", func() float64 { return float64(n.cfg.Store.Stats().Keys) }),
 		gauge("pontoon_fsm_file_bytes", "Size of the store's bbolt file.", func() float64 { return float64(n.cfg.Store.Stats().FileSize) }),

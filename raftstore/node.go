@@ -101,6 +101,12 @@ type Config struct {
 	// ReadyMaxLag is how many committed entries a server may have left
 	// to apply and still call itself ready.
 	ReadyMaxLag uint64
+	// DataDirReserve is the free space kept in the data dir besides room
+	// for a snapshot and a log segment; below it writes are refused.
+	DataDirReserve uint64
+	// WALSegmentSize is the size of raft-wal's segment files, each
+	// allocated whole when it is started; zero is raft-wal's 64 MiB.
+	WALSegmentSize int
 	// LogVerifyInterval is how often the leader appends a checkpoint for
 	// the log verifier; zero or less turns verification off.
 	LogVerifyInterval time.Duration
@@ -169,6 +175,8 @@ type Node struct {
 	// polled is what autopilot last heard from each other server.
 	polled map[string]polled
 
+	space *space
+
 	fwd       *forwarder
 	submitter *submitter
 	observed  chan raft.Observation
@@ -187,11 +195,16 @@ func Open(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create raft dir: %w", err)
 	}
-	logStore, err := openLogStore(raftDir, cfg.LogStore, cfg.Logger)
+	logStore, err := openLogStore(raftDir, cfg.LogStore, cfg.WALSegmentSize, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, logStore: logStore, logger: cfg.Logger.With("component", "raft"),
+	space := &space{dir: cfg.DataDir, reserve: cfg.DataDirReserve, store: cfg.Store, segment: logStore.segmentSize}
+	if err := space.measure(); err != nil {
+		logStore.Close()
+		return nil, err
+	}
+	n := &Node{cfg: cfg, logStore: logStore, space: space, logger: cfg.Logger.With("component", "raft"),
 		readyWake: make(chan struct{}), removed: make(chan struct{}), polled: map[string]polled{}}
 	ok := false
 	defer func() {
@@ -267,7 +280,11 @@ func Open(cfg Config) (*Node, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop = cancel
 	n.fwd = &forwarder{reqs: make(chan *forwardReq), maxLinger: maxLinger}
-	n.wg.Add(4 + forwardSenders)
+	n.wg.Add(5 + forwardSenders)
+	go func() {
+		defer n.wg.Done()
+		n.space.run(ctx, n.logger)
+	}()
 	go n.observe(ctx)
 	go n.leadership(ctx)
 	go n.watchRemoval(ctx)

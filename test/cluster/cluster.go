@@ -152,6 +152,26 @@ func (c *Cluster) Start(idx ...int) {
 	}
 }
 
+// MountTmpfs puts the server's data dir on a tmpfs of size bytes (a mount
+// option such as "64m"), unmounted when the test ends, after the server
+// is killed.
+func (s *Server) MountTmpfs(size string) {
+	t := s.c.t
+	t.Helper()
+	if err := os.MkdirAll(s.DataDir, 0o700); err != nil {
+		t.Fatalf("%v", err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", s.DataDir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a tmpfs at %s: %v: %s", s.DataDir, err, out)
+	}
+	t.Cleanup(func() {
+		s.Kill()
+		if out, err := exec.Command("umount", s.DataDir).CombinedOutput(); err != nil {
+			t.Errorf("unmount %s: %v: %s", s.DataDir, err, out)
+		}
+	})
+}
+
 // API returns the server's API URL.
 func (s *Server) API() string { return "http://" + s.IP + ":6443" }
 
