@@ -255,17 +255,25 @@ func (gc *garbageCollector) sync(ctx context.Context, key string) error {
 	case hasFinalizer(owner.meta, metav1.FinalizerDeleteDependents):
 		blocking := 0
 		for _, d := range deps {
+			kept, err := gc.keptByAnother(ctx, d, uid)
+			if err != nil {
+				return err
+			}
+			if kept {
+				// Another owner still wants it: it only stops being this
+				// one's, and no longer holds it up.
+				if err := gc.removeOwnerRefs(ctx, d, uid); err != nil {
+					return err
+				}
+				continue
+			}
 			if ref := refTo(d.meta, uid); ref != nil && ref.BlockOwnerDeletion != nil && *ref.BlockOwnerDeletion {
 				blocking++
 			}
 			if d.meta.GetDeletionTimestamp() != nil {
 				continue
 			}
-			policy := metav1.DeletePropagationBackground
-			if len(gc.dependents(d.meta.GetUID())) > 0 {
-				policy = metav1.DeletePropagationForeground
-			}
-			if err := gc.delete(ctx, d, policy); err != nil {
+			if err := gc.deleteDependent(ctx, d); err != nil {
 				return err
 			}
 		}
@@ -275,6 +283,64 @@ func (gc *garbageCollector) sync(ctx context.Context, key string) error {
 		return gc.removeFinalizer(ctx, owner, metav1.FinalizerDeleteDependents)
 	}
 	return nil
+}
+
+// keptByAnother reports whether a dependent has an owner other than uid
+// that keeps it: one that exists and is not itself waiting for its
+// dependents to go (Kubernetes calls it a solid owner).
+func (gc *garbageCollector) keptByAnother(ctx context.Context, d node, uid types.UID) (bool, error) {
+	for _, ref := range d.meta.GetOwnerReferences() {
+		if ref.UID == uid {
+			continue
+		}
+		if o := gc.object(gc.ownerOf(d.meta, ref)); o != nil {
+			if !deletingDependents(o.meta) {
+				return true, nil
+			}
+			continue
+		}
+		// Not in the informers: ask the API, which may be ahead of them.
+		if ok, err := gc.ownerExists(ctx, d.meta, ref); err != nil || ok {
+			return ok, err
+		}
+	}
+	return false, nil
+}
+
+// deletingDependents: the object waits in foregroundDeletion.
+func deletingDependents(m metav1.Object) bool {
+	return m.GetDeletionTimestamp() != nil && hasFinalizer(m, metav1.FinalizerDeleteDependents)
+}
+
+// deleteDependent deletes a dependent of an owner deleted in the
+// foreground: in the foreground too when it has dependents of its own.
+// When one of those waits in foregroundDeletion already, the owners form
+// a circle, and each would wait for the next for ever; as Kubernetes
+// does, the dependent's references stop blocking its owners first.
+func (gc *garbageCollector) deleteDependent(ctx context.Context, d node) error {
+	grand := gc.dependents(d.meta.GetUID())
+	if len(grand) == 0 {
+		return gc.delete(ctx, d, metav1.DeletePropagationBackground)
+	}
+	for _, g := range grand {
+		if deletingDependents(g.meta) {
+			if err := gc.unblockOwners(ctx, d); err != nil {
+				return err
+			}
+			break
+		}
+	}
+	return gc.delete(ctx, d, metav1.DeletePropagationForeground)
+}
+
+// unblockOwners sets blockOwnerDeletion to false on every owner reference
+// of n.
+func (gc *garbageCollector) unblockOwners(ctx context.Context, n node) error {
+	refs := slices.Clone(n.meta.GetOwnerReferences())
+	for i := range refs {
+		refs[i].BlockOwnerDeletion = nil
+	}
+	return gc.patchMeta(ctx, n, "ownerReferences", refs)
 }
 
 // ownerGone handles the dependents of an owner the informers no longer
