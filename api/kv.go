@@ -4,8 +4,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -90,7 +92,10 @@ func (s *Server) putKV(w http.ResponseWriter, r *http.Request) {
 	}
 	value, err := io.ReadAll(io.LimitReader(r.Body, fsm.MaxValueSize+1))
 	if err != nil {
-		writeError(w, apierrors.NewBadRequest(err.Error()))
+		if !errors.Is(err, os.ErrDeadlineExceeded) { // a body slower than the request timeout
+			err = apierrors.NewBadRequest(err.Error())
+		}
+		writeError(w, err)
 		return
 	}
 	s.write(w, r, fsm.Put(kvPrefix+r.PathValue("key"), value, "", c))
@@ -140,6 +145,19 @@ func (s *Server) listKV(w http.ResponseWriter, r *http.Request) {
 		}
 		if err != nil || !strings.HasPrefix(tok.After, opts.Prefix) {
 			writeError(w, apierrors.NewBadRequest("invalid continue token"))
+			return
+		}
+		// A token from a server that is ahead of this one is good once
+		// this one has caught up; a revision nothing has committed came
+		// from no token of ours.
+		if tok.Revision > s.cfg.Store.Applied() {
+			if err := s.cfg.Node.ReadIndex(r.Context()); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+		if applied := s.cfg.Store.Applied(); tok.Revision > applied {
+			writeError(w, apierrors.NewBadRequest(fmt.Sprintf("invalid continue token: revision %d is ahead of everything committed (%d)", tok.Revision, applied)))
 			return
 		}
 		opts.Revision, opts.After = tok.Revision, tok.After

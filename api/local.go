@@ -13,9 +13,12 @@ import (
 // LocalTransport is a client-go transport without a socket: requests are
 // served by this server's own API handler, so the leader's controllers go
 // through the same validation as every other client. Requests are fenced
-// by the leadership of duty (raftstore.Fenced) and end with it.
+// by the leadership of duty (raftstore.Fenced) and end with it. They are
+// not held to the request limits (Limits), as kube-apiserver exempts the
+// control plane's own components: the leader's duties bound their own
+// concurrency, and must not be refused by the clients they serve.
 func (s *Server) LocalTransport(duty context.Context) http.RoundTripper {
-	return &localTransport{handler: s, duty: duty}
+	return &localTransport{handler: s.mux, duty: duty}
 }
 
 type localTransport struct {

@@ -44,12 +44,15 @@ type Config struct {
 	ServiceCIDR *net.IPNet
 	// EventTTL is how long events are kept after their last write.
 	EventTTL time.Duration
+	// Limits bound requests' time and number.
+	Limits Limits
 }
 
 // Server is the HTTP API of one server.
 type Server struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg     Config
+	mux     *http.ServeMux
+	handler http.Handler // mux behind the limits
 }
 
 // New builds the API's routes, and registers the API's leader duties
@@ -89,11 +92,12 @@ func New(cfg Config) (*Server, error) {
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, kube.NoSuchPath())
 	})
+	s.handler = newLimiter(cfg.Limits, m)
 	return s, nil
 }
 
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if err := s.cfg.Node.Ready(r.Context()); err != nil {

@@ -2,11 +2,12 @@ package kube
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
 
-	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -66,6 +67,15 @@ func (h *Handler) patch(w http.ResponseWriter, req *request) error {
 	return h.writeResult(w, req, http.StatusOK, out)
 }
 
+// A JSON patch is bounded as kube-apiserver bounds it: in operations, and
+// in what its copy operations may add, so that a few kilobytes of
+// copies cannot double an object thirty times over. Nothing larger than
+// a stored object could be stored anyway.
+const (
+	maxJSONPatchOperations = 10000
+	maxJSONPatchCopyBytes  = maxBodySize
+)
+
 // applyPatch applies a JSON, merge or strategic merge patch to obj's JSON.
 func applyPatch(pt types.PatchType, obj runtime.Object, patch []byte) ([]byte, error) {
 	cur, err := json.Marshal(obj)
@@ -79,7 +89,17 @@ func applyPatch(pt types.PatchType, obj runtime.Object, patch []byte) ([]byte, e
 		if perr != nil {
 			return nil, apierrors.NewBadRequest(perr.Error())
 		}
-		out, err = p.Apply(cur)
+		if len(p) > maxJSONPatchOperations {
+			return nil, apierrors.NewRequestEntityTooLargeError(
+				fmt.Sprintf("The allowed maximum operations in a JSON patch is %d, got %d", maxJSONPatchOperations, len(p)))
+		}
+		opts := jsonpatch.NewApplyOptions()
+		opts.AccumulatedCopySizeLimit = maxJSONPatchCopyBytes
+		out, err = p.ApplyWithOptions(cur, opts)
+		var tooLarge *jsonpatch.AccumulatedCopySizeError
+		if errors.As(err, &tooLarge) {
+			return nil, apierrors.NewRequestEntityTooLargeError(tooLarge.Error())
+		}
 	case types.MergePatchType:
 		out, err = jsonpatch.MergePatch(cur, patch)
 	case types.StrategicMergePatchType:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -115,11 +116,19 @@ func parseWatchStart(req *request) (watchStart, error) {
 	return watchStart{revision: n}, err
 }
 
-func watchTimeout(req *request) time.Duration {
-	if s, err := strconv.Atoi(req.URL.Query().Get("timeoutSeconds")); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
+func watchTimeout(req *request) (time.Duration, error) {
+	v := req.URL.Query().Get("timeoutSeconds")
+	if v == "" {
+		return minWatchTimeout + rand.N(minWatchTimeout), nil
 	}
-	return minWatchTimeout + rand.N(minWatchTimeout)
+	s, err := strconv.ParseInt(v, 10, 64)
+	switch {
+	case err != nil:
+		return 0, apierrors.NewBadRequest(fmt.Sprintf("timeoutSeconds %q: not a whole number of seconds", v))
+	case s <= 0:
+		return minWatchTimeout + rand.N(minWatchTimeout), nil
+	}
+	return time.Duration(min(s, math.MaxInt64/int64(time.Second))) * time.Second, nil
 }
 
 // watch streams the changes of a resource, as kube-apiserver does: the
@@ -135,6 +144,10 @@ func (h *Handler) watch(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
+	timeout, err := watchTimeout(req)
+	if err != nil {
+		return err
+	}
 	flusher, ok := w.(http.Flusher)
 	if !ok {
 		return apierrors.NewInternalError(errors.New("streaming is not supported"))
@@ -146,7 +159,7 @@ func (h *Handler) watch(w http.ResponseWriter, req *request) error {
 	if stream == nil {
 		return apierrors.NewBadRequest(fmt.Sprintf("%s does not support watch", req.out.info.MediaType))
 	}
-	ctx, cancel := context.WithTimeout(req.Context(), watchTimeout(req))
+	ctx, cancel := context.WithTimeout(req.Context(), timeout)
 	defer cancel()
 
 	pfx := prefix(req.res, req.namespace)

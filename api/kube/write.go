@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -34,6 +35,10 @@ const updateRetries = 8
 
 func readBody(req *request) ([]byte, error) {
 	body, err := io.ReadAll(io.LimitReader(req.Body, maxBodySize+1))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The body came slower than the request timeout allows.
+		return nil, apierrors.NewTimeoutError("request did not complete within the allotted timeout: the body was still arriving", 0)
+	}
 	if err != nil {
 		return nil, apierrors.NewBadRequest(fmt.Sprintf("reading the request body: %v", err))
 	}

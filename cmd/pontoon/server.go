@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 
@@ -42,6 +43,8 @@ type serverOptions struct {
 	logStore                       string
 	logVerifyInterval              time.Duration
 	readyMaxLag                    uint64
+	dataDirReserve, walSegmentSize string
+	limits                         api.Limits
 	deadServerGrace                time.Duration
 	watchHistory                   int
 	pprof                          bool
@@ -74,6 +77,8 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.Uint64Var(&o.trailingLog, "raft-trailing-logs", 32768, "log entries kept after a snapshot, so a lagging follower catches up without one")
 	f.StringVar(&o.logStore, "raft-log-store", "", "how a new data dir keeps the Raft log: wal (the default) or boltdb; an existing data dir keeps the store it was made with")
 	f.DurationVar(&o.logVerifyInterval, "raft-log-verify-interval", time.Minute, "how often the leader appends a checkpoint against which every server verifies what its Raft log stored (0: never)")
+	f.StringVar(&o.dataDirReserve, "data-dir-reserve", "128Mi", "free space kept in the data dir besides room for a snapshot and a log segment; below it writes are refused with 507 until space is freed (as etcd's NOSPACE alarm)")
+	f.StringVar(&o.walSegmentSize, "raft-wal-segment-size", "64Mi", "size of each raft-wal segment file, allocated whole when it starts")
 	f.Uint64Var(&o.readyMaxLag, "ready-max-lag", raftstore.DefaultReadyMaxLag, "committed entries a server may have left to apply and still answer /readyz with 200")
 	f.DurationVar(&o.deadServerGrace, "dead-server-grace", 2*time.Minute, "how long a server must be dead before autopilot may remove it (once a replacement keeps the voters at --bootstrap-expect)")
 	f.IntVar(&o.watchHistory, "watch-history", fsm.DefaultWatchHistory, "events kept for watches that start at an older revision")
@@ -88,6 +93,9 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.IntVar(&o.eviction.LargeClusterSizeThreshold, "large-cluster-size-threshold", 50, "a zone of no more nodes than this gets no NoExecute taints while it is partly down")
 	f.Float32Var(&o.eviction.UnhealthyZoneThreshold, "unhealthy-zone-threshold", 0.55, "the share of not-Ready nodes (more than two) that makes a zone partly down")
 	f.DurationVar(&o.eventTTL, "event-ttl", time.Hour, "how long events are kept after their last write (as kube-apiserver)")
+	f.DurationVar(&o.limits.RequestTimeout, "request-timeout", api.DefaultLimits.RequestTimeout, "longest a request may take, but watches and streams; a request's ?timeout= may shorten it (as kube-apiserver)")
+	f.IntVar(&o.limits.MaxInFlight, "max-requests-inflight", api.DefaultLimits.MaxInFlight, "reads served at once; more are refused with 429 and Retry-After (0: no limit)")
+	f.IntVar(&o.limits.MaxMutatingInFlight, "max-mutating-requests-inflight", api.DefaultLimits.MaxMutatingInFlight, "writes served at once; more are refused with 429 and Retry-After (0: no limit)")
 	f.BoolVar(&o.pprof, "enable-pprof", false, "serve Go's profiler under /debug/pprof/ on the API address")
 }
 
@@ -199,12 +207,24 @@ func runServer(ctx context.Context, o serverOptions) error {
 	if o.deadServerGrace <= 0 {
 		return fmt.Errorf("--dead-server-grace %v: must be above 0", o.deadServerGrace)
 	}
+	if l := o.limits; l.RequestTimeout <= 0 || l.MaxInFlight < 0 || l.MaxMutatingInFlight < 0 {
+		return fmt.Errorf("--request-timeout %v, --max-requests-inflight %d, --max-mutating-requests-inflight %d: the timeout must be above 0, the limits 0 or more",
+			l.RequestTimeout, l.MaxInFlight, l.MaxMutatingInFlight)
+	}
 	if o.readyMaxLag < 1 {
 		return fmt.Errorf("--ready-max-lag %d: must be at least 1", o.readyMaxLag)
 	}
 	logStore, err := raftstore.ParseLogStoreKind(o.logStore)
 	if err != nil {
 		return err
+	}
+	reserve, err := resource.ParseQuantity(o.dataDirReserve)
+	if err != nil || reserve.Sign() < 0 {
+		return fmt.Errorf("--data-dir-reserve %q: want a size such as 128Mi or 1Gi", o.dataDirReserve)
+	}
+	segment, err := resource.ParseQuantity(o.walSegmentSize)
+	if err != nil || segment.Value() < 1<<20 || segment.Value() > 1<<30 {
+		return fmt.Errorf("--raft-wal-segment-size %q: want a size between 1Mi and 1Gi", o.walSegmentSize)
 	}
 	// Flags are checked before this process-wide setting: a refused
 	// start changes nothing.
@@ -264,7 +284,7 @@ func runServer(ctx context.Context, o serverOptions) error {
 		BootstrapExpect: o.bootstrapExpect, Store: store, Members: pool, Logger: logger, Metrics: reg,
 		HeartbeatTimeout: o.heartbeatTimeout, SnapshotThreshold: o.snapshotThreshold, TrailingLogs: o.trailingLog,
 		SnapshotInterval: o.snapshotInterval, LogStore: logStore, LogVerifyInterval: o.logVerifyInterval,
-		ReadyMaxLag:     o.readyMaxLag,
+		ReadyMaxLag: o.readyMaxLag, DataDirReserve: uint64(reserve.Value()), WALSegmentSize: int(segment.Value()),
 		DeadServerGrace: o.deadServerGrace, RebuildStore: rebuild,
 	})
 	if err != nil {
@@ -272,7 +292,7 @@ func runServer(ctx context.Context, o serverOptions) error {
 	}
 
 	apiServer, err := api.New(api.Config{Node: node, Store: store, Members: pool, Metrics: reg, TempDir: o.dataDir, Logger: logger,
-		Pprof: o.pprof, ServiceCIDR: serviceCIDR, EventTTL: o.eventTTL})
+		Pprof: o.pprof, ServiceCIDR: serviceCIDR, EventTTL: o.eventTTL, Limits: o.limits})
 	if err != nil {
 		node.Shutdown(context.Background())
 		return err
@@ -295,7 +315,9 @@ func runServer(ctx context.Context, o serverOptions) error {
 	// Watches end when the server shuts down, so clients move to another
 	// server at once.
 	baseCtx, cancelBase := context.WithCancel(context.Background())
-	httpServer := &http.Server{Handler: apiServer, ReadHeaderTimeout: 10 * time.Second,
+	// Slow headers are cut at 10 s and idle keep-alive connections at
+	// 90 s (as kube-apiserver); slow bodies at the request timeout.
+	httpServer := &http.Server{Handler: apiServer, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return baseCtx }}
 	httpServer.RegisterOnShutdown(cancelBase)
 	logger.Info("server started", "api", advAPI, "raft", advRaft, "gossip", advGossip, "data_dir", o.dataDir)

@@ -19,6 +19,10 @@ func TestServerRefusesBadFlags(t *testing.T) {
 		{"--service-cidr 10.96.0.0/8", "--service-cidr"},
 		{"--raft-log-store etcd", `--raft-log-store "etcd"`},
 		{"--ready-max-lag 0", "--ready-max-lag 0"},
+		{"--request-timeout 0s", "--request-timeout 0s"},
+		{"--data-dir-reserve lots", `--data-dir-reserve "lots"`},
+		{"--raft-wal-segment-size 1Ki", `--raft-wal-segment-size "1Ki"`},
+		{"--max-requests-inflight -1", "--request-timeout 1m0s, --max-requests-inflight -1"},
 	} {
 		dataDir := filepath.Join(t.TempDir(), "data")
 		cmd := serverCommand()
