@@ -17,10 +17,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 
 	"github.com/pontoon-dev/pontoon/api/resource"
+	"github.com/pontoon-dev/pontoon/fsm"
 )
 
 // deleteOptions reads DeleteOptions from the body, or from the query.
@@ -57,11 +59,14 @@ func (h *Handler) delete(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
-	obj, code, err := h.deleteObject(req.Context(), req, opts)
+	obj, code, gone, err := h.deleteObject(req.Context(), req, opts)
+	if apierrors.IsStoreReadError(err) && ptr.Deref(opts.IgnoreStoreReadErrorWithClusterBreakingPotential, false) {
+		return h.deleteUnreadable(w, req, opts)
+	}
 	if err != nil {
 		return err
 	}
-	if code == http.StatusOK {
+	if code == http.StatusOK && gone {
 		m := accessor(obj)
 		h.writeObject(w, req.out, http.StatusOK, &metav1.Status{
 			TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess,
@@ -71,13 +76,43 @@ func (h *Handler) delete(w http.ResponseWriter, req *request) error {
 	return h.writeResult(w, req, code, obj)
 }
 
-// deleteObject deletes one object as DeleteOptions say: at once, or by
-// setting deletionTimestamp when finalizers (or a pod's grace period) must
-// run first. It returns 200 when the object is gone, 202 when it stays.
-func (h *Handler) deleteObject(ctx context.Context, req *request, opts *metav1.DeleteOptions) (runtime.Object, int, error) {
+// deleteUnreadable removes an object that cannot be decoded, as
+// kube-apiserver's unsafe deletion does: the key goes, with no
+// finalizers, no graceful deletion and nothing released that the object
+// held, which is why the option says it may break the cluster.
+func (h *Handler) deleteUnreadable(w http.ResponseWriter, req *request, opts *metav1.DeleteOptions) error {
 	dry, err := dryRun(req, opts.DryRun)
 	if err != nil {
-		return nil, 0, err
+		return err
+	}
+	k := key(req.res, req.namespace, req.name)
+	kv, found, _, err := h.objects.store.Get(k)
+	switch {
+	case err != nil:
+		return err
+	case !found:
+		return apierrors.NewNotFound(req.res.GroupVersionResource().GroupResource(), req.name)
+	}
+	if !dry {
+		if _, err := h.objects.apply(req.Context(), req.res, req.name, &fsm.Txn{Ops: []fsm.Op{fsm.Delete(k, fsm.Cond{ModRevision: kv.ModRevision})}}); err != nil {
+			return err
+		}
+	}
+	h.cfg.Logger.Warn("deleted a stored object that could not be read", "key", k, "dry_run", dry)
+	h.writeObject(w, req.out, http.StatusOK, &metav1.Status{
+		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess,
+		Details: &metav1.StatusDetails{Name: req.name, Group: req.res.GroupVersion.Group, Kind: req.res.Name, UID: types.UID(kv.UID)}})
+	return nil
+}
+
+// deleteObject deletes one object as DeleteOptions say: at once, or by
+// setting deletionTimestamp when finalizers (or a pod's grace period) must
+// run first; gone says which. The code is kube-apiserver's: 200, but 202
+// for an object that stays when the client set orphanDependents=false.
+func (h *Handler) deleteObject(ctx context.Context, req *request, opts *metav1.DeleteOptions) (out runtime.Object, code int, gone bool, err error) {
+	dry, err := dryRun(req, opts.DryRun)
+	if err != nil {
+		return nil, 0, false, err
 	}
 	r := req.res
 	var minRev uint64
@@ -87,29 +122,30 @@ func (h *Handler) deleteObject(ctx context.Context, req *request, opts *metav1.D
 	for attempt := 0; ; attempt++ {
 		cur, err := h.objects.getCurrent(ctx, r, req.namespace, req.name, minRev)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, false, err
 		}
 		if err := checkPreconditions(r, req.name, cur.obj, opts.Preconditions); err != nil {
-			return nil, 0, err
+			return nil, 0, false, err
 		}
 		obj, pending := prepareDelete(cur.obj.DeepCopyObject(), opts)
-		var out runtime.Object
 		code := http.StatusOK
 		if pending {
 			// Marking for deletion is the store's business alone, as in
 			// kube-apiserver: no defaulting, validation or field manager.
-			code = http.StatusAccepted
+			if opts.OrphanDependents != nil && !*opts.OrphanDependents {
+				code = http.StatusAccepted
+			}
 			out, err = h.writeUpdate(ctx, r, cur, obj, nil, dry)
 		} else {
 			out, err = h.deleteNow(ctx, req, cur, dry)
 		}
 		if apierrors.IsConflict(err) && attempt < updateRetries {
 			if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
-				return nil, 0, err
+				return nil, 0, false, err
 			}
 			continue
 		}
-		return out, code, err
+		return out, code, !pending, err
 	}
 }
 
@@ -202,7 +238,7 @@ func (h *Handler) deleteCollection(w http.ResponseWriter, req *request) error {
 		m := accessor(obj)
 		one := *req
 		one.namespace, one.name = m.GetNamespace(), m.GetName()
-		out, _, err := h.deleteObject(req.Context(), &one, opts)
+		out, _, _, err := h.deleteObject(req.Context(), &one, opts)
 		if apierrors.IsNotFound(err) {
 			continue
 		}
@@ -272,7 +308,7 @@ func (h *Handler) action(w http.ResponseWriter, req *request) error {
 				return err
 			}
 		}
-		if _, _, err := h.deleteObject(req.Context(), req, opts); err != nil {
+		if _, _, _, err := h.deleteObject(req.Context(), req, opts); err != nil {
 			return err
 		}
 	}

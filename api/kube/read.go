@@ -225,6 +225,16 @@ func (h *Handler) listKeys(req *request, sel selector, add func(fsm.KV, runtime.
 	if opts.after != "" {
 		after = pfx + opts.after
 	}
+	// Objects that cannot be decoded are collected, and the listing
+	// fails naming them all, as kube-apiserver's does.
+	var corrupt []string
+	var corruptErrs []error
+	finish := func() (metav1.ListMeta, error) {
+		if len(corrupt) > 0 {
+			return lm, storeReadError(req.res, pfx, corrupt, corruptErrs)
+		}
+		return lm, nil
+	}
 	// Filtering happens after reading, so a page may need several reads
 	// to fill, as kube-apiserver's storage does.
 	for {
@@ -250,7 +260,8 @@ func (h *Handler) listKeys(req *request, sel selector, add func(fsm.KV, runtime.
 			var obj runtime.Object
 			if decode {
 				if obj, err = h.objects.decode(req.res, kv.Value, kv.ModRevision); err != nil {
-					return lm, err
+					corrupt, corruptErrs = append(corrupt, kv.Key), append(corruptErrs, err)
+					continue
 				}
 				if !sel.matches(req.res, obj) {
 					continue
@@ -263,11 +274,11 @@ func (h *Handler) listKeys(req *request, sel selector, add func(fsm.KV, runtime.
 				if i < len(res.KVs)-1 || res.More {
 					lm.Continue = encodeContinue(res.Revision, strings.TrimPrefix(kv.Key, pfx))
 				}
-				return lm, nil
+				return finish()
 			}
 		}
 		if !res.More {
-			return lm, nil
+			return finish()
 		}
 	}
 }

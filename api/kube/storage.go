@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -229,7 +231,27 @@ func (o *objects) read(r *resource.Resource, ns, name string, decode func(*resou
 		return stored{}, apierrors.NewNotFound(r.GroupVersionResource().GroupResource(), name)
 	}
 	obj, err := decode(r, kv)
-	return stored{obj: obj, rev: kv.ModRevision, value: kv.Value}, err
+	if err != nil {
+		return stored{}, storeReadError(r, prefix(r, ns), []string{kv.Key}, []error{err})
+	}
+	return stored{obj: obj, rev: kv.ModRevision, value: kv.Value}, nil
+}
+
+// storeReadError is kube-apiserver's answer for stored objects that
+// cannot be decoded: 500 StorageReadError, naming each key, so that an
+// operator can find them and delete them with
+// ignoreStoreReadErrorWithClusterBreakingPotential.
+func storeReadError(r *resource.Resource, pfx string, keys []string, errs []error) error {
+	causes := make([]metav1.StatusCause, len(keys))
+	for i, k := range keys {
+		causes[i] = metav1.StatusCause{Type: metav1.CauseTypeUnexpectedServerResponse, Message: errs[i].Error(), Field: k}
+	}
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status: metav1.StatusFailure, Code: http.StatusInternalServerError, Reason: metav1.StatusReasonStoreReadError,
+		Message: fmt.Sprintf("failed to read %d stored object(s) (%s): %v; an object that cannot be read can be deleted with ignoreStoreReadErrorWithClusterBreakingPotential=true",
+			len(keys), strings.Join(keys, ", "), errs[0]),
+		Details: &metav1.StatusDetails{Group: r.GroupVersion.Group, Kind: r.Name, Name: pfx, Causes: causes},
+	}}
 }
 
 // apply commits a transaction and maps the store's refusals to the Status
