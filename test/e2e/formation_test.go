@@ -259,6 +259,7 @@ func TestRemovePeerAndDeadServerCleanup(t *testing.T) {
 
 	// A dead server stays while removing it would take the voters below
 	// --bootstrap-expect.
+	waitVoters(t, c, leader, names(c)...)
 	dead := c.Others(leader)[0]
 	dead.Kill()
 	// Held over more than twice the grace period, checked all along.

@@ -1,20 +1,30 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	"github.com/pontoon-dev/pontoon/api/client"
 	"github.com/pontoon-dev/pontoon/fsm"
@@ -147,7 +157,7 @@ func TestNotReadyWhileBehind(t *testing.T) {
 	}
 	wg.Wait()
 	st, err := leader.Client().Status(ctx)
-	if err != nil || st.CommitIndex < 5000 {
+	if err != nil || st.CommitIndex < 2000 {
 		t.Fatalf("only %d entries committed while the follower was paused (%v)", st.CommitIndex, err)
 	}
 	follower.Signal(syscall.SIGCONT)
@@ -176,4 +186,283 @@ func TestNotReadyWhileBehind(t *testing.T) {
 		t.Fatal("the follower was never seen not ready after the pause")
 	}
 	t.Logf("%d entries behind; not ready for %d checks", st.CommitIndex, notReady)
+}
+
+// TestRequestsBounded: a server sheds what would eat it, as kube-apiserver
+// does. Writes beyond the in-flight limit get 429 with Retry-After while
+// reads go on; bodies sent slowly are cut at the request timeout and
+// connections that never send a request at the header timeout; a JSON
+// patch that copies itself thirty times is refused without the server's
+// memory growing; malformed parameters are 400s.
+func TestRequestsBounded(t *testing.T) {
+	c := newCluster(t, 3, 21, "--request-timeout", "3s", "--max-mutating-requests-inflight", "4")
+	c.Start()
+	leader := c.Leader(20 * time.Second)
+	s := c.Others(leader)[0]
+	ctx := context.Background()
+	host := strings.TrimPrefix(s.API(), "http://")
+
+	// Four writes whose bodies never finish hold every write slot.
+	var slow []net.Conn
+	for i := range 4 {
+		conn, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "PUT /pontoon/v1/kv/slow%d HTTP/1.1\r\nHost: %s\r\nContent-Length: 100\r\n\r\nx", i, host)
+		slow = append(slow, conn)
+	}
+	cluster.Eventually(t, 5*time.Second, func() error {
+		_, err := s.Client().Put(ctx, "fifth", []byte("v"), client.Cond{})
+		if se, ok := err.(*client.StatusError); !ok || se.Status.Code != http.StatusTooManyRequests {
+			return fmt.Errorf("a fifth write answered %v, want 429", err)
+		}
+		return nil
+	})
+	req, _ := http.NewRequest(http.MethodPut, s.API()+"/pontoon/v1/kv/x", strings.NewReader("v"))
+	resp, err := cluster.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("beyond the limit: %s, Retry-After %q", resp.Status, resp.Header.Get("Retry-After"))
+	}
+	if _, err := s.Client().Get(ctx, "fifth", false); client.Reason(err) != metav1.StatusReasonNotFound {
+		t.Fatalf("a read while the writes are full: %v", err)
+	}
+	for i, conn := range slow {
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil || resp.StatusCode != http.StatusGatewayTimeout {
+			t.Fatalf("slow body %d: %v %v, want 504 at the request timeout", i, resp, err)
+		}
+	}
+	cluster.Eventually(t, 5*time.Second, func() error {
+		_, err := s.Client().Put(ctx, "fifth", []byte("v"), client.Cond{})
+		return err
+	})
+
+	// Connections that send nothing are closed at the header timeout.
+	var idle []net.Conn
+	for range 300 {
+		conn, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		idle = append(idle, conn)
+	}
+	for i, conn := range idle {
+		conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if _, err := conn.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("idle connection %d still open after 20 s: %v", i, err)
+		}
+	}
+
+	cs := s.Clientset()
+	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, configMap("bomb", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := peakRSS(t, s)
+	ops := []string{`{"op":"add","path":"/metadata/annotations","value":{"a":"` + strings.Repeat("a", 1000) + `"}}`}
+	for i := range 30 {
+		ops = append(ops, fmt.Sprintf(`{"op":"copy","from":"/metadata/annotations","path":"/metadata/annotations/c%d"}`, i))
+	}
+	_, err = cs.CoreV1().ConfigMaps("default").Patch(ctx, "bomb", types.JSONPatchType, []byte("["+strings.Join(ops, ",")+"]"), metav1.PatchOptions{})
+	wantReason(t, err, http.StatusRequestEntityTooLarge, metav1.StatusReasonRequestEntityTooLarge)
+	if after := peakRSS(t, s); after-before > 256<<20 {
+		t.Fatalf("the patch grew the server's peak memory from %d to %d MiB", before>>20, after>>20)
+	}
+
+	for _, path := range []string{
+		"/pontoon/v1/kv?continue=" + base64.RawURLEncoding.EncodeToString([]byte(`{"rv":18446744073709551615,"start":"/kv/a"}`)),
+		"/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=abc",
+	} {
+		resp, err := cluster.HTTPClient().Get(s.API() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("%s answered %s, want 400", path, resp.Status)
+		}
+	}
+}
+
+// peakRSS is the server process's peak resident memory (VmHWM).
+func peakRSS(t *testing.T, s *cluster.Server) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM")
+	return 0
+}
+
+// TestUnreadableObjectListedAndDeleted: a stored object that is not an
+// object of its kind makes a listing fail naming its key (not a bare 500),
+// and a delete with ignoreStoreReadErrorWithClusterBreakingPotential
+// removes it, as kube-apiserver 1.32 does.
+func TestUnreadableObjectListedAndDeleted(t *testing.T) {
+	c, f, _ := kubeCluster(t, 21)
+	leader := c.Leader(10 * time.Second)
+	ctx := context.Background()
+	cs := f.Clientset()
+	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, configMap("fine", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const broken = "/registry/core/configmaps/default/broken"
+	replies := forwardBatch(t, leader, &fsm.Txn{Ops: []fsm.Op{fsm.Put(broken, []byte("not a config map"), "uid-broken", fsm.Cond{MustNotExist: true})}})
+	if replies[0].Error != nil {
+		t.Fatal(replies[0].Error)
+	}
+
+	_, stderr, code := c.Kubectl(f, "", "get", "configmaps", "-A")
+	if code == 0 || !strings.Contains(stderr, broken) {
+		t.Fatalf("kubectl get configmaps -A: exit %d: %s", code, stderr)
+	}
+	_, err := cs.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{})
+	if !apierrors.IsStoreReadError(err) {
+		t.Fatalf("list: %v, want StorageReadError", err)
+	}
+	err = cs.CoreV1().ConfigMaps("default").Delete(ctx, "broken", metav1.DeleteOptions{})
+	if !apierrors.IsStoreReadError(err) {
+		t.Fatalf("a plain delete: %v, want StorageReadError", err)
+	}
+	if err := cs.CoreV1().ConfigMaps("default").Delete(ctx, "broken", metav1.DeleteOptions{IgnoreStoreReadErrorWithClusterBreakingPotential: ptr.To(true)}); err != nil {
+		t.Fatalf("delete ignoring the read error: %v", err)
+	}
+	out, stderr, code := c.Kubectl(f, "", "get", "configmaps", "-n", "default", "-o", "name")
+	if code != 0 || !strings.Contains(out, "configmap/fine") || strings.Contains(out, "broken") {
+		t.Fatalf("after the delete: exit %d: %s%s", code, out, stderr)
+	}
+}
+
+// TestDiskFull: with every data dir on a small tmpfs, writes are refused
+// with 507 before the disk is full, as etcd's NOSPACE alarm; every server
+// stays up and serves reads, /readyz and /metrics say why, deletes go
+// through, and once space is freed writes resume without a restart. No
+// acknowledged write is lost, across a restart too.
+func TestDiskFull(t *testing.T) {
+	c := newCluster(t, 3, 21, "--data-dir-reserve", "12Mi", "--raft-wal-segment-size", "4Mi",
+		"--raft-snapshot-threshold", "1000000", "--raft-trailing-logs", "1000000")
+	for _, s := range c.Servers {
+		s.MountTmpfs("64m")
+	}
+	c.Start()
+	leader := c.Leader(20 * time.Second)
+	for _, s := range c.Servers {
+		// Most of the space goes to a file the test frees later.
+		if err := os.WriteFile(filepath.Join(s.DataDir, "filler"), make([]byte, 24<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	follower := c.Others(leader)[0]
+	ctx := context.Background()
+
+	value := bytes.Repeat([]byte("d"), 64<<10)
+	acked := map[string]bool{}
+	var refused *client.StatusError
+	for i := 0; refused == nil; i++ {
+		if i == 2000 {
+			t.Fatal("2,000 writes of 64 KiB went into 64 MiB disks")
+		}
+		k := fmt.Sprint("full/", i)
+		_, err := follower.Client().Put(ctx, k, value, client.Cond{})
+		switch se, _ := err.(*client.StatusError); {
+		case err == nil:
+			acked[k] = true
+		case se != nil && se.Status.Code == http.StatusInsufficientStorage:
+			refused = se
+		default:
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	t.Logf("%d writes of 64 KiB before: %s", len(acked), refused.Status.Message)
+	if !strings.Contains(refused.Status.Message, "out of space") || refused.Status.Reason != "InsufficientStorage" {
+		t.Fatalf("refusal %+v", refused.Status)
+	}
+	for _, s := range c.Servers {
+		if !s.Running() {
+			t.Fatalf("%s stopped:\n%s", s.Name, s.Log())
+		}
+		if _, err := s.Client().Get(ctx, "full/0", false); err != nil {
+			t.Fatalf("a read on %s while the disks are full: %v", s.Name, err)
+		}
+	}
+	low := 0
+	for _, s := range c.Servers {
+		if err := s.Ready(); err != nil {
+			low++
+			if body := get(t, s, "/readyz"); !strings.Contains(body, "out of space") {
+				t.Fatalf("%s's /readyz says %q", s.Name, body)
+			}
+			if body := get(t, s, "/metrics"); !strings.Contains(body, "pontoon_data_dir_space_low 1") {
+				t.Fatalf("%s's metrics do not show the low space", s.Name)
+			}
+		}
+	}
+	if low == 0 {
+		t.Fatal("no server says it is low on space")
+	}
+	if _, err := leader.Client().Delete(ctx, "full/0", client.Cond{}); err != nil {
+		t.Fatalf("a delete while the disks are full: %v", err)
+	}
+	delete(acked, "full/0")
+
+	for _, s := range c.Servers {
+		if err := os.Remove(filepath.Join(s.DataDir, "filler")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cluster.Eventually(t, 10*time.Second, func() error {
+		_, err := follower.Client().Put(ctx, "after", value, client.Cond{})
+		return err
+	})
+	acked["after"] = true
+
+	for _, s := range c.Servers {
+		s.Kill()
+	}
+	c.Start()
+	c.Leader(20 * time.Second)
+	waitConverged(t, c)
+	for _, s := range c.Servers {
+		l, err := s.Client().List(ctx, "", 0, "", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, kv := range l.Items {
+			if !bytes.Equal(kv.Value, value) {
+				t.Fatalf("%s on %s holds %d bytes", kv.Key, s.Name, len(kv.Value))
+			}
+			got[kv.Key] = true
+		}
+		for k := range acked {
+			if !got[k] {
+				t.Fatalf("acknowledged %s is missing on %s after the restart", k, s.Name)
+			}
+		}
+	}
+}
+
+func get(t *testing.T, s *cluster.Server, path string) string {
+	t.Helper()
+	resp, err := cluster.HTTPClient().Get(s.API() + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -611,6 +612,94 @@ func TestScheduler(t *testing.T) {
 	evs, err := rcs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=huge,reason=Preempted"})
 	if err != nil || len(evs.Items) == 0 {
 		t.Fatalf("no Preempted event on the victim (%v)", err)
+	}
+}
+
+// TestForegroundDeletionKeepsWhatOthersOwn: what kube-apiserver 1.33 does,
+// as Kubernetes' conformance tests check it. A dependent with another
+// valid owner outlives its owner's foreground deletion, owned by the
+// other alone; owners in a circle, one deleted in the foreground, all go
+// within seconds; the DELETE answers 200 with the object that stays.
+func TestForegroundDeletionKeepsWhatOthersOwn(t *testing.T) {
+	_, w, r := kubeCluster(t, 91)
+	ctx := context.Background()
+	wcs, rcs := w.Clientset(), r.Clientset()
+	cms := wcs.CoreV1().ConfigMaps("default")
+	ownerRef := func(kind string, m metav1.Object) metav1.OwnerReference {
+		return metav1.OwnerReference{APIVersion: "v1", Kind: kind, Name: m.GetName(), UID: m.GetUID(), BlockOwnerDeletion: ptr.To(true)}
+	}
+
+	a, err := cms.Create(ctx, configMap("owner-a", nil), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cms.Create(ctx, configMap("owner-b", nil), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := configMap("shared", nil)
+	shared.OwnerReferences = []metav1.OwnerReference{ownerRef("ConfigMap", a), ownerRef("ConfigMap", b)}
+	if _, err := cms.Create(ctx, shared, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var code int
+	res := wcs.CoreV1().RESTClient().Delete().Namespace("default").Resource("configmaps").Name("owner-a").
+		Body(&metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationForeground)}).Do(ctx).StatusCode(&code)
+	if obj, err := res.Get(); err != nil || code != http.StatusOK || obj.(*corev1.ConfigMap).DeletionTimestamp == nil {
+		t.Fatalf("foreground DELETE answered %d %v, want 200 with the object marked", code, err)
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		if _, err := rcs.CoreV1().ConfigMaps("default").Get(ctx, "owner-a", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("owner-a: %v", err)
+		}
+		return nil
+	})
+	got, err := rcs.CoreV1().ConfigMaps("default").Get(ctx, "shared", metav1.GetOptions{})
+	if err != nil || len(got.OwnerReferences) != 1 || got.OwnerReferences[0].UID != b.UID {
+		t.Fatalf("the dependent owner-b still owns: %+v %v", got, err)
+	}
+
+	pods := wcs.CoreV1().Pods("default")
+	var circle []*corev1.Pod
+	for i := range 3 {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprint("circle-", i)},
+			Spec: corev1.PodSpec{NodeSelector: map[string]string{"nowhere": "true"}, Containers: []corev1.Container{{Name: "c", Image: "pause"}}}}
+		p, err := pods.Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		circle = append(circle, p)
+	}
+	for i, p := range circle {
+		p.OwnerReferences = []metav1.OwnerReference{ownerRef("Pod", circle[(i+2)%3])}
+		if _, err := pods.Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	if err := pods.Delete(ctx, "circle-0", metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationForeground)}); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Eventually(t, 20*time.Second, func() error {
+		l, err := rcs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, p := range l.Items {
+			if strings.HasPrefix(p.Name, "circle-") {
+				return fmt.Errorf("%s is still there (finalizers %v)", p.Name, p.Finalizers)
+			}
+		}
+		return nil
+	})
+	t.Logf("a circle of three owners went in %v", time.Since(start).Round(time.Millisecond))
+
+	if _, err := wcs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "going"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	res = wcs.CoreV1().RESTClient().Delete().Resource("namespaces").Name("going").Do(ctx).StatusCode(&code)
+	if obj, err := res.Get(); err != nil || code != http.StatusOK || obj.(*corev1.Namespace).Status.Phase != corev1.NamespaceTerminating {
+		t.Fatalf("namespace DELETE answered %d %v, want 200 with the namespace terminating", code, err)
 	}
 }
 
