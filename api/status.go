@@ -55,6 +55,8 @@ func statusFor(err error) *metav1.Status {
 		return &st
 	case errors.Is(err, raftstore.ErrUnknownOutcome), errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
 		return ptr.To(apierrors.NewTimeoutError(err.Error(), 1).Status())
+	case errors.Is(err, raftstore.ErrRestoreRunning):
+		return &metav1.Status{Status: metav1.StatusFailure, Code: http.StatusConflict, Reason: metav1.StatusReasonConflict, Message: err.Error()}
 	case errors.Is(err, raftstore.ErrNoSpace):
 		// kube-apiserver has no answer of its own for this: 507 is
 		// HTTP's, and the message says which server and how to recover.

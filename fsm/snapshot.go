@@ -166,34 +166,6 @@ func inspectFile(path string) (SnapshotInfo, error) {
 	return info, err
 }
 
-// SetSnapshotIndex rewrites the applied index recorded in a snapshot file
-// read by ReadSnapshot. An operator's restore puts an old snapshot at a new
-// place in the log; recording that place keeps resourceVersions handed out
-// before the restore from ever looking newer than the restored state.
-func SetSnapshotIndex(path string, index, term uint64) error {
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeoutOpen})
-	if err != nil {
-		return fmt.Errorf("open snapshot: %w", err)
-	}
-	err = db.Update(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(keyApplied, encodeApplied(index, term))
-	})
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// WriteSnapshotFile writes the bbolt file at path as a snapshot stream.
-func WriteSnapshotFile(path string, w io.Writer) error {
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: timeoutOpen})
-	if err != nil {
-		return fmt.Errorf("open snapshot: %w", err)
-	}
-	defer db.Close()
-	return db.View(func(tx *bbolt.Tx) error { return writeSnapshot(tx, w) })
-}
-
 // Restore implements raft.FSM: it replaces the whole state with a snapshot.
 // The snapshot is verified in a file beside the store before anything is
 // replaced, so a bad one leaves the store as it was.

@@ -103,6 +103,7 @@ type Store struct {
 	pendingSince time.Time
 	pendingBytes int
 	pendingKeys  []string // written by the pending transaction
+	pendingReset bool     // the pending transaction replaced the whole state
 
 	// applied and term are the last applied entry; written only by the
 	// apply goroutine, read by it alone (others read the hub).
@@ -267,44 +268,66 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []any {
 	start := time.Now()
 	results := make([]any, len(logs))
 	s.pendingMu.Lock()
-	index, term, events, keyDelta, err := s.applyPending(logs, results)
+	a, err := s.applyPending(logs, results)
 	s.pendingMu.Unlock()
 	if err != nil {
 		// The log is committed; a server that cannot write it must stop
 		// rather than diverge. On restart it replays from its applied index.
-		panic(fmt.Sprintf("fsm: cannot write applied entries up to %d: %v", index, err))
+		panic(fmt.Sprintf("fsm: cannot write applied entries up to %d: %v", a.index, err))
 	}
-	s.applied, s.term = index, term
-	s.keys.Add(keyDelta)
-	s.hub.publish(events, index)
+	s.applied, s.term = a.index, a.term
+	if a.resetAt != 0 {
+		// A restore replaced the state: watchers start over from it.
+		s.keys.Store(a.keys)
+		s.hub.reset(a.resetAt)
+	}
+	s.keys.Add(a.keyDelta)
+	s.hub.publish(a.events, a.index)
 	s.lastApply.Store(int64(time.Since(start)))
 	return results
+}
+
+// applied is what a batch of entries did.
+type applied struct {
+	index, term uint64
+	events      []Event
+	keyDelta    int64
+	// resetAt is the index of a restore that replaced the state in the
+	// batch (zero if none), and keys its number of keys; events and
+	// keyDelta are those after it.
+	resetAt uint64
+	keys    int64
 }
 
 // applyPending applies logs in the pending transaction, beginning one if
 // none is pending, and commits it when a commit is due. s.pendingMu is
 // held.
-func (s *Store) applyPending(logs []*raft.Log, results []any) (index, term uint64, events []Event, keyDelta int64, err error) {
-	index, term = s.applied, s.term
+func (s *Store) applyPending(logs []*raft.Log, results []any) (a applied, err error) {
+	a.index, a.term = s.applied, s.term
 	if s.pending == nil {
 		if s.pending, err = s.db.Begin(true); err != nil {
-			return index, term, nil, 0, err
+			return a, err
 		}
 		s.pendingSince, s.pendingBytes = time.Now(), 0
 	}
-	kv := s.pending.Bucket(bucketKV)
-	// Pages split half full by default, which wastes up to half of the
-	// file (and of the memory it maps) when keys are written in order, as
-	// Kubernetes' keys mostly are; etcd fills its key bucket to 90%
-	// likewise.
-	kv.FillPercent = 0.9
+	kv := kvBucket(s.pending)
 	for i, l := range logs {
-		if l.Index <= index {
+		if l.Index <= a.index {
 			continue
 		}
-		index, term = l.Index, l.Term
+		a.index, a.term = l.Index, l.Term
 		s.pendingBytes += len(l.Data)
 		if l.Type != raft.LogCommand {
+			continue
+		}
+		if isRestore(l.Data) {
+			res, reset, keys := applyRestore(s.pending, l.Index, l.Data)
+			results[i] = res
+			if reset {
+				kv = kvBucket(s.pending)
+				a.events, a.keyDelta, a.resetAt, a.keys = nil, 0, l.Index, keys
+				s.pendingReset = true
+			}
 			continue
 		}
 		res, evs, delta := applyTxn(kv, l.Index, l.Data)
@@ -312,19 +335,29 @@ func (s *Store) applyPending(logs []*raft.Log, results []any) (index, term uint6
 		for _, ev := range evs {
 			s.pendingKeys = append(s.pendingKeys, ev.Key)
 		}
-		events = append(events, evs...)
-		keyDelta += delta
+		a.events = append(a.events, evs...)
+		a.keyDelta += delta
 	}
-	if index == s.applied {
-		return index, term, nil, 0, nil
+	if a.index == s.applied {
+		return a, nil
 	}
-	if err := s.pending.Bucket(bucketMeta).Put(keyApplied, encodeApplied(index, term)); err != nil {
-		return index, term, nil, 0, err
+	if err := s.pending.Bucket(bucketMeta).Put(keyApplied, encodeApplied(a.index, a.term)); err != nil {
+		return a, err
 	}
 	if s.pendingBytes >= maxPendingBytes || time.Since(s.pendingSince) >= s.opts.CommitInterval {
 		s.commitLocked()
 	}
-	return index, term, events, keyDelta, nil
+	return a, nil
+}
+
+// kvBucket returns tx's key bucket, set to fill its pages. Pages split
+// half full by default, which wastes up to half of the file (and of the
+// memory it maps) when keys are written in order, as Kubernetes' keys
+// mostly are; etcd fills its key bucket to 90% likewise.
+func kvBucket(tx *bbolt.Tx) *bbolt.Bucket {
+	kv := tx.Bucket(bucketKV)
+	kv.FillPercent = 0.9
+	return kv
 }
 
 // commitPending commits the entries applied since the last commit.
@@ -343,7 +376,7 @@ func (s *Store) commitLocked() {
 		return
 	}
 	tx := s.pending
-	s.pending, s.pendingKeys = nil, nil
+	s.pending, s.pendingKeys, s.pendingReset = nil, nil, false
 	if err := tx.Commit(); err != nil {
 		panic(fmt.Sprintf("fsm: cannot commit applied entries: %v", err))
 	}
@@ -352,6 +385,9 @@ func (s *Store) commitLocked() {
 // pendingUnder reports whether the pending transaction wrote a key under
 // prefix (none is when nothing is pending); s.pendingMu is held.
 func (s *Store) pendingUnder(prefix string) bool {
+	if s.pendingReset {
+		return true
+	}
 	for _, k := range s.pendingKeys {
 		if strings.HasPrefix(k, prefix) {
 			return true

@@ -72,6 +72,8 @@ func FuzzApply(f *testing.F) {
 	f.Add((&Txn{Ops: []Op{Put("/a", []byte("v"), "uid", Cond{MustNotExist: true}), Delete("/seed", Cond{}), Check("/b", Cond{})}}).Marshal())
 	f.Add((&Txn{Ops: []Op{Put("/seed", []byte("v"), "u", Cond{ModRevision: 1, UID: "seed"}), Put("/seed", nil, "", Cond{}), Delete("/seed", Cond{})}}).Marshal())
 	f.Add([]byte{txnVersion, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add((&RestoreEntry{Kind: RestoreBegin, ID: 7}).Marshal())
+	f.Add((&RestoreEntry{Kind: RestoreChunk, ID: 7, Records: []Record{{Key: []byte("/r"), Value: encodeRecord(3, "u", []byte("v"))}}}).Marshal())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var results [2]any
 		var digests [2][32]byte
@@ -89,9 +91,14 @@ func FuzzApply(f *testing.F) {
 			t.Fatalf("two stores diverged on one entry: %v and %v", results[0], results[1])
 		}
 		res := results[0].(*Result)
-		txn, err := UnmarshalTxn(data)
-		if err == nil {
-			err = txn.Validate()
+		var err error
+		if isRestore(data) {
+			_, err = unmarshalRestore(data)
+		} else {
+			var txn *Txn
+			if txn, err = UnmarshalTxn(data); err == nil {
+				err = txn.Validate()
+			}
 		}
 		if err != nil && res.Err == nil {
 			t.Fatalf("an entry that fails validation (%v) was applied", err)

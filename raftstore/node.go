@@ -159,9 +159,11 @@ type Node struct {
 	client    *http.Client
 	metrics   *metrics
 
-	// restoreMu is held for writing by a snapshot restore so that no
-	// Apply enters the log while the restore picks its index.
-	restoreMu sync.RWMutex
+	// transferMu is held for writing while leadership is handed over, so
+	// that no Apply enters the log meanwhile.
+	transferMu sync.RWMutex
+	// restoring is held by the snapshot restore that runs.
+	restoring sync.Mutex
 
 	mu        sync.Mutex
 	duties    []LeaderDuty
@@ -267,7 +269,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	n.raft = r
-	n.submitter = &submitter{raft: r, restoreMu: &n.restoreMu}
+	n.submitter = &submitter{raft: r, transferMu: &n.transferMu}
 	n.bootstrap.Store(hasState)
 	n.client = newHTTPClient(cfg.LocalIP)
 	n.metrics = newMetrics(n, cfg.Metrics)
@@ -532,7 +534,7 @@ func (n *Node) hasOtherVoter() bool {
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.stopping.Store(true)
 	if n.raft.State() == raft.Leader && n.hasOtherVoter() {
-		n.restoreMu.Lock()
+		n.transferMu.Lock()
 		f := n.raft.LeadershipTransfer()
 		done := make(chan error, 1)
 		go func() { done <- f.Error() }()
@@ -545,7 +547,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			}
 		case <-ctx.Done():
 		}
-		n.restoreMu.Unlock()
+		n.transferMu.Unlock()
 	}
 	n.stop()
 	err := n.raft.Shutdown().Error()

@@ -2,80 +2,49 @@ package raftstore
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"time"
-
-	"github.com/hashicorp/raft"
 
 	"github.com/pontoon-dev/pontoon/fsm"
 )
 
+// ErrRestoreRunning refuses a restore while another one runs.
+var ErrRestoreRunning = errors.New("a snapshot restore is already running")
+
 // Restore replaces the whole cluster's state with the snapshot file at path
 // (as written by fsm.ReadSnapshot: verified, checksum removed). It must run on
-// the leader. New writes wait while it runs; afterwards every server's store
-// holds the snapshot and every watch is ended with fsm.ErrCompacted, so
-// clients list again.
-//
-// hashicorp/raft places the snapshot after the last log entry, at a new
-// index. The snapshot's recorded index is rewritten to one at or below that
-// place and above every revision handed out before, so that revisions only
-// ever grow.
+// the leader. The snapshot goes through the Raft log (see fsm.RestoreEntry):
+// its records are staged on every server, then one entry swaps them in, so
+// that a crash of any server, or of all of them, at any moment leaves all
+// on the old state or all on the restored one. Writes are not held off
+// while the records are staged; whatever they wrote is replaced by the
+// snapshot when it commits. Afterwards every watch is ended with
+// fsm.ErrCompacted, so clients list again; revisions go on from the
+// commit's index, above every one handed out before.
 func (n *Node) Restore(ctx context.Context, path string) error {
 	if !n.IsLeader() {
 		return ErrNotLeader
 	}
-	n.restoreMu.Lock()
-	defer n.restoreMu.Unlock()
+	if !n.restoring.TryLock() {
+		return ErrRestoreRunning
+	}
+	defer n.restoring.Unlock()
 	ctx, cancel := n.withTimeout(ctx)
 	defer cancel()
-	timeout := time.Until(deadline(ctx))
-	// With new applies held off, a barrier makes LastIndex final.
-	if err := n.raft.Barrier(timeout).Error(); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	index, term := n.raft.LastIndex()+1, n.raft.CurrentTerm()
-	if err := fsm.SetSnapshotIndex(path, index, term); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	// raft.Restore wants the stream's exact size up front.
-	stream, err := os.CreateTemp(filepath.Dir(path), "restore-*.snap")
+	var b [8]byte
+	rand.Read(b[:])
+	id := binary.BigEndian.Uint64(b[:])
+	var index uint64
+	err := fsm.RestoreEntries(path, id, func(e *fsm.RestoreEntry) error {
+		var err error
+		index, err = await(ctx, n.raft.Apply(e.Marshal(), time.Until(deadline(ctx))))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
-	}
-	defer os.Remove(stream.Name())
-	defer stream.Close()
-	if err := fsm.WriteSnapshotFile(path, stream); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	size, err := stream.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	if _, err := stream.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	cf := n.raft.GetConfiguration()
-	if err := cf.Error(); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	meta := &raft.SnapshotMeta{
-		Version:            raft.SnapshotVersionMax,
-		Index:              index - 1,
-		Term:               term,
-		Configuration:      cf.Configuration(),
-		ConfigurationIndex: cf.Index(),
-		Size:               size,
-	}
-	if err := n.raft.Restore(meta, stream, timeout); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	// Readers wait for the store to reach the commit index, which now
-	// points at the restored snapshot; an entry after it gets them there.
-	if _, err := n.applyLocal(ctx, &fsm.Txn{Ops: []fsm.Op{fsm.Put(keyLeader, []byte(n.cfg.Identity.Name), "", fsm.Cond{})}}); err != nil {
-		return fmt.Errorf("restore: marker entry: %w", err)
 	}
 	n.logger.Info("restored snapshot", "index", index)
 	return nil

@@ -134,3 +134,14 @@ func (n *Node) checkSpace(txn *fsm.Txn) error {
 	}
 	return nil
 }
+
+// SpareSpace is how much the data dir can take before writes stop: what
+// an upload may use.
+func (n *Node) SpareSpace() uint64 {
+	n.space.current()
+	free, needed := n.space.free.Load(), n.space.needed()
+	if free < needed {
+		return 0
+	}
+	return free - needed
+}

@@ -22,7 +22,7 @@ import (
 // for nothing.
 type submitter struct {
 	raft      *raft.Raft
-	restoreMu *sync.RWMutex
+	transferMu *sync.RWMutex
 
 	mu      sync.Mutex
 	busy    bool // a group is on its way, or the next one is being gathered
@@ -101,13 +101,13 @@ func (s *submitter) waitingEntries() int {
 // send submits a group and starts collecting its outcome.
 func (s *submitter) send(group []*submission) {
 	futures := make([][]raft.ApplyFuture, len(group))
-	s.restoreMu.RLock()
+	s.transferMu.RLock()
 	for i, sub := range group {
 		for _, cmd := range sub.cmds {
 			futures[i] = append(futures[i], s.raft.Apply(cmd, time.Until(sub.deadline)))
 		}
 	}
-	s.restoreMu.RUnlock()
+	s.transferMu.RUnlock()
 	go s.collect(group, futures, time.Now())
 }
 

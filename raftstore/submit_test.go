@@ -83,7 +83,7 @@ func TestSubmitterHoldsEntriesWhileAGroupIsOnItsWay(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s := &submitter{raft: r, restoreMu: &sync.RWMutex{}}
+	s := &submitter{raft: r, transferMu: &sync.RWMutex{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	first := make(chan error, 1)
