@@ -2,14 +2,18 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/pontoon-dev/pontoon/api/client"
 	"github.com/pontoon-dev/pontoon/test/cluster"
@@ -178,4 +182,111 @@ func metrics(t *testing.T, s *cluster.Server) map[string]float64 {
 		m[name] = f
 	}
 	return m
+}
+
+// TestRestoreKilledAnyMomentConverges kills every server at several
+// moments of an operator's restore, then starts the followers first and
+// the old leader last: every server ends on the same state, either the
+// one before the restore or the restored one, serving linearizable reads.
+// hashicorp/raft's own restore left the old leader on an uncommitted
+// state with a hole in its log, for good.
+func TestRestoreKilledAnyMomentConverges(t *testing.T) {
+	// The moments the servers are killed at, after the restore is sent:
+	// before it starts, while records are staged, around the commit and
+	// after it.
+	for _, delay := range []time.Duration{0, 40 * time.Millisecond, 150 * time.Millisecond, 400 * time.Millisecond, 3 * time.Second} {
+		t.Run(delay.String(), func(t *testing.T) {
+			c := newCluster(t, 3, 21, "--raft-snapshot-threshold", "1000000", "--raft-trailing-logs", "1000000")
+			c.Start()
+			leader := c.Leader(20 * time.Second)
+			ctx := context.Background()
+			value := []byte(strings.Repeat("s", 1024))
+			var wg sync.WaitGroup
+			errs := make(chan error, 16)
+			for w := range 16 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := w; i < 3000; i += 16 {
+						if _, err := leader.Client().Put(ctx, fmt.Sprint("bulk/", i), value, client.Cond{}); err != nil {
+							errs <- err
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+			put := func(k, v string) {
+				t.Helper()
+				if _, err := leader.Client().Put(ctx, k, []byte(v), client.Cond{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			put("state", "saved")
+			put("only-saved", "yes")
+			file := filepath.Join(t.TempDir(), "snap.db")
+			f, _ := os.Create(file)
+			if err := leader.Client().SaveSnapshot(ctx, f); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			put("state", "changed")
+			put("only-changed", "yes")
+			if _, err := leader.Client().Delete(ctx, "only-saved", client.Cond{}); err != nil {
+				t.Fatal(err)
+			}
+
+			restored := make(chan error, 1)
+			go func() {
+				f, _ := os.Open(file)
+				defer f.Close()
+				_, err := leader.Client().RestoreSnapshot(ctx, f)
+				restored <- err
+			}()
+			// Not a wait for state: the moment of the crash is the point.
+			time.Sleep(delay)
+			for _, s := range c.Servers {
+				s.Kill()
+			}
+			t.Logf("killed %v after the restore was sent; the restore answered %v", delay, func() error {
+				select {
+				case err := <-restored:
+					return err
+				default:
+					return errors.New("nothing yet")
+				}
+			}())
+			for _, s := range c.Others(leader) {
+				s.Start()
+			}
+			leader.Start()
+			c.Leader(30 * time.Second)
+			waitConverged(t, c)
+
+			var states []string
+			for _, s := range c.Servers {
+				kv, err := s.Client().Get(ctx, "state", false)
+				if err != nil {
+					t.Fatalf("a linearizable read on %s: %v", s.Name, err)
+				}
+				_, saved := s.Client().Get(ctx, "only-saved", false)
+				_, changed := s.Client().Get(ctx, "only-changed", false)
+				switch {
+				case string(kv.Value) == "saved" && saved == nil && client.Reason(changed) == metav1.StatusReasonNotFound,
+					string(kv.Value) == "changed" && changed == nil && client.Reason(saved) == metav1.StatusReasonNotFound:
+				default:
+					t.Fatalf("%s holds a mix: state %q, only-saved %v, only-changed %v", s.Name, kv.Value, saved, changed)
+				}
+				if err := s.Ready(); err != nil {
+					t.Fatalf("%s is not ready: %v", s.Name, err)
+				}
+				states = append(states, string(kv.Value))
+			}
+			t.Logf("every server on the %s state", states[0])
+		})
+	}
 }
