@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -117,4 +118,5 @@ func (e *etcd) stop() {
 	for i := range 3 {
 		e.kill(i)
 	}
+	os.RemoveAll(e.dir)
 }

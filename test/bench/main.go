@@ -26,6 +26,7 @@ func main() {
 	duration := flag.Duration("duration", 8*time.Second, "how long each throughput measurement runs")
 	keys := flag.Int("restart-keys", 100000, "keys loaded before the restart and memory measurements")
 	rounds := flag.Int("failover-rounds", 20, "leader kills in the failover measurement")
+	writeRounds := flag.Int("write-rounds", 3, "rounds of the write loads; each system runs once a round, in turn")
 	suites := flag.String("suites", "store,kube,sched", "what to measure: store (against etcd), kube (the Kubernetes API), sched (the scheduler and controllers)")
 	flag.Parse()
 	bin := os.Getenv("PONTOON_BIN")
@@ -34,16 +35,15 @@ func main() {
 	}
 	r := newRunner()
 	defer r.cleanup()
-	cfg := config{duration: *duration, keys: *keys, rounds: *rounds}
+	cfg := config{duration: *duration, keys: *keys, rounds: *rounds, writeRounds: *writeRounds}
 	var report report
 	start := time.Now()
 	if strings.Contains(*suites, "store") {
-		for _, newSys := range []func() system{
-			func() system { return newPontoon(r, bin) },
-			func() system { return newEtcd(r) },
-		} {
-			report.add(measure(newSys, cfg))
-		}
+		report.results = measureStores(cfg, []storeSystem{
+			{func() system { return newPontoon(r, bin, "wal") }, true},
+			{func() system { return newPontoon(r, bin, "boltdb") }, false},
+			{func() system { return newEtcd(r) }, true},
+		})
 	}
 	if strings.Contains(*suites, "kube") {
 		log.Printf("== Kubernetes API")
@@ -67,9 +67,10 @@ func main() {
 }
 
 type config struct {
-	duration time.Duration
-	keys     int
-	rounds   int
+	duration    time.Duration
+	keys        int
+	rounds      int
+	writeRounds int
 }
 
 // system is a three-member cluster under test.
@@ -91,12 +92,24 @@ type system interface {
 
 // result is what one system measured.
 type result struct {
-	name     string
-	writes   []latency // by client count
+	name string
+	// rounds are the write loads of each round, by client count; writes
+	// are their medians.
+	rounds [][]latency
+	writes []latency
+	// The rest is measured once, for the systems measured in full.
+	full     bool
 	reads    latency
 	restart  time.Duration
 	rss      memory
 	failover []time.Duration
+}
+
+// storeSystem is a system the store suite measures; full ones also get
+// the reads, restart, memory and failover measurements.
+type storeSystem struct {
+	new  func() system
+	full bool
 }
 
 type latency struct {
@@ -107,35 +120,79 @@ type latency struct {
 
 var clientCounts = []int{1, 16, 128}
 
-// measure runs the write and read loads on one fresh cluster, then the
-// restart, memory and failover measurements on another that holds only the
-// cfg.keys loaded keys, so the memory figure is that of a server holding
-// exactly those (the write loads alone leave some 145,000 keys behind).
-func measure(newSys func() system, cfg config) result {
-	sys := newSys()
-	log.Printf("== %s", sys.name())
+// measureStores runs the write loads of every system in rounds, each
+// system once a round on a fresh cluster, in turn, so that what changes on
+// the machine over the run falls on all of them alike; each figure is the
+// median of its rounds. Then the systems measured in full get the rest
+// (measureRest).
+func measureStores(cfg config, systems []storeSystem) []result {
+	results := make([]result, len(systems))
+	for round := range cfg.writeRounds {
+		for i, s := range systems {
+			sys := s.new()
+			results[i].name, results[i].full = sys.name(), s.full
+			log.Printf("== %s, write round %d", sys.name(), round+1)
+			results[i].rounds = append(results[i].rounds, measureWrites(sys, cfg))
+		}
+	}
+	for i, s := range systems {
+		results[i].writes = medians(results[i].rounds)
+		if s.full {
+			measureRest(s.new(), cfg, &results[i])
+		}
+	}
+	return results
+}
+
+// measureWrites runs the write loads on a fresh cluster, one client count
+// after another.
+func measureWrites(sys system, cfg config) []latency {
 	sys.start()
-	res := result{name: sys.name()}
+	defer sys.stop()
 	value := make([]byte, 1024)
+	var out []latency
 	for _, n := range clientCounts {
 		l := load(n, cfg.duration, func(ctx context.Context, c, seq int) error {
 			return sys.put(ctx, c%3, fmt.Sprintf("w/%d/%d", c, seq%1000), value)
 		})
 		log.Printf("%s: %d clients: %.0f writes/s, p50 %v, p99 %v", sys.name(), n, l.perSec, l.p50, l.p99)
-		res.writes = append(res.writes, l)
+		out = append(out, l)
 	}
+	return out
+}
+
+// medians takes, for each client count, the median of the rounds'
+// throughputs and latencies, each on its own.
+func medians(rounds [][]latency) []latency {
+	var out []latency
+	for i := range clientCounts {
+		var per []float64
+		var p50s, p99s []time.Duration
+		for _, r := range rounds {
+			per, p50s, p99s = append(per, r[i].perSec), append(p50s, r[i].p50), append(p99s, r[i].p99)
+		}
+		sort.Float64s(per)
+		p50, _ := durations(p50s)
+		p99, _ := durations(p99s)
+		out = append(out, latency{clients: clientCounts[i], perSec: per[len(per)/2], p50: p50, p99: p99})
+	}
+	return out
+}
+
+// measureRest loads cfg.keys keys into a fresh cluster, so the memory
+// figure is that of a server holding exactly those, then measures
+// linearizable reads on a follower, its memory and restart, and failover.
+func measureRest(sys system, cfg config, res *result) {
+	log.Printf("== %s, reads, restart, memory and failover", sys.name())
+	sys.start()
+	defer sys.stop()
 	follower := (sys.leader() + 1) % 3
+	value := make([]byte, 1024)
+	loadKeys(sys, cfg.keys, value)
 	res.reads = load(16, cfg.duration, func(ctx context.Context, c, seq int) error {
-		return sys.get(ctx, follower, fmt.Sprintf("w/%d/%d", c%16, seq%1000))
+		return sys.get(ctx, follower, fmt.Sprintf("load/%08d", (c*7919+seq*16)%cfg.keys))
 	})
 	log.Printf("%s: linearizable reads on a follower: %.0f/s, p50 %v, p99 %v", sys.name(), res.reads.perSec, res.reads.p50, res.reads.p99)
-
-	sys.stop()
-
-	sys = newSys()
-	sys.start()
-	follower = (sys.leader() + 1) % 3
-	loadKeys(sys, cfg.keys, value)
 	res.rss = sys.rss(follower)
 	sys.kill(follower)
 	t0 := time.Now()
@@ -146,13 +203,10 @@ func measure(newSys func() system, cfg config) result {
 	res.restart = time.Since(t0)
 	log.Printf("%s: %d keys: follower RSS %d MiB (anonymous %d, file-backed %d), restart to first linearizable read %v",
 		sys.name(), cfg.keys, res.rss.rss>>20, res.rss.anon>>20, res.rss.file>>20, res.restart)
-
 	for round := range cfg.rounds {
 		res.failover = append(res.failover, failover(sys))
 		log.Printf("%s: failover %d: %v", sys.name(), round+1, res.failover[round])
 	}
-	sys.stop()
-	return res
 }
 
 // load runs n clients for d, each calling op in a loop, and measures.
@@ -255,8 +309,6 @@ type report struct {
 	sched   *schedResult
 }
 
-func (r *report) add(res result) { r.results = append(r.results, res) }
-
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
 
 func ratio(a, b float64) string {
@@ -277,7 +329,7 @@ func (r *report) markdown(cfg config, took time.Duration) string {
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "# Benchmarks\n\nProduced by `make bench` (`cd test && go run ./bench -out ../docs/benchmarks.md`) on %s, %d cores, %s, in %v.\n\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), host, took.Round(time.Second))
-	if len(r.results) == 2 {
+	if len(r.results) == 3 {
 		r.storeMarkdown(&b, cfg)
 	}
 	if r.kube != nil {
@@ -289,39 +341,49 @@ func (r *report) markdown(cfg config, took time.Duration) string {
 	return b.String()
 }
 
+// storeMarkdown reports Pontoon on raft-wal (the default), Pontoon on
+// raft-boltdb and etcd, in that order in r.results.
 func (r *report) storeMarkdown(b *strings.Builder, cfg config) {
-	p, e := r.results[0], r.results[1]
-	b.WriteString("## Replicated store against etcd (issue 2)\n\n")
-	fmt.Fprintf(b, "Both systems ran in the same invocation on the same machine: Pontoon's store with 3 servers on 127.0.0.21-23, etcd %s (Debian's `etcd-server`) with 3 members on 127.0.0.31-33, both fsyncing every commit. ", etcdVersion())
-	fmt.Fprintf(b, "Values are 1 KiB; each throughput figure is %v of closed-loop clients spread over the three members. Ratios are Pontoon / etcd.\n\n", cfg.duration)
+	w, bolt, e := r.results[0], r.results[1], r.results[2]
+	b.WriteString("## Replicated store against etcd (issues 2 and 20)\n\n")
+	fmt.Fprintf(b, "All three ran in the same invocation on the same machine: Pontoon with 3 servers on 127.0.0.21-23 and its Raft log in raft-wal (the default) or raft-boltdb, etcd %s (Debian's `etcd-server`) with 3 members on 127.0.0.31-33, all fsyncing every commit. ", etcdVersion())
+	fmt.Fprintf(b, "Values are 1 KiB; each throughput figure is %v of closed-loop clients spread over the three members. ", cfg.duration)
+	fmt.Fprintf(b, "The write loads ran in %d rounds, each system once a round on a fresh cluster, in turn (%s, %s, %s); each figure is the median of its rounds (throughput, p50 and p99 each on its own). Ratios are Pontoon / etcd.\n\n", len(w.rounds), w.name, bolt.name, e.name)
 
-	b.WriteString("### Writes\n\n| clients | Pontoon writes/s | etcd writes/s | throughput ratio | Pontoon p50 / p99 | etcd p50 / p99 | p99 ratio |\n|---|---|---|---|---|---|---|\n")
-	for i := range p.writes {
-		pw, ew := p.writes[i], e.writes[i]
-		fmt.Fprintf(b, "| %d | %.0f | %.0f | %s | %s / %s | %s / %s | %s |\n", pw.clients, pw.perSec, ew.perSec, ratio(pw.perSec, ew.perSec),
-			ms(pw.p50), ms(pw.p99), ms(ew.p50), ms(ew.p99), ratio(float64(pw.p99), float64(ew.p99)))
+	b.WriteString("### Writes (medians)\n\n| clients | wal writes/s | boltdb writes/s | etcd writes/s | wal / etcd | boltdb / etcd | wal p50 / p99 | boltdb p50 / p99 | etcd p50 / p99 |\n|---|---|---|---|---|---|---|---|---|\n")
+	for i := range w.writes {
+		ww, bw, ew := w.writes[i], bolt.writes[i], e.writes[i]
+		fmt.Fprintf(b, "| %d | %.0f | %.0f | %.0f | %s | %s | %s / %s | %s / %s | %s / %s |\n", ww.clients, ww.perSec, bw.perSec, ew.perSec,
+			ratio(ww.perSec, ew.perSec), ratio(bw.perSec, ew.perSec), ms(ww.p50), ms(ww.p99), ms(bw.p50), ms(bw.p99), ms(ew.p50), ms(ew.p99))
 	}
-	fmt.Fprintf(b, "\n### Linearizable reads on a follower (16 clients)\n\n| | reads/s | p50 | p99 |\n|---|---|---|---|\n| Pontoon | %.0f | %s | %s |\n| etcd | %.0f | %s | %s |\n| ratio | %s | | |\n",
-		p.reads.perSec, ms(p.reads.p50), ms(p.reads.p99), e.reads.perSec, ms(e.reads.p50), ms(e.reads.p99), ratio(p.reads.perSec, e.reads.perSec))
-	fmt.Fprintf(b, "\n### Restart and memory with %d keys of 1 KiB\n\nMeasured on a fresh cluster that holds only these keys (the write loads above ran on another). Resident memory right after loading, split into anonymous memory (heap, stacks) and file-backed pages (mapped bbolt files: clean page cache the kernel can drop and read again).\n\n| | follower restart to first linearizable read | resident | anonymous | file-backed |\n|---|---|---|---|---|\n| Pontoon | %s | %d MiB | %d MiB | %d MiB |\n| etcd | %s | %d MiB | %d MiB | %d MiB |\n| ratio | %s | %s | %s | %s |\n",
-		cfg.keys, ms(p.restart), p.rss.rss>>20, p.rss.anon>>20, p.rss.file>>20, ms(e.restart), e.rss.rss>>20, e.rss.anon>>20, e.rss.file>>20,
-		ratio(float64(p.restart), float64(e.restart)), ratio(float64(p.rss.rss), float64(e.rss.rss)), ratio(float64(p.rss.anon), float64(e.rss.anon)), ratio(float64(p.rss.file), float64(e.rss.file)))
-	pp50, pp99 := durations(p.failover)
+	b.WriteString("\n### Writes, round by round\n\n| round | clients | wal writes/s (p50 / p99) | boltdb writes/s (p50 / p99) | etcd writes/s (p50 / p99) |\n|---|---|---|---|---|\n")
+	for round := range w.rounds {
+		for i, n := range clientCounts {
+			cell := func(l latency) string { return fmt.Sprintf("%.0f (%s / %s)", l.perSec, ms(l.p50), ms(l.p99)) }
+			fmt.Fprintf(b, "| %d | %d | %s | %s | %s |\n", round+1, n, cell(w.rounds[round][i]), cell(bolt.rounds[round][i]), cell(e.rounds[round][i]))
+		}
+	}
+	fmt.Fprintf(b, "\n### Linearizable reads on a follower (16 clients, %d keys stored)\n\n| | reads/s | p50 | p99 |\n|---|---|---|---|\n| Pontoon (wal) | %.0f | %s | %s |\n| etcd | %.0f | %s | %s |\n| ratio | %s | | |\n",
+		cfg.keys, w.reads.perSec, ms(w.reads.p50), ms(w.reads.p99), e.reads.perSec, ms(e.reads.p50), ms(e.reads.p99), ratio(w.reads.perSec, e.reads.perSec))
+	fmt.Fprintf(b, "\n### Restart and memory with %d keys of 1 KiB\n\nMeasured on a fresh cluster that holds only these keys (the write loads above ran on others). Resident memory right after loading, split into anonymous memory (heap, stacks) and file-backed pages (mapped bbolt files: clean page cache the kernel can drop and read again).\n\n| | follower restart to first linearizable read | resident | anonymous | file-backed |\n|---|---|---|---|---|\n| Pontoon (wal) | %s | %d MiB | %d MiB | %d MiB |\n| etcd | %s | %d MiB | %d MiB | %d MiB |\n| ratio | %s | %s | %s | %s |\n",
+		cfg.keys, ms(w.restart), w.rss.rss>>20, w.rss.anon>>20, w.rss.file>>20, ms(e.restart), e.rss.rss>>20, e.rss.anon>>20, e.rss.file>>20,
+		ratio(float64(w.restart), float64(e.restart)), ratio(float64(w.rss.rss), float64(e.rss.rss)), ratio(float64(w.rss.anon), float64(e.rss.anon)), ratio(float64(w.rss.file), float64(e.rss.file)))
+	wp50, wp99 := durations(w.failover)
 	ep50, ep99 := durations(e.failover)
-	fmt.Fprintf(b, "\n### Leader failover (%d rounds)\n\nTime from `kill -9` of the leader to the first write acknowledged through a surviving member.\n\n| | median | p99 (slowest of %d) |\n|---|---|---|\n| Pontoon | %s | %s |\n| etcd | %s | %s |\n",
-		len(p.failover), len(p.failover), ms(pp50), ms(pp99), ms(ep50), ms(ep99))
-	b.WriteString("\n### Goals (issue 2)\n\n")
+	fmt.Fprintf(b, "\n### Leader failover (%d rounds)\n\nTime from `kill -9` of the leader to the first write acknowledged through a surviving member.\n\n| | median | p99 (slowest of %d) |\n|---|---|---|\n| Pontoon (wal) | %s | %s |\n| etcd | %s | %s |\n",
+		len(w.failover), len(w.failover), ms(wp50), ms(wp99), ms(ep50), ms(ep99))
+	b.WriteString("\n### Goals (issues 2 and 20, on the medians, for the default log store, raft-wal)\n\n")
 	goal := func(ok bool, text string) { writeGoal(b, ok, text) }
 	for i, n := range clientCounts {
 		if n == 1 {
-			goal(p.writes[i].p50 <= e.writes[i].p50*3/2, fmt.Sprintf("1 client: latency within 1.5x of etcd's (p50 %s vs %s)", ms(p.writes[i].p50), ms(e.writes[i].p50)))
+			goal(w.writes[i].p50 <= e.writes[i].p50*3/2, fmt.Sprintf("1 client: latency within 1.5x of etcd's (p50 %s vs %s)", ms(w.writes[i].p50), ms(e.writes[i].p50)))
 			continue
 		}
-		goal(p.writes[i].perSec >= 1.5*e.writes[i].perSec && p.writes[i].p99 <= e.writes[i].p99,
-			fmt.Sprintf("%d clients: throughput at least 1.5x etcd's with p99 no higher (%s, p99 %s vs %s)", n, ratio(p.writes[i].perSec, e.writes[i].perSec), ms(p.writes[i].p99), ms(e.writes[i].p99)))
+		goal(w.writes[i].perSec >= 1.5*e.writes[i].perSec && w.writes[i].p99 <= e.writes[i].p99,
+			fmt.Sprintf("%d clients: throughput at least 1.5x etcd's with p99 no higher (%s, p99 %s vs %s)", n, ratio(w.writes[i].perSec, e.writes[i].perSec), ms(w.writes[i].p99), ms(e.writes[i].p99)))
 	}
-	goal(pp99 < 2*time.Second, fmt.Sprintf("failover p99 under 2 s (%s)", ms(pp99)))
-	goal(p.rss.rss < 400<<20, fmt.Sprintf("resident memory with %d objects under 400 MiB (%d MiB)", cfg.keys, p.rss.rss>>20))
+	goal(wp99 < 2*time.Second, fmt.Sprintf("failover p99 under 2 s (%s)", ms(wp99)))
+	goal(w.rss.rss < 400<<20, fmt.Sprintf("resident memory with %d objects under 400 MiB (%d MiB)", cfg.keys, w.rss.rss>>20))
 }
 
 // writeGoal writes one goal of an issue and whether it is met.

@@ -13,23 +13,26 @@ import (
 )
 
 type pontoon struct {
-	r       *runner
-	c       *cluster.Cluster
-	clients []*client.Client
+	r        *runner
+	c        *cluster.Cluster
+	clients  []*client.Client
+	logStore string
 }
 
-func newPontoon(r *runner, bin string) *pontoon {
-	c := cluster.New(r, cluster.Options{Bin: bin, Servers: 3, BaseIP: 21, Args: []string{"--log-level", "warn"}})
+// newPontoon prepares three servers whose data dirs keep the Raft log in
+// logStore (wal or boltdb).
+func newPontoon(r *runner, bin, logStore string) *pontoon {
+	c := cluster.New(r, cluster.Options{Bin: bin, Servers: 3, BaseIP: 21, Args: []string{"--log-level", "warn", "--raft-log-store", logStore}})
 	hc := cluster.HTTPClient()
 	hc.Transport.(*http.Transport).MaxIdleConnsPerHost = 512
-	p := &pontoon{r: r, c: c}
+	p := &pontoon{r: r, c: c, logStore: logStore}
 	for _, s := range c.Servers {
 		p.clients = append(p.clients, client.New(s.API(), hc))
 	}
 	return p
 }
 
-func (p *pontoon) name() string { return "Pontoon" }
+func (p *pontoon) name() string { return "Pontoon (" + p.logStore + ")" }
 func (p *pontoon) start()       { p.c.Start(); p.c.Leader(30 * time.Second) }
 
 func (p *pontoon) put(ctx context.Context, i int, key string, value []byte) error {
@@ -65,9 +68,12 @@ func (p *pontoon) ready(i int) bool {
 }
 
 func (p *pontoon) rss(i int) memory { return memoryOf(p.c.Servers[i].PID()) }
+// stop kills the servers and removes their data: the rounds would
+// otherwise leave gigabytes behind until the end of the run.
 func (p *pontoon) stop() {
 	for _, s := range p.c.Servers {
 		s.Kill()
+		os.RemoveAll(s.DataDir)
 	}
 }
 
