@@ -21,7 +21,7 @@ import (
 // group on its way, or being gathered, goes at once: a lone client waits
 // for nothing.
 type submitter struct {
-	raft      *raft.Raft
+	raft       *raft.Raft
 	transferMu *sync.RWMutex
 
 	mu      sync.Mutex

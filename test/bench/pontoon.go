@@ -68,6 +68,7 @@ func (p *pontoon) ready(i int) bool {
 }
 
 func (p *pontoon) rss(i int) memory { return memoryOf(p.c.Servers[i].PID()) }
+
 // stop kills the servers and removes their data: the rounds would
 // otherwise leave gigabytes behind until the end of the run.
 func (p *pontoon) stop() {
