@@ -127,7 +127,12 @@ func openLogStore(raftDir string, want LogStoreKind, segmentSize int, logger *sl
 		if err != nil {
 			return nil, fmt.Errorf("open raft log %s: %w", dir, err)
 		}
-		store, s.segmentSize = w, uint64(segmentSize)
+		checked := CheckedLog{w}
+		if err := checkLog(checked, dir, logger); err != nil {
+			w.Close()
+			return nil, err
+		}
+		store, s.segmentSize = checked, uint64(segmentSize)
 	case LogStoreBoltDB:
 		path := filepath.Join(raftDir, boltLogFile)
 		b, err := raftboltdb.New(raftboltdb.Options{

@@ -70,7 +70,8 @@ func (s *Server) openLog() (interface {
 	case kind == raftstore.LogStoreBoltDB:
 		return raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), BoltOptions: &bbolt.Options{ReadOnly: true}})
 	case kind == raftstore.LogStoreWAL:
-		return wal.Open(filepath.Join(dir, "wal"))
+		w, err := wal.Open(filepath.Join(dir, "wal"))
+		return raftstore.CheckedLog{WAL: w}, err
 	}
 	return nil, fmt.Errorf("%s holds no Raft log", dir)
 }
