@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
@@ -46,6 +47,21 @@ func newLimiter(l Limits, next http.Handler) *limiter {
 		lim.writes = make(chan struct{}, l.MaxMutatingInFlight)
 	}
 	return lim
+}
+
+// inflightDesc describes the limiter's gauge, as kube-apiserver's
+// apiserver_current_inflight_requests.
+var inflightDesc = prometheus.NewDesc("pontoon_api_inflight_requests",
+	"Requests being served that count against --max-requests-inflight (readOnly) and --max-mutating-requests-inflight (mutating).",
+	[]string{"request_kind"}, nil)
+
+// Describe implements prometheus.Collector.
+func (l *limiter) Describe(ch chan<- *prometheus.Desc) { ch <- inflightDesc }
+
+// Collect implements prometheus.Collector.
+func (l *limiter) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(inflightDesc, prometheus.GaugeValue, float64(len(l.reads)), "readOnly")
+	ch <- prometheus.MustNewConstMetric(inflightDesc, prometheus.GaugeValue, float64(len(l.writes)), "mutating")
 }
 
 func (l *limiter) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -35,7 +35,10 @@ type Config struct {
 	Node    *raftstore.Node
 	Store   *fsm.Store
 	Members *membership.Pool
-	Metrics prometheus.Gatherer
+	Metrics interface {
+		prometheus.Gatherer
+		prometheus.Registerer
+	}
 	// TempDir holds uploaded snapshots while they are verified.
 	TempDir string
 	Logger  *slog.Logger
@@ -93,7 +96,11 @@ func New(cfg Config) (*Server, error) {
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, kube.NoSuchPath())
 	})
-	s.handler = newLimiter(cfg.Limits, m)
+	lim := newLimiter(cfg.Limits, m)
+	if err := cfg.Metrics.Register(lim); err != nil {
+		return nil, err
+	}
+	s.handler = lim
 	return s, nil
 }
 

@@ -27,11 +27,10 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
-// withTimeout bounds ctx by the node's apply timeout unless it has a deadline.
+// withTimeout bounds ctx by the node's apply timeout: a request may allow
+// a minute, but a write or read that has found no leader in ten seconds
+// answers so.
 func (n *Node) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
-	}
 	return context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 }
 

@@ -89,7 +89,7 @@ type Config struct {
 	// DeadServerGrace is how long a server must be dead in gossip before
 	// autopilot may remove it.
 	DeadServerGrace time.Duration
-	// ApplyTimeout bounds Apply and ReadIndex calls whose context has no
+	// ApplyTimeout bounds every Apply and ReadIndex call, whatever its
 	// deadline.
 	ApplyTimeout time.Duration
 	// RebuildStore says OpenStore set the store aside: Raft restores its

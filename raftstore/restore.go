@@ -16,7 +16,7 @@ var ErrRestoreRunning = errors.New("a snapshot restore is already running")
 
 // Restore replaces the whole cluster's state with the snapshot file at path
 // (as written by fsm.ReadSnapshot: verified, checksum removed). It must run on
-// the leader. The snapshot goes through the Raft log (see fsm.RestoreEntry):
+// the leader, within ctx's deadline. The snapshot goes through the Raft log (see fsm.RestoreEntry):
 // its records are staged on every server, then one entry swaps them in, so
 // that a crash of any server, or of all of them, at any moment leaves all
 // on the old state or all on the restored one. Writes are not held off
@@ -32,8 +32,6 @@ func (n *Node) Restore(ctx context.Context, path string) error {
 		return ErrRestoreRunning
 	}
 	defer n.restoring.Unlock()
-	ctx, cancel := n.withTimeout(ctx)
-	defer cancel()
 	var b [8]byte
 	rand.Read(b[:])
 	id := binary.BigEndian.Uint64(b[:])

@@ -5,24 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"log/slog"
-	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 )
 
-// raft-wal keeps no checksum of its entries: a damaged segment reads back
-// as wrong data, silently (and its custom codecs cannot be read back after
-// a restart: every segment says it holds the built-in one). So Pontoon
-// stores each entry's data behind a CRC-32C of the entry (CheckedLog), and
-// every start reads the whole log back (checkLog): damage in the last
-// segment is what a crash in the middle of an append leaves, and is cut
-// off, as etcd repairs a torn WAL tail; damage anywhere else refuses the
-// start, leaving the data dir as it is.
+// raft-wal checks the last batch written to its last segment when it
+// opens, and cuts it off when a crash tore it (its checksum does not
+// match), but keeps no checksum of anything else: a damaged segment reads
+// back as wrong data, silently (and its custom codecs cannot be read back
+// after a restart: every segment says it holds the built-in one). So
+// Pontoon stores each entry's data behind a CRC-32C of the entry
+// (CheckedLog), and every start reads the whole log back (checkLog):
+// damage is refused with one line, and the data dir left as it is.
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -77,10 +72,9 @@ func entrySum(l *raft.Log) uint32 {
 	return crc32.Update(sum, castagnoli, l.Extensions)
 }
 
-// checkLog reads every entry of the raft-wal log in dir back. The first
-// damaged one in the last segment, and everything after it, is cut off;
-// one in an earlier segment is an error naming it.
-func checkLog(w CheckedLog, dir string, logger *slog.Logger) error {
+// checkLog reads every entry of the raft-wal log in dir back, and
+// returns an error naming the first damaged one.
+func checkLog(w CheckedLog, dir string) error {
 	first, err := w.FirstIndex()
 	if err != nil {
 		return err
@@ -89,49 +83,15 @@ func checkLog(w CheckedLog, dir string, logger *slog.Logger) error {
 	if err != nil || last == 0 {
 		return err
 	}
-	tail, err := tailSegmentBase(dir)
-	if err != nil {
-		return err
-	}
 	var l raft.Log
 	for i := first; i <= last; i++ {
 		err := w.GetLog(i, &l)
 		if err == nil && l.Index != i {
 			err = fmt.Errorf("%w: index %d where %d belongs", errDamagedEntry, l.Index, i)
 		}
-		if err == nil {
-			continue
+		if err != nil {
+			return fmt.Errorf("the Raft log in %s is damaged at entry %d of %d-%d (%v); the data dir is left as it is: remove this server (pontoon operator raft remove-peer) and start it with an empty data dir to rejoin", dir, i, first, last, err)
 		}
-		if i < tail {
-			return fmt.Errorf("the Raft log in %s is damaged at entry %d of %d-%d, in a segment before the last (%v); the data dir is left as it is: remove this server (pontoon operator raft remove-peer) and start it with an empty data dir to rejoin", dir, i, first, last, err)
-		}
-		logger.Warn("cutting off the torn end of the Raft log, as a crash in the middle of an append leaves it", "from", i, "to", last, "err", err)
-		if err := w.DeleteRange(i, last); err != nil {
-			return fmt.Errorf("cut off the torn end of the Raft log in %s at %d: %w", dir, i, err)
-		}
-		return nil
 	}
 	return nil
-}
-
-// tailSegmentBase returns the first index of the last segment in dir, from
-// raft-wal's file names (BASEINDEX-ID.wal).
-func tailSegmentBase(dir string) (uint64, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "*.wal"))
-	if err != nil {
-		return 0, err
-	}
-	var bases []uint64
-	for _, f := range files {
-		base, _, _ := strings.Cut(filepath.Base(f), "-")
-		n, err := strconv.ParseUint(base, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("raft log segment %s: unexpected name", f)
-		}
-		bases = append(bases, n)
-	}
-	if len(bases) == 0 {
-		return 0, fmt.Errorf("no raft log segment in %s", dir)
-	}
-	return slices.Max(bases), nil
 }

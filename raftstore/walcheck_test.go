@@ -48,7 +48,8 @@ func damage(t *testing.T, file string, at int) {
 }
 
 // A torn end of the last segment, as a crash in the middle of an append
-// leaves it, is cut off at start; the entries before it read back.
+// leaves it, is cut off at start (raft-wal checks its last batch); the
+// entries before it read back.
 func TestTornLogTailCutOff(t *testing.T) {
 	dir := t.TempDir()
 	files := writeWAL(t, dir, 300)
@@ -71,19 +72,33 @@ func TestTornLogTailCutOff(t *testing.T) {
 	}
 }
 
-// Damage in an earlier segment refuses the start with one line naming the
-// entry, and leaves the data dir as it is.
-func TestDamagedLogSegmentRefused(t *testing.T) {
-	dir := t.TempDir()
-	files := writeWAL(t, dir, 300)
-	b, _ := os.ReadFile(files[1])
-	damage(t, files[1], len(b)/3)
-	before := listing(t, dir)
-	_, err := openLogStore(dir, "", 1<<16, slog.New(slog.DiscardHandler))
-	if err == nil || !strings.Contains(err.Error(), "is damaged at entry") || strings.Contains(err.Error(), "\n") {
-		t.Fatalf("a damaged segment: %v", err)
-	}
-	if after := listing(t, dir); after != before {
-		t.Fatalf("the refused start changed the data dir:\n%s\n%s", before, after)
+// Damage raft-wal does not see, anywhere else, refuses the start with one
+// line naming the entry, and leaves the data dir as it is: in an earlier
+// segment, or in an earlier batch of the last one.
+func TestDamagedLogRefused(t *testing.T) {
+	for _, where := range []string{"earlier segment", "last segment"} {
+		dir := t.TempDir()
+		files := writeWAL(t, dir, 300)
+		file := files[1]
+		if where == "last segment" {
+			file = files[len(files)-1]
+		}
+		// The data of the second entry the segment holds.
+		b, _ := os.ReadFile(file)
+		var at []int
+		for i := 1; i <= 300; i++ {
+			if j := bytes.Index(b, []byte(fmt.Sprintf("%0500d", i))); j >= 0 {
+				at = append(at, j)
+			}
+		}
+		damage(t, file, at[1]+100)
+		before := listing(t, dir)
+		_, err := openLogStore(dir, "", 1<<16, slog.New(slog.DiscardHandler))
+		if err == nil || !strings.Contains(err.Error(), "is damaged at entry") || strings.Contains(err.Error(), "\n") {
+			t.Fatalf("damage in the %s: %v", where, err)
+		}
+		if after := listing(t, dir); after != before {
+			t.Fatalf("damage in the %s: the refused start changed the data dir:\n%s\n%s", where, before, after)
+		}
 	}
 }

@@ -266,6 +266,10 @@ func (h *Handler) listKeys(req *request, sel selector, add func(fsm.KV, runtime.
 				if !sel.matches(req.res, obj) {
 					continue
 				}
+			} else if _, err := storedMessage(kv.Value); err != nil {
+				// Sent as stored, it must at least be a stored object.
+				corrupt, corruptErrs = append(corrupt, kv.Key), append(corruptErrs, err)
+				continue
 			}
 			if err := add(kv, obj); err != nil {
 				return lm, err

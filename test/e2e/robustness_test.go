@@ -195,7 +195,7 @@ func TestNotReadyWhileBehind(t *testing.T) {
 // patch that copies itself thirty times is refused without the server's
 // memory growing; malformed parameters are 400s.
 func TestRequestsBounded(t *testing.T) {
-	c := newCluster(t, 3, 21, "--request-timeout", "3s", "--max-mutating-requests-inflight", "4")
+	c := newCluster(t, 3, 21, "--request-timeout", "8s", "--max-mutating-requests-inflight", "4")
 	c.Start()
 	leader := c.Leader(20 * time.Second)
 	s := c.Others(leader)[0]
@@ -214,12 +214,15 @@ func TestRequestsBounded(t *testing.T) {
 		slow = append(slow, conn)
 	}
 	cluster.Eventually(t, 5*time.Second, func() error {
-		_, err := s.Client().Put(ctx, "fifth", []byte("v"), client.Cond{})
-		if se, ok := err.(*client.StatusError); !ok || se.Status.Code != http.StatusTooManyRequests {
-			return fmt.Errorf("a fifth write answered %v, want 429", err)
+		if n := get(t, s, "/metrics"); !strings.Contains(n, `pontoon_api_inflight_requests{request_kind="mutating"} 4`) {
+			return errors.New("the four slow writes are not all in flight")
 		}
 		return nil
 	})
+	_, err := s.Client().Put(ctx, "fifth", []byte("v"), client.Cond{})
+	if se, ok := err.(*client.StatusError); !ok || se.Status.Code != http.StatusTooManyRequests {
+		t.Fatalf("a fifth write answered %v, want 429", err)
+	}
 	req, _ := http.NewRequest(http.MethodPut, s.API()+"/pontoon/v1/kv/x", strings.NewReader("v"))
 	resp, err := cluster.HTTPClient().Do(req)
 	if err != nil {
@@ -233,13 +236,13 @@ func TestRequestsBounded(t *testing.T) {
 		t.Fatalf("a read while the writes are full: %v", err)
 	}
 	for i, conn := range slow {
-		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		conn.SetReadDeadline(time.Now().Add(15 * time.Second))
 		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 		if err != nil || resp.StatusCode != http.StatusGatewayTimeout {
 			t.Fatalf("slow body %d: %v %v, want 504 at the request timeout", i, resp, err)
 		}
 	}
-	cluster.Eventually(t, 5*time.Second, func() error {
+	cluster.Eventually(t, 6*time.Second, func() error {
 		_, err := s.Client().Put(ctx, "fifth", []byte("v"), client.Cond{})
 		return err
 	})

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -671,8 +672,8 @@ func TestForegroundDeletionKeepsWhatOthersOwn(t *testing.T) {
 		circle = append(circle, p)
 	}
 	for i, p := range circle {
-		p.OwnerReferences = []metav1.OwnerReference{ownerRef("Pod", circle[(i+2)%3])}
-		if _, err := pods.Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+		refs, _ := json.Marshal(map[string]any{"metadata": map[string]any{"ownerReferences": []metav1.OwnerReference{ownerRef("Pod", circle[(i+2)%3])}}})
+		if _, err := pods.Patch(ctx, p.Name, types.MergePatchType, refs, metav1.PatchOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
