@@ -52,6 +52,7 @@ type Handler struct {
 	ips      *ipAllocator
 	openapi  *openAPI
 	events   *eventCache
+	patches  *patcher
 	// versionInfo is what /version answers, read from the build once.
 	versionInfo version.Info
 }
@@ -73,6 +74,7 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h.ips = newIPAllocator(cfg.ServiceCIDR, cfg.Store)
 	h.events = newEventCache()
+	h.patches = newPatcher()
 	return h, nil
 }
 
