@@ -114,9 +114,17 @@ func (p *patcher) apply(ctx context.Context, pt types.PatchType, obj runtime.Obj
 	}
 	done := make(chan patched, 1)
 	go func() {
-		out, err := applyPatch(pt, cur, schema, patch)
-		<-p.slots
-		done <- patched{out, err}
+		var r patched
+		defer func() {
+			// Off the request's goroutine, a panic of the patch library
+			// would stop the server, where net/http would have caught it.
+			if v := recover(); v != nil {
+				r.err = apierrors.NewBadRequest(fmt.Sprintf("the patch could not be applied: %v", v))
+			}
+			<-p.slots
+			done <- r
+		}()
+		r.out, r.err = applyPatch(pt, cur, schema, patch)
 	}()
 	select {
 	case r := <-done:
