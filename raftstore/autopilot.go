@@ -255,6 +255,7 @@ func (n *Node) pollServers(ctx context.Context) {
 			delete(n.polled, name)
 		}
 	}
+	n.noteOthersSpace()
 }
 
 // removedNode reports whether m is a node an operator removed.

@@ -178,6 +178,9 @@ type Node struct {
 	polled map[string]polled
 
 	space *space
+	// othersLow is why another server's data dir is short of space, as
+	// last polled; nil when none is.
+	othersLow atomic.Pointer[error]
 
 	fwd       *forwarder
 	submitter *submitter

@@ -125,14 +125,23 @@ func (n *Node) checkSpace(txn *fsm.Txn) error {
 	if !n.IsLeader() {
 		return nil
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for name, p := range n.polled {
-		if p.err == nil && p.status.SpaceLow && time.Since(p.at) < 10*time.Second {
-			return fmt.Errorf("%w: server %s's data dir is low on space (%d MiB free); writes are refused until space is freed there", ErrNoSpace, name, p.status.FreeBytes>>20)
-		}
+	if low := n.othersLow.Load(); low != nil {
+		return *low
 	}
 	return nil
+}
+
+// noteOthersSpace records, after a poll, whether another server said its
+// data dir is low on space; n.mu is held. Writes read it without a lock.
+func (n *Node) noteOthersSpace() {
+	for name, p := range n.polled {
+		if p.err == nil && p.status.SpaceLow {
+			err := fmt.Errorf("%w: server %s's data dir is low on space (%d MiB free); writes are refused until space is freed there", ErrNoSpace, name, p.status.FreeBytes>>20)
+			n.othersLow.Store(&err)
+			return
+		}
+	}
+	n.othersLow.Store(nil)
 }
 
 // SpareSpace is how much the data dir can take before writes stop: what

@@ -101,8 +101,9 @@ func protoObject(gvk schema.GroupVersionKind, value []byte, rev uint64) ([]byte,
 	return envelope(gvk, appendMessageWithRV(make([]byte, 0, len(msg)+maxRVField), msg, rev))
 }
 
-// protoList is a list of stored objects in Protobuf.
-func protoList(listGVK schema.GroupVersionKind, lm metav1.ListMeta, values [][]byte, revs []uint64) ([]byte, error) {
+// protoList is a list of stored objects in Protobuf; a value that is not
+// a stored object is left out and handed to corrupt with its index.
+func protoList(listGVK schema.GroupVersionKind, lm metav1.ListMeta, values [][]byte, revs []uint64, corrupt func(i int, err error)) ([]byte, error) {
 	meta, err := lm.Marshal()
 	if err != nil {
 		return nil, err
@@ -118,7 +119,8 @@ func protoList(listGVK schema.GroupVersionKind, lm metav1.ListMeta, values [][]b
 	for i, v := range values {
 		msg, err := storedMessage(v)
 		if err != nil {
-			return nil, err
+			corrupt(i, err)
+			continue
 		}
 		item = appendMessageWithRV(item[:0], msg, revs[i])
 		body = protowire.AppendTag(body, listItemsField, protowire.BytesType)

@@ -36,7 +36,7 @@ func TestProtobufFastPathMatchesTheCodec(t *testing.T) {
 		want = append(want, *cm)
 	}
 	lm := metav1.ListMeta{ResourceVersion: "200", Continue: "token"}
-	b, err := protoList(corev1.SchemeGroupVersion.WithKind("ConfigMapList"), lm, values, revs)
+	b, err := protoList(corev1.SchemeGroupVersion.WithKind("ConfigMapList"), lm, values, revs, func(i int, err error) { t.Errorf("value %d: %v", i, err) })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -266,10 +266,6 @@ func (h *Handler) listKeys(req *request, sel selector, add func(fsm.KV, runtime.
 				if !sel.matches(req.res, obj) {
 					continue
 				}
-			} else if _, err := storedMessage(kv.Value); err != nil {
-				// Sent as stored, it must at least be a stored object.
-				corrupt, corruptErrs = append(corrupt, kv.Key), append(corruptErrs, err)
-				continue
 			}
 			if err := add(kv, obj); err != nil {
 				return lm, err
@@ -331,18 +327,26 @@ func (h *Handler) list(w http.ResponseWriter, req *request) error {
 // listProtobuf answers a Protobuf list without a selector from the stored
 // bytes, without decoding them.
 func (h *Handler) listProtobuf(w http.ResponseWriter, req *request, sel selector) error {
+	var keys []string
 	var values [][]byte
 	var revs []uint64
 	lm, err := h.listKeys(req, sel, func(kv fsm.KV, _ runtime.Object) error {
-		values, revs = append(values, kv.Value), append(revs, kv.ModRevision)
+		keys, values, revs = append(keys, kv.Key), append(values, kv.Value), append(revs, kv.ModRevision)
 		return nil
 	}, false)
 	if err != nil {
 		return err
 	}
-	b, err := protoList(req.res.GroupVersion.WithKind(req.res.Kind+"List"), lm, values, revs)
+	var corrupt []string
+	var corruptErrs []error
+	b, err := protoList(req.res.GroupVersion.WithKind(req.res.Kind+"List"), lm, values, revs, func(i int, err error) {
+		corrupt, corruptErrs = append(corrupt, keys[i]), append(corruptErrs, err)
+	})
 	if err != nil {
 		return err
+	}
+	if len(corrupt) > 0 {
+		return storeReadError(req.res, prefix(req.res, req.namespace), corrupt, corruptErrs)
 	}
 	w.Header().Set("Content-Type", mediaProtobuf)
 	w.WriteHeader(http.StatusOK)
