@@ -128,7 +128,7 @@ func openLogStore(raftDir string, want LogStoreKind, segmentSize int, logger *sl
 			return nil, fmt.Errorf("open raft log %s: %w", dir, err)
 		}
 		checked := CheckedLog{w}
-		if err := checkLog(checked, dir); err != nil {
+		if err := checkLog(checked, raftDir, dir); err != nil {
 			w.Close()
 			return nil, err
 		}

@@ -102,3 +102,34 @@ func TestDamagedLogRefused(t *testing.T) {
 		}
 	}
 }
+
+// Sealed segments are read back once: a start records them, and the next
+// reads again only a segment that is not as recorded.
+func TestSealedSegmentsVerifiedOnce(t *testing.T) {
+	dir := t.TempDir()
+	files := writeWAL(t, dir, 300)
+	s, err := openLogStore(dir, "", 1<<16, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	b, err := os.ReadFile(filepath.Join(dir, verifiedFile))
+	if err != nil || !strings.Contains(string(b), filepath.Base(files[0])) || strings.Contains(string(b), filepath.Base(files[len(files)-1])) {
+		t.Fatalf("recorded %s (%v), want the sealed segments and not the last", b, err)
+	}
+	seg, _ := os.ReadFile(files[1])
+	var at int
+	for i := 1; i <= 300; i++ {
+		if j := bytes.Index(seg, []byte(fmt.Sprintf("%0500d", i))); j >= 0 {
+			at = j
+			break
+		}
+	}
+	copy(seg[at+100:], "DAMAGED")
+	if err := os.WriteFile(files[1], append(seg, 0), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openLogStore(dir, "", 1<<16, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "is damaged at entry") {
+		t.Fatalf("a sealed segment changed since it was verified: %v", err)
+	}
+}
