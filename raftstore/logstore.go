@@ -82,6 +82,8 @@ type logStore struct {
 	segmentSize uint64
 	log         *verifier.LogStore // closes the store under it
 	stable      raft.StableStore
+	// checker reads raft-wal's segments back; nil for raft-boltdb.
+	checker *logChecker
 	// verifications counts the verifier's reports by result.
 	verifications *prometheus.CounterVec
 	logger        *slog.Logger
@@ -107,7 +109,7 @@ func openLogStore(raftDir string, want LogStoreKind, segmentSize int, logger *sl
 	s := &logStore{kind: kind, logger: logger.With("component", "raft-log"),
 		verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pontoon_raft_log_verifications_total",
-			Help: "Ranges of the Raft log checked against the leader's checksum, by result: ok, mismatch (what was stored is not what the leader wrote), unverifiable (the range is no longer held) or error.",
+			Help: "Ranges of the Raft log checked against the leader's checksum, by result: ok, mismatch (what was stored is not what the leader wrote), unverifiable (the range is no longer held) or error; damaged counts raft-wal segments whose entries' checksums failed when read back.",
 		}, []string{"result"}),
 	}
 	var store interface {
@@ -128,7 +130,8 @@ func openLogStore(raftDir string, want LogStoreKind, segmentSize int, logger *sl
 			return nil, fmt.Errorf("open raft log %s: %w", dir, err)
 		}
 		checked := CheckedLog{w}
-		if err := checkLog(checked, raftDir, dir); err != nil {
+		s.checker = &logChecker{w: checked, raftDir: raftDir, walDir: dir}
+		if err := s.checker.check(true); err != nil {
 			w.Close()
 			return nil, err
 		}

@@ -139,6 +139,10 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// sealedCheckInterval is how often the server looks for raft-wal segments
+// sealed since it last read them back.
+const sealedCheckInterval = 10 * time.Second
+
 // DefaultReadyMaxLag is Config.ReadyMaxLag's default: a few batches of
 // writes under load, far below a backlog worth keeping clients from.
 const DefaultReadyMaxLag = 1000
@@ -285,10 +289,16 @@ func Open(cfg Config) (*Node, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop = cancel
 	n.fwd = &forwarder{reqs: make(chan *forwardReq), maxLinger: maxLinger}
-	n.wg.Add(5 + forwardSenders)
+	n.wg.Add(6 + forwardSenders)
 	go func() {
 		defer n.wg.Done()
 		n.space.run(ctx, n.logger)
+	}()
+	go func() {
+		defer n.wg.Done()
+		if n.logStore.checker != nil {
+			n.logStore.verifySealed(ctx, sealedCheckInterval)
+		}
 	}()
 	go n.observe(ctx)
 	go n.leadership(ctx)

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"cmp"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
@@ -87,55 +89,89 @@ func entrySum(l *raft.Log) uint32 {
 // back, with their sizes.
 const verifiedFile = "wal-verified.json"
 
-// checkLog reads the entries of the raft-wal log in walDir back, but those
-// of sealed segments verifiedFile in raftDir records, and returns an error
-// naming the first damaged one. Then it records every sealed segment.
-func checkLog(w CheckedLog, raftDir, walDir string) error {
-	first, err := w.FirstIndex()
-	if err != nil {
-		return err
-	}
-	last, err := w.LastIndex()
-	if err != nil || last == 0 {
-		return err
-	}
-	segments, err := listSegments(walDir)
-	if err != nil {
+// logChecker reads a raft-wal log's entries back and records the sealed
+// segments it has verified in verifiedFile.
+type logChecker struct {
+	w               CheckedLog
+	raftDir, walDir string
+}
+
+// check reads back the entries of the sealed segments not recorded yet,
+// and those of the last segment too when withTail is set, and returns an
+// error naming the first damaged one. The sealed segments it read whole
+// are recorded.
+func (c logChecker) check(withTail bool) error {
+	segments, err := listSegments(c.walDir)
+	if err != nil || len(segments) == 0 {
 		return err
 	}
 	verified := map[string]int64{}
-	if b, err := os.ReadFile(filepath.Join(raftDir, verifiedFile)); err == nil {
+	if b, err := os.ReadFile(filepath.Join(c.raftDir, verifiedFile)); err == nil {
 		json.Unmarshal(b, &verified)
 	}
-	// skip reports whether entry i lies in a sealed segment read before.
-	skip := func(i uint64) (bool, uint64) {
-		for k, seg := range segments[:max(len(segments)-1, 0)] {
-			if end := segments[k+1].base; i >= seg.base && i < end {
-				return verified[seg.name] == seg.size, end
-			}
-		}
-		return false, 0
+	first, err := c.w.FirstIndex()
+	if err != nil {
+		return err
 	}
-	var l raft.Log
-	for i := first; i <= last; i++ {
-		if ok, next := skip(i); ok {
-			i = next - 1
+	last, err := c.w.LastIndex()
+	if err != nil {
+		return err
+	}
+	recorded := map[string]int64{}
+	for k, seg := range segments {
+		from, to := seg.base, last // the last segment runs to the log's end
+		sealed := k < len(segments)-1
+		if sealed {
+			to = segments[k+1].base - 1
+		}
+		switch {
+		case sealed && verified[seg.name] == seg.size:
+			recorded[seg.name] = seg.size
+			continue
+		case !sealed && !withTail:
 			continue
 		}
-		err := w.GetLog(i, &l)
-		if err == nil && l.Index != i {
-			err = fmt.Errorf("%w: index %d where %d belongs", errDamagedEntry, l.Index, i)
+		for i := max(from, first); i <= to && i <= last; i++ {
+			var l raft.Log
+			err := c.w.GetLog(i, &l)
+			if errors.Is(err, raft.ErrLogNotFound) && sealed {
+				break // compacted meanwhile: what is left of it is read next time
+			}
+			if err == nil && l.Index != i {
+				err = fmt.Errorf("%w: index %d where %d belongs", errDamagedEntry, l.Index, i)
+			}
+			if err != nil {
+				return fmt.Errorf("the Raft log in %s is damaged at entry %d of %d-%d (%w); the data dir is left as it is: remove this server (pontoon operator raft remove-peer) and start it with an empty data dir to rejoin", c.walDir, i, first, last, err)
+			}
 		}
-		if err != nil {
-			return fmt.Errorf("the Raft log in %s is damaged at entry %d of %d-%d (%v); the data dir is left as it is: remove this server (pontoon operator raft remove-peer) and start it with an empty data dir to rejoin", walDir, i, first, last, err)
+		if sealed {
+			recorded[seg.name] = seg.size
 		}
 	}
-	sealed := map[string]int64{}
-	for _, seg := range segments[:max(len(segments)-1, 0)] {
-		sealed[seg.name] = seg.size
+	b, _ := json.Marshal(recorded)
+	return writeSynced(filepath.Join(c.raftDir, verifiedFile), b)
+}
+
+// verifySealed reads back each segment as it is sealed, every interval,
+// so that a restart has only the last one to read; damage is logged and
+// counted, as the log verifier's mismatches are.
+func (s *logStore) verifySealed(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		switch err := s.checker.check(false); {
+		case errors.Is(err, errDamagedEntry):
+			s.verifications.WithLabelValues("damaged").Inc()
+			s.logger.Error("raft log segment damaged on disk", "err", err)
+		case err != nil:
+			s.logger.Warn("reading sealed raft log segments back", "err", err)
+		}
 	}
-	b, _ := json.Marshal(sealed)
-	return writeSynced(filepath.Join(raftDir, verifiedFile), b)
 }
 
 // segment is a raft-wal segment file: BASEINDEX-ID.wal.
@@ -154,6 +190,9 @@ func listSegments(dir string) ([]segment, error) {
 	var out []segment
 	for _, f := range files {
 		fi, err := os.Stat(f)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // removed by a compaction meanwhile
+		}
 		if err != nil {
 			return nil, err
 		}
