@@ -22,8 +22,8 @@ func snapshotFile(t *testing.T, s *Store) string {
 	return path
 }
 
-// restoreLog turns a snapshot file into restore entries from index first.
-func restoreLog(t *testing.T, path string, id, first uint64) [][]byte {
+// restoreLog turns a snapshot file into the entries of restore id.
+func restoreLog(t *testing.T, path string, id uint64) [][]byte {
 	t.Helper()
 	var out [][]byte
 	if err := RestoreEntries(path, id, func(e *RestoreEntry) error {
@@ -49,7 +49,7 @@ func TestRestoreThroughTheLog(t *testing.T) {
 		apply(t, src, uint64(i+1), Put(string(rune('a'+i)), big, "u", Cond{}))
 	}
 	_, want, _ := src.Digest()
-	entries := restoreLog(t, snapshotFile(t, src), 42, 0)
+	entries := restoreLog(t, snapshotFile(t, src), 42)
 	if len(entries) < 5 {
 		t.Fatalf("%d entries for 3 MB, want chunks of about 1 MiB", len(entries))
 	}
@@ -103,14 +103,14 @@ func TestRestoreThroughTheLog(t *testing.T) {
 func TestRestoreEntriesOutOfOrderRefused(t *testing.T) {
 	src := openTest(t, 100)
 	apply(t, src, 1, Put("a", []byte("1"), "", Cond{}))
-	entries := restoreLog(t, snapshotFile(t, src), 1, 0)
+	entries := restoreLog(t, snapshotFile(t, src), 1)
 	s := openTest(t, 100)
 	apply(t, s, 1, Put("old", []byte("1"), "", Cond{}))
 	_, before, _ := s.Digest()
 	wantCode(t, applyEntry(s, 2, entries[1]), CodeConflict) // a chunk before begin
 	applyEntry(s, 3, entries[0])
 	wantCode(t, applyEntry(s, 4, entries[2]), CodeConflict) // commit before the chunk
-	other := restoreLog(t, snapshotFile(t, src), 2, 0)
+	other := restoreLog(t, snapshotFile(t, src), 2)
 	wantCode(t, applyEntry(s, 5, other[1]), CodeConflict) // another restore's chunk
 	if _, after, _ := s.Digest(); after != before {
 		t.Fatal("refused restore entries changed the state")

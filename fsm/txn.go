@@ -95,8 +95,7 @@ func Check(key string, cond Cond) Op {
 // entry is refused the same way on every server.
 func (t *Txn) Validate() error {
 	if len(t.Ops) > MaxTxnOps {
-		return &TxnError{Code: CodeTooLarge, Op: MaxTxnOps,
-			Message: fmt.Sprintf("transaction has %d operations, the limit is %d", len(t.Ops), MaxTxnOps)}
+		return tooManyOps(len(t.Ops))
 	}
 	size := 0
 	for i, op := range t.Ops {
@@ -125,6 +124,12 @@ func (t *Txn) Validate() error {
 		}
 	}
 	return nil
+}
+
+// tooManyOps refuses a transaction of n operations, over MaxTxnOps.
+func tooManyOps(n int) *TxnError {
+	return &TxnError{Code: CodeTooLarge, Op: MaxTxnOps,
+		Message: fmt.Sprintf("transaction has %d operations, the limit is %d", n, MaxTxnOps)}
 }
 
 // truncate cuts s to at most n bytes, marking the cut.
@@ -184,8 +189,7 @@ func UnmarshalTxn(b []byte) (*Txn, error) {
 	case n > uint64(len(b))/minOpSize:
 		return nil, fmt.Errorf("%w: %d operations in %d bytes", errMalformed, n, len(b))
 	case n > MaxTxnOps:
-		return nil, &TxnError{Code: CodeTooLarge, Op: MaxTxnOps,
-			Message: fmt.Sprintf("transaction has %d operations, the limit is %d", n, MaxTxnOps)}
+		return nil, tooManyOps(int(n))
 	}
 	t := &Txn{Ops: make([]Op, 0, n)}
 	for i := uint64(0); i < n && d.err == nil; i++ {
