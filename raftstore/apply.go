@@ -93,8 +93,11 @@ func (n *Node) applyLeader(ctx context.Context, txn *fsm.Txn) (uint64, error) {
 	return res[0].rev, res[0].err
 }
 
-func (n *Node) applyLocal(ctx context.Context, txn *fsm.Txn) (uint64, error) {
-	return await(ctx, n.raft.Apply(txn.Marshal(), time.Until(deadline(ctx))))
+// applyLocal appends an entry this (leader) server makes itself, past
+// the submitter and the checks a client's write goes through, and waits
+// for it within ctx.
+func (n *Node) applyLocal(ctx context.Context, data []byte) (uint64, error) {
+	return await(ctx, n.raft.Apply(data, time.Until(deadline(ctx))))
 }
 
 // await waits for an entry submitted with raft.Apply. raft.ApplyFuture has

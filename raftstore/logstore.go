@@ -196,17 +196,11 @@ func (n *Node) appendCheckpoints(ctx context.Context) {
 	if n.cfg.LogVerifyInterval <= 0 {
 		return
 	}
-	t := time.NewTicker(n.cfg.LogVerifyInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		f := n.raft.Apply(checkpoint, n.cfg.ApplyTimeout)
-		if err := f.Error(); err != nil && ctx.Err() == nil {
+	every(ctx, n.cfg.LogVerifyInterval, func() {
+		actx, cancel := n.withTimeout(ctx)
+		defer cancel()
+		if _, err := n.applyLocal(actx, checkpoint); err != nil && ctx.Err() == nil {
 			n.logger.Warn("appending a log verification checkpoint", "err", err)
 		}
-	}
+	})
 }

@@ -1,6 +1,6 @@
 // Package raftstore is the Raft node of a Pontoon server: hashicorp/raft
-// with its log in raft-wal (or raft-boltdb, see LogStoreKind), its snapshots on disk and fsm.Store as its
-// state machine.
+// with its log in raft-wal (or raft-boltdb, see LogStoreKind), its
+// snapshots on disk and fsm.Store as its state machine.
 //
 // It gives the rest of the server four things:
 //   - Apply: a transaction from any server. A follower forwards it to the
@@ -297,7 +297,7 @@ func Open(cfg Config) (*Node, error) {
 	go func() {
 		defer n.wg.Done()
 		if n.logStore.checker != nil {
-			n.logStore.verifySealed(ctx, sealedCheckInterval)
+			every(ctx, sealedCheckInterval, n.logStore.verifySealed)
 		}
 	}()
 	go n.observe(ctx)
@@ -464,7 +464,7 @@ func (n *Node) leadership(ctx context.Context) {
 func (n *Node) lead(ctx context.Context, running *sync.WaitGroup) {
 	start := time.Now()
 	for {
-		_, err := n.applyLocal(ctx, &fsm.Txn{Ops: []fsm.Op{fsm.Put(keyLeader, []byte(n.cfg.Identity.Name), "", fsm.Cond{})}})
+		_, err := n.applyLocal(ctx, (&fsm.Txn{Ops: []fsm.Op{fsm.Put(keyLeader, []byte(n.cfg.Identity.Name), "", fsm.Cond{})}}).Marshal())
 		if err == nil {
 			break
 		}
@@ -497,7 +497,7 @@ func (n *Node) ensureClusterID(ctx context.Context) error {
 		return err
 	}
 	id := newID()
-	_, err := n.applyLocal(ctx, &fsm.Txn{Ops: []fsm.Op{fsm.Put(keyClusterID, []byte(id), "", fsm.Cond{MustNotExist: true})}})
+	_, err := n.applyLocal(ctx, (&fsm.Txn{Ops: []fsm.Op{fsm.Put(keyClusterID, []byte(id), "", fsm.Cond{MustNotExist: true})}}).Marshal())
 	var te *fsm.TxnError
 	if errors.As(err, &te) && te.Code == fsm.CodeExists {
 		return nil
@@ -568,4 +568,19 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.transport.Close()
 	n.closeStores()
 	return err
+}
+
+// every calls fn every interval until ctx ends, the first time an
+// interval from now.
+func every(ctx context.Context, interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fn()
+	}
 }

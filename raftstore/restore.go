@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/pontoon-dev/pontoon/fsm"
 )
@@ -15,11 +14,12 @@ import (
 var ErrRestoreRunning = errors.New("a snapshot restore is already running")
 
 // Restore replaces the whole cluster's state with the snapshot file at path
-// (as written by fsm.ReadSnapshot: verified, checksum removed). It must run on
-// the leader, within ctx's deadline. The snapshot goes through the Raft log (see fsm.RestoreEntry):
-// its records are staged on every server, then one entry swaps them in, so
-// that a crash of any server, or of all of them, at any moment leaves all
-// on the old state or all on the restored one. Writes are not held off
+// (as written by fsm.ReadSnapshot: verified, checksum removed). It must run
+// on the leader, within ctx's deadline. The snapshot goes through the Raft
+// log (see fsm.RestoreEntry): its records are staged on every server, then
+// one entry swaps them in, so that a crash of any server, or of all of
+// them, at any moment leaves all on the old state or all on the restored
+// one. Writes are not held off
 // while the records are staged; whatever they wrote is replaced by the
 // snapshot when it commits. Afterwards every watch is ended with
 // fsm.ErrCompacted, so clients list again; revisions go on from the
@@ -38,7 +38,7 @@ func (n *Node) Restore(ctx context.Context, path string) error {
 	var index uint64
 	err := fsm.RestoreEntries(path, id, func(e *fsm.RestoreEntry) error {
 		var err error
-		index, err = await(ctx, n.raft.Apply(e.Marshal(), time.Until(deadline(ctx))))
+		index, err = n.applyLocal(ctx, e.Marshal())
 		return err
 	})
 	if err != nil {

@@ -2,7 +2,6 @@ package raftstore
 
 import (
 	"context"
-	"time"
 )
 
 // snapshotThreshold is the number of log entries after which Raft takes a
@@ -30,16 +29,11 @@ const entriesPerObject = 2
 // checks.
 func (n *Node) paceSnapshots(ctx context.Context) {
 	defer n.wg.Done()
-	tick := time.NewTicker(n.cfg.SnapshotInterval)
-	defer tick.Stop()
-	for {
+	pace := func() {
 		n.setSnapshotThreshold(snapshotThreshold(n.cfg.SnapshotThreshold, n.cfg.Store.Stats().Keys))
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
 	}
+	pace()
+	every(ctx, n.cfg.SnapshotInterval, pace)
 }
 
 func (n *Node) setSnapshotThreshold(want uint64) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -77,11 +78,12 @@ func (s *space) status() error {
 		ErrNoSpace, s.dir, s.free.Load()>>20, s.needed()>>20)
 }
 
-func (s *space) run(ctx context.Context, logger interface{ Warn(string, ...any) }) {
-	t := time.NewTicker(spaceCheckInterval)
-	defer t.Stop()
+// run measures the free space every spaceCheckInterval, for the metrics
+// and /readyz (writes measure it themselves, see current), and logs when
+// writes stop and resume.
+func (s *space) run(ctx context.Context, logger *slog.Logger) {
 	wasLow := false
-	for {
+	check := func() {
 		if err := s.measure(); err != nil {
 			logger.Warn("measuring the data dir's free space", "err", err)
 		}
@@ -93,12 +95,9 @@ func (s *space) run(ctx context.Context, logger interface{ Warn(string, ...any) 
 				logger.Warn("data dir has space again: accepting writes", "free_mib", s.free.Load()>>20)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
 	}
+	check()
+	every(ctx, spaceCheckInterval, check)
 }
 
 // freesSpace reports whether txn only deletes and checks: it is let
