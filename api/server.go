@@ -174,9 +174,8 @@ func (s *Server) restoreSnapshot(w http.ResponseWriter, r *http.Request) {
 	// Raft log and the staged records. It may take a third of what the
 	// data dir can spare, and is cut off as soon as it is larger.
 	limit := int64(s.cfg.Node.SpareSpace() / 3)
-	body := &cappedReader{r: r.Body, left: limit}
-	path, info, err := fsm.ReadSnapshot(body, s.cfg.TempDir)
-	if body.over {
+	path, info, err := fsm.ReadSnapshot(http.MaxBytesReader(w, r.Body, limit), s.cfg.TempDir)
+	if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
 		writeError(w, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("the snapshot is larger than the %d MiB a restore may take: a third of the space the data dir can spare", limit>>20)))
 		return
 	}
@@ -220,27 +219,4 @@ func queryUint(r *http.Request, name string) (uint64, error) {
 		return 0, apierrors.NewBadRequest(fmt.Sprintf("query parameter %s=%q is not a number", name, v))
 	}
 	return n, nil
-}
-
-// cappedReader reads at most left bytes from r, then fails, recording
-// that the input was larger.
-type cappedReader struct {
-	r    io.Reader
-	left int64
-	over bool
-}
-
-func (c *cappedReader) Read(p []byte) (int, error) {
-	if c.left <= 0 {
-		var one [1]byte
-		if n, _ := c.r.Read(one[:]); n > 0 {
-			c.over = true
-			return 0, errors.New("snapshot too large")
-		}
-		return 0, io.EOF
-	}
-	p = p[:min(int64(len(p)), c.left)]
-	n, err := c.r.Read(p)
-	c.left -= int64(n)
-	return n, err
 }

@@ -66,14 +66,20 @@ func (h *Handler) delete(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
-	if code == http.StatusOK && gone {
+	if gone {
 		m := accessor(obj)
-		h.writeObject(w, req.out, http.StatusOK, &metav1.Status{
-			TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess,
-			Details: &metav1.StatusDetails{Name: m.GetName(), Group: req.res.GroupVersion.Group, Kind: req.res.Name, UID: m.GetUID()}})
+		h.writeDeleted(w, req, m.GetName(), m.GetUID())
 		return nil
 	}
 	return h.writeResult(w, req, code, obj)
+}
+
+// writeDeleted answers a delete that removed the object: a success Status
+// naming it, as kube-apiserver answers.
+func (h *Handler) writeDeleted(w http.ResponseWriter, req *request, name string, uid types.UID) {
+	h.writeObject(w, req.out, http.StatusOK, &metav1.Status{
+		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess,
+		Details: &metav1.StatusDetails{Name: name, Group: req.res.GroupVersion.Group, Kind: req.res.Name, UID: uid}})
 }
 
 // deleteUnreadable removes an object that cannot be decoded, as
@@ -99,16 +105,14 @@ func (h *Handler) deleteUnreadable(w http.ResponseWriter, req *request, opts *me
 		}
 	}
 	h.cfg.Logger.Warn("deleted a stored object that could not be read", "key", k, "dry_run", dry)
-	h.writeObject(w, req.out, http.StatusOK, &metav1.Status{
-		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess,
-		Details: &metav1.StatusDetails{Name: req.name, Group: req.res.GroupVersion.Group, Kind: req.res.Name, UID: types.UID(kv.UID)}})
+	h.writeDeleted(w, req, req.name, types.UID(kv.UID))
 	return nil
 }
 
 // deleteObject deletes one object as DeleteOptions say: at once, or by
 // setting deletionTimestamp when finalizers (or a pod's grace period) must
-// run first; gone says which. The code is kube-apiserver's: 200, but 202
-// for an object that stays when the client set orphanDependents=false.
+// run first; gone says which. The code of an object that stays is
+// kube-apiserver's: 200, but 202 when the client set orphanDependents=false.
 func (h *Handler) deleteObject(ctx context.Context, req *request, opts *metav1.DeleteOptions) (out runtime.Object, code int, gone bool, err error) {
 	dry, err := dryRun(req, opts.DryRun)
 	if err != nil {

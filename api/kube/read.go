@@ -227,14 +227,8 @@ func (h *Handler) listKeys(req *request, sel selector, add func(fsm.KV, runtime.
 	}
 	// Objects that cannot be decoded are collected, and the listing
 	// fails naming them all, as kube-apiserver's does.
-	var corrupt []string
-	var corruptErrs []error
-	finish := func() (metav1.ListMeta, error) {
-		if len(corrupt) > 0 {
-			return lm, storeReadError(req.res, pfx, corrupt, corruptErrs)
-		}
-		return lm, nil
-	}
+	var bad unreadable
+	finish := func() (metav1.ListMeta, error) { return lm, bad.err(req.res, pfx) }
 	// Filtering happens after reading, so a page may need several reads
 	// to fill, as kube-apiserver's storage does.
 	for {
@@ -260,7 +254,7 @@ func (h *Handler) listKeys(req *request, sel selector, add func(fsm.KV, runtime.
 			var obj runtime.Object
 			if decode {
 				if obj, err = h.objects.decode(req.res, kv.Value, kv.ModRevision); err != nil {
-					corrupt, corruptErrs = append(corrupt, kv.Key), append(corruptErrs, err)
+					bad.add(kv.Key, err)
 					continue
 				}
 				if !sel.matches(req.res, obj) {
@@ -337,16 +331,13 @@ func (h *Handler) listProtobuf(w http.ResponseWriter, req *request, sel selector
 	if err != nil {
 		return err
 	}
-	var corrupt []string
-	var corruptErrs []error
-	b, err := protoList(req.res.GroupVersion.WithKind(req.res.Kind+"List"), lm, values, revs, func(i int, err error) {
-		corrupt, corruptErrs = append(corrupt, keys[i]), append(corruptErrs, err)
-	})
+	var bad unreadable
+	b, err := protoList(req.res.GroupVersion.WithKind(req.res.Kind+"List"), lm, values, revs, func(i int, err error) { bad.add(keys[i], err) })
+	if err == nil {
+		err = bad.err(req.res, prefix(req.res, req.namespace))
+	}
 	if err != nil {
 		return err
-	}
-	if len(corrupt) > 0 {
-		return storeReadError(req.res, prefix(req.res, req.namespace), corrupt, corruptErrs)
 	}
 	w.Header().Set("Content-Type", mediaProtobuf)
 	w.WriteHeader(http.StatusOK)

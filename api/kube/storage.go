@@ -232,24 +232,39 @@ func (o *objects) read(r *resource.Resource, ns, name string, decode func(*resou
 	}
 	obj, err := decode(r, kv)
 	if err != nil {
-		return stored{}, storeReadError(r, prefix(r, ns), []string{kv.Key}, []error{err})
+		var u unreadable
+		u.add(kv.Key, err)
+		return stored{}, u.err(r, prefix(r, ns))
 	}
 	return stored{obj: obj, rev: kv.ModRevision, value: kv.Value}, nil
 }
 
-// storeReadError is kube-apiserver's answer for stored objects that
-// cannot be decoded: 500 StorageReadError, naming each key, so that an
-// operator can find them and delete them with
+// unreadable collects stored objects that cannot be decoded. Its err is
+// kube-apiserver's answer for them: 500 StorageReadError, naming each key,
+// so that an operator can find them and delete them with
 // ignoreStoreReadErrorWithClusterBreakingPotential.
-func storeReadError(r *resource.Resource, pfx string, keys []string, errs []error) error {
-	causes := make([]metav1.StatusCause, len(keys))
-	for i, k := range keys {
-		causes[i] = metav1.StatusCause{Type: metav1.CauseTypeUnexpectedServerResponse, Message: errs[i].Error(), Field: k}
+type unreadable struct {
+	keys []string
+	errs []error
+}
+
+func (u *unreadable) add(key string, err error) {
+	u.keys, u.errs = append(u.keys, key), append(u.errs, err)
+}
+
+// err is nil when nothing was collected.
+func (u *unreadable) err(r *resource.Resource, pfx string) error {
+	if len(u.keys) == 0 {
+		return nil
+	}
+	causes := make([]metav1.StatusCause, len(u.keys))
+	for i, k := range u.keys {
+		causes[i] = metav1.StatusCause{Type: metav1.CauseTypeUnexpectedServerResponse, Message: u.errs[i].Error(), Field: k}
 	}
 	return &apierrors.StatusError{ErrStatus: metav1.Status{
 		Status: metav1.StatusFailure, Code: http.StatusInternalServerError, Reason: metav1.StatusReasonStoreReadError,
 		Message: fmt.Sprintf("failed to read %d stored object(s) (%s): %v; an object that cannot be read can be deleted with ignoreStoreReadErrorWithClusterBreakingPotential=true",
-			len(keys), strings.Join(keys, ", "), errs[0]),
+			len(u.keys), strings.Join(u.keys, ", "), u.errs[0]),
 		Details: &metav1.StatusDetails{Group: r.GroupVersion.Group, Kind: r.Name, Name: pfx, Causes: causes},
 	}}
 }

@@ -36,8 +36,9 @@ const updateRetries = 8
 func readBody(req *request) ([]byte, error) {
 	body, err := io.ReadAll(io.LimitReader(req.Body, maxBodySize+1))
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		// The body came slower than the request timeout allows.
-		return nil, apierrors.NewTimeoutError("request did not complete within the allotted timeout: the body was still arriving", 0)
+		// The body came slower than the request timeout allows: the
+		// Status is a timeout (Config.StatusFor).
+		return nil, err
 	}
 	if err != nil {
 		return nil, apierrors.NewBadRequest(fmt.Sprintf("reading the request body: %v", err))
