@@ -333,8 +333,7 @@ func (gc *garbageCollector) deleteDependent(ctx context.Context, d node) error {
 	return gc.delete(ctx, d, metav1.DeletePropagationForeground)
 }
 
-// unblockOwners sets blockOwnerDeletion to false on every owner reference
-// of n.
+// unblockOwners clears blockOwnerDeletion on every owner reference of n.
 func (gc *garbageCollector) unblockOwners(ctx context.Context, n node) error {
 	refs := slices.Clone(n.meta.GetOwnerReferences())
 	for i := range refs {
@@ -345,8 +344,8 @@ func (gc *garbageCollector) unblockOwners(ctx context.Context, n node) error {
 
 // ownerGone handles the dependents of an owner the informers no longer
 // hold, once the API confirms it is gone (an informer may lag): each
-// dependent with no other owner left is deleted; the others lose the
-// reference.
+// dependent another owner keeps (keptByAnother) loses the reference; the
+// others are deleted.
 func (gc *garbageCollector) ownerGone(ctx context.Context, uid types.UID, deps []node) error {
 	exists, err := gc.ownerExists(ctx, deps[0].meta, *refTo(deps[0].meta, uid))
 	if err != nil || exists {
@@ -354,20 +353,12 @@ func (gc *garbageCollector) ownerGone(ctx context.Context, uid types.UID, deps [
 	}
 	var errs []error
 	for _, d := range deps {
-		alive := false
-		for _, ref := range d.meta.GetOwnerReferences() {
-			if ref.UID == uid {
-				continue
-			}
-			ok, err := gc.ownerExists(ctx, d.meta, ref)
-			if err != nil {
-				errs = append(errs, err)
-				alive = true
-				break
-			}
-			alive = alive || ok
-		}
-		if alive {
+		kept, err := gc.keptByAnother(ctx, d, uid)
+		switch {
+		case err != nil:
+			errs = append(errs, err) // decided again when the key is retried
+			continue
+		case kept:
 			errs = append(errs, gc.removeOwnerRefs(ctx, d, uid))
 			continue
 		}
