@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -83,12 +84,13 @@ func (l *limiter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if longRunning(r) {
+	q := r.URL.Query()
+	if longRunning(r.URL.Path, q) {
 		l.next.ServeHTTP(w, r)
 		return
 	}
 	timeout := l.limits.RequestTimeout
-	if t, err := time.ParseDuration(r.URL.Query().Get("timeout")); err == nil && t > 0 && t < timeout {
+	if t, err := time.ParseDuration(q.Get("timeout")); err == nil && t > 0 && t < timeout {
 		timeout = t
 	}
 	if timeout > 0 {
@@ -123,15 +125,14 @@ func mutating(r *http.Request) bool {
 
 // longRunning requests have no timeout, as in kube-apiserver: watches,
 // the streaming subresources, and snapshots, whose size is the store's.
-func longRunning(r *http.Request) bool {
-	q := r.URL.Query()
-	if w, _ := strconv.ParseBool(q.Get("watch")); w || strings.Contains(r.URL.Path, "/watch/") {
+func longRunning(path string, q url.Values) bool {
+	if w, _ := strconv.ParseBool(q.Get("watch")); w || strings.Contains(path, "/watch/") {
 		return true
 	}
-	if strings.HasPrefix(r.URL.Path, "/pontoon/v1/snapshot") || strings.Contains(r.URL.Path+"/", "/proxy/") {
+	if strings.HasPrefix(path, "/pontoon/v1/snapshot") || strings.Contains(path+"/", "/proxy/") {
 		return true
 	}
-	switch r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:] {
+	switch path[strings.LastIndex(path, "/")+1:] {
 	case "exec", "attach", "portforward":
 		return true
 	case "log":
