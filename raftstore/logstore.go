@@ -76,7 +76,6 @@ func fileExists(path string) bool {
 // appends a checkpoint now and then, and every server checks that what it
 // stored since the last one is what the leader wrote.
 type logStore struct {
-	kind LogStoreKind
 	// segmentSize is the space each new segment takes at once (raft-wal
 	// preallocates it); zero for raft-boltdb.
 	segmentSize uint64
@@ -106,7 +105,7 @@ func openLogStore(raftDir string, want LogStoreKind, segmentSize int, logger *sl
 	case want != "" && want != have:
 		return nil, fmt.Errorf("the Raft log in %s is kept in %s, not --raft-log-store %s; a data dir keeps the store it was made with: to move this server, remove it (pontoon operator raft remove-peer), start it with an empty data dir and let it rejoin (docs/store.md)", raftDir, have, want)
 	}
-	s := &logStore{kind: kind, logger: logger.With("component", "raft-log"),
+	s := &logStore{logger: logger.With("component", "raft-log"),
 		verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pontoon_raft_log_verifications_total",
 			Help: "Ranges of the Raft log checked against the leader's checksum, by result: ok, mismatch (what was stored is not what the leader wrote), unverifiable (the range is no longer held) or error; damaged counts raft-wal segments whose entries' checksums failed when read back.",
