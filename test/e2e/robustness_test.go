@@ -196,10 +196,13 @@ func TestNotReadyWhileBehind(t *testing.T) {
 
 // TestRequestsBounded: a server sheds what would eat it, as kube-apiserver
 // does. Writes beyond the in-flight limit get 429 with Retry-After while
-// reads go on; bodies sent slowly are cut at the request timeout and
-// connections that never send a request at the header timeout; a JSON
-// patch that copies itself thirty times is refused without the server's
-// memory growing; malformed parameters are 400s.
+// reads go on; bodies sent slowly are cut at the request timeout, 2,000
+// connections that never send a request at the header timeout and 2,000
+// idle keep-alive connections at the idle timeout; a JSON patch that
+// copies itself thirty times is refused without the server's memory
+// growing; a strategic merge patch that costs the server seconds of CPU
+// starves neither Raft's heartbeats nor other writes; malformed
+// parameters are 400s.
 func TestRequestsBounded(t *testing.T) {
 	c := newCluster(t, 3, 21, "--request-timeout", "8s", "--max-mutating-requests-inflight", "4")
 	c.Start()
@@ -207,6 +210,19 @@ func TestRequestsBounded(t *testing.T) {
 	s := c.Others(leader)[0]
 	ctx := context.Background()
 	host := strings.TrimPrefix(s.API(), "http://")
+
+	// Keep-alive connections left idle after a request; checked at the end,
+	// once the idle timeout has passed.
+	keptAlive := dialMany(t, host, 2000)
+	for i, conn := range keptAlive {
+		fmt.Fprintf(conn, "GET /livez HTTP/1.1\r\nHost: %s\r\n\r\n", host)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil || resp.StatusCode != http.StatusOK || resp.Close {
+			t.Fatalf("keep-alive connection %d: %v %v", i, resp, err)
+		}
+		resp.Body.Close()
+	}
+	keptAliveSince := time.Now()
 
 	// Four writes whose bodies never finish hold every write slot.
 	var slow []net.Conn
@@ -253,20 +269,10 @@ func TestRequestsBounded(t *testing.T) {
 		return err
 	})
 
-	// Connections that send nothing are closed at the header timeout.
-	var idle []net.Conn
-	for range 300 {
-		conn, err := net.Dial("tcp", host)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		idle = append(idle, conn)
-	}
-	for i, conn := range idle {
-		conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-		if _, err := conn.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("idle connection %d still open after 20 s: %v", i, err)
+	// Connections that send nothing are closed at the header timeout (10 s).
+	for i, conn := range dialMany(t, host, 2000) {
+		if err := closedBy(conn, time.Now().Add(20*time.Second)); err != nil {
+			t.Fatalf("silent connection %d: %v", i, err)
 		}
 	}
 
@@ -285,6 +291,8 @@ func TestRequestsBounded(t *testing.T) {
 		t.Fatalf("the patch grew the server's peak memory from %d to %d MiB", before>>20, after>>20)
 	}
 
+	smpBomb(t, c, leader)
+
 	for _, path := range []string{
 		"/pontoon/v1/kv?continue=" + base64.RawURLEncoding.EncodeToString([]byte(`{"rv":18446744073709551615,"start":"/kv/a"}`)),
 		"/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=abc",
@@ -298,6 +306,138 @@ func TestRequestsBounded(t *testing.T) {
 			t.Fatalf("%s answered %s, want 400", path, resp.Status)
 		}
 	}
+
+	// The idle timeout is 90 s, as kube-apiserver's.
+	for i, conn := range keptAlive {
+		if err := closedBy(conn, keptAliveSince.Add(100*time.Second)); err != nil {
+			t.Fatalf("idle keep-alive connection %d: %v", i, err)
+		}
+	}
+}
+
+// dialMany opens n connections to host, closed when the test ends.
+func dialMany(t *testing.T, host string, n int) []net.Conn {
+	t.Helper()
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		conn, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		conns[i] = conn
+	}
+	return conns
+}
+
+// closedBy waits until the server closes conn, and fails if that has not
+// happened at deadline.
+func closedBy(conn net.Conn, deadline time.Time) error {
+	conn.SetReadDeadline(deadline)
+	_, err := conn.Read(make([]byte, 1))
+	switch {
+	case err == nil:
+		return errors.New("the server sent data")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return errors.New("still open")
+	}
+	return nil
+}
+
+// smpBomb sends s two strategic merge patches whose merge is quadratic in
+// the size of their lists (deleting 8,000 finalizers from an object
+// holding 8,000 others costs the library seconds of CPU, and it cannot be
+// cancelled), gives up on them after a second, as a client would, and then
+// holds, for as long as the server keeps working on it, that no server
+// changes its Raft term and that writes through every server go on.
+func smpBomb(t *testing.T, c *cluster.Cluster, s *cluster.Server) {
+	t.Helper()
+	const n = 8000
+	kept, deleted := make([]string, n), make([]string, n)
+	for i := range n {
+		kept[i], deleted[i] = fmt.Sprintf("example.com/k%05d", i), fmt.Sprintf("example.com/d%05d", i)
+	}
+	cs := s.Clientset()
+	cm := configMap("smp", nil)
+	cm.Finalizers = kept
+	if _, err := cs.CoreV1().ConfigMaps("default").Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"$deleteFromPrimitiveList/finalizers": deleted, "finalizers": deleted}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	terms := raftTerms(t, c)
+	start, cpu := time.Now(), cpuTime(t, s)
+	var sent sync.WaitGroup
+	for range 2 {
+		sent.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			if _, err := cs.CoreV1().ConfigMaps("default").Patch(ctx, "smp", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err == nil {
+				t.Error("the patch finished within a second; it no longer tests anything")
+			}
+		})
+	}
+	sent.Wait()
+	// The server is busy with the patch while it uses more than half a
+	// core; the hold ends two seconds after it no longer is.
+	looked, busy := start, start
+	for time.Since(busy) < 2*time.Second {
+		seen := raftTerms(t, c)
+		for i := range terms {
+			if seen[i] != terms[i] {
+				t.Fatalf("%s went from term %s to %s while %s worked on the patch", c.Servers[i].Name, terms[i], seen[i], s.Name)
+			}
+		}
+		for _, other := range c.Servers {
+			wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, err := other.Client().Put(wctx, "during-patch", []byte(other.Name), client.Cond{})
+			cancel()
+			if err != nil {
+				t.Fatalf("a write through %s while %s worked on the patch: %v", other.Name, s.Name, err)
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+		used, now := cpuTime(t, s), time.Now()
+		if used-cpu > now.Sub(looked)/2 {
+			busy = now
+		}
+		looked, cpu = now, used
+	}
+	t.Logf("%s was busy with the patches for %v; no term changed and every write went through", s.Name, busy.Sub(start).Round(time.Second))
+}
+
+// raftTerms is each server's Raft term, from its metrics.
+func raftTerms(t *testing.T, c *cluster.Cluster) []string {
+	t.Helper()
+	var terms []string
+	for _, s := range c.Servers {
+		for _, l := range strings.Split(get(t, s, "/metrics"), "\n") {
+			if v, ok := strings.CutPrefix(l, "pontoon_raft_term "); ok {
+				terms = append(terms, v)
+			}
+		}
+	}
+	if len(terms) != len(c.Servers) {
+		t.Fatalf("terms %v", terms)
+	}
+	return terms
+}
+
+// cpuTime is the CPU time the server process has used.
+func cpuTime(t *testing.T, s *cluster.Server) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fields after the command's closing parenthesis; utime and stime
+	// are the 14th and 15th of the line, in clock ticks (100 a second).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // peakRSS is the server process's peak resident memory (VmHWM).
