@@ -3,38 +3,15 @@ package kube
 import (
 	"encoding/json"
 	"net/http"
-	"runtime/debug"
 	"sort"
-	"strings"
 
 	apidiscoveryv2 "k8s.io/api/apidiscovery/v2"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/version"
 
 	"github.com/pontoon-dev/pontoon/api/resource"
 )
-
-// kubernetesVersion is the Kubernetes release whose API is served: that
-// of the k8s.io modules the binary is built with (v0.33.x is 1.33.x).
-// kubectl dispatchers pick their client by its minor.
-func kubernetesVersion() version.Info {
-	v := "v0.0.0"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, d := range bi.Deps {
-			if d.Path == "k8s.io/apimachinery" {
-				v = d.Version
-			}
-		}
-	}
-	parts := strings.SplitN(strings.TrimPrefix(v, "v0."), ".", 2)
-	minor, patch := parts[0], "0"
-	if len(parts) == 2 {
-		patch = parts[1]
-	}
-	return version.Info{Major: "1", Minor: minor, GitVersion: "v1." + minor + "." + patch, Platform: "linux/amd64"}
-}
 
 func (h *Handler) serveVersion(w http.ResponseWriter, r *http.Request) {
 	writeJSONObject(w, &h.versionInfo)
@@ -66,6 +43,18 @@ func subresources(r *resource.Resource) []subresource {
 			out = append(out, subresource{a, schema.GroupVersionKind{Version: "v1", Kind: "Binding"}, []string{"create"}})
 		case "eviction":
 			out = append(out, subresource{a, schema.GroupVersionKind{Group: "policy", Version: "v1", Kind: "Eviction"}, []string{"create"}})
+		}
+	}
+	for _, s := range r.Streams {
+		switch s {
+		case "log":
+			out = append(out, subresource{s, r.GroupVersionKind(), []string{"get"}})
+		case "exec":
+			out = append(out, subresource{s, schema.GroupVersionKind{Version: "v1", Kind: "PodExecOptions"}, []string{"create", "get"}})
+		case "attach":
+			out = append(out, subresource{s, schema.GroupVersionKind{Version: "v1", Kind: "PodAttachOptions"}, []string{"create", "get"}})
+		case "portforward":
+			out = append(out, subresource{s, schema.GroupVersionKind{Version: "v1", Kind: "PodPortForwardOptions"}, []string{"create", "get"}})
 		}
 	}
 	if r.Name == "namespaces" {

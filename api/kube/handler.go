@@ -23,6 +23,7 @@ import (
 
 	"github.com/pontoon-dev/pontoon/api/resource"
 	"github.com/pontoon-dev/pontoon/fsm"
+	"github.com/pontoon-dev/pontoon/kubeversion"
 	"github.com/pontoon-dev/pontoon/raftstore"
 )
 
@@ -63,7 +64,7 @@ func New(cfg Config) (*Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kube: scheme: %w", err)
 	}
-	h := &Handler{cfg: cfg, registry: resource.Builtin(), scheme: scheme, codecs: newCodecs(scheme), versionInfo: kubernetesVersion()}
+	h := &Handler{cfg: cfg, registry: resource.Builtin(), scheme: scheme, codecs: newCodecs(scheme), versionInfo: kubeversion.Info()}
 	h.objects = newObjects(cfg.Node, cfg.Store, scheme)
 	var schemas map[string]*spec.Schema
 	if h.openapi, schemas, err = loadOpenAPI(h.registry); err != nil {
@@ -177,6 +178,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) route(w http.ResponseWriter, req *request) error {
 	if err := h.checkSubresource(req); err != nil {
 		return err
+	}
+	if slices.Contains(req.res.Streams, req.sub) && req.name != "" {
+		return h.podStream(w, req)
 	}
 	allowed := []outputKind{asPartialMetadata}
 	if req.Method == http.MethodGet {

@@ -55,6 +55,9 @@ type Resource struct {
 	Generation bool
 	// Actions are POST-only subresources such as pods/binding.
 	Actions []string
+	// Streams are the subresources the object's node serves (pods/log,
+	// pods/exec…), proxied to its kubelet.
+	Streams []string
 
 	// New returns an empty object of the kind; NewList an empty list (nil
 	// for a review, never listed).

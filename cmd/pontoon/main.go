@@ -4,9 +4,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -18,7 +21,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serverCommand(), devCommand(), operatorCommand(), membersCommand(), snapshotCommand(), kubeconfigCommand())
+	root.AddCommand(serverCommand(), agentCommand(), devCommand(), operatorCommand(), membersCommand(), snapshotCommand(), kubeconfigCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "pontoon: %v\n", err)
 		os.Exit(1)
@@ -31,4 +34,9 @@ func newLogger(level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv})), nil
+}
+
+// signalContext is ctx, ended by SIGTERM or SIGINT (Ctrl-C).
+func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 }

@@ -9,10 +9,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
@@ -109,7 +107,9 @@ func serverCommand() *cobra.Command {
 			if o.dataDir == "" {
 				return errors.New("--data-dir is required")
 			}
-			return runServer(cmd.Context(), o)
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			return runServer(ctx, o)
 		},
 	}
 	o.flags(cmd)
@@ -118,17 +118,74 @@ func serverCommand() *cobra.Command {
 
 func devCommand() *cobra.Command {
 	var o serverOptions
+	var a agentOptions
+	var cleanup bool
 	cmd := &cobra.Command{
 		Use:   "dev",
-		Short: "Run a one-server cluster on this machine with its data under ./.pontoon",
-		Args:  cobra.NoArgs,
+		Short: "Run a one-server cluster with a node on this machine, its data under ./.pontoon",
+		Long: `Runs a server and an agent in one process: a one-server cluster whose node
+runs pods here, with a kubeconfig written to the data dir. Ctrl-C stops it;
+its pods keep running and the next start takes them up again.
+--cleanup removes every pod, container, mount, cgroup and network
+allocation of the node instead, and the data dir.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			a.name, a.dataDir, a.logLevel = o.name, filepath.Join(o.dataDir, "agent"), o.logLevel
+			if cleanup {
+				logger, err := newLogger(o.logLevel)
+				if err != nil {
+					return err
+				}
+				if err := cleanupAgent(cmd.Context(), a.name, a.dataDir, logger); err != nil {
+					return err
+				}
+				return os.RemoveAll(o.dataDir)
+			}
 			o.bootstrapExpect = 1
 			o.kubeconfig = filepath.Join(o.dataDir, "kubeconfig")
-			return runServer(cmd.Context(), o)
+			if a.nodeIP == "" {
+				a.nodeIP, _, _ = net.SplitHostPort(o.apiAddr)
+			}
+			s, err := a.validate()
+			if err != nil {
+				return err
+			}
+			logger, err := newLogger(o.logLevel)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			// The agent stops first, so the server is there while it does.
+			agentDone := make(chan error, 1)
+			go func() {
+				cfg := &rest.Config{Host: "http://" + o.apiAddr, UserAgent: userAgent("kubelet")}
+				err := runAgent(ctx, s, cfg, logger.With("node", s.name))
+				if err != nil && ctx.Err() == nil {
+					cancel()
+				}
+				agentDone <- err
+			}()
+			serverCtx, stopServer := context.WithCancel(context.Background())
+			defer stopServer()
+			go func() {
+				<-ctx.Done()
+				<-agentDone
+				stopServer()
+			}()
+			err = runServer(serverCtx, o)
+			cancel()
+			if agentErr := <-agentDone; agentErr != nil && err == nil {
+				err = agentErr
+			}
+			return err
 		},
 	}
 	o.flags(cmd)
+	a.flags(cmd, false)
+	cmd.Flags().BoolVar(&cleanup, "cleanup", false, "remove the node's pods, containers, mounts, cgroups and network allocations, its containerd, and the data dir, instead of running")
 	cmd.Flags().Lookup("data-dir").DefValue = ".pontoon"
 	cmd.Flags().Set("data-dir", ".pontoon")
 	cmd.Flags().Set("name", "dev")
@@ -330,8 +387,6 @@ func runServer(ctx context.Context, o serverOptions) error {
 		}
 	}
 
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	fatal := make(chan error, 3)
 	go func() { fatal <- fmt.Errorf("API server: %w", httpServer.Serve(ln)) }()
 	go func() {

@@ -1,0 +1,257 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// containerEnv is the container's environment as the kubelet makes it:
+// envFrom first, then env in order, each value able to refer to the ones
+// before it with $(NAME).
+func (k *Kubelet) containerEnv(ctx context.Context, pod *corev1.Pod, c *corev1.Container, podIP string) ([]*runtimeapi.KeyValue, error) {
+	var order []string
+	vars := map[string]string{}
+	set := func(name, value string) {
+		if _, ok := vars[name]; !ok {
+			order = append(order, name)
+		}
+		vars[name] = value
+	}
+	for _, from := range c.EnvFrom {
+		data, err := k.envSource(ctx, pod.Namespace, from)
+		if err != nil {
+			return nil, err
+		}
+		for _, name := range slices.Sorted(maps.Keys(data)) {
+			set(from.Prefix+name, data[name])
+		}
+	}
+	for _, e := range c.Env {
+		if e.ValueFrom == nil {
+			set(e.Name, expand(e.Value, vars))
+			continue
+		}
+		v, ok, err := k.envValueFrom(ctx, pod, c, e.ValueFrom, podIP)
+		if err != nil {
+			return nil, fmt.Errorf("env %s: %w", e.Name, err)
+		}
+		if ok {
+			set(e.Name, v)
+		}
+	}
+	env := make([]*runtimeapi.KeyValue, 0, len(order))
+	for _, name := range order {
+		env = append(env, &runtimeapi.KeyValue{Key: name, Value: vars[name]})
+	}
+	return env, nil
+}
+
+// envSource reads the ConfigMap or Secret an envFrom names.
+func (k *Kubelet) envSource(ctx context.Context, ns string, from corev1.EnvFromSource) (map[string]string, error) {
+	switch {
+	case from.ConfigMapRef != nil:
+		cm, err := k.cfg.Client.CoreV1().ConfigMaps(ns).Get(ctx, from.ConfigMapRef.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) && from.ConfigMapRef.Optional != nil && *from.ConfigMapRef.Optional {
+			return nil, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("configmap %q: %w", from.ConfigMapRef.Name, err)
+		}
+		return cm.Data, nil
+	case from.SecretRef != nil:
+		s, err := k.cfg.Client.CoreV1().Secrets(ns).Get(ctx, from.SecretRef.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) && from.SecretRef.Optional != nil && *from.SecretRef.Optional {
+			return nil, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("secret %q: %w", from.SecretRef.Name, err)
+		}
+		out := map[string]string{}
+		for name, v := range s.Data {
+			out[name] = string(v)
+		}
+		return out, nil
+	}
+	return nil, nil
+}
+
+// envValueFrom resolves one env var's source. ok is false for an optional
+// key that is missing: the variable is left out.
+func (k *Kubelet) envValueFrom(ctx context.Context, pod *corev1.Pod, c *corev1.Container, from *corev1.EnvVarSource, podIP string) (string, bool, error) {
+	switch {
+	case from.FieldRef != nil:
+		v, err := podField(pod, from.FieldRef.FieldPath, podIP, k.cfg.NodeIPs)
+		return v, err == nil, err
+	case from.ResourceFieldRef != nil:
+		v, err := resourceField(c, pod, from.ResourceFieldRef)
+		return v, err == nil, err
+	case from.ConfigMapKeyRef != nil:
+		ref := from.ConfigMapKeyRef
+		optional := ref.Optional != nil && *ref.Optional
+		cm, err := k.cfg.Client.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) && optional {
+			return "", false, nil
+		} else if err != nil {
+			return "", false, fmt.Errorf("configmap %q: %w", ref.Name, err)
+		}
+		v, ok := cm.Data[ref.Key]
+		if !ok && !optional {
+			return "", false, fmt.Errorf("couldn't find key %s in ConfigMap %s/%s", ref.Key, pod.Namespace, ref.Name)
+		}
+		return v, ok, nil
+	case from.SecretKeyRef != nil:
+		ref := from.SecretKeyRef
+		optional := ref.Optional != nil && *ref.Optional
+		s, err := k.cfg.Client.CoreV1().Secrets(pod.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) && optional {
+			return "", false, nil
+		} else if err != nil {
+			return "", false, fmt.Errorf("secret %q: %w", ref.Name, err)
+		}
+		v, ok := s.Data[ref.Key]
+		if !ok && !optional {
+			return "", false, fmt.Errorf("couldn't find key %s in Secret %s/%s", ref.Key, pod.Namespace, ref.Name)
+		}
+		return string(v), ok, nil
+	}
+	return "", false, fmt.Errorf("no value source")
+}
+
+// podField is the value of a downward API field path.
+func podField(pod *corev1.Pod, path, podIP string, hostIPs []string) (string, error) {
+	if name, ok := strings.CutPrefix(path, "metadata.labels['"); ok {
+		return pod.Labels[strings.TrimSuffix(name, "']")], nil
+	}
+	if name, ok := strings.CutPrefix(path, "metadata.annotations['"); ok {
+		return pod.Annotations[strings.TrimSuffix(name, "']")], nil
+	}
+	switch path {
+	case "metadata.name":
+		return pod.Name, nil
+	case "metadata.namespace":
+		return pod.Namespace, nil
+	case "metadata.uid":
+		return string(pod.UID), nil
+	case "metadata.labels":
+		return formatMap(pod.Labels), nil
+	case "metadata.annotations":
+		return formatMap(pod.Annotations), nil
+	case "spec.nodeName":
+		return pod.Spec.NodeName, nil
+	case "spec.serviceAccountName":
+		return pod.Spec.ServiceAccountName, nil
+	case "status.podIP", "status.podIPs":
+		return podIP, nil
+	case "status.hostIP":
+		if len(hostIPs) > 0 {
+			return hostIPs[0], nil
+		}
+		return "", nil
+	case "status.hostIPs":
+		return strings.Join(hostIPs, ","), nil
+	}
+	return "", fmt.Errorf("unsupported field path %q", path)
+}
+
+// formatMap writes a map as the downward API does: key="value" lines,
+// sorted.
+func formatMap(m map[string]string) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		fmt.Fprintf(&b, "%s=%q\n", k, m[k])
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// resourceField is a container's request or limit as the downward API
+// gives it, in units of the divisor, rounded up.
+func resourceField(c *corev1.Container, pod *corev1.Pod, ref *corev1.ResourceFieldSelector) (string, error) {
+	if ref.ContainerName != "" && ref.ContainerName != c.Name {
+		for _, other := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+			if other.Name == ref.ContainerName {
+				c = &other
+				break
+			}
+		}
+	}
+	divisor := ref.Divisor
+	if divisor.IsZero() {
+		divisor = resource.MustParse("1")
+	}
+	var q resource.Quantity
+	switch ref.Resource {
+	case "limits.cpu", "requests.cpu":
+		q = quantity(c, ref.Resource)
+		return strconv.FormatInt((q.MilliValue()+divisor.MilliValue()-1)/divisor.MilliValue(), 10), nil
+	case "limits.memory", "requests.memory", "limits.ephemeral-storage", "requests.ephemeral-storage":
+		q = quantity(c, ref.Resource)
+		return strconv.FormatInt((q.Value()+divisor.Value()-1)/divisor.Value(), 10), nil
+	}
+	return "", fmt.Errorf("unsupported resource %q", ref.Resource)
+}
+
+func quantity(c *corev1.Container, name string) resource.Quantity {
+	kind, res, _ := strings.Cut(name, ".")
+	list := c.Resources.Limits
+	if kind == "requests" {
+		list = c.Resources.Requests
+	}
+	return list[corev1.ResourceName(res)]
+}
+
+// expandAll expands $(VAR) references in each of ss.
+func expandAll(ss []string, vars map[string]string) []string {
+	if ss == nil {
+		return nil
+	}
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = expand(s, vars)
+	}
+	return out
+}
+
+// expand replaces $(NAME) with the value of NAME when it is defined, and
+// $$ with $, leaving other references as they are, as Kubernetes expands
+// commands, args and env values.
+func expand(s string, vars map[string]string) string {
+	if !strings.Contains(s, "$") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '$' || i+1 >= len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		switch s[i+1] {
+		case '$':
+			b.WriteByte('$')
+			i++
+		case '(':
+			end := strings.IndexByte(s[i+2:], ')')
+			if end < 0 {
+				b.WriteString(s[i:])
+				return b.String()
+			}
+			name := s[i+2 : i+2+end]
+			if v, ok := vars[name]; ok {
+				b.WriteString(v)
+			} else {
+				b.WriteString(s[i : i+3+end])
+			}
+			i += 2 + end
+		default:
+			b.WriteByte('$')
+		}
+	}
+	return b.String()
+}
