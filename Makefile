@@ -4,18 +4,23 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 PONTOON := $(BIN)/pontoon
 
-# Debian packages the tests and benchmarks need, by the command that shows
-# each is installed. Installed once, only when missing.
-TEST_PACKAGES  := iptables:iptables
-BENCH_PACKAGES := etcd:etcd-server
+# Debian packages, each by the command or file that shows it is installed.
+# Installed once, only when missing. A node runs containerd and runc, the
+# CNI plugins (portmap calls iptables), and makes its images from
+# busybox-static.
+NODE_PACKAGES  := containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins \
+                  /bin/busybox:busybox-static iptables:iptables
+TEST_PACKAGES  := $(NODE_PACKAGES)
+BENCH_PACKAGES := etcd:etcd-server $(NODE_PACKAGES)
 
-.PHONY: run build test unit fuzz e2e bench deps-test deps-bench fmt vet clean
+.PHONY: run build test unit fuzz e2e bench deps-node deps-test deps-bench fmt vet clean
 
 build:
 	$(GO) build -o $(PONTOON) ./cmd/pontoon
 
-# One server with its data under ./.pontoon; Ctrl-C stops it.
-run: build
+# One server and a node with its data under ./.pontoon; Ctrl-C stops it
+# (its pods keep running), `./bin/pontoon dev --cleanup` removes them.
+run: deps-node build
 	$(PONTOON) dev
 
 test: deps-test vet build
@@ -45,11 +50,16 @@ vet:
 	$(GO) vet ./...
 	cd test && $(GO) vet ./...
 
+deps-node:
+	@./deploy/install-packages.sh $(NODE_PACKAGES)
+
 deps-test:
 	@./deploy/install-packages.sh $(TEST_PACKAGES)
 
 deps-bench:
 	@./deploy/install-packages.sh $(BENCH_PACKAGES)
 
+# The dev node's pods, mounts and cgroups go before its data dir.
 clean:
+	if [ -d .pontoon ] && [ -x $(PONTOON) ]; then $(PONTOON) dev --cleanup; fi
 	rm -rf $(BIN) .pontoon

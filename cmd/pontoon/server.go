@@ -130,7 +130,11 @@ its pods keep running and the next start takes them up again.
 allocation of the node instead, and the data dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a.name, a.dataDir, a.logLevel = o.name, filepath.Join(o.dataDir, "agent"), o.logLevel
+			// The data dir holds the server's and the agent's side by side,
+			// and the kubeconfig.
+			root := o.dataDir
+			o.dataDir = filepath.Join(root, "server")
+			a.name, a.dataDir, a.logLevel = o.name, filepath.Join(root, "agent"), o.logLevel
 			if cleanup {
 				logger, err := newLogger(o.logLevel)
 				if err != nil {
@@ -139,10 +143,10 @@ allocation of the node instead, and the data dir.`,
 				if err := cleanupAgent(cmd.Context(), a.name, a.dataDir, logger); err != nil {
 					return err
 				}
-				return os.RemoveAll(o.dataDir)
+				return os.RemoveAll(root)
 			}
 			o.bootstrapExpect = 1
-			o.kubeconfig = filepath.Join(o.dataDir, "kubeconfig")
+			o.kubeconfig = filepath.Join(root, "kubeconfig")
 			if a.nodeIP == "" {
 				a.nodeIP, _, _ = net.SplitHostPort(o.apiAddr)
 			}
@@ -159,14 +163,15 @@ allocation of the node instead, and the data dir.`,
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			// The agent stops first, so the server is there while it does.
-			agentDone := make(chan error, 1)
+			var agentErr error
+			agentDone := make(chan struct{})
 			go func() {
+				defer close(agentDone)
 				cfg := &rest.Config{Host: "http://" + o.apiAddr, UserAgent: userAgent("kubelet")}
-				err := runAgent(ctx, s, cfg, logger.With("node", s.name))
-				if err != nil && ctx.Err() == nil {
+				agentErr = runAgent(ctx, s, cfg, logger.With("node", s.name))
+				if agentErr != nil && ctx.Err() == nil {
 					cancel()
 				}
-				agentDone <- err
 			}()
 			serverCtx, stopServer := context.WithCancel(context.Background())
 			defer stopServer()
@@ -177,7 +182,8 @@ allocation of the node instead, and the data dir.`,
 			}()
 			err = runServer(serverCtx, o)
 			cancel()
-			if agentErr := <-agentDone; agentErr != nil && err == nil {
+			<-agentDone
+			if agentErr != nil && err == nil {
 				err = agentErr
 			}
 			return err

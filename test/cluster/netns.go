@@ -1,0 +1,100 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/vishvananda/netns"
+)
+
+// Netns is a network namespace a test made, with only its loopback up:
+// what runs in it (a node, its pods) reaches nothing outside it, so no
+// packet of a test can leave the machine.
+type Netns struct {
+	Name string
+	Path string
+}
+
+// NewNetns makes the network namespace name (deleted when the test ends,
+// also when it fails).
+func NewNetns(t TB, name string) *Netns {
+	t.Helper()
+	n := &Netns{Name: name, Path: "/run/netns/" + name}
+	if _, err := os.Stat(n.Path); err == nil {
+		// Left by a test that was killed.
+		exec.Command("ip", "netns", "del", name).Run()
+	}
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+		// `ip netns add` made /run/netns a mount point; it goes with the
+		// last namespace.
+		if entries, err := os.ReadDir("/run/netns"); err == nil && len(entries) == 0 {
+			syscall.Unmount("/run/netns", syscall.MNT_DETACH)
+		}
+	})
+	if out, err := n.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up in %s: %v: %s", name, err, out)
+	}
+	return n
+}
+
+// Command is a command run in the namespace's network (and nothing else
+// of the process changed: not with `ip netns exec`, which also makes a
+// mount namespace with a /sys where runc finds no cgroups).
+func (n *Netns) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--net=" + n.Path, name}, args...)...)
+}
+
+// DialContext dials addr from inside the namespace: the socket is made on
+// an OS thread that entered it, and stays in it.
+func (n *Netns) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// The thread is never given back to other goroutines: it exits
+		// with this one, so its namespace cannot leak.
+		runtime.LockOSThread()
+		h, err := netns.GetFromPath(n.Path)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			done <- result{err: fmt.Errorf("enter %s: %w", n.Name, err)}
+			return
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		done <- result{c, err}
+	}()
+	r := <-done
+	return r.c, r.err
+}
+
+// Run runs a command in the namespace and returns its standard output,
+// standard error and exit code.
+func (n *Netns) Run(name string, args ...string) (stdout, stderr string, code int) {
+	return run(n.Command(name, args...))
+}
+
+// Kubectl runs kubectl in the namespace with kubeconfig.
+func (n *Netns) Kubectl(kubeconfig, stdin string, args ...string) (stdout, stderr string, code int) {
+	cmd := n.Command("kubectl", append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	return run(cmd)
+}

@@ -1,0 +1,173 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/pontoon-dev/pontoon/test/cluster"
+)
+
+const busybox = "pontoon.local/busybox:latest"
+
+// TestDevRunsPods walks the README's example on `pontoon dev`, with real
+// containerd, runc, CNI plugins and kubectl, inside a network namespace:
+// a pod runs and gets an address; exec (with its exit code), logs,
+// port-forward and cp work through the API; a crashing container backs
+// off, a missing image is reported; the node's pods outlive a restart of
+// `pontoon dev` untouched; a deletion is graceful; and the cleanup leaves
+// nothing behind.
+func TestDevRunsPods(t *testing.T) {
+	d := cluster.StartDev(t, bin, "pontoon-e2e-dev")
+	cs := d.Clientset()
+	ctx := context.Background()
+	kubectl := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := d.Kubectl("", args...)
+		if code != 0 {
+			t.Fatalf("kubectl %s: exit %d: %s%s", strings.Join(args, " "), code, out, errOut)
+		}
+		return out
+	}
+
+	kubectl("run", "web", "--image="+busybox, "--", "httpd", "-f", "-p", "8080")
+	web := waitPod(t, cs, "web", "a running pod with an address", func(p *corev1.Pod) bool {
+		return p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" && podReady(p)
+	})
+	if !strings.HasPrefix(web.Status.PodIP, "10.244.") || web.Status.HostIP != "127.0.0.1" {
+		t.Fatalf("pod IP %s, host IP %s", web.Status.PodIP, web.Status.HostIP)
+	}
+
+	if out := kubectl("exec", "web", "--", "ls", "/"); !strings.Contains(out, "bin\n") {
+		t.Fatalf("exec ls /: %q", out)
+	}
+	if _, _, code := d.Kubectl("", "exec", "web", "--", "sh", "-c", "exit 3"); code != 3 {
+		t.Fatalf("exec of exit 3 ended with %d", code)
+	}
+	kubectl("exec", "web", "--", "sh", "-c", "echo hello from web > /index.html")
+
+	// kubectl cp uses tar in the container.
+	src := filepath.Join(t.TempDir(), "note.txt")
+	if err := os.WriteFile(src, []byte("copied\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kubectl("cp", src, "web:/tmp/note.txt")
+	if out := kubectl("exec", "web", "--", "cat", "/tmp/note.txt"); out != "copied\n" {
+		t.Fatalf("after kubectl cp the file holds %q", out)
+	}
+
+	pf := d.Netns.Command("kubectl", "--kubeconfig", d.Kubeconfig(), "port-forward", "pod/web", "18080:8080")
+	if err := pf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pf.Process.Kill(); pf.Wait() })
+	cluster.Eventually(t, 20*time.Second, func() error {
+		out, errOut, code := d.Netns.Run("busybox", "wget", "-qO-", "http://127.0.0.1:18080/")
+		if code != 0 || out != "hello from web\n" {
+			return fmt.Errorf("through port-forward: %q %s", out, errOut)
+		}
+		return nil
+	})
+
+	kubectl("run", "hello", "--image="+busybox, "--restart=Never", "--", "sh", "-c", "echo hello; echo to stderr >&2")
+	waitPod(t, cs, "hello", "Succeeded", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
+	if out := kubectl("logs", "hello"); !strings.Contains(out, "hello\n") || !strings.Contains(out, "to stderr\n") {
+		t.Fatalf("logs: %q", out)
+	}
+	if out := kubectl("logs", "hello", "--tail=1", "--timestamps"); strings.Count(out, "\n") != 1 || !strings.Contains(out, "Z ") {
+		t.Fatalf("logs --tail=1 --timestamps: %q", out)
+	}
+
+	kubectl("run", "crash", "--image="+busybox, "--", "sh", "-c", "echo dying; exit 2")
+	crash := waitPod(t, cs, "crash", "CrashLoopBackOff after a restart", func(p *corev1.Pod) bool {
+		s := p.Status.ContainerStatuses
+		return len(s) == 1 && s[0].RestartCount >= 1 && s[0].State.Waiting != nil && s[0].State.Waiting.Reason == "CrashLoopBackOff"
+	})
+	if last := crash.Status.ContainerStatuses[0].LastTerminationState.Terminated; last == nil || last.ExitCode != 2 || last.Reason != "Error" {
+		t.Fatalf("crash's last state: %+v", last)
+	}
+	if out := kubectl("logs", "crash", "--previous"); out != "dying\n" {
+		t.Fatalf("logs --previous: %q", out)
+	}
+
+	kubectl("run", "missing", "--image=pontoon.local/missing:1")
+	waitPod(t, cs, "missing", "ErrImagePull or ImagePullBackOff", func(p *corev1.Pod) bool {
+		s := p.Status.ContainerStatuses
+		return len(s) == 1 && s[0].State.Waiting != nil && (s[0].State.Waiting.Reason == "ErrImagePull" || s[0].State.Waiting.Reason == "ImagePullBackOff")
+	})
+	if _, errOut, code := d.Kubectl("", "logs", "missing"); code == 0 || !strings.Contains(errOut, "is waiting to start") {
+		t.Fatalf("logs of a pod that never started: exit %d, %q", code, errOut)
+	}
+
+	// Ctrl-C stops the node, not its pods; the next start takes them up
+	// again as they are.
+	before := web.Status.ContainerStatuses[0].ContainerID
+	d.Stop()
+	d.Start()
+	d.WaitReady(60 * time.Second)
+	cluster.Consistently(t, 3*time.Second, func() error {
+		p, err := cs.CoreV1().Pods("default").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if s := p.Status.ContainerStatuses; p.Status.Phase != corev1.PodRunning || s[0].ContainerID != before || s[0].RestartCount != 0 {
+			return fmt.Errorf("after a restart of pontoon dev, web is %s with %+v", p.Status.Phase, s)
+		}
+		return nil
+	})
+	if out := kubectl("exec", "web", "--", "cat", "/tmp/note.txt"); out != "copied\n" {
+		t.Fatalf("after the restart the container's file holds %q", out)
+	}
+
+	// httpd as PID 1 ignores SIGTERM: it is killed at the end of the grace
+	// period, and the pod is gone then.
+	start := time.Now()
+	kubectl("delete", "pod", "web", "--grace-period=3")
+	if took := time.Since(start); took < 2*time.Second {
+		t.Fatalf("a 3 s graceful deletion of a pod ignoring SIGTERM took %v", took)
+	}
+	kubectl("delete", "pod", "hello", "crash", "missing", "--grace-period=1")
+	cluster.Eventually(t, 30*time.Second, func() error {
+		out, _, _ := d.Netns.Run("ls", filepath.Join(d.DataDir, "agent", "pods"))
+		if strings.TrimSpace(out) != "" {
+			return fmt.Errorf("pod log dirs left: %s", out)
+		}
+		return nil
+	})
+}
+
+// waitPod waits until the pod named name in default satisfies ok.
+func waitPod(t *testing.T, cs kubernetes.Interface, name, what string, ok func(*corev1.Pod) bool) *corev1.Pod {
+	t.Helper()
+	var pod *corev1.Pod
+	cluster.Eventually(t, 60*time.Second, func() error {
+		p, err := cs.CoreV1().Pods("default").Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if !ok(p) {
+			return fmt.Errorf("pod %s is not %s: %s %+v", name, what, p.Status.Phase, p.Status.ContainerStatuses)
+		}
+		pod = p
+		return nil
+	})
+	return pod
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
