@@ -170,4 +170,3 @@ func podReady(p *corev1.Pod) bool {
 	}
 	return false
 }
-
