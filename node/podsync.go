@@ -132,6 +132,12 @@ func computeActions(pod *corev1.Pod, o *observed, inBackoff backoffFunc) actions
 		fresh := &observed{}
 		b := computeContainers(pod, fresh, inBackoff)
 		a.start, a.initFailed = b.start, b.initFailed
+		// Attempts go on from the old sandbox's, so restart counts do.
+		for i := range a.start {
+			if cur, _ := o.latest(a.start[i].container.Name); cur != nil {
+				a.start[i].attempt = cur.Metadata.Attempt + 1
+			}
+		}
 		return a
 	}
 	b := computeContainers(pod, o, inBackoff)

@@ -12,13 +12,15 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
-// streamSubresources are the pod subresources served by the pod's
-// kubelet, with the kubelet's path for each.
-var streamSubresources = map[string]string{
-	"log":         "containerLogs",
-	"exec":        "exec",
-	"attach":      "attach",
-	"portforward": "portForward",
+// kubeletPath is the kubelet's path for a pod subresource it serves.
+func kubeletPath(sub string) string {
+	switch sub {
+	case "log":
+		return "containerLogs"
+	case "portforward":
+		return "portForward"
+	}
+	return sub // exec, attach
 }
 
 // podStream proxies a pod's log, exec, attach or port-forward request to
@@ -34,7 +36,7 @@ func (h *Handler) podStream(w http.ResponseWriter, req *request) error {
 	}
 	pod := cur.obj.(*corev1.Pod)
 	q := req.URL.Query()
-	path := "/" + streamSubresources[req.sub] + "/" + pod.Namespace + "/" + pod.Name
+	path := "/" + kubeletPath(req.sub) + "/" + pod.Namespace + "/" + pod.Name
 	if req.sub != "portforward" {
 		container, err := streamContainer(pod, q.Get("container"))
 		if err != nil {
