@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -152,6 +154,13 @@ func busyboxLayer(ctx context.Context, busybox string) ([]byte, error) {
 	bin, err := os.ReadFile(busybox)
 	if err != nil {
 		return nil, fmt.Errorf("the node's images are made from a static busybox (Debian's busybox-static): %w", err)
+	}
+	// A busybox linked to the C library would not run in an image that
+	// has none.
+	if f, err := elf.NewFile(bytes.NewReader(bin)); err != nil {
+		return nil, fmt.Errorf("%s: %w", busybox, err)
+	} else if slices.ContainsFunc(f.Progs, func(p *elf.Prog) bool { return p.Type == elf.PT_INTERP }) {
+		return nil, fmt.Errorf("%s is linked dynamically: the node's images need a static busybox (Debian: apt install busybox-static)", busybox)
 	}
 	out, err := exec.CommandContext(ctx, busybox, "--list-full").Output()
 	if err != nil {

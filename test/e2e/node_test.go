@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/pontoon-dev/pontoon/node/localimage"
 	"github.com/pontoon-dev/pontoon/test/cluster"
 )
 
@@ -107,12 +108,38 @@ func TestDevRunsPods(t *testing.T) {
 		t.Fatalf("logs of a pod that never started: exit %d, %q", code, errOut)
 	}
 
+	// An archive imported by hand is used whatever the pull policy: no
+	// registry has it. One put in the images directory is imported at the
+	// next start.
+	writeArchive := func(path, name string) {
+		t.Helper()
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := localimage.Write(ctx, f, localimage.Image{Name: name, Cmd: []string{"sleep", "3600"}}, localimage.BusyboxPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	archive := filepath.Join(t.TempDir(), "extra.tar")
+	writeArchive(archive, "pontoon.local/extra:1")
+	agentDir := filepath.Join(d.DataDir, "agent")
+	if out, errOut, code := d.Netns.Run(bin, "image", "import", archive, "--data-dir", agentDir); code != 0 || out != "pontoon.local/extra:1\n" {
+		t.Fatalf("pontoon image import: exit %d: %q %s", code, out, errOut)
+	}
+	kubectl("run", "extra", "--image=pontoon.local/extra:1", "--image-pull-policy=Always")
+	waitPod(t, cs, "extra", "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	writeArchive(filepath.Join(agentDir, "images", "atstart.tar"), "pontoon.local/atstart:1")
+
 	// Ctrl-C stops the node, not its pods; the next start takes them up
 	// again as they are.
 	before := web.Status.ContainerStatuses[0].ContainerID
 	d.Stop()
 	d.Start()
 	d.WaitReady(60 * time.Second)
+	kubectl("run", "atstart", "--image=pontoon.local/atstart:1")
+	waitPod(t, cs, "atstart", "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
 	cluster.Consistently(t, 3*time.Second, func() error {
 		p, err := cs.CoreV1().Pods("default").Get(ctx, "web", metav1.GetOptions{})
 		if err != nil {
@@ -134,7 +161,7 @@ func TestDevRunsPods(t *testing.T) {
 	if took := time.Since(start); took < 2*time.Second {
 		t.Fatalf("a 3 s graceful deletion of a pod ignoring SIGTERM took %v", took)
 	}
-	kubectl("delete", "pod", "hello", "crash", "missing", "--grace-period=1")
+	kubectl("delete", "pod", "hello", "crash", "missing", "extra", "atstart", "--grace-period=1")
 	cluster.Eventually(t, 30*time.Second, func() error {
 		out, _, _ := d.Netns.Run("ls", filepath.Join(d.DataDir, "agent", "pods"))
 		if strings.TrimSpace(out) != "" {
