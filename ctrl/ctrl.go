@@ -47,6 +47,11 @@ type Config struct {
 	// Gossip, when set, tells of nodes whose agent the gossip pool found
 	// dead: they are NotReady without waiting for the grace period.
 	Gossip NodeGossip
+	// Servers, when set with ServiceCIDR, tells of the API servers alive,
+	// for the kubernetes Service, whose ClusterIP is the first address of
+	// ServiceCIDR.
+	Servers     ServerGossip
+	ServiceCIDR *net.IPNet
 	// Eviction paces the NoExecute taints that evict pods from nodes.
 	Eviction EvictionRates
 	// ClusterCIDR is the range nodes' pod CIDRs come from, in ranges of
@@ -135,6 +140,7 @@ func New(cfg Config) (*Controllers, error) {
 		newCronJobController(cfg),
 		newDaemonSetController(cfg),
 		newStatefulSetController(cfg),
+		newAPIServiceController(cfg),
 	}
 	return cs, nil
 }

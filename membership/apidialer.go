@@ -30,9 +30,9 @@ func (d *APIDialer) DialContext(ctx context.Context, network, _ string) (net.Con
 	last := d.last
 	d.mu.Unlock()
 	var addrs []string
-	for _, m := range d.pool.Members() {
-		if m.Role == RoleServer && m.Status == StatusAlive && m.APIAddr != "" && m.APIAddr != last {
-			addrs = append(addrs, m.APIAddr)
+	for _, a := range d.pool.APIServers() {
+		if a != last {
+			addrs = append(addrs, a)
 		}
 	}
 	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })

@@ -243,6 +243,17 @@ func (p *Pool) Members() []Member {
 	return out
 }
 
+// APIServers returns the API addresses of the servers alive.
+func (p *Pool) APIServers() []string {
+	var out []string
+	for _, m := range p.Members() {
+		if m.Role == RoleServer && m.Status == StatusAlive && m.APIAddr != "" && !m.Leaving {
+			out = append(out, m.APIAddr)
+		}
+	}
+	return out
+}
+
 // Member returns the named member.
 func (p *Pool) Member(name string) (Member, bool) {
 	p.mu.Lock()

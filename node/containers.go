@@ -150,13 +150,13 @@ func hostResolvConf() (servers, searches, options []string) {
 // startContainer pulls the container's image if it must, then creates and
 // starts the container. When it cannot, it returns why the container
 // waits, as the kubelet reports it.
-func (k *Kubelet) startContainer(ctx context.Context, pod *corev1.Pod, sandboxID string, sandbox *runtimeapi.PodSandboxConfig, s containerStart, podIP string) (waitingReason, error) {
+func (k *Kubelet) startContainer(ctx context.Context, pod *corev1.Pod, sandboxID string, sandbox *runtimeapi.PodSandboxConfig, s containerStart, podIP string, vols map[string]volume) (waitingReason, error) {
 	c := s.container
 	imageRef, w, err := k.ensureImage(ctx, pod, c)
 	if err != nil {
 		return w, err
 	}
-	cfg, err := k.containerConfig(ctx, pod, c, s, podIP, sandbox.LogDirectory)
+	cfg, err := k.containerConfig(ctx, pod, c, s, podIP, vols)
 	if err != nil {
 		k.cfg.Recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		return waitingReason{Reason: "CreateContainerConfigError", Message: err.Error()}, err
@@ -232,8 +232,12 @@ func grpcMessage(err error) string {
 }
 
 // containerConfig is the CRI config of one container of the pod.
-func (k *Kubelet) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1.Container, s containerStart, podIP, logDir string) (*runtimeapi.ContainerConfig, error) {
+func (k *Kubelet) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1.Container, s containerStart, podIP string, vols map[string]volume) (*runtimeapi.ContainerConfig, error) {
 	env, err := k.containerEnv(ctx, pod, c, podIP)
+	if err != nil {
+		return nil, err
+	}
+	mounts, err := containerMounts(c, vols)
 	if err != nil {
 		return nil, err
 	}
@@ -241,12 +245,14 @@ func (k *Kubelet) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev
 	for _, e := range env {
 		vars[e.Key] = e.Value
 	}
+	lookup := func(name string) (string, bool) { v, ok := vars[name]; return v, ok }
 	cfg := &runtimeapi.ContainerConfig{
 		Metadata:   &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: s.attempt},
-		Command:    expandAll(c.Command, vars),
-		Args:       expandAll(c.Args, vars),
+		Command:    expandAll(c.Command, lookup),
+		Args:       expandAll(c.Args, lookup),
 		WorkingDir: c.WorkingDir,
 		Envs:       env,
+		Mounts:     mounts,
 		Labels: map[string]string{
 			labelPodName: pod.Name, labelPodNamespace: pod.Namespace, labelPodUID: string(pod.UID),
 			labelContainerName: c.Name, labelManagedBy: managedBy,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -27,6 +29,18 @@ func (k *Kubelet) containerEnv(ctx context.Context, pod *corev1.Pod, c *corev1.C
 		}
 		vars[name] = value
 	}
+	// The services' variables: referred to by $(NAME), and given to the
+	// container unless it sets the same name itself.
+	services := k.serviceEnv(pod)
+	expandWith := func(v string) string {
+		return expand(v, func(name string) (string, bool) {
+			if v, ok := vars[name]; ok {
+				return v, true
+			}
+			v, ok := services[name]
+			return v, ok
+		})
+	}
 	for _, from := range c.EnvFrom {
 		data, err := k.envSource(ctx, pod.Namespace, from)
 		if err != nil {
@@ -38,7 +52,7 @@ func (k *Kubelet) containerEnv(ctx context.Context, pod *corev1.Pod, c *corev1.C
 	}
 	for _, e := range c.Env {
 		if e.ValueFrom == nil {
-			set(e.Name, expand(e.Value, vars))
+			set(e.Name, expandWith(e.Value))
 			continue
 		}
 		v, ok, err := k.envValueFrom(ctx, pod, c, e.ValueFrom, podIP)
@@ -49,11 +63,58 @@ func (k *Kubelet) containerEnv(ctx context.Context, pod *corev1.Pod, c *corev1.C
 			set(e.Name, v)
 		}
 	}
+	for _, name := range slices.Sorted(maps.Keys(services)) {
+		if _, ok := vars[name]; !ok {
+			set(name, services[name])
+		}
+	}
 	env := make([]*runtimeapi.KeyValue, 0, len(order))
 	for _, name := range order {
 		env = append(env, &runtimeapi.KeyValue{Key: name, Value: vars[name]})
 	}
 	return env, nil
+}
+
+// serviceEnv are the Docker-link variables of the services a pod sees, as
+// the kubelet makes them: the kubernetes Service in default always, and
+// with enableServiceLinks (the default) every service of the pod's
+// namespace that has a ClusterIP.
+func (k *Kubelet) serviceEnv(pod *corev1.Pod) map[string]string {
+	out := map[string]string{}
+	if k.services == nil {
+		return out
+	}
+	var svcs []*corev1.Service
+	if pod.Spec.EnableServiceLinks == nil || *pod.Spec.EnableServiceLinks {
+		svcs, _ = k.services.Services(pod.Namespace).List(labels.Everything())
+	}
+	if api, err := k.services.Services(metav1.NamespaceDefault).Get("kubernetes"); err == nil {
+		svcs = append(svcs, api)
+	}
+	for _, s := range svcs {
+		ip := s.Spec.ClusterIP
+		if ip == "" || ip == corev1.ClusterIPNone || len(s.Spec.Ports) == 0 {
+			continue
+		}
+		name := strings.ToUpper(strings.ReplaceAll(s.Name, "-", "_"))
+		first := s.Spec.Ports[0]
+		out[name+"_SERVICE_HOST"] = ip
+		out[name+"_SERVICE_PORT"] = strconv.Itoa(int(first.Port))
+		out[name+"_PORT"] = fmt.Sprintf("%s://%s", strings.ToLower(string(first.Protocol)), net.JoinHostPort(ip, strconv.Itoa(int(first.Port))))
+		for _, p := range s.Spec.Ports {
+			proto := strings.ToLower(string(p.Protocol))
+			port := strconv.Itoa(int(p.Port))
+			if p.Name != "" {
+				out[name+"_SERVICE_PORT_"+strings.ToUpper(strings.ReplaceAll(p.Name, "-", "_"))] = port
+			}
+			prefix := name + "_PORT_" + port + "_" + strings.ToUpper(proto)
+			out[prefix] = proto + "://" + net.JoinHostPort(ip, port)
+			out[prefix+"_PROTO"] = proto
+			out[prefix+"_PORT"] = port
+			out[prefix+"_ADDR"] = ip
+		}
+	}
+	return out
 }
 
 // envSource reads the ConfigMap or Secret an envFrom names.
@@ -208,7 +269,7 @@ func quantity(c *corev1.Container, name string) resource.Quantity {
 }
 
 // expandAll expands $(VAR) references in each of ss.
-func expandAll(ss []string, vars map[string]string) []string {
+func expandAll(ss []string, vars func(string) (string, bool)) []string {
 	if ss == nil {
 		return nil
 	}
@@ -222,7 +283,7 @@ func expandAll(ss []string, vars map[string]string) []string {
 // expand replaces $(NAME) with the value of NAME when it is defined, and
 // $$ with $, leaving other references as they are, as Kubernetes expands
 // commands, args and env values.
-func expand(s string, vars map[string]string) string {
+func expand(s string, vars func(string) (string, bool)) string {
 	if !strings.Contains(s, "$") {
 		return s
 	}
@@ -243,7 +304,7 @@ func expand(s string, vars map[string]string) string {
 				return b.String()
 			}
 			name := s[i+2 : i+2+end]
-			if v, ok := vars[name]; ok {
+			if v, ok := vars(name); ok {
 				b.WriteString(v)
 			} else {
 				b.WriteString(s[i : i+3+end])

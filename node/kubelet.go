@@ -31,6 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/flowcontrol"
@@ -46,8 +47,8 @@ type Config struct {
 	// NodeIPs are the node's addresses, the first its InternalIP.
 	NodeIPs []string
 	// PodLogDir holds the pods' log directories (the kubelet's
-	// /var/log/pods).
-	PodLogDir string
+	// /var/log/pods), VolumeDir their volumes.
+	PodLogDir, VolumeDir string
 	// CgroupParent is the cgroup (cgroupfs path) the pods' cgroups go
 	// under.
 	CgroupParent string
@@ -73,12 +74,13 @@ type LocalImages interface {
 
 // Kubelet drives the pods bound to one node.
 type Kubelet struct {
-	cfg     Config
-	log     *slog.Logger
-	pods    cache.Indexer
-	queue   workqueue.TypedRateLimitingInterface[string]
-	backoff *flowcontrol.Backoff
-	runtime string
+	cfg      Config
+	log      *slog.Logger
+	pods     cache.Indexer
+	services corelisters.ServiceLister
+	queue    workqueue.TypedRateLimitingInterface[string]
+	backoff  *flowcontrol.Backoff
+	runtime  string
 
 	mu sync.Mutex
 	// waiting is why each container of a pod that is not running waits,
@@ -93,8 +95,8 @@ type Kubelet struct {
 
 // New makes a kubelet; Run starts it.
 func New(cfg Config) (*Kubelet, error) {
-	if cfg.Client == nil || cfg.Runtime == nil || cfg.NodeName == "" || cfg.PodLogDir == "" {
-		return nil, errors.New("kubelet: client, runtime, node name and pod log dir are required")
+	if cfg.Client == nil || cfg.Runtime == nil || cfg.NodeName == "" || cfg.PodLogDir == "" || cfg.VolumeDir == "" {
+		return nil, errors.New("kubelet: client, runtime, node name, pod log and volume dirs are required")
 	}
 	if cfg.RelistPeriod == 0 {
 		cfg.RelistPeriod = time.Second
@@ -137,9 +139,16 @@ func (k *Kubelet) Run(ctx context.Context) error {
 		DeleteFunc: k.enqueue,
 	})
 	k.pods = inf.GetIndexer()
+	// Services, for the environment variables of the pods' containers.
+	svcFactory := informers.NewSharedInformerFactory(k.cfg.Client, 0)
+	svcInf := svcFactory.Core().V1().Services()
+	k.services = svcInf.Lister()
+	svcInf.Informer()
 	factory.Start(ctx.Done())
+	svcFactory.Start(ctx.Done())
 	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+	defer svcFactory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced, svcInf.Informer().HasSynced) {
 		return ctx.Err()
 	}
 	defer k.queue.ShutDown()
@@ -415,12 +424,21 @@ func (k *Kubelet) execute(ctx context.Context, pod *corev1.Pod, o *observed, a a
 	if st, err := k.cfg.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: sandboxID}); err == nil && st.Status.Network != nil {
 		podIP = st.Status.Network.Ip
 	}
+	vols, err := k.setUpVolumes(ctx, pod, podIP)
+	if err != nil {
+		// The pod waits for its volumes; it never runs without them.
+		k.cfg.Recorder.Event(pod, corev1.EventTypeWarning, "FailedMount", err.Error())
+		for _, s := range a.start {
+			waiting[s.container.Name] = waitingReason{Reason: "ContainerCreating"}
+		}
+		return acted, nil
+	}
 	for _, s := range a.start {
 		acted = true
 		if s.attempt > 0 {
 			k.backoff.Next(backoffKey(pod, s.container.Name), time.Now())
 		}
-		if w, err := k.startContainer(ctx, pod, sandboxID, sandboxConfig, s, podIP); err != nil {
+		if w, err := k.startContainer(ctx, pod, sandboxID, sandboxConfig, s, podIP, vols); err != nil {
 			waiting[s.container.Name] = w
 			k.log.Info("container did not start", "pod", pod.Namespace+"/"+pod.Name, "container", s.container.Name, "reason", w.Reason, "err", err)
 			if s.init {
@@ -546,6 +564,9 @@ func (k *Kubelet) removeSandboxes(ctx context.Context, sbs []*runtimeapi.PodSand
 		}
 		uid := types.UID(s.Labels[labelPodUID])
 		if err := os.RemoveAll(podLogDir(k.cfg.PodLogDir, s.Metadata.Namespace, s.Metadata.Name, uid)); err != nil {
+			return err
+		}
+		if err := k.tearDownVolumes(string(uid)); err != nil {
 			return err
 		}
 		if err := removeCgroup(podCgroup(k.cfg.CgroupParent, uid)); err != nil {

@@ -221,7 +221,7 @@ func testKubelet(t *testing.T, rt *fakeRuntime, pods ...*corev1.Pod) (*Kubelet, 
 		objs = append(objs, p)
 	}
 	client := fake.NewClientset(objs...)
-	k, err := New(Config{Client: client, Runtime: rt, NodeName: "n", NodeIPs: []string{"192.0.2.1"}, PodLogDir: t.TempDir(),
+	k, err := New(Config{Client: client, Runtime: rt, NodeName: "n", NodeIPs: []string{"192.0.2.1"}, PodLogDir: t.TempDir(), VolumeDir: t.TempDir(),
 		CgroupParent: "/pontoon-test", Recorder: record.NewFakeRecorder(1000)})
 	if err != nil {
 		t.Fatal(err)

@@ -214,7 +214,7 @@ func TestExpand(t *testing.T) {
 		"$(A":          "$(A",
 		"$(A)$(A)$$$$": "xx$$",
 	} {
-		if got := expand(in, vars); got != want {
+		if got := expand(in, func(n string) (string, bool) { v, ok := vars[n]; return v, ok }); got != want {
 			t.Errorf("expand(%q) = %q, want %q", in, got, want)
 		}
 	}

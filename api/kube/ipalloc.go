@@ -74,10 +74,12 @@ func free(n uint32, taken func(slot uint32) bool) (uint32, bool) {
 	return 0, false
 }
 
-// pick returns a free ClusterIP.
+// pick returns a free ClusterIP. The first address of the range is never
+// picked: it is the kubernetes Service's, which the leader creates (a
+// service may still ask for it by name).
 func (a *ipAllocator) pick() (net.IP, error) {
-	ipOf := func(slot uint32) net.IP { return uintToIP(ipToUint(a.cidr.IP) + 1 + slot) }
-	slot, ok := free(a.size(), func(slot uint32) bool { return a.taken(serviceIPPrefix + ipOf(slot).String()) })
+	ipOf := func(slot uint32) net.IP { return uintToIP(ipToUint(a.cidr.IP) + 2 + slot) }
+	slot, ok := free(a.size()-1, func(slot uint32) bool { return a.taken(serviceIPPrefix + ipOf(slot).String()) })
 	if !ok {
 		return nil, apierrors.NewInternalError(fmt.Errorf("no ClusterIP left in %s", a.cidr))
 	}

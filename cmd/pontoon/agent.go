@@ -32,6 +32,7 @@ import (
 	"github.com/pontoon-dev/pontoon/node/containerd"
 	"github.com/pontoon-dev/pontoon/node/cri"
 	"github.com/pontoon-dev/pontoon/node/localimage"
+	"github.com/pontoon-dev/pontoon/node/mounts"
 )
 
 // agentOptions are the flags of `pontoon agent`.
@@ -273,7 +274,7 @@ func runAgent(ctx context.Context, s agentSettings, cfg *rest.Config, logger *sl
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: s.name})
 
 	kubelet, err := node.New(node.Config{Client: client, Runtime: runtime, NodeName: s.name, NodeIPs: []string{s.nodeIP},
-		PodLogDir: dirs.pods, CgroupParent: "/pontoon/" + s.name, ClusterDNS: s.clusterDNS, ClusterDomain: s.clusterDomain,
+		PodLogDir: dirs.pods, VolumeDir: dirs.volumes, CgroupParent: "/pontoon/" + s.name, ClusterDNS: s.clusterDNS, ClusterDomain: s.clusterDomain,
 		LocalImages: localImages, Recorder: recorder, Logger: logger})
 	if err != nil {
 		return err
@@ -327,7 +328,7 @@ const bridgeName = "pontoon0"
 
 // dirs are where an agent keeps things under its data dir.
 type dirs struct {
-	containerd, cniConf, cniIPAM, images, pods string
+	containerd, cniConf, cniIPAM, images, pods, volumes string
 }
 
 func agentDirs(dataDir string) dirs {
@@ -337,6 +338,7 @@ func agentDirs(dataDir string) dirs {
 		cniIPAM:    filepath.Join(dataDir, "cni", "ipam"),
 		images:     filepath.Join(dataDir, "images"),
 		pods:       filepath.Join(dataDir, "pods"),
+		volumes:    filepath.Join(dataDir, "volumes"),
 	}
 }
 
@@ -454,7 +456,7 @@ func cleanupAgent(ctx context.Context, name, dataDir string, logger *slog.Logger
 			return fmt.Errorf("cleanup: %w", err)
 		}
 	}
-	if err := containerd.Unmount(dirs.containerd); err != nil {
+	if err := mounts.UnmountUnder(dataDir); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	if err := cni.RemoveBridge(bridgeName); err != nil {

@@ -365,7 +365,8 @@ func runServer(ctx context.Context, o serverOptions) error {
 	node.AddLeaderDuty(func(ctx context.Context) {
 		cfg := &rest.Config{Host: "http://" + advAPI, Transport: apiServer.LocalTransport(ctx), QPS: -1}
 		settings := ctrl.Config{ClusterCIDR: clusterCIDR, NodeCIDRMaskSize: o.nodeCIDRMaskSize, NodeMonitorGracePeriod: o.nodeMonitorGracePeriod,
-			TerminatedPodGCThreshold: o.terminatedPodGCThreshold, Gossip: pool, Eviction: o.eviction}
+			TerminatedPodGCThreshold: o.terminatedPodGCThreshold, Gossip: pool, Eviction: o.eviction,
+			Servers: pool, ServiceCIDR: serviceCIDR}
 		if err := runLeaderDuties(ctx, cfg, settings, logger); err != nil {
 			logger.Error("leader duties", "err", err)
 		}

@@ -39,6 +39,24 @@ func TestDevRunsPods(t *testing.T) {
 		return out
 	}
 
+	// The kubernetes Service, as kube-apiserver keeps it: the first
+	// address of the service range, the servers as its endpoints.
+	cluster.Eventually(t, 20*time.Second, func() error {
+		svc, err := cs.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		ep, err := cs.CoreV1().Endpoints("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if svc.Spec.ClusterIP != "10.96.0.1" || svc.Spec.Ports[0].Port != 443 || len(ep.Subsets) != 1 ||
+			ep.Subsets[0].Addresses[0].IP != "127.0.0.1" || ep.Subsets[0].Ports[0].Port != 6443 {
+			return fmt.Errorf("the kubernetes service: %+v, endpoints %+v", svc.Spec, ep.Subsets)
+		}
+		return nil
+	})
+
 	kubectl("run", "web", "--image="+busybox, "--", "httpd", "-f", "-p", "8080")
 	web := waitPod(t, cs, "web", "a running pod with an address", func(p *corev1.Pod) bool {
 		return p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" && podReady(p)
@@ -49,6 +67,9 @@ func TestDevRunsPods(t *testing.T) {
 
 	if out := kubectl("exec", "web", "--", "ls", "/"); !strings.Contains(out, "bin\n") {
 		t.Fatalf("exec ls /: %q", out)
+	}
+	if out := kubectl("exec", "web", "--", "env"); !strings.Contains(out, "KUBERNETES_SERVICE_HOST=10.96.0.1\n") || !strings.Contains(out, "KUBERNETES_SERVICE_PORT=443\n") {
+		t.Fatalf("the pod's environment has no kubernetes service: %s", out)
 	}
 	if _, _, code := d.Kubectl("", "exec", "web", "--", "sh", "-c", "exit 3"); code != 3 {
 		t.Fatalf("exec of exit 3 ended with %d", code)
@@ -85,6 +106,72 @@ func TestDevRunsPods(t *testing.T) {
 	}
 	if out := kubectl("logs", "hello", "--tail=1", "--timestamps"); strings.Count(out, "\n") != 1 || !strings.Contains(out, "Z ") {
 		t.Fatalf("logs --tail=1 --timestamps: %q", out)
+	}
+
+	// Volumes: what the pod reads is there before it starts; a volume the
+	// node cannot provide keeps the pod waiting, never running without it.
+	hostDir := t.TempDir()
+	kubectl("create", "configmap", "settings", "--from-literal=colour=blue", "--from-literal=size=large")
+	kubectl("create", "secret", "generic", "creds", "--from-literal=password=s3cret")
+	if _, errOut, code := d.Kubectl(`apiVersion: v1
+kind: Pod
+metadata: {name: vols, labels: {tier: back}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: `+busybox+`
+    command: [sh, -c, 'cat /cm/colour /cm/deep/size /s/password /info/labels; stat -c %a /cm/colour; echo x > /scratch/f; cat /scratch/f; echo y > /host/out; ls /mem']
+    volumeMounts:
+    - {name: cm, mountPath: /cm}
+    - {name: s, mountPath: /s}
+    - {name: info, mountPath: /info}
+    - {name: scratch, mountPath: /scratch}
+    - {name: mem, mountPath: /mem}
+    - {name: host, mountPath: /host}
+  volumes:
+  - name: cm
+    configMap: {name: settings, defaultMode: 0400, items: [{key: colour, path: colour}, {key: size, path: deep/size}]}
+  - name: s
+    secret: {secretName: creds}
+  - name: info
+    downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}
+  - name: scratch
+    emptyDir: {}
+  - name: mem
+    emptyDir: {medium: Memory, sizeLimit: 1Mi}
+  - name: host
+    hostPath: {path: `+hostDir+`, type: Directory}
+`, "apply", "-f", "-"); code != 0 {
+		t.Fatalf("pod with volumes: %s", errOut)
+	}
+	waitPod(t, cs, "vols", "Succeeded", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
+	if out := kubectl("logs", "vols"); out != "bluelarges3crettier=\"back\"400\nx\n" {
+		t.Fatalf("what the pod read from its volumes: %q", out)
+	}
+	if b, err := os.ReadFile(filepath.Join(hostDir, "out")); err != nil || string(b) != "y\n" {
+		t.Fatalf("the hostPath volume holds %q, %v", b, err)
+	}
+	if _, errOut, code := d.Kubectl(`apiVersion: v1
+kind: Pod
+metadata: {name: nfs}
+spec:
+  containers:
+  - {name: c, image: `+busybox+`, volumeMounts: [{name: v, mountPath: /v}]}
+  volumes:
+  - {name: v, nfs: {server: 192.0.2.1, path: /x}}
+`, "apply", "-f", "-"); code != 0 {
+		t.Fatalf("pod with an nfs volume: %s", errOut)
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=nfs,reason=FailedMount"})
+		if err != nil || len(evs.Items) == 0 {
+			return fmt.Errorf("no FailedMount event for the nfs volume: %v", err)
+		}
+		return nil
+	})
+	if p, _ := cs.CoreV1().Pods("default").Get(ctx, "nfs", metav1.GetOptions{}); p.Status.Phase != corev1.PodPending || len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].State.Waiting == nil {
+		t.Fatalf("a pod whose volume the node cannot provide: %+v", p.Status)
 	}
 
 	kubectl("run", "crash", "--image="+busybox, "--", "sh", "-c", "echo dying; exit 2")
@@ -161,7 +248,7 @@ func TestDevRunsPods(t *testing.T) {
 	if took := time.Since(start); took < 2*time.Second {
 		t.Fatalf("a 3 s graceful deletion of a pod ignoring SIGTERM took %v", took)
 	}
-	kubectl("delete", "pod", "hello", "crash", "missing", "extra", "atstart", "--grace-period=1")
+	kubectl("delete", "pod", "hello", "crash", "missing", "extra", "atstart", "vols", "nfs", "--grace-period=1")
 	cluster.Eventually(t, 30*time.Second, func() error {
 		out, _, _ := d.Netns.Run("ls", filepath.Join(d.DataDir, "agent", "pods"))
 		if strings.TrimSpace(out) != "" {

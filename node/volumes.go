@@ -1,0 +1,328 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/pontoon-dev/pontoon/node/mounts"
+)
+
+// volume is a pod volume made ready on the node: the host path its
+// mounts bind.
+type volume struct {
+	hostPath string
+	readOnly bool
+}
+
+// errVolumeKind is a volume of a kind this node cannot provide: the pod
+// waits rather than run without it.
+var errVolumeKind = errors.New("this node does not provide volumes of this kind yet")
+
+// podVolumeDir is where a pod's volumes live on the node.
+func (k *Kubelet) podVolumeDir(pod *corev1.Pod) string {
+	return filepath.Join(k.cfg.VolumeDir, string(pod.UID))
+}
+
+// setUpVolumes makes every volume of the pod ready (as the kubelet's
+// volume manager mounts them before the containers start), and returns
+// them by name. The contents of configMap, secret, downwardAPI and
+// projected volumes are written at each pod start.
+func (k *Kubelet) setUpVolumes(ctx context.Context, pod *corev1.Pod, podIP string) (map[string]volume, error) {
+	vols := map[string]volume{}
+	for _, v := range pod.Spec.Volumes {
+		dir := filepath.Join(k.podVolumeDir(pod), v.Name)
+		vol, err := k.setUpVolume(ctx, pod, v, dir, podIP)
+		if err != nil {
+			return nil, fmt.Errorf("MountVolume.SetUp failed for volume %q : %w", v.Name, err)
+		}
+		vols[v.Name] = vol
+	}
+	return vols, nil
+}
+
+func (k *Kubelet) setUpVolume(ctx context.Context, pod *corev1.Pod, v corev1.Volume, dir, podIP string) (volume, error) {
+	switch {
+	case v.EmptyDir != nil:
+		if err := os.MkdirAll(dir, 0o777); err != nil {
+			return volume{}, err
+		}
+		if v.EmptyDir.Medium == corev1.StorageMediumMemory && !isMounted(dir) {
+			opts := ""
+			if l := v.EmptyDir.SizeLimit; l != nil && !l.IsZero() {
+				opts = fmt.Sprintf("size=%d", l.Value())
+			}
+			if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
+				return volume{}, fmt.Errorf("mount tmpfs: %w", err)
+			}
+		}
+		return volume{hostPath: dir}, os.Chmod(dir, 0o777)
+	case v.HostPath != nil:
+		return volume{hostPath: v.HostPath.Path}, hostPathReady(v.HostPath)
+	case v.ConfigMap != nil, v.Secret != nil, v.DownwardAPI != nil, v.Projected != nil:
+		files, err := k.volumeFiles(ctx, pod, v, podIP)
+		if err != nil {
+			return volume{}, err
+		}
+		return volume{hostPath: dir, readOnly: true}, writeFiles(dir, files)
+	}
+	return volume{}, errVolumeKind
+}
+
+// isMounted reports whether dir is a mount point.
+func isMounted(dir string) bool {
+	var st, parent syscall.Stat_t
+	if syscall.Stat(dir, &st) != nil || syscall.Stat(filepath.Dir(dir), &parent) != nil {
+		return false
+	}
+	return st.Dev != parent.Dev
+}
+
+// hostPathReady checks a hostPath volume's path against its type,
+// creating it when the type says so.
+func hostPathReady(h *corev1.HostPathVolumeSource) error {
+	t := corev1.HostPathUnset
+	if h.Type != nil {
+		t = *h.Type
+	}
+	st, err := os.Stat(h.Path)
+	switch t {
+	case corev1.HostPathUnset:
+		return nil
+	case corev1.HostPathDirectoryOrCreate:
+		if errors.Is(err, os.ErrNotExist) {
+			return os.MkdirAll(h.Path, 0o755)
+		}
+	case corev1.HostPathFileOrCreate:
+		if errors.Is(err, os.ErrNotExist) {
+			if err := os.MkdirAll(filepath.Dir(h.Path), 0o755); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(h.Path, os.O_CREATE|os.O_WRONLY, 0o644)
+			if err != nil {
+				return err
+			}
+			return f.Close()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("hostPath type check failed: %s is not a %s", h.Path, t)
+	}
+	ok := true
+	switch t {
+	case corev1.HostPathDirectory, corev1.HostPathDirectoryOrCreate:
+		ok = st.IsDir()
+	case corev1.HostPathFile, corev1.HostPathFileOrCreate:
+		ok = st.Mode().IsRegular()
+	case corev1.HostPathSocket:
+		ok = st.Mode()&os.ModeSocket != 0
+	case corev1.HostPathCharDev:
+		ok = st.Mode()&os.ModeCharDevice != 0
+	case corev1.HostPathBlockDev:
+		ok = st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0
+	}
+	if !ok {
+		return fmt.Errorf("hostPath type check failed: %s is not a %s", h.Path, t)
+	}
+	return nil
+}
+
+// file is one file of a volume made from API objects.
+type file struct {
+	data []byte
+	mode os.FileMode
+}
+
+// volumeFiles are the files of a configMap, secret, downwardAPI or
+// projected volume, by path.
+func (k *Kubelet) volumeFiles(ctx context.Context, pod *corev1.Pod, v corev1.Volume, podIP string) (map[string]file, error) {
+	files := map[string]file{}
+	mode := func(m *int32, def *int32) os.FileMode {
+		switch {
+		case m != nil:
+			return os.FileMode(*m)
+		case def != nil:
+			return os.FileMode(*def)
+		}
+		return 0o644
+	}
+	addKeys := func(data map[string][]byte, items []corev1.KeyToPath, def *int32, optional bool, what string) error {
+		if items == nil {
+			for key, d := range data {
+				files[key] = file{d, mode(nil, def)}
+			}
+			return nil
+		}
+		for _, it := range items {
+			d, ok := data[it.Key]
+			if !ok {
+				if optional {
+					continue
+				}
+				return fmt.Errorf("configuration error: %s has no key %q", what, it.Key)
+			}
+			files[it.Path] = file{d, mode(it.Mode, def)}
+		}
+		return nil
+	}
+	configMap := func(name string, optional *bool, items []corev1.KeyToPath, def *int32) error {
+		cm, err := k.cfg.Client.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			if optional != nil && *optional {
+				return nil
+			}
+			return fmt.Errorf("configmap %q not found: %w", name, err)
+		}
+		data := map[string][]byte{}
+		for key, s := range cm.Data {
+			data[key] = []byte(s)
+		}
+		maps.Copy(data, cm.BinaryData)
+		return addKeys(data, items, def, optional != nil && *optional, "configmap "+name)
+	}
+	secret := func(name string, optional *bool, items []corev1.KeyToPath, def *int32) error {
+		s, err := k.cfg.Client.CoreV1().Secrets(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			if optional != nil && *optional {
+				return nil
+			}
+			return fmt.Errorf("secret %q not found: %w", name, err)
+		}
+		return addKeys(s.Data, items, def, optional != nil && *optional, "secret "+name)
+	}
+	downward := func(items []corev1.DownwardAPIVolumeFile, def *int32) error {
+		for _, it := range items {
+			var val string
+			var err error
+			switch {
+			case it.FieldRef != nil:
+				val, err = podField(pod, it.FieldRef.FieldPath, podIP, k.cfg.NodeIPs)
+			case it.ResourceFieldRef != nil:
+				c := containerNamed(pod, it.ResourceFieldRef.ContainerName)
+				if c == nil {
+					return fmt.Errorf("no container %q", it.ResourceFieldRef.ContainerName)
+				}
+				val, err = resourceField(c, pod, it.ResourceFieldRef)
+			}
+			if err != nil {
+				return err
+			}
+			files[it.Path] = file{[]byte(val), mode(it.Mode, def)}
+		}
+		return nil
+	}
+	switch {
+	case v.ConfigMap != nil:
+		return files, configMap(v.ConfigMap.Name, v.ConfigMap.Optional, v.ConfigMap.Items, v.ConfigMap.DefaultMode)
+	case v.Secret != nil:
+		return files, secret(v.Secret.SecretName, v.Secret.Optional, v.Secret.Items, v.Secret.DefaultMode)
+	case v.DownwardAPI != nil:
+		return files, downward(v.DownwardAPI.Items, v.DownwardAPI.DefaultMode)
+	}
+	for _, src := range v.Projected.Sources {
+		var err error
+		switch {
+		case src.ConfigMap != nil:
+			err = configMap(src.ConfigMap.Name, src.ConfigMap.Optional, src.ConfigMap.Items, v.Projected.DefaultMode)
+		case src.Secret != nil:
+			err = secret(src.Secret.Name, src.Secret.Optional, src.Secret.Items, v.Projected.DefaultMode)
+		case src.DownwardAPI != nil:
+			err = downward(src.DownwardAPI.Items, v.Projected.DefaultMode)
+		default:
+			err = errVolumeKind
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return files, nil
+}
+
+func containerNamed(pod *corev1.Pod, name string) *corev1.Container {
+	for _, list := range [][]corev1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
+		for i := range list {
+			if list[i].Name == name {
+				return &list[i]
+			}
+		}
+	}
+	return nil
+}
+
+// writeFiles writes a volume's files into dir, replacing what it held:
+// they are written beside it first and swapped in with one rename, so a
+// container never sees half of them.
+func writeFiles(dir string, files map[string]file) error {
+	tmp := dir + ".new"
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	for _, path := range slices.Sorted(maps.Keys(files)) {
+		clean := filepath.Clean(path)
+		if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+			return fmt.Errorf("path %q leaves the volume", path)
+		}
+		full := filepath.Join(tmp, clean)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(full, files[path].data, files[path].mode); err != nil {
+			return err
+		}
+		if err := os.Chmod(full, files[path].mode); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dir)
+}
+
+// containerMounts are the CRI mounts of a container's volumeMounts.
+func containerMounts(c *corev1.Container, vols map[string]volume) ([]*runtimeapi.Mount, error) {
+	var out []*runtimeapi.Mount
+	for _, vm := range c.VolumeMounts {
+		v, ok := vols[vm.Name]
+		if !ok {
+			return nil, fmt.Errorf("volume %q of mount %s is not in the pod", vm.Name, vm.MountPath)
+		}
+		host := v.hostPath
+		if vm.SubPath != "" {
+			clean := filepath.Clean(vm.SubPath)
+			if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+				return nil, fmt.Errorf("subPath %q leaves volume %q", vm.SubPath, vm.Name)
+			}
+			host = filepath.Join(host, clean)
+			if _, err := os.Stat(host); errors.Is(err, os.ErrNotExist) {
+				if err := os.MkdirAll(host, 0o755); err != nil {
+					return nil, err
+				}
+			}
+		}
+		out = append(out, &runtimeapi.Mount{ContainerPath: vm.MountPath, HostPath: host, Readonly: vm.ReadOnly || v.readOnly})
+	}
+	return out, nil
+}
+
+// tearDownVolumes removes a pod's volumes from the node.
+func (k *Kubelet) tearDownVolumes(uid string) error {
+	dir := filepath.Join(k.cfg.VolumeDir, uid)
+	if err := mounts.UnmountUnder(dir); err != nil {
+		return err
+	}
+	return os.RemoveAll(dir)
+}
