@@ -119,29 +119,53 @@ func (k *Kubelet) serviceEnv(pod *corev1.Pod) map[string]string {
 
 // envSource reads the ConfigMap or Secret an envFrom names.
 func (k *Kubelet) envSource(ctx context.Context, ns string, from corev1.EnvFromSource) (map[string]string, error) {
+	var data map[string][]byte
+	var err error
 	switch {
 	case from.ConfigMapRef != nil:
-		cm, err := k.cfg.Client.CoreV1().ConfigMaps(ns).Get(ctx, from.ConfigMapRef.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) && from.ConfigMapRef.Optional != nil && *from.ConfigMapRef.Optional {
-			return nil, nil
-		} else if err != nil {
-			return nil, fmt.Errorf("configmap %q: %w", from.ConfigMapRef.Name, err)
-		}
-		return cm.Data, nil
+		data, err = k.sourceData(ctx, ns, false, from.ConfigMapRef.Name, from.ConfigMapRef.Optional)
 	case from.SecretRef != nil:
-		s, err := k.cfg.Client.CoreV1().Secrets(ns).Get(ctx, from.SecretRef.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) && from.SecretRef.Optional != nil && *from.SecretRef.Optional {
-			return nil, nil
-		} else if err != nil {
-			return nil, fmt.Errorf("secret %q: %w", from.SecretRef.Name, err)
-		}
-		out := map[string]string{}
-		for name, v := range s.Data {
-			out[name] = string(v)
-		}
-		return out, nil
+		data, err = k.sourceData(ctx, ns, true, from.SecretRef.Name, from.SecretRef.Optional)
 	}
-	return nil, nil
+	out := map[string]string{}
+	for name, v := range data {
+		out[name] = string(v)
+	}
+	return out, err
+}
+
+// sourceData reads the data of a ConfigMap (its binary data too) or of a
+// Secret, by key. A missing optional one has none.
+func (k *Kubelet) sourceData(ctx context.Context, ns string, secret bool, name string, optional *bool) (map[string][]byte, error) {
+	var data map[string][]byte
+	var err error
+	if secret {
+		var s *corev1.Secret
+		if s, err = k.cfg.Client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
+			data = s.Data
+		}
+	} else {
+		var cm *corev1.ConfigMap
+		if cm, err = k.cfg.Client.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
+			data = maps.Clone(cm.BinaryData)
+			if data == nil {
+				data = map[string][]byte{}
+			}
+			for key, v := range cm.Data {
+				data[key] = []byte(v)
+			}
+		}
+	}
+	kind := map[bool]string{true: "secret", false: "configmap"}[secret]
+	switch {
+	case apierrors.IsNotFound(err) && optional != nil && *optional:
+		return nil, nil
+	case apierrors.IsNotFound(err):
+		return nil, fmt.Errorf("%s %q not found", kind, name)
+	case err != nil:
+		return nil, fmt.Errorf("%s %q: %w", kind, name, err)
+	}
+	return data, nil
 }
 
 // envValueFrom resolves one env var's source. ok is false for an optional
@@ -156,34 +180,26 @@ func (k *Kubelet) envValueFrom(ctx context.Context, pod *corev1.Pod, c *corev1.C
 		return v, err == nil, err
 	case from.ConfigMapKeyRef != nil:
 		ref := from.ConfigMapKeyRef
-		optional := ref.Optional != nil && *ref.Optional
-		cm, err := k.cfg.Client.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) && optional {
-			return "", false, nil
-		} else if err != nil {
-			return "", false, fmt.Errorf("configmap %q: %w", ref.Name, err)
-		}
-		v, ok := cm.Data[ref.Key]
-		if !ok && !optional {
-			return "", false, fmt.Errorf("couldn't find key %s in ConfigMap %s/%s", ref.Key, pod.Namespace, ref.Name)
-		}
-		return v, ok, nil
+		return k.sourceKey(ctx, pod.Namespace, false, ref.Name, ref.Key, ref.Optional)
 	case from.SecretKeyRef != nil:
 		ref := from.SecretKeyRef
-		optional := ref.Optional != nil && *ref.Optional
-		s, err := k.cfg.Client.CoreV1().Secrets(pod.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) && optional {
-			return "", false, nil
-		} else if err != nil {
-			return "", false, fmt.Errorf("secret %q: %w", ref.Name, err)
-		}
-		v, ok := s.Data[ref.Key]
-		if !ok && !optional {
-			return "", false, fmt.Errorf("couldn't find key %s in Secret %s/%s", ref.Key, pod.Namespace, ref.Name)
-		}
-		return string(v), ok, nil
+		return k.sourceKey(ctx, pod.Namespace, true, ref.Name, ref.Key, ref.Optional)
 	}
 	return "", false, fmt.Errorf("no value source")
+}
+
+// sourceKey is one key of a ConfigMap or Secret; ok is false for an
+// optional one that is missing.
+func (k *Kubelet) sourceKey(ctx context.Context, ns string, secret bool, name, key string, optional *bool) (string, bool, error) {
+	data, err := k.sourceData(ctx, ns, secret, name, optional)
+	if err != nil {
+		return "", false, err
+	}
+	v, ok := data[key]
+	if !ok && (optional == nil || !*optional) {
+		return "", false, fmt.Errorf("couldn't find key %s in %s %s/%s", key, map[bool]string{true: "Secret", false: "ConfigMap"}[secret], ns, name)
+	}
+	return string(v), ok, nil
 }
 
 // podField is the value of a downward API field path.

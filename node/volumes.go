@@ -12,7 +12,6 @@ import (
 	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pontoon-dev/pontoon/node/mounts"
@@ -175,30 +174,12 @@ func (k *Kubelet) volumeFiles(ctx context.Context, pod *corev1.Pod, v corev1.Vol
 		}
 		return nil
 	}
-	configMap := func(name string, optional *bool, items []corev1.KeyToPath, def *int32) error {
-		cm, err := k.cfg.Client.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	fromSource := func(secret bool, name string, optional *bool, items []corev1.KeyToPath, def *int32) error {
+		data, err := k.sourceData(ctx, pod.Namespace, secret, name, optional)
 		if err != nil {
-			if optional != nil && *optional {
-				return nil
-			}
-			return fmt.Errorf("configmap %q not found: %w", name, err)
+			return err
 		}
-		data := map[string][]byte{}
-		for key, s := range cm.Data {
-			data[key] = []byte(s)
-		}
-		maps.Copy(data, cm.BinaryData)
-		return addKeys(data, items, def, optional != nil && *optional, "configmap "+name)
-	}
-	secret := func(name string, optional *bool, items []corev1.KeyToPath, def *int32) error {
-		s, err := k.cfg.Client.CoreV1().Secrets(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			if optional != nil && *optional {
-				return nil
-			}
-			return fmt.Errorf("secret %q not found: %w", name, err)
-		}
-		return addKeys(s.Data, items, def, optional != nil && *optional, "secret "+name)
+		return addKeys(data, items, def, optional != nil && *optional, name)
 	}
 	downward := func(items []corev1.DownwardAPIVolumeFile, def *int32) error {
 		for _, it := range items {
@@ -223,9 +204,9 @@ func (k *Kubelet) volumeFiles(ctx context.Context, pod *corev1.Pod, v corev1.Vol
 	}
 	switch {
 	case v.ConfigMap != nil:
-		return files, configMap(v.ConfigMap.Name, v.ConfigMap.Optional, v.ConfigMap.Items, v.ConfigMap.DefaultMode)
+		return files, fromSource(false, v.ConfigMap.Name, v.ConfigMap.Optional, v.ConfigMap.Items, v.ConfigMap.DefaultMode)
 	case v.Secret != nil:
-		return files, secret(v.Secret.SecretName, v.Secret.Optional, v.Secret.Items, v.Secret.DefaultMode)
+		return files, fromSource(true, v.Secret.SecretName, v.Secret.Optional, v.Secret.Items, v.Secret.DefaultMode)
 	case v.DownwardAPI != nil:
 		return files, downward(v.DownwardAPI.Items, v.DownwardAPI.DefaultMode)
 	}
@@ -233,9 +214,9 @@ func (k *Kubelet) volumeFiles(ctx context.Context, pod *corev1.Pod, v corev1.Vol
 		var err error
 		switch {
 		case src.ConfigMap != nil:
-			err = configMap(src.ConfigMap.Name, src.ConfigMap.Optional, src.ConfigMap.Items, v.Projected.DefaultMode)
+			err = fromSource(false, src.ConfigMap.Name, src.ConfigMap.Optional, src.ConfigMap.Items, v.Projected.DefaultMode)
 		case src.Secret != nil:
-			err = secret(src.Secret.Name, src.Secret.Optional, src.Secret.Items, v.Projected.DefaultMode)
+			err = fromSource(true, src.Secret.Name, src.Secret.Optional, src.Secret.Items, v.Projected.DefaultMode)
 		case src.DownwardAPI != nil:
 			err = downward(src.DownwardAPI.Items, v.Projected.DefaultMode)
 		default:

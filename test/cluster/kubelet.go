@@ -240,7 +240,7 @@ func (k *FakeKubelet) syncPod(ctx context.Context, key string) error {
 			phase, code, ready = p, c, false
 		}
 	}
-	if pod.Status.Phase == phase && podIsReady(pod) == ready {
+	if pod.Status.Phase == phase && PodReady(pod) == ready {
 		return nil
 	}
 	next.Status.Phase = phase
@@ -272,7 +272,8 @@ func (k *FakeKubelet) syncPod(ctx context.Context, key string) error {
 	return err
 }
 
-func podIsReady(pod *corev1.Pod) bool {
+// PodReady reports whether the pod's Ready condition is true.
+func PodReady(pod *corev1.Pod) bool {
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodReady {
 			return c.Status == corev1.ConditionTrue

@@ -59,7 +59,7 @@ func TestDevRunsPods(t *testing.T) {
 
 	kubectl("run", "web", "--image="+busybox, "--", "httpd", "-f", "-p", "8080")
 	web := waitPod(t, cs, "web", "a running pod with an address", func(p *corev1.Pod) bool {
-		return p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" && podReady(p)
+		return p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" && cluster.PodReady(p)
 	})
 	if !strings.HasPrefix(web.Status.PodIP, "10.244.") || web.Status.HostIP != "127.0.0.1" {
 		t.Fatalf("pod IP %s, host IP %s", web.Status.PodIP, web.Status.HostIP)
@@ -274,13 +274,4 @@ func waitPod(t *testing.T, cs kubernetes.Interface, name, what string, ok func(*
 		return nil
 	})
 	return pod
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
