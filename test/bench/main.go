@@ -27,7 +27,7 @@ func main() {
 	keys := flag.Int("restart-keys", 100000, "keys loaded before the restart and memory measurements")
 	rounds := flag.Int("failover-rounds", 20, "leader kills in the failover measurement")
 	writeRounds := flag.Int("write-rounds", 3, "rounds of the write loads; each system runs once a round, in turn")
-	suites := flag.String("suites", "store,kube,sched", "what to measure: store (against etcd), kube (the Kubernetes API), sched (the scheduler and controllers)")
+	suites := flag.String("suites", "store,kube,sched,node", "what to measure: store (against etcd), kube (the Kubernetes API), sched (the scheduler and controllers), node (pods on a node, against CRI directly)")
 	flag.Parse()
 	bin := os.Getenv("PONTOON_BIN")
 	if bin == "" {
@@ -54,6 +54,11 @@ func main() {
 		log.Printf("== scheduler and controllers")
 		s := measureSched(r, bin, cfg)
 		report.sched = &s
+	}
+	if strings.Contains(*suites, "node") {
+		log.Printf("== pods on a node")
+		n := measureNode(r, bin)
+		report.node = &n
 	}
 	text := report.markdown(cfg, time.Since(start))
 	if *out == "" {
@@ -307,6 +312,7 @@ type report struct {
 	results []result
 	kube    *kubeResult
 	sched   *schedResult
+	node    *nodeResult
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
@@ -337,6 +343,9 @@ func (r *report) markdown(cfg config, took time.Duration) string {
 	}
 	if r.sched != nil {
 		r.sched.markdown(&b)
+	}
+	if r.node != nil {
+		r.node.markdown(&b)
 	}
 	return b.String()
 }

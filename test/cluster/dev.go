@@ -17,17 +17,25 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// Dev is a `pontoon dev` process (a server and a node that runs pods) in
-// a network namespace of its own, reached from the test through it.
+// Dev is a one-node cluster in a network namespace of its own, reached
+// from the test through it: `pontoon dev` (a server and a node that runs
+// pods in one process), or, split, a `pontoon server` and a `pontoon
+// agent` that finds it by gossip.
 type Dev struct {
 	t       TB
 	bin     string
 	Netns   *Netns
 	DataDir string
 	Args    []string
+	split   bool
 	logPath string
-	cmd     *exec.Cmd
-	exited  chan struct{}
+	procs   []*devProc
+}
+
+// devProc is one process of a Dev.
+type devProc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 // DevAPI is where the dev server listens, inside its namespace.
@@ -39,15 +47,27 @@ const DevAPI = "127.0.0.1:6443"
 // anything of it is left: a process, a mount, a cgroup.
 func StartDev(t TB, bin, ns string, args ...string) *Dev {
 	t.Helper()
+	return startDev(t, bin, ns, false, args)
+}
+
+// StartSplitDev is StartDev with the server and the agent in processes
+// of their own; args go to the agent.
+func StartSplitDev(t TB, bin, ns string, args ...string) *Dev {
+	t.Helper()
+	return startDev(t, bin, ns, true, args)
+}
+
+func startDev(t TB, bin, ns string, split bool, args []string) *Dev {
+	t.Helper()
 	dir := t.TempDir()
-	d := &Dev{t: t, bin: bin, Netns: NewNetns(t, ns), DataDir: filepath.Join(dir, "data"), Args: args, logPath: filepath.Join(dir, "dev.log")}
+	d := &Dev{t: t, bin: bin, Netns: NewNetns(t, ns), DataDir: filepath.Join(dir, "data"), Args: args, split: split, logPath: filepath.Join(dir, "dev.log")}
 	t.Cleanup(d.cleanup)
 	d.Start()
 	d.WaitReady(60 * time.Second)
 	return d
 }
 
-// Start starts the process (again).
+// Start starts the processes (again).
 func (d *Dev) Start() {
 	d.t.Helper()
 	log, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -55,37 +75,75 @@ func (d *Dev) Start() {
 		d.t.Fatalf("%v", err)
 	}
 	defer log.Close()
-	d.cmd = d.Netns.Command(d.bin, append([]string{"dev", "--data-dir", d.DataDir, "--log-level", "info"}, d.Args...)...)
-	d.cmd.Stdout, d.cmd.Stderr = log, log
-	if err := d.cmd.Start(); err != nil {
-		d.t.Fatalf("%v", err)
+	runs := [][]string{append([]string{"dev", "--data-dir", d.DataDir, "--log-level", "info"}, d.Args...)}
+	if d.split {
+		// The layout of pontoon dev's data dir, so cleanup is the same.
+		runs = [][]string{
+			{"server", "--name", "dev-server", "--data-dir", filepath.Join(d.DataDir, "server"), "--bootstrap-expect", "1"},
+			append([]string{"agent", "--name", "dev", "--data-dir", filepath.Join(d.DataDir, "agent"), "--node-ip", "127.0.0.1",
+				"--gossip-addr", "127.0.0.1:7947", "--join", "127.0.0.1:7946"}, d.Args...),
+		}
 	}
-	d.exited = make(chan struct{})
-	cmd, exited := d.cmd, d.exited
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
+	if d.split {
+		out, errOut, code := run(exec.Command(d.bin, "kubeconfig", "--server", "http://"+DevAPI))
+		if code != 0 {
+			d.t.Fatalf("pontoon kubeconfig: %s", errOut)
+		}
+		if err := os.MkdirAll(d.DataDir, 0o755); err != nil {
+			d.t.Fatalf("%v", err)
+		}
+		if err := os.WriteFile(d.Kubeconfig(), []byte(out), 0o600); err != nil {
+			d.t.Fatalf("%v", err)
+		}
+	}
+	for _, args := range runs {
+		p := &devProc{cmd: d.Netns.Command(d.bin, args...), exited: make(chan struct{})}
+		p.cmd.Stdout, p.cmd.Stderr = log, log
+		if err := p.cmd.Start(); err != nil {
+			d.t.Fatalf("%v", err)
+		}
+		go func() {
+			p.cmd.Wait()
+			close(p.exited)
+		}()
+		d.procs = append(d.procs, p)
+	}
 }
 
-// Stop stops the process as Ctrl-C does and waits for it.
+// Stop stops the processes as Ctrl-C does, the agent first, and waits for
+// them.
 func (d *Dev) Stop() {
 	d.t.Helper()
-	if d.cmd == nil {
-		return
+	for i := len(d.procs) - 1; i >= 0; i-- {
+		p := d.procs[i]
+		p.cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-p.exited:
+		case <-time.After(30 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.exited
+			d.t.Errorf("%s did not stop within 30 s of SIGINT", strings.Join(p.cmd.Args, " "))
+		}
 	}
-	d.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-d.exited:
-	case <-time.After(30 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.exited
-		d.t.Errorf("pontoon dev did not stop within 30 s of SIGINT")
-	}
-	d.cmd = nil
+	d.procs = nil
 }
 
-// Kubeconfig is the kubeconfig the process wrote.
+// AgentPID is the process that runs the node: the agent, or pontoon dev.
+func (d *Dev) AgentPID() int { return d.procs[len(d.procs)-1].cmd.Process.Pid }
+
+// exited reports why a process is no longer running, "" while all are.
+func (d *Dev) exited() string {
+	for _, p := range d.procs {
+		select {
+		case <-p.exited:
+			return fmt.Sprintf("%s exited: %s", p.cmd.Args[3], d.LogTail(20))
+		default:
+		}
+	}
+	return ""
+}
+
+// Kubeconfig is the kubeconfig for the server.
 func (d *Dev) Kubeconfig() string { return filepath.Join(d.DataDir, "kubeconfig") }
 
 // Kubectl runs kubectl against the server, in the namespace.
@@ -108,10 +166,8 @@ func (d *Dev) WaitReady(timeout time.Duration) {
 	d.t.Helper()
 	cs := d.Clientset()
 	Eventually(d.t, timeout, func() error {
-		select {
-		case <-d.exited:
-			return fmt.Errorf("pontoon dev exited: %s", d.LogTail(20))
-		default:
+		if why := d.exited(); why != "" {
+			return errors.New(why)
 		}
 		n, err := cs.CoreV1().Nodes().Get(context.Background(), "dev", metav1.GetOptions{})
 		if err != nil {

@@ -275,3 +275,30 @@ func waitPod(t *testing.T, cs kubernetes.Interface, name, what string, ok func(*
 	})
 	return pod
 }
+
+// TestAgentJoinsByGossip: `pontoon agent` as its own process finds the
+// server through the gossip address it is given, registers its node and
+// runs a pod, whose logs come back through the server.
+func TestAgentJoinsByGossip(t *testing.T) {
+	d := cluster.StartSplitDev(t, bin, "pontoon-e2e-agent", "--node-labels", "tier=edge")
+	cs := d.Clientset()
+	n, err := cs.CoreV1().Nodes().Get(context.Background(), "dev", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Labels["tier"] != "edge" || n.Labels[corev1.LabelHostname] != "dev" || n.Status.NodeInfo.ContainerRuntimeVersion == "" ||
+		n.Status.Allocatable.Pods().Value() != 110 || n.Spec.PodCIDR == "" {
+		t.Fatalf("the node as the agent registered it: %+v %+v", n.Labels, n.Status)
+	}
+	if _, err := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), "dev", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the node's lease: %v", err)
+	}
+	if out, errOut, code := d.Kubectl("", "run", "hello", "--image="+busybox, "--restart=Never", "--", "echo", "hello"); code != 0 {
+		t.Fatalf("kubectl run: %s%s", out, errOut)
+	}
+	waitPod(t, cs, "hello", "Succeeded", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
+	if out, errOut, code := d.Kubectl("", "logs", "hello"); code != 0 || out != "hello\n" {
+		t.Fatalf("logs: exit %d: %q %s", code, out, errOut)
+	}
+	d.Kubectl("", "delete", "pod", "hello")
+}
