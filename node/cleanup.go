@@ -9,12 +9,12 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// Cleanup stops and removes every sandbox (and so every container) this
-// kubelet made in the runtime, which also releases their network
+// Cleanup stops and removes every sandbox (and so every container) of a
+// runtime that is the agent's own, which also releases their network
 // allocations through CNI, then removes the pods' cgroups under
 // cgroupParent.
 func Cleanup(ctx context.Context, rt Runtime, cgroupParent string) (int, error) {
-	sbs, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{labelManagedBy: managedBy}}})
+	sbs, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
 		return 0, err
 	}

@@ -44,9 +44,7 @@ type nodeResult struct {
 // own) in a network namespace.
 func measureNode(r *runner, bin string) nodeResult {
 	d := cluster.StartSplitDev(r, bin, "pontoon-bench-node", "--max-pods", "200")
-	cfg := d.RESTConfig()
-	cfg.Timeout = 30 * time.Second
-	cs := kubernetes.NewForConfigOrDie(cfg)
+	cs := d.Clientset()
 	ctx := context.Background()
 	cluster.Eventually(r, 30*time.Second, func() error {
 		_, err := cs.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
@@ -61,7 +59,7 @@ func measureNode(r *runner, bin string) nodeResult {
 	var res nodeResult
 
 	// One of each first, so neither pays for a cold start.
-	podsRunning(r, cs, "warm", 1, func() { createPod(r, cs, "warm-0") })
+	podsRunning(r, cs, "warm-0", 1, func() { createPod(r, cs, "warm-0") })
 	deletePods(r, cs, "warm")
 	direct.start(r, 0)
 	direct.removeAll(r)
@@ -165,7 +163,12 @@ func podsRunning(r *runner, cs kubernetes.Interface, name string, n int, create 
 			return
 		}
 	}
-	r.Fatalf("%s: %d of %d pods Running within 5 minutes", name, len(running), n)
+	l, _ := cs.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: "bench=" + label})
+	var states []string
+	for _, p := range l.Items {
+		states = append(states, fmt.Sprintf("%s %s %+v", p.Name, p.Status.Phase, p.Status.ContainerStatuses))
+	}
+	r.Fatalf("%s: %d of %d pods seen Running: %s", name, len(running), n, strings.Join(states, "; "))
 }
 
 // deletePods deletes the pods labelled bench=label and waits until they
