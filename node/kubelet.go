@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -80,6 +81,7 @@ type Kubelet struct {
 	services corelisters.ServiceLister
 	queue    workqueue.TypedRateLimitingInterface[string]
 	backoff  *flowcontrol.Backoff
+	probes   *probes
 	runtime  string
 
 	mu sync.Mutex
@@ -107,14 +109,16 @@ func New(cfg Config) (*Kubelet, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Kubelet{
+	k := &Kubelet{
 		cfg: cfg, log: cfg.Logger,
 		queue:    workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
 		backoff:  flowcontrol.NewBackOff(10*time.Second, 300*time.Second),
 		waiting:  map[types.UID]map[string]waitingReason{},
 		relisted: map[types.UID]string{},
 		seenIn:   map[types.UID]string{},
-	}, nil
+	}
+	k.probes = newProbes(k)
+	return k, nil
 }
 
 // Run syncs pods until ctx ends. Containers keep running after it
@@ -285,6 +289,13 @@ func (k *Kubelet) sync(ctx context.Context, key string) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	// A container whose liveness or startup probe failed is killed; its
+	// restart policy then decides.
+	if k.killUnhealthy(ctx, pod, o) {
+		if o, err = k.observe(ctx, pod.UID); err != nil {
+			return 0, err
+		}
+	}
 	a := computeActions(pod, o, func(name string, finishedAt time.Time) bool {
 		return k.backoff.IsInBackOffSince(backoffKey(pod, name), finishedAt)
 	})
@@ -321,6 +332,7 @@ func (k *Kubelet) sync(ctx context.Context, key string) (time.Duration, error) {
 	k.waiting[pod.UID] = waiting
 	k.mu.Unlock()
 
+	k.probes.sync(ctx, key, pod, o)
 	if pod.DeletionTimestamp != nil && !anythingRunning(o) {
 		return 0, k.finishDeletion(ctx, pod, o)
 	}
@@ -582,13 +594,36 @@ func (k *Kubelet) forgetUID(uid types.UID) {
 	k.mu.Lock()
 	delete(k.waiting, uid)
 	k.mu.Unlock()
+	k.probes.stopPod(uid)
+}
+
+// killUnhealthy stops the running containers whose liveness or startup
+// probe failed, and reports whether it stopped any.
+func (k *Kubelet) killUnhealthy(ctx context.Context, pod *corev1.Pod, o *observed) bool {
+	killed := false
+	for _, c := range o.containers {
+		if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			continue
+		}
+		for _, kind := range []probeKind{startup, liveness} {
+			if r, ok := k.probes.result(c.Id, kind); ok && r.failed {
+				k.cfg.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", "Container %s failed %s probe, will be restarted", c.Metadata.Name, strings.ToLower(string(kind)))
+				if err := k.stopContainer(ctx, pod, c); err != nil {
+					k.log.Warn("stopping an unhealthy container", "pod", pod.Name, "container", c.Metadata.Name, "err", err)
+				}
+				killed = true
+				break
+			}
+		}
+	}
+	return killed
 }
 
 // postStatus posts the pod's status when it differs from what the API
 // holds.
 func (k *Kubelet) postStatus(ctx context.Context, pod *corev1.Pod, o *observed, waiting map[string]waitingReason, initFailed bool) error {
 	st := computeStatus(statusInput{pod: pod, observed: o, waiting: waiting, initFailed: initFailed,
-		hostIPs: k.cfg.NodeIPs, runtime: k.runtime, now: time.Now()})
+		hostIPs: k.cfg.NodeIPs, runtime: k.runtime, probes: k.probes.result, now: time.Now()})
 	if reflect.DeepEqual(normalized(st), normalized(pod.Status)) {
 		return nil
 	}

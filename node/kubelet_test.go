@@ -170,6 +170,10 @@ func (f *fakeRuntime) ContainerStatus(_ context.Context, in *runtimeapi.Containe
 	return &runtimeapi.ContainerStatusResponse{Status: &cp}, nil
 }
 
+func (f *fakeRuntime) ExecSync(context.Context, *runtimeapi.ExecSyncRequest, ...grpc.CallOption) (*runtimeapi.ExecSyncResponse, error) {
+	return nil, errors.New("not in the fake")
+}
+
 func (f *fakeRuntime) Exec(context.Context, *runtimeapi.ExecRequest, ...grpc.CallOption) (*runtimeapi.ExecResponse, error) {
 	return nil, errors.New("not in the fake")
 }

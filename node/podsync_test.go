@@ -193,6 +193,21 @@ func TestComputeStatus(t *testing.T) {
 		t.Errorf("a failed pod became %s", st.Phase)
 	}
 
+	// A readiness probe holds Ready until it succeeded.
+	probed := testPod(corev1.RestartPolicyAlways, "a")
+	probed.Spec.Containers[0].ReadinessProbe = &corev1.Probe{}
+	o = readySandbox()
+	o.containers = []*runtimeapi.ContainerStatus{container("a", 0, runtimeapi.ContainerState_CONTAINER_RUNNING, 0)}
+	for _, ready := range []bool{false, true} {
+		probed.Status = corev1.PodStatus{}
+		st = computeStatus(statusInput{pod: probed, observed: o, now: now, probes: func(string, probeKind) (probeResult, bool) {
+			return probeResult{ok: ready}, true
+		}})
+		if st.ContainerStatuses[0].Ready != ready || (cond(st, corev1.PodReady) == corev1.ConditionTrue) != ready || st.Phase != corev1.PodRunning {
+			t.Errorf("readiness probe ok=%v: %+v", ready, st)
+		}
+	}
+
 	withInit := testPod(corev1.RestartPolicyAlways, "a")
 	withInit.Spec.InitContainers = []corev1.Container{{Name: "i", Image: "img"}, {Name: "side", Image: "img", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways)}}
 	o = readySandbox()

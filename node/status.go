@@ -27,7 +27,10 @@ type statusInput struct {
 	hostIPs    []string
 	// runtime is the runtime's name, the scheme of container IDs.
 	runtime string
-	now     time.Time
+	// probes returns a container's probe result, if it has one yet (nil:
+	// none has).
+	probes func(containerID string, kind probeKind) (probeResult, bool)
+	now    time.Time
 }
 
 // computeStatus returns the pod's status as the kubelet would post it
@@ -241,8 +244,20 @@ func containerStatuses(specs []corev1.Container, old []corev1.ContainerStatus, i
 		switch cur.State {
 		case runtimeapi.ContainerState_CONTAINER_RUNNING:
 			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(time.Unix(0, cur.StartedAt))}
-			started = true
-			cs.Ready = true
+			// Started once its startup probe succeeded, ready once its
+			// readiness probe did (at once for a probe it does not have).
+			probeOK := func(p *corev1.Probe, kind probeKind) bool {
+				if p == nil {
+					return true
+				}
+				if in.probes == nil {
+					return false
+				}
+				r, ok := in.probes(cur.Id, kind)
+				return ok && r.ok
+			}
+			started = probeOK(c.StartupProbe, startup)
+			cs.Ready = started && probeOK(c.ReadinessProbe, readiness)
 		case runtimeapi.ContainerState_CONTAINER_EXITED:
 			term := terminated(cur, in.runtime)
 			if w, ok := in.waiting[c.Name]; ok {

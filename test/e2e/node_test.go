@@ -302,3 +302,79 @@ func TestAgentJoinsByGossip(t *testing.T) {
 	}
 	d.Kubectl("", "delete", "pod", "hello")
 }
+
+// TestProbes: a readiness probe turns Ready false and back as it fails and
+// succeeds; a failing liveness probe restarts the container, with the
+// kubelet's Unhealthy and Killing events.
+func TestProbes(t *testing.T) {
+	d := cluster.StartDev(t, bin, "pontoon-e2e-probes")
+	cs := d.Clientset()
+	ctx := context.Background()
+	if _, errOut, code := d.Kubectl(`apiVersion: v1
+kind: Pod
+metadata: {name: probed}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: `+busybox+`
+    command: [sh, -c, 'touch /tmp/alive; exec httpd -f -p 8080']
+    readinessProbe:
+      exec: {command: [test, -f, /tmp/ready]}
+      periodSeconds: 1
+      failureThreshold: 1
+    livenessProbe:
+      exec: {command: [test, -f, /tmp/alive]}
+      periodSeconds: 1
+      failureThreshold: 2
+    startupProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+`, "apply", "-f", "-"); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	ready := func(want bool) {
+		t.Helper()
+		waitPod(t, cs, "probed", fmt.Sprintf("Ready=%v", want), func(p *corev1.Pod) bool {
+			s := p.Status.ContainerStatuses
+			return p.Status.Phase == corev1.PodRunning && len(s) == 1 && s[0].Started != nil && *s[0].Started && s[0].Ready == want && cluster.PodReady(p) == want
+		})
+	}
+	ready(false)
+	exec := func(cmd string) {
+		t.Helper()
+		if out, errOut, code := d.Kubectl("", "exec", "probed", "--", "sh", "-c", cmd); code != 0 {
+			t.Fatalf("exec %s: %s%s", cmd, out, errOut)
+		}
+	}
+	exec("touch /tmp/ready")
+	ready(true)
+	exec("rm /tmp/ready")
+	ready(false)
+
+	exec("rm /tmp/alive")
+	waitPod(t, cs, "probed", "restarted by its liveness probe", func(p *corev1.Pod) bool {
+		s := p.Status.ContainerStatuses
+		return len(s) == 1 && s[0].RestartCount == 1 && s[0].State.Running != nil
+	})
+	cluster.Eventually(t, 10*time.Second, func() error {
+		evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=probed"})
+		if err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		for _, e := range evs.Items {
+			switch {
+			case e.Reason == "Unhealthy" && strings.HasPrefix(e.Message, "Liveness probe failed"):
+				seen["Unhealthy"] = true
+			case e.Reason == "Killing" && strings.Contains(e.Message, "failed liveness probe, will be restarted"):
+				seen["Killing"] = true
+			}
+		}
+		if !seen["Unhealthy"] || !seen["Killing"] {
+			return fmt.Errorf("events: %v", seen)
+		}
+		return nil
+	})
+	d.Kubectl("", "delete", "pod", "probed", "--grace-period=1")
+}
