@@ -194,10 +194,20 @@ func defaultService(s *corev1.Service) {
 	}
 }
 
+// defaultSecret also merges stringData into data, as kube-apiserver's
+// conversion of a written Secret does: stringData is write-only, never
+// stored, and wins over data for a key in both.
 func defaultSecret(s *corev1.Secret) {
 	if s.Type == "" {
 		s.Type = corev1.SecretTypeOpaque
 	}
+	if len(s.StringData) > 0 && s.Data == nil {
+		s.Data = map[string][]byte{}
+	}
+	for k, v := range s.StringData {
+		s.Data[k] = []byte(v)
+	}
+	s.StringData = nil
 }
 
 func defaultDeployment(d *appsv1.Deployment) {

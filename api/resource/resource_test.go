@@ -383,3 +383,16 @@ func TestServicePortsAreUniquePerProtocol(t *testing.T) {
 		t.Fatalf("the same port and node port twice for TCP: %v", errs)
 	}
 }
+
+func TestSecretStringDataMergedIntoData(t *testing.T) {
+	s := &corev1.Secret{Data: map[string][]byte{"a": []byte("old"), "b": []byte("kept")}, StringData: map[string]string{"a": "new", "c": "added"}}
+	defaultSecret(s)
+	if s.StringData != nil || string(s.Data["a"]) != "new" || string(s.Data["b"]) != "kept" || string(s.Data["c"]) != "added" || s.Type != corev1.SecretTypeOpaque {
+		t.Fatalf("after defaulting: %+v", s)
+	}
+	s = &corev1.Secret{StringData: map[string]string{"password": "x"}}
+	defaultSecret(s)
+	if string(s.Data["password"]) != "x" {
+		t.Fatalf("stringData alone: %+v", s)
+	}
+}

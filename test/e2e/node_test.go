@@ -112,7 +112,14 @@ func TestDevRunsPods(t *testing.T) {
 	// node cannot provide keeps the pod waiting, never running without it.
 	hostDir := t.TempDir()
 	kubectl("create", "configmap", "settings", "--from-literal=colour=blue", "--from-literal=size=large")
-	kubectl("create", "secret", "generic", "creds", "--from-literal=password=s3cret")
+	// stringData is merged into data and never stored, as kube-apiserver
+	// does.
+	if _, errOut, code := d.Kubectl("apiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData: {password: s3cret}\n", "apply", "-f", "-"); code != 0 {
+		t.Fatalf("apply a secret with stringData: %s", errOut)
+	}
+	if sec, err := cs.CoreV1().Secrets("default").Get(ctx, "creds", metav1.GetOptions{}); err != nil || string(sec.Data["password"]) != "s3cret" || sec.StringData != nil {
+		t.Fatalf("a secret applied with stringData: %+v %v", sec, err)
+	}
 	if _, errOut, code := d.Kubectl(`apiVersion: v1
 kind: Pod
 metadata: {name: vols, labels: {tier: back}}
