@@ -54,6 +54,22 @@ func newCycle(c *cache, pi *podInfo, nsLabels namespaceLabels) *cycle {
 	return cy
 }
 
+// missingClaim returns a PersistentVolumeClaim the pod needs that does
+// not exist (a generic ephemeral volume's claim is named after the pod and
+// the volume): Pontoon serves no claims yet, so every claim is missing,
+// and the pod stays Pending rather than run without its volume.
+func missingClaim(pod *corev1.Pod) string {
+	for _, v := range pod.Spec.Volumes {
+		switch {
+		case v.PersistentVolumeClaim != nil:
+			return v.PersistentVolumeClaim.ClaimName
+		case v.Ephemeral != nil:
+			return pod.Name + "-" + v.Name
+		}
+	}
+	return ""
+}
+
 // decision is what one cycle made of a pod: the node it is assumed onto,
 // or why it fits nowhere and whom preempting would make room.
 type decision struct {
@@ -79,6 +95,13 @@ func (c *cache) decide(pod *corev1.Pod, nsLabels namespaceLabels, start int) (d 
 		}
 	}()
 	d.pi = newPodInfo(pod)
+	if claim := missingClaim(pod); claim != "" {
+		// As kube-scheduler's VolumeBinding pre-filter: no node can help,
+		// and no preemption either.
+		d.fit = newFitError(len(c.order))
+		d.fit.prefilter = fmt.Sprintf("persistentvolumeclaim %q not found", claim)
+		return d, nil
+	}
 	cy := newCycle(c, d.pi, nsLabels)
 	best, failures, checked := c.findNode(cy, start)
 	if all := len(c.order); all > 0 {
@@ -253,6 +276,9 @@ type fitError struct {
 	nodes      int
 	reasons    map[string]int
 	preemption string // what preemption found, if it ran
+	// prefilter is why the pod fits no node whatever the node, when a
+	// check before the nodes' filters said so.
+	prefilter string
 }
 
 func newFitError(nodes int) *fitError { return &fitError{nodes: nodes, reasons: map[string]int{}} }
@@ -264,6 +290,9 @@ func (f *fitError) add(fl *failure) {
 }
 
 func (f *fitError) Error() string {
+	if f.prefilter != "" {
+		return fmt.Sprintf("0/%d nodes are available: %s. preemption: 0/%d nodes are available: %d Preemption is not helpful for scheduling.", f.nodes, f.prefilter, f.nodes, f.nodes)
+	}
 	if f.nodes == 0 {
 		return "no nodes available to schedule pods"
 	}

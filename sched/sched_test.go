@@ -391,3 +391,10 @@ func TestPanickingCycleIsAnError(t *testing.T) {
 		t.Fatalf("the next pod went to %q", got)
 	}
 }
+
+func TestMissingClaimKeepsThePodPending(t *testing.T) {
+	c := newTestCache(testNode("a", "2", "4Gi", nil))
+	pod := testPod("claims", "", "")
+	pod.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data-db-0"}}}}
+	mustFail(t, c, pod, `0/1 nodes are available: persistentvolumeclaim "data-db-0" not found. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.`)
+}
