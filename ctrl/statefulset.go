@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -225,6 +226,24 @@ func (r *setRevision) podTemplate(sts *appsv1.StatefulSet) (*corev1.PodTemplateS
 	return r.template, nil
 }
 
+// claimVolumes gives the pod a volume for each of the StatefulSet's claim
+// templates, bound to the claim <template>-<set>-<ordinal>, in place of a
+// template volume of the same name, as Kubernetes' StatefulSet controller
+// does. (The claims themselves are not made yet: the scheduler keeps such
+// pods Pending until claims are served.)
+func claimVolumes(pod *corev1.Pod, sts *appsv1.StatefulSet, ord int) {
+	for _, t := range sts.Spec.VolumeClaimTemplates {
+		v := corev1.Volume{Name: t.Name, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
+			ClaimName: fmt.Sprintf("%s-%s-%d", t.Name, sts.Name, ord)}}}
+		i := slices.IndexFunc(pod.Spec.Volumes, func(x corev1.Volume) bool { return x.Name == t.Name })
+		if i >= 0 {
+			pod.Spec.Volumes[i] = v
+		} else {
+			pod.Spec.Volumes = append(pod.Spec.Volumes, v)
+		}
+	}
+}
+
 func (c *statefulSetController) create(ctx context.Context, sts *appsv1.StatefulSet, ord int, rev string, template *corev1.PodTemplateSpec) error {
 	pod := podFromTemplate(template, sts, statefulSetKind)
 	pod.GenerateName = ""
@@ -233,6 +252,7 @@ func (c *statefulSetController) create(ctx context.Context, sts *appsv1.Stateful
 	pod.Labels[appsv1.PodIndexLabel] = strconv.Itoa(ord)
 	pod.Labels[appsv1.ControllerRevisionHashLabelKey] = rev
 	pod.Spec.Hostname, pod.Spec.Subdomain = pod.Name, sts.Spec.ServiceName
+	claimVolumes(pod, sts, ord)
 	_, err := c.client.CoreV1().Pods(sts.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		// The informer has not shown it yet, or an old one is going.
