@@ -138,6 +138,96 @@ func defaultPodSpec(s *corev1.PodSpec) {
 	for i := range s.Containers {
 		defaultContainer(&s.Containers[i])
 	}
+	for i := range s.EphemeralContainers {
+		c := corev1.Container(s.EphemeralContainers[i].EphemeralContainerCommon)
+		defaultContainer(&c)
+		s.EphemeralContainers[i].EphemeralContainerCommon = corev1.EphemeralContainerCommon(c)
+	}
+	for i := range s.Volumes {
+		defaultVolume(&s.Volumes[i].VolumeSource)
+	}
+}
+
+// defaultVolume sets the defaults kube-apiserver sets on a pod's volumes:
+// file modes 0644 (420) of the volumes made from API objects, the
+// downward API's field versions, an unset hostPath type, a token's
+// expiry.
+func defaultVolume(v *corev1.VolumeSource) {
+	mode := func(m **int32) {
+		if *m == nil {
+			*m = ptr.To(corev1.ConfigMapVolumeSourceDefaultMode)
+		}
+	}
+	items := func(files []corev1.DownwardAPIVolumeFile) {
+		for i := range files {
+			defaultFieldRef(files[i].FieldRef)
+		}
+	}
+	switch {
+	case v.ConfigMap != nil:
+		mode(&v.ConfigMap.DefaultMode)
+	case v.Secret != nil:
+		mode(&v.Secret.DefaultMode)
+	case v.DownwardAPI != nil:
+		mode(&v.DownwardAPI.DefaultMode)
+		items(v.DownwardAPI.Items)
+	case v.Projected != nil:
+		mode(&v.Projected.DefaultMode)
+		for _, src := range v.Projected.Sources {
+			if src.DownwardAPI != nil {
+				items(src.DownwardAPI.Items)
+			}
+			if t := src.ServiceAccountToken; t != nil && t.ExpirationSeconds == nil {
+				t.ExpirationSeconds = ptr.To[int64](3600)
+			}
+		}
+	case v.HostPath != nil:
+		if v.HostPath.Type == nil {
+			v.HostPath.Type = ptr.To(corev1.HostPathUnset)
+		}
+	}
+}
+
+func defaultFieldRef(f *corev1.ObjectFieldSelector) {
+	if f != nil && f.APIVersion == "" {
+		f.APIVersion = "v1"
+	}
+}
+
+// defaultProbe sets a probe's timings and thresholds as kube-apiserver
+// does: 1 s timeout, every 10 s, one success, three failures.
+func defaultProbe(p *corev1.Probe) {
+	if p == nil {
+		return
+	}
+	if p.TimeoutSeconds == 0 {
+		p.TimeoutSeconds = 1
+	}
+	if p.PeriodSeconds == 0 {
+		p.PeriodSeconds = 10
+	}
+	if p.SuccessThreshold == 0 {
+		p.SuccessThreshold = 1
+	}
+	if p.FailureThreshold == 0 {
+		p.FailureThreshold = 3
+	}
+	defaultHTTPGet(p.HTTPGet)
+	if p.GRPC != nil && p.GRPC.Service == nil {
+		p.GRPC.Service = ptr.To("")
+	}
+}
+
+func defaultHTTPGet(g *corev1.HTTPGetAction) {
+	if g == nil {
+		return
+	}
+	if g.Path == "" {
+		g.Path = "/"
+	}
+	if g.Scheme == "" {
+		g.Scheme = corev1.URISchemeHTTP
+	}
 }
 
 func defaultContainer(c *corev1.Container) {
@@ -156,6 +246,21 @@ func defaultContainer(c *corev1.Container) {
 	for i := range c.Ports {
 		if c.Ports[i].Protocol == "" {
 			c.Ports[i].Protocol = corev1.ProtocolTCP
+		}
+	}
+	defaultProbe(c.LivenessProbe)
+	defaultProbe(c.ReadinessProbe)
+	defaultProbe(c.StartupProbe)
+	if l := c.Lifecycle; l != nil {
+		for _, h := range []*corev1.LifecycleHandler{l.PostStart, l.PreStop} {
+			if h != nil {
+				defaultHTTPGet(h.HTTPGet)
+			}
+		}
+	}
+	for i := range c.Env {
+		if from := c.Env[i].ValueFrom; from != nil {
+			defaultFieldRef(from.FieldRef)
 		}
 	}
 }

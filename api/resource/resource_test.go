@@ -396,3 +396,30 @@ func TestSecretStringDataMergedIntoData(t *testing.T) {
 		t.Fatalf("stringData alone: %+v", s)
 	}
 }
+
+func TestPodSpecDefaults(t *testing.T) {
+	p := &corev1.Pod{Spec: corev1.PodSpec{
+		Containers: []corev1.Container{{Name: "c", Image: "i:1",
+			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Port: intstr.FromInt32(80)}}},
+			Env:            []corev1.EnvVar{{Name: "N", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}}},
+		Volumes: []corev1.Volume{
+			{Name: "cm", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{}}},
+			{Name: "h", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/x"}}},
+			{Name: "p", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+				{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "t"}}}}}},
+		},
+	}}
+	defaultPod(p)
+	pr := p.Spec.Containers[0].ReadinessProbe
+	if pr.TimeoutSeconds != 1 || pr.PeriodSeconds != 10 || pr.SuccessThreshold != 1 || pr.FailureThreshold != 3 || pr.HTTPGet.Scheme != corev1.URISchemeHTTP || pr.HTTPGet.Path != "/" {
+		t.Errorf("probe: %+v", pr)
+	}
+	if f := p.Spec.Containers[0].Env[0].ValueFrom.FieldRef; f.APIVersion != "v1" {
+		t.Errorf("fieldRef: %+v", f)
+	}
+	v := p.Spec.Volumes
+	if *v[0].ConfigMap.DefaultMode != 420 || *v[1].HostPath.Type != corev1.HostPathUnset || *v[2].Projected.DefaultMode != 420 ||
+		*v[2].Projected.Sources[0].ServiceAccountToken.ExpirationSeconds != 3600 {
+		t.Errorf("volumes: %+v", v)
+	}
+}
