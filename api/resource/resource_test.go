@@ -423,3 +423,34 @@ func TestPodSpecDefaults(t *testing.T) {
 		t.Errorf("volumes: %+v", v)
 	}
 }
+
+func TestPodVolumeValidation(t *testing.T) {
+	spec := corev1.PodSpec{RestartPolicy: corev1.RestartPolicyAlways,
+		Volumes: []corev1.Volume{
+			{Name: "a", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			{Name: "a", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			{Name: "none"},
+		},
+		Containers: []corev1.Container{{Name: "c", Image: "i",
+			VolumeMounts: []corev1.VolumeMount{{Name: "a", MountPath: "/m"}, {Name: "a", MountPath: "/m"}, {Name: "missing", MountPath: "/n"}},
+			EnvFrom:      []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{}}}}},
+	}
+	var got []string
+	for _, e := range validatePodSpec(&spec, field.NewPath("spec")) {
+		got = append(got, e.Error())
+	}
+	for _, want := range []string{
+		`spec.volumes[1].name: Duplicate value: "a"`,
+		`spec.volumes[2]: Required value: must specify a volume type`,
+		`spec.containers[0].volumeMounts[1].mountPath: Invalid value: "/m": must be unique`,
+		`spec.containers[0].volumeMounts[2].name: Not found: "missing"`,
+		`spec.containers[0].envFrom[0].configMapRef.name: Required value`,
+	} {
+		if !slices.Contains(got, want) {
+			t.Errorf("missing %q in %q", want, got)
+		}
+	}
+	if len(got) != 5 {
+		t.Errorf("%d errors: %q", len(got), got)
+	}
+}

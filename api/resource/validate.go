@@ -134,6 +134,20 @@ func validatePodSpec(s *corev1.PodSpec, path *field.Path) field.ErrorList {
 	if len(s.Containers) == 0 {
 		errs = append(errs, field.Required(path.Child("containers"), ""))
 	}
+	volumes := sets.New[string]()
+	for i, v := range s.Volumes {
+		vp := path.Child("volumes").Index(i)
+		switch {
+		case v.Name == "":
+			errs = append(errs, field.Required(vp.Child("name"), ""))
+		case volumes.Has(v.Name):
+			errs = append(errs, field.Duplicate(vp.Child("name"), v.Name))
+		default:
+			errs = dnsLabel(errs, vp.Child("name"), v.Name)
+		}
+		volumes.Insert(v.Name)
+		errs = append(errs, validateVolumeSource(&v.VolumeSource, vp)...)
+	}
 	names := sets.New[string]()
 	check := func(cs []corev1.Container, p *field.Path) {
 		for i, c := range cs {
@@ -155,6 +169,39 @@ func validatePodSpec(s *corev1.PodSpec, path *field.Path) field.ErrorList {
 					errs = append(errs, field.Invalid(cp.Child("ports").Index(j).Child("containerPort"), port.ContainerPort, validation.InclusiveRangeError(1, 65535)))
 				}
 			}
+			mountPaths := sets.New[string]()
+			for j, m := range c.VolumeMounts {
+				mp := cp.Child("volumeMounts").Index(j)
+				switch {
+				case m.Name == "":
+					errs = append(errs, field.Required(mp.Child("name"), ""))
+				case !volumes.Has(m.Name):
+					errs = append(errs, field.NotFound(mp.Child("name"), m.Name))
+				}
+				switch {
+				case m.MountPath == "":
+					errs = append(errs, field.Required(mp.Child("mountPath"), ""))
+				case mountPaths.Has(m.MountPath):
+					errs = append(errs, field.Invalid(mp.Child("mountPath"), m.MountPath, "must be unique"))
+				}
+				mountPaths.Insert(m.MountPath)
+				if strings.HasPrefix(m.SubPath, "/") || slices.Contains(strings.Split(m.SubPath, "/"), "..") {
+					errs = append(errs, field.Invalid(mp.Child("subPath"), m.SubPath, "must be a relative path without '..'"))
+				}
+			}
+			for j, from := range c.EnvFrom {
+				fp := cp.Child("envFrom").Index(j)
+				switch {
+				case from.ConfigMapRef != nil && from.SecretRef != nil:
+					errs = append(errs, field.Invalid(fp, "", "may not have more than one field specified at a time"))
+				case from.ConfigMapRef != nil && from.ConfigMapRef.Name == "":
+					errs = append(errs, field.Required(fp.Child("configMapRef", "name"), ""))
+				case from.SecretRef != nil && from.SecretRef.Name == "":
+					errs = append(errs, field.Required(fp.Child("secretRef", "name"), ""))
+				case from.ConfigMapRef == nil && from.SecretRef == nil:
+					errs = append(errs, field.Invalid(fp, "", "must specify one of: `configMapRef` or `secretRef`"))
+				}
+			}
 		}
 	}
 	check(s.InitContainers, path.Child("initContainers"))
@@ -169,6 +216,39 @@ func validatePodSpec(s *corev1.PodSpec, path *field.Path) field.ErrorList {
 		for _, msg := range validation.IsDNS1123Subdomain(s.NodeName) {
 			errs = append(errs, field.Invalid(path.Child("nodeName"), s.NodeName, msg))
 		}
+	}
+	return errs
+}
+
+// validateVolumeSource checks that a volume has exactly one source, as
+// kube-apiserver requires, and the names its common sources need.
+func validateVolumeSource(v *corev1.VolumeSource, path *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	n := 0
+	for _, set := range []bool{v.HostPath != nil, v.EmptyDir != nil, v.GCEPersistentDisk != nil, v.AWSElasticBlockStore != nil, v.GitRepo != nil,
+		v.Secret != nil, v.NFS != nil, v.ISCSI != nil, v.Glusterfs != nil, v.PersistentVolumeClaim != nil, v.RBD != nil, v.FlexVolume != nil,
+		v.Cinder != nil, v.CephFS != nil, v.Flocker != nil, v.DownwardAPI != nil, v.FC != nil, v.AzureFile != nil, v.ConfigMap != nil,
+		v.VsphereVolume != nil, v.Quobyte != nil, v.AzureDisk != nil, v.PhotonPersistentDisk != nil, v.Projected != nil, v.PortworxVolume != nil,
+		v.ScaleIO != nil, v.StorageOS != nil, v.CSI != nil, v.Ephemeral != nil, v.Image != nil} {
+		if set {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		errs = append(errs, field.Required(path, "must specify a volume type"))
+	case n > 1:
+		errs = append(errs, field.Forbidden(path, "may not specify more than 1 volume type"))
+	}
+	switch {
+	case v.ConfigMap != nil && v.ConfigMap.Name == "":
+		errs = append(errs, field.Required(path.Child("configMap", "name"), ""))
+	case v.Secret != nil && v.Secret.SecretName == "":
+		errs = append(errs, field.Required(path.Child("secret", "secretName"), ""))
+	case v.HostPath != nil && v.HostPath.Path == "":
+		errs = append(errs, field.Required(path.Child("hostPath", "path"), ""))
+	case v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == "":
+		errs = append(errs, field.Required(path.Child("persistentVolumeClaim", "claimName"), ""))
 	}
 	return errs
 }
