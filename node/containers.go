@@ -241,6 +241,11 @@ func (k *Kubelet) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev
 	if err != nil {
 		return nil, err
 	}
+	if m, err := k.terminationMount(pod, c, s.attempt); err != nil {
+		return nil, err
+	} else if m != nil {
+		mounts = append(mounts, m)
+	}
 	vars := map[string]string{}
 	for _, e := range env {
 		vars[e.Key] = e.Value

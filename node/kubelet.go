@@ -296,6 +296,15 @@ func (k *Kubelet) sync(ctx context.Context, key string) (time.Duration, error) {
 			return 0, err
 		}
 	}
+	// A pod past its activeDeadlineSeconds fails, and is killed as a
+	// finished pod is.
+	orig := pod
+	exceeded, untilDeadline := activeDeadline(pod, time.Now())
+	if exceeded && !isTerminal(pod.Status.Phase) {
+		k.cfg.Recorder.Event(pod, corev1.EventTypeNormal, "DeadlineExceeded", deadlineMessage)
+		pod = pod.DeepCopy()
+		pod.Status.Phase, pod.Status.Reason, pod.Status.Message = corev1.PodFailed, "DeadlineExceeded", deadlineMessage
+	}
 	a := computeActions(pod, o, func(name string, finishedAt time.Time) bool {
 		return k.backoff.IsInBackOffSince(backoffKey(pod, name), finishedAt)
 	})
@@ -336,13 +345,26 @@ func (k *Kubelet) sync(ctx context.Context, key string) (time.Duration, error) {
 	if pod.DeletionTimestamp != nil && !anythingRunning(o) {
 		return 0, k.finishDeletion(ctx, pod, o)
 	}
-	if err := k.postStatus(ctx, pod, o, waiting, a.initFailed); err != nil {
+	if err := k.postStatus(ctx, orig, pod, o, waiting, a.initFailed); err != nil {
 		return 0, err
 	}
 	if len(a.backingOff) > 0 || len(waiting) > 0 {
 		return time.Second, nil
 	}
-	return 0, nil
+	return untilDeadline, nil
+}
+
+const deadlineMessage = "Pod was active on the node longer than the specified deadline"
+
+// activeDeadline reports whether the pod has run past its
+// activeDeadlineSeconds, and otherwise how long it has left (0 when it
+// has no deadline or has not started).
+func activeDeadline(pod *corev1.Pod, now time.Time) (bool, time.Duration) {
+	if pod.Spec.ActiveDeadlineSeconds == nil || pod.Status.StartTime == nil {
+		return false, 0
+	}
+	left := pod.Status.StartTime.Add(time.Duration(*pod.Spec.ActiveDeadlineSeconds) * time.Second).Sub(now)
+	return left <= 0, max(left, 0)
 }
 
 func backoffKey(pod *corev1.Pod, container string) string {
@@ -619,15 +641,16 @@ func (k *Kubelet) killUnhealthy(ctx context.Context, pod *corev1.Pod, o *observe
 	return killed
 }
 
-// postStatus posts the pod's status when it differs from what the API
-// holds.
-func (k *Kubelet) postStatus(ctx context.Context, pod *corev1.Pod, o *observed, waiting map[string]waitingReason, initFailed bool) error {
+// postStatus posts the status computed from pod (the pod as the sync saw
+// it, failed past its deadline) unless it is what stored, the pod from the
+// API, holds.
+func (k *Kubelet) postStatus(ctx context.Context, stored, pod *corev1.Pod, o *observed, waiting map[string]waitingReason, initFailed bool) error {
 	st := computeStatus(statusInput{pod: pod, observed: o, waiting: waiting, initFailed: initFailed,
-		hostIPs: k.cfg.NodeIPs, runtime: k.runtime, probes: k.probes.result, now: time.Now()})
-	if reflect.DeepEqual(normalized(st), normalized(pod.Status)) {
+		hostIPs: k.cfg.NodeIPs, runtime: k.runtime, probes: k.probes.result, messages: k.terminationMessages(pod, o), now: time.Now()})
+	if reflect.DeepEqual(normalized(st), normalized(stored.Status)) {
 		return nil
 	}
-	updated := pod.DeepCopy()
+	updated := stored.DeepCopy()
 	updated.Status = st
 	_, err := k.cfg.Client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
 	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {

@@ -30,7 +30,9 @@ type statusInput struct {
 	// probes returns a container's probe result, if it has one yet (nil:
 	// none has).
 	probes func(containerID string, kind probeKind) (probeResult, bool)
-	now    time.Time
+	// messages are the termination messages of exited containers, by ID.
+	messages map[string]string
+	now      time.Time
 }
 
 // computeStatus returns the pod's status as the kubelet would post it
@@ -259,7 +261,7 @@ func containerStatuses(specs []corev1.Container, old []corev1.ContainerStatus, i
 			started = probeOK(c.StartupProbe, startup)
 			cs.Ready = started && probeOK(c.ReadinessProbe, readiness)
 		case runtimeapi.ContainerState_CONTAINER_EXITED:
-			term := terminated(cur, in.runtime)
+			term := terminated(cur, in.runtime, in.messages)
 			if w, ok := in.waiting[c.Name]; ok {
 				cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: w.Reason, Message: w.Message}
 				cs.LastTerminationState.Terminated = term
@@ -274,7 +276,7 @@ func containerStatuses(specs []corev1.Container, old []corev1.ContainerStatus, i
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: w.Reason, Message: w.Message}
 		}
 		if cs.LastTerminationState.Terminated == nil && prev != nil && prev.State == runtimeapi.ContainerState_CONTAINER_EXITED {
-			cs.LastTerminationState.Terminated = terminated(prev, in.runtime)
+			cs.LastTerminationState.Terminated = terminated(prev, in.runtime, in.messages)
 		}
 		cs.Started = &started
 		out = append(out, cs)
@@ -293,8 +295,11 @@ func isInit(c *corev1.Container, pod *corev1.Pod) bool {
 
 // terminated is the terminated state of an exited container, with the
 // reason the kubelet gives: Completed, Error, OOMKilled.
-func terminated(c *runtimeapi.ContainerStatus, runtime string) *corev1.ContainerStateTerminated {
-	reason := c.Reason
+func terminated(c *runtimeapi.ContainerStatus, runtime string, messages map[string]string) *corev1.ContainerStateTerminated {
+	reason, message := c.Reason, c.Message
+	if m, ok := messages[c.Id]; ok {
+		message = m
+	}
 	switch {
 	case reason == "OOMKilled":
 	case c.ExitCode == 0:
@@ -305,7 +310,7 @@ func terminated(c *runtimeapi.ContainerStatus, runtime string) *corev1.Container
 	return &corev1.ContainerStateTerminated{
 		ExitCode:    c.ExitCode,
 		Reason:      reason,
-		Message:     c.Message,
+		Message:     message,
 		StartedAt:   metav1.NewTime(time.Unix(0, c.StartedAt)),
 		FinishedAt:  metav1.NewTime(time.Unix(0, c.FinishedAt)),
 		ContainerID: runtime + "://" + c.Id,

@@ -181,6 +181,31 @@ spec:
 		t.Fatalf("a pod whose volume the node cannot provide: %+v", p.Status)
 	}
 
+	// How pods end: a termination message from its file or, failing that,
+	// from the log; a deadline that fails the pod.
+	if _, errOut, code := d.Kubectl(`apiVersion: v1
+kind: Pod
+metadata: {name: ends}
+spec:
+  restartPolicy: Never
+  activeDeadlineSeconds: 4
+  containers:
+  - {name: file, image: `+busybox+`, command: [sh, -c, 'echo bye > /dev/termination-log; exit 1']}
+  - {name: logs, image: `+busybox+`, command: [sh, -c, 'echo from the log; exit 2'], terminationMessagePolicy: FallbackToLogsOnError}
+  - {name: sleeper, image: `+busybox+`, command: [sleep, "3600"]}
+`, "apply", "-f", "-"); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	ends := waitPod(t, cs, "ends", "failed past its deadline", func(p *corev1.Pod) bool {
+		return p.Status.Phase == corev1.PodFailed && p.Status.Reason == "DeadlineExceeded"
+	})
+	for _, c := range ends.Status.ContainerStatuses {
+		want := map[string]string{"file": "bye\n", "logs": "from the log\n"}[c.Name]
+		if term := c.State.Terminated; want != "" && (term == nil || term.Message != want) {
+			t.Fatalf("container %s ended with %+v, want the message %q", c.Name, term, want)
+		}
+	}
+
 	kubectl("run", "crash", "--image="+busybox, "--", "sh", "-c", "echo dying; exit 2")
 	crash := waitPod(t, cs, "crash", "CrashLoopBackOff after a restart", func(p *corev1.Pod) bool {
 		s := p.Status.ContainerStatuses
@@ -255,7 +280,7 @@ spec:
 	if took := time.Since(start); took < 2*time.Second {
 		t.Fatalf("a 3 s graceful deletion of a pod ignoring SIGTERM took %v", took)
 	}
-	kubectl("delete", "pod", "hello", "crash", "missing", "extra", "atstart", "vols", "nfs", "--grace-period=1")
+	kubectl("delete", "pod", "hello", "crash", "missing", "extra", "atstart", "vols", "nfs", "ends", "--grace-period=1")
 	cluster.Eventually(t, 30*time.Second, func() error {
 		out, _, _ := d.Netns.Run("ls", filepath.Join(d.DataDir, "agent", "pods"))
 		if strings.TrimSpace(out) != "" {
