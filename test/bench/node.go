@@ -249,7 +249,7 @@ func (c *directCRI) removeAll(r *runner) {
 func (n *nodeResult) markdown(b *strings.Builder) {
 	kp50, kp99 := durations(n.startKubelet)
 	cp50, cp99 := durations(n.startCRI)
-	fmt.Fprintf(b, "## Pods on a node (issue 21)\n\n")
+	fmt.Fprintf(b, "\n## Pods on a node (issue 21)\n\n")
 	fmt.Fprintf(b, "One server and one agent (`pontoon server`, `pontoon agent` with its own containerd 1.6 and runc from Debian) in a network namespace of their own. "+
 		"Every pod is the busybox image running `sleep`. The reference is the same sandbox and container started directly through CRI "+
 		"(RunPodSandbox, CreateContainer, StartContainer) on the same containerd, in the same run: the floor the kubelet adds its work to.\n\n")
