@@ -60,7 +60,15 @@ func waitSystemObjects(t *testing.T, s *cluster.Server) {
 				return err
 			}
 		}
-		return nil
+		// The kubernetes Service, its Endpoints and EndpointSlice.
+		if _, err := cs.CoreV1().Services("default").Get(context.Background(), "kubernetes", metav1.GetOptions{}); err != nil {
+			return err
+		}
+		if _, err := cs.CoreV1().Endpoints("default").Get(context.Background(), "kubernetes", metav1.GetOptions{}); err != nil {
+			return err
+		}
+		_, err := cs.DiscoveryV1().EndpointSlices("default").Get(context.Background(), "kubernetes", metav1.GetOptions{})
+		return err
 	})
 }
 
