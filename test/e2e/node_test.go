@@ -332,7 +332,21 @@ func TestAgentJoinsByGossip(t *testing.T) {
 	if out, errOut, code := d.Kubectl("", "logs", "hello"); code != 0 || out != "hello\n" {
 		t.Fatalf("logs: exit %d: %q %s", code, out, errOut)
 	}
-	d.Kubectl("", "delete", "pod", "hello")
+
+	// Streams with stdin: exec -i feeds a shell; attach follows a
+	// container's output.
+	if out, errOut, code := d.Kubectl("", "run", "ticker", "--image="+busybox, "--", "sh", "-c", "while true; do echo tick; sleep 1; done"); code != 0 {
+		t.Fatalf("kubectl run: %s%s", out, errOut)
+	}
+	waitPod(t, cs, "ticker", "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	if out, errOut, code := d.Kubectl("echo from stdin | tr a-z A-Z\n", "exec", "-i", "ticker", "--", "sh"); code != 0 || out != "FROM STDIN\n" {
+		t.Fatalf("exec -i: exit %d: %q %s", code, out, errOut)
+	}
+	out, _, _ := d.Netns.Run("timeout", "5", "kubectl", "--kubeconfig", d.Kubeconfig(), "attach", "ticker")
+	if !strings.Contains(out, "tick\ntick\n") {
+		t.Fatalf("attach printed %q", out)
+	}
+	d.Kubectl("", "delete", "pod", "hello", "ticker", "--grace-period=1")
 }
 
 // TestProbes: a readiness probe turns Ready false and back as it fails and
