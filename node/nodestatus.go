@@ -188,6 +188,9 @@ func renewLease(ctx context.Context, r Registration, node *corev1.Node) {
 
 // nodeStatus is the node's status as the kubelet posts it.
 func nodeStatus(ctx context.Context, r Registration, cur *corev1.Node, networkReady bool) corev1.NodeStatus {
+	// One question to the runtime a look: whether it answers, and what
+	// it is.
+	version, versionErr := r.Runtime.Version(ctx, &runtimeapi.VersionRequest{})
 	capacity := corev1.ResourceList{
 		corev1.ResourceCPU:    *resource.NewQuantity(int64(goruntime.NumCPU()), resource.DecimalSI),
 		corev1.ResourceMemory: *resource.NewQuantity(memTotal(), resource.BinarySI),
@@ -202,7 +205,7 @@ func nodeStatus(ctx context.Context, r Registration, cur *corev1.Node, networkRe
 		Allocatable:     capacity.DeepCopy(),
 		Phase:           corev1.NodeRunning,
 		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: int32(r.KubeletPort)}},
-		NodeInfo:        nodeInfo(ctx, r),
+		NodeInfo:        nodeInfo(r, version),
 		Images:          cur.Status.Images,
 		VolumesInUse:    cur.Status.VolumesInUse,
 		VolumesAttached: cur.Status.VolumesAttached,
@@ -213,11 +216,10 @@ func nodeStatus(ctx context.Context, r Registration, cur *corev1.Node, networkRe
 	st.Addresses = append(st.Addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: r.NodeName})
 
 	now := metav1.Now()
-	_, runtimeErr := r.Runtime.Version(ctx, &runtimeapi.VersionRequest{})
 	ready, reason, msg := true, "KubeletReady", "kubelet is posting ready status"
 	switch {
-	case runtimeErr != nil:
-		ready, reason, msg = false, "KubeletNotReady", "container runtime is down: "+runtimeErr.Error()
+	case versionErr != nil:
+		ready, reason, msg = false, "KubeletNotReady", "container runtime is down: "+versionErr.Error()
 	case !networkReady:
 		ready, reason, msg = false, "KubeletNotReady", "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: no pod CIDR assigned yet"
 	}
@@ -262,7 +264,9 @@ func withoutHeartbeats(st corev1.NodeStatus) corev1.NodeStatus {
 	return st
 }
 
-func nodeInfo(ctx context.Context, r Registration) corev1.NodeSystemInfo {
+// nodeInfo is the node's system info; version is the runtime's answer to
+// Version, nil when it did not answer.
+func nodeInfo(r Registration, version *runtimeapi.VersionResponse) corev1.NodeSystemInfo {
 	info := corev1.NodeSystemInfo{
 		MachineID:       readTrimmed("/etc/machine-id"),
 		BootID:          readTrimmed("/proc/sys/kernel/random/boot_id"),
@@ -272,7 +276,7 @@ func nodeInfo(ctx context.Context, r Registration) corev1.NodeSystemInfo {
 		Architecture:    goruntime.GOARCH,
 		KubeletVersion:  r.KubeletVersion,
 	}
-	if v, err := r.Runtime.Version(ctx, &runtimeapi.VersionRequest{}); err == nil {
+	if v := version; v != nil {
 		info.ContainerRuntimeVersion = v.RuntimeName + "://" + v.RuntimeVersion
 	}
 	return info

@@ -117,7 +117,6 @@ func (k *Kubelet) proxyStream(w http.ResponseWriter, r *http.Request, target str
 			pr.Out.Host = u.Host
 		},
 		FlushInterval: -1,
-		ErrorLog:      nil,
 	}
 	proxy.ServeHTTP(w, r)
 }
