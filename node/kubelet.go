@@ -277,15 +277,20 @@ func (k *Kubelet) sync(ctx context.Context, key string) (time.Duration, error) {
 	if exists {
 		pod = obj.(*corev1.Pod)
 	}
-	// What the runtime holds under this name for other pods (deleted, or
-	// replaced by a pod of the same name) goes first.
-	if err := k.removeOthers(ctx, key, pod); err != nil {
+	// One listing by name serves both: what the runtime holds under this
+	// name for other pods (deleted, or replaced by a pod of the same name)
+	// goes first, and the rest is this pod's.
+	mine, others, err := k.sandboxesNamed(ctx, key, pod)
+	if err != nil {
+		return 0, err
+	}
+	if err := k.removeOthers(ctx, key, others); err != nil {
 		return 0, err
 	}
 	if pod == nil {
 		return 0, nil
 	}
-	o, err := k.observe(ctx, pod.UID)
+	o, err := k.observeSandboxes(ctx, mine)
 	if err != nil {
 		return 0, err
 	}
@@ -373,12 +378,17 @@ func backoffKey(pod *corev1.Pod, container string) string {
 
 // observe lists what the runtime holds for the pod with uid.
 func (k *Kubelet) observe(ctx context.Context, uid types.UID) (*observed, error) {
-	o := &observed{}
 	sbs, err := k.cfg.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{labelPodUID: string(uid), labelManagedBy: managedBy}}})
 	if err != nil {
 		return nil, err
 	}
-	o.sandboxes = sbs.Items
+	return k.observeSandboxes(ctx, sbs.Items)
+}
+
+// observeSandboxes reads the state of a pod's sandboxes and of the
+// containers of its newest one.
+func (k *Kubelet) observeSandboxes(ctx context.Context, sbs []*runtimeapi.PodSandbox) (*observed, error) {
+	o := &observed{sandboxes: sbs}
 	sortObserved(o)
 	if len(o.sandboxes) == 0 {
 		return o, nil
@@ -550,24 +560,32 @@ func (k *Kubelet) finishDeletion(ctx context.Context, pod *corev1.Pod, o *observ
 	return err
 }
 
-// removeOthers stops and removes what the runtime holds under key for
-// pods other than pod (nil when the API has no pod of that name here).
-func (k *Kubelet) removeOthers(ctx context.Context, key string, pod *corev1.Pod) error {
+// sandboxesNamed lists the sandboxes the runtime holds under key, split
+// into those of pod (nil when the API has no pod of that name here) and
+// those of other pods.
+func (k *Kubelet) sandboxesNamed(ctx context.Context, key string, pod *corev1.Pod) (mine, others []*runtimeapi.PodSandbox, err error) {
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	sbs, err := k.cfg.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
 		LabelSelector: map[string]string{labelPodNamespace: ns, labelPodName: name, labelManagedBy: managedBy}}})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	var others []*runtimeapi.PodSandbox
 	for _, s := range sbs.Items {
-		if pod == nil || types.UID(s.Labels[labelPodUID]) != pod.UID {
+		if pod != nil && types.UID(s.Labels[labelPodUID]) == pod.UID {
+			mine = append(mine, s)
+		} else {
 			others = append(others, s)
 		}
 	}
+	return mine, others, nil
+}
+
+// removeOthers stops and removes the sandboxes of pods the API no longer
+// has under key.
+func (k *Kubelet) removeOthers(ctx context.Context, key string, others []*runtimeapi.PodSandbox) error {
 	if len(others) == 0 {
 		return nil
 	}

@@ -274,7 +274,7 @@ func runAgent(ctx context.Context, s agentSettings, cfg *rest.Config, logger *sl
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: s.name})
 
 	kubelet, err := node.New(node.Config{Client: client, Runtime: runtime, NodeName: s.name, NodeIPs: []string{s.nodeIP},
-		PodLogDir: dirs.pods, VolumeDir: dirs.volumes, CgroupParent: "/pontoon/" + s.name, ClusterDNS: s.clusterDNS, ClusterDomain: s.clusterDomain,
+		PodLogDir: dirs.pods, VolumeDir: dirs.volumes, CgroupParent: cgroupParent(s.name), ClusterDNS: s.clusterDNS, ClusterDomain: s.clusterDomain,
 		LocalImages: localImages, Recorder: recorder, Logger: logger})
 	if err != nil {
 		return err
