@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,8 +13,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -154,9 +157,14 @@ func (p *probes) run(ctx context.Context, key string, pod *corev1.Pod, container
 			if ctx.Err() != nil {
 				return
 			}
-			if err == nil {
+			switch {
+			case errors.Is(err, errProbeUnknown):
+				// As the kubelet does, a probe the runtime could not run
+				// (it is restarting, say) counts neither way.
+				p.k.log.Debug("probe not run", "pod", key, "container", container, "probe", k.kind, "err", err)
+			case err == nil:
 				oks, fails = oks+1, 0
-			} else {
+			default:
 				oks, fails = 0, fails+1
 				p.k.cfg.Recorder.Eventf(pod, corev1.EventTypeWarning, "Unhealthy", "%s probe failed: %v", k.kind, err)
 			}
@@ -200,6 +208,9 @@ func (p *probes) started(id string) bool {
 	return ok && r.ok
 }
 
+// errProbeUnknown is a probe that could not be run: no result.
+var errProbeUnknown = errors.New("probe not run")
+
 // probe runs one probe of a container once.
 func (k *Kubelet) probe(ctx context.Context, pod *corev1.Pod, containerID string, pr *corev1.Probe, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -211,8 +222,10 @@ func (k *Kubelet) probe(ctx context.Context, pod *corev1.Pod, containerID string
 	switch {
 	case pr.Exec != nil:
 		resp, err := k.cfg.Runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: containerID, Cmd: pr.Exec.Command, Timeout: int64(timeout / time.Second)})
-		if err != nil {
-			return fmt.Errorf("exec: %s", grpcMessage(err))
+		if status.Code(err) == codes.DeadlineExceeded {
+			return fmt.Errorf("command %q timed out", pr.Exec.Command)
+		} else if err != nil {
+			return fmt.Errorf("%w: exec: %s", errProbeUnknown, grpcMessage(err))
 		}
 		if resp.ExitCode != 0 {
 			return fmt.Errorf("command %q exited with %d: %s%s", pr.Exec.Command, resp.ExitCode, resp.Stdout, resp.Stderr)

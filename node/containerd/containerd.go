@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"text/template"
 	"time"
@@ -52,13 +53,29 @@ type Options struct {
 	Logger        *slog.Logger
 }
 
-// Daemon is a running containerd.
+// Daemon is a containerd the agent runs, kept running as systemd keeps a
+// node's containerd (Restart=always in containerd's own unit): one that
+// exits is started again after a back-off, and the pods outlive it, as
+// their shims do not depend on the daemon. Meanwhile CRI calls fail, and
+// the kubelet retries them.
 type Daemon struct {
-	opts   Options
+	opts Options
+	mu   sync.Mutex
+	// cmd is the current process; exited is closed when it has exited.
 	cmd    *exec.Cmd
 	exited chan struct{}
-	err    error
+	// stop is closed by Stop; done when the keeper has given up the
+	// daemon to it.
+	stop, done chan struct{}
 }
+
+// Restart back-off: the first restart is after minRestartDelay, doubling
+// to maxRestartDelay while the daemon keeps exiting within stableRun.
+const (
+	minRestartDelay = time.Second
+	maxRestartDelay = 30 * time.Second
+	stableRun       = time.Minute
+)
 
 // Socket is the daemon's gRPC socket under dir, the CRI endpoint.
 func Socket(dir string) string { return filepath.Join(dir, "containerd.sock") }
@@ -86,50 +103,102 @@ func Start(ctx context.Context, o Options) (*Daemon, error) {
 	if err := os.WriteFile(cfgPath, cfg.Bytes(), 0o600); err != nil {
 		return nil, err
 	}
-	logFile, err := os.OpenFile(filepath.Join(o.Dir, "containerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
+	d := &Daemon{opts: o, stop: make(chan struct{}), done: make(chan struct{})}
+	if err := d.spawn(); err != nil {
 		return nil, err
 	}
+	if err := d.waitReady(ctx); err != nil {
+		close(d.done)
+		d.Stop(context.Background())
+		return nil, err
+	}
+	go d.keep()
+	return d, nil
+}
+
+// spawn starts a containerd process with the config written by Start.
+func (d *Daemon) spawn() error {
+	logPath := filepath.Join(d.opts.Dir, "containerd.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
 	defer logFile.Close()
-	cmd := exec.Command("containerd", "--config", cfgPath)
+	cmd := exec.Command("containerd", "--config", filepath.Join(d.opts.Dir, "config.toml"))
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own process group: a Ctrl-C in the agent's terminal reaches the
 	// agent, which stops containerd in its turn.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start containerd: %w", err)
+		return fmt.Errorf("start containerd: %w", err)
 	}
-	if err := os.WriteFile(pidFile(o.Dir), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
+	if err := os.WriteFile(pidFile(d.opts.Dir), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
 		cmd.Process.Kill()
-		return nil, err
+		cmd.Wait()
+		return err
 	}
-	d := &Daemon{opts: o, cmd: cmd, exited: make(chan struct{})}
+	exited := make(chan struct{})
 	go func() {
-		d.err = cmd.Wait()
-		close(d.exited)
+		cmd.Wait()
+		close(exited)
 	}()
-	if err := d.waitReady(ctx); err != nil {
-		d.Stop(context.Background())
-		return nil, err
+	d.mu.Lock()
+	d.cmd, d.exited = cmd, exited
+	d.mu.Unlock()
+	d.opts.Logger.Info("containerd started", "pid", cmd.Process.Pid, "socket", Socket(d.opts.Dir), "log", logPath)
+	return nil
+}
+
+// current is the current process and its exit.
+func (d *Daemon) current() (*exec.Cmd, <-chan struct{}) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cmd, d.exited
+}
+
+// keep starts the daemon again each time it exits, until Stop.
+func (d *Daemon) keep() {
+	defer close(d.done)
+	delay := minRestartDelay
+	for {
+		cmd, exited := d.current()
+		started := time.Now()
+		select {
+		case <-d.stop:
+			return
+		case <-exited:
+		}
+		if time.Since(started) > stableRun {
+			delay = minRestartDelay
+		}
+		d.opts.Logger.Error("containerd exited; starting it again", "state", cmd.ProcessState.String(), "in", delay,
+			"log", filepath.Join(d.opts.Dir, "containerd.log"))
+		select {
+		case <-d.stop:
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, maxRestartDelay)
+		for err := d.spawn(); err != nil; err = d.spawn() {
+			d.opts.Logger.Error("containerd not started", "err", err, "retry_in", delay)
+			select {
+			case <-d.stop:
+				return
+			case <-time.After(delay):
+			}
+		}
 	}
-	o.Logger.Info("containerd started", "pid", cmd.Process.Pid, "socket", Socket(o.Dir), "log", logFile.Name())
-	return d, nil
 }
 
 // Endpoint is the CRI endpoint of the daemon.
 func (d *Daemon) Endpoint() string { return "unix://" + Socket(d.opts.Dir) }
-
-// Exited is closed when the daemon has exited.
-func (d *Daemon) Exited() <-chan struct{} { return d.exited }
-
-// Err is why the daemon exited, once Exited is closed.
-func (d *Daemon) Err() error { return d.err }
 
 func (d *Daemon) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	cmd, exited := d.current()
 	for {
 		c, err := containerdclient.New(Socket(d.opts.Dir), containerdclient.WithTimeout(time.Second))
 		if err == nil {
@@ -140,8 +209,8 @@ func (d *Daemon) waitReady(ctx context.Context) error {
 			}
 		}
 		select {
-		case <-d.exited:
-			return fmt.Errorf("containerd exited at start (%v); see %s", d.err, filepath.Join(d.opts.Dir, "containerd.log"))
+		case <-exited:
+			return fmt.Errorf("containerd exited at start (%v); see %s", cmd.ProcessState, filepath.Join(d.opts.Dir, "containerd.log"))
 		case <-ctx.Done():
 			return fmt.Errorf("containerd did not answer on %s: %w", Socket(d.opts.Dir), err)
 		case <-tick.C:
@@ -150,14 +219,17 @@ func (d *Daemon) waitReady(ctx context.Context) error {
 }
 
 // Stop stops the daemon with SIGTERM, and SIGKILL if it has not exited
-// when ctx ends. The containers keep running.
+// when ctx ends; it is not started again. The containers keep running.
 func (d *Daemon) Stop(ctx context.Context) error {
-	d.cmd.Process.Signal(syscall.SIGTERM)
+	close(d.stop)
+	<-d.done
+	cmd, exited := d.current()
+	cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-d.exited:
+	case <-exited:
 	case <-ctx.Done():
-		d.cmd.Process.Kill()
-		<-d.exited
+		cmd.Process.Kill()
+		<-exited
 	}
 	return os.Remove(pidFile(d.opts.Dir))
 }

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -290,6 +292,20 @@ spec:
 	})
 }
 
+// readPID reads a pid file.
+func readPID(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return pid
+}
+
 // waitPod waits until the pod named name in default satisfies ok.
 func waitPod(t *testing.T, cs kubernetes.Interface, name, what string, ok func(*corev1.Pod) bool) *corev1.Pod {
 	t.Helper()
@@ -346,6 +362,39 @@ func TestAgentJoinsByGossip(t *testing.T) {
 	if !strings.Contains(out, "tick\ntick\n") {
 		t.Fatalf("attach printed %q", out)
 	}
+
+	// The runtime dies: the agent starts it again, and the pod runs on,
+	// not restarted, its status kept.
+	ticker, err := cs.CoreV1().Pods("default").Get(context.Background(), "ticker", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(d.DataDir, "agent", "containerd", "containerd.pid")
+	pid := readPID(t, pidFile)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		b, err := os.ReadFile(pidFile)
+		if err != nil || strings.TrimSpace(string(b)) == strconv.Itoa(pid) {
+			return fmt.Errorf("containerd not started again after kill -9 of %d: %v", pid, err)
+		}
+		if out, errOut, code := d.Kubectl("", "exec", "ticker", "--", "echo", "ok"); code != 0 || out != "ok\n" {
+			return fmt.Errorf("exec after the runtime's restart: exit %d: %q %s", code, out, errOut)
+		}
+		return nil
+	})
+	cluster.Consistently(t, 3*time.Second, func() error {
+		p, err := cs.CoreV1().Pods("default").Get(context.Background(), "ticker", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if s := p.Status.ContainerStatuses; p.Status.Phase != corev1.PodRunning || s[0].ContainerID != ticker.Status.ContainerStatuses[0].ContainerID ||
+			s[0].RestartCount != 0 || !s[0].Ready || p.Status.PodIP != ticker.Status.PodIP {
+			return fmt.Errorf("after a restart of the runtime, ticker is %s with %+v", p.Status.Phase, s)
+		}
+		return nil
+	})
 	d.Kubectl("", "delete", "pod", "hello", "ticker", "--grace-period=1")
 }
 
