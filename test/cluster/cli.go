@@ -8,7 +8,7 @@ import (
 // CLI runs the pontoon binary with args against server s and returns its
 // standard output, standard error and exit code.
 func (c *Cluster) CLI(s *Server, args ...string) (stdout, stderr string, code int) {
-	return run(exec.Command(c.opts.Bin, append(args, "--server", s.API())...))
+	return run(c.command(c.opts.Bin, append(args, "--server", s.API())...))
 }
 
 // run runs cmd and returns its standard output, standard error and exit

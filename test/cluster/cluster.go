@@ -75,6 +75,10 @@ type Options struct {
 	Expect int
 	// Args are extra flags for every server.
 	Args []string
+	// Net, when set, runs the servers in its hub namespace on the
+	// bridge's addresses Net.Prefix+BaseIP…, where its nodes reach them;
+	// the test's clients and kubectl run in the hub too.
+	Net *NodeNet
 }
 
 // Cluster is a set of servers.
@@ -119,9 +123,13 @@ func New(t TB, opts Options) *Cluster {
 }
 
 func (c *Cluster) newServer(dir string, i int) *Server {
+	ip := fmt.Sprintf("127.0.0.%d", c.opts.BaseIP+i)
+	if c.opts.Net != nil {
+		ip = c.opts.Net.AddServerIP(c.opts.BaseIP + i)
+	}
 	s := &Server{
 		Name:    fmt.Sprintf("s%d", i+1),
-		IP:      fmt.Sprintf("127.0.0.%d", c.opts.BaseIP+i),
+		IP:      ip,
 		DataDir: filepath.Join(dir, fmt.Sprintf("s%d", i+1)),
 		c:       c,
 		log:     &bytes.Buffer{},
@@ -181,8 +189,27 @@ func (s *Server) GossipAddr() string { return s.IP + ":7946" }
 // RaftAddr returns the server's Raft address.
 func (s *Server) RaftAddr() string { return s.IP + ":6444" }
 
-// Client returns a client of this server whose requests leave from ClientIP.
-func (s *Server) Client() *client.Client { return client.New(s.API(), HTTPClient()) }
+// Client returns a client of this server whose requests leave from
+// ClientIP (from the hub with a Net).
+func (s *Server) Client() *client.Client {
+	return client.New(s.API(), &http.Client{Transport: &http.Transport{DialContext: s.c.dialContext, MaxIdleConnsPerHost: 256}})
+}
+
+// dialContext dials from ClientIP, or from inside the hub with a Net.
+func (c *Cluster) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if c.opts.Net != nil {
+		return c.opts.Net.Hub.DialContext(ctx, network, addr)
+	}
+	return dialer().DialContext(ctx, network, addr)
+}
+
+// command is a command run where the servers run.
+func (c *Cluster) command(name string, args ...string) *exec.Cmd {
+	if c.opts.Net != nil {
+		return c.opts.Net.Hub.Command(name, args...)
+	}
+	return exec.Command(name, args...)
+}
 
 // HTTPClient returns an HTTP client whose connections leave from ClientIP.
 func HTTPClient() *http.Client {
@@ -212,7 +239,7 @@ func (s *Server) Start() {
 	}
 	args = append(args, c.opts.Args...)
 	args = append(args, s.Args...)
-	cmd := exec.Command(c.opts.Bin, args...)
+	cmd := c.command(c.opts.Bin, args...)
 	s.starts++
 	fmt.Fprintf(s.log, "=== start %d: %s\n", s.starts, strings.Join(args, " "))
 	cmd.Stdout, cmd.Stderr = lockedWriter{s}, lockedWriter{s}
@@ -395,7 +422,7 @@ func (s *Server) Ready() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.API()+"/readyz", nil)
-	resp, err := HTTPClient().Do(req)
+	resp, err := (&http.Client{Transport: &http.Transport{DialContext: s.c.dialContext}}).Do(req)
 	if err != nil {
 		return err
 	}

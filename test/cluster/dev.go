@@ -70,11 +70,6 @@ func startDev(t TB, bin, ns string, split bool, args []string) *Dev {
 // Start starts the processes (again).
 func (d *Dev) Start() {
 	d.t.Helper()
-	log, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		d.t.Fatalf("%v", err)
-	}
-	defer log.Close()
 	runs := [][]string{append([]string{"dev", "--data-dir", d.DataDir, "--log-level", "info"}, d.Args...)}
 	if d.split {
 		// The layout of pontoon dev's data dir, so cleanup is the same.
@@ -97,16 +92,41 @@ func (d *Dev) Start() {
 		}
 	}
 	for _, args := range runs {
-		p := &devProc{cmd: d.Netns.Command(d.bin, args...), exited: make(chan struct{})}
-		p.cmd.Stdout, p.cmd.Stderr = log, log
-		if err := p.cmd.Start(); err != nil {
-			d.t.Fatalf("%v", err)
-		}
-		go func() {
-			p.cmd.Wait()
-			close(p.exited)
-		}()
-		d.procs = append(d.procs, p)
+		d.procs = append(d.procs, startProc(d.t, d.Netns, d.logPath, d.bin, args))
+	}
+}
+
+// startProc starts bin with args in ns, its output appended to logPath.
+func startProc(t TB, ns *Netns, logPath, bin string, args []string) *devProc {
+	t.Helper()
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	defer log.Close()
+	p := &devProc{cmd: ns.Command(bin, args...), exited: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = log, log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("%v", err)
+	}
+	go func() {
+		p.cmd.Wait()
+		close(p.exited)
+	}()
+	return p
+}
+
+// stop stops the process with sig and waits for it; one that has not
+// exited 30 s after is killed, and the test fails.
+func (p *devProc) stop(t TB, sig syscall.Signal) {
+	t.Helper()
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+		t.Errorf("%s did not stop within 30 s of %v", strings.Join(p.cmd.Args, " "), sig)
 	}
 }
 
@@ -115,15 +135,7 @@ func (d *Dev) Start() {
 func (d *Dev) Stop() {
 	d.t.Helper()
 	for i := len(d.procs) - 1; i >= 0; i-- {
-		p := d.procs[i]
-		p.cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-p.exited:
-		case <-time.After(30 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.exited
-			d.t.Errorf("%s did not stop within 30 s of SIGINT", strings.Join(p.cmd.Args, " "))
-		}
+		d.procs[i].stop(d.t, syscall.SIGINT)
 	}
 	d.procs = nil
 }
@@ -164,27 +176,44 @@ func (d *Dev) Clientset() *kubernetes.Clientset {
 // WaitReady waits until the node is Ready.
 func (d *Dev) WaitReady(timeout time.Duration) {
 	d.t.Helper()
-	cs := d.Clientset()
-	Eventually(d.t, timeout, func() error {
-		if why := d.exited(); why != "" {
+	WaitNodeReady(d.t, d.Clientset(), "dev", timeout, d.exited)
+}
+
+// WaitNodeReady waits until the node named name is Ready; it gives up
+// early when exited says why its agent is gone.
+func WaitNodeReady(t TB, cs kubernetes.Interface, name string, timeout time.Duration, exited func() string) {
+	t.Helper()
+	Eventually(t, timeout, func() error {
+		if why := exited(); why != "" {
 			return errors.New(why)
 		}
-		n, err := cs.CoreV1().Nodes().Get(context.Background(), "dev", metav1.GetOptions{})
+		n, err := cs.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-				return nil
-			}
+		if !NodeReady(n) {
+			return fmt.Errorf("node %s is not Ready", name)
 		}
-		return errors.New("node dev is not Ready")
+		return nil
 	})
 }
 
+// NodeReady reports whether the node's Ready condition is True.
+func NodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
 // LogTail is the last n lines of the process's output.
-func (d *Dev) LogTail(n int) string {
-	b, _ := os.ReadFile(d.logPath)
+func (d *Dev) LogTail(n int) string { return logTail(d.logPath, n) }
+
+// logTail is the last n lines of the file at path.
+func logTail(path string, n int) string {
+	b, _ := os.ReadFile(path)
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
@@ -202,14 +231,15 @@ func (d *Dev) cleanup() {
 	if out, errOut, code := d.Netns.Run(d.bin, "dev", "--cleanup", "--data-dir", d.DataDir); code != 0 {
 		d.t.Errorf("pontoon dev --cleanup: exit %d: %s%s", code, out, errOut)
 	}
-	if left := leftovers(d.DataDir); left != "" {
+	if left := leftovers(d.DataDir, "dev"); left != "" {
 		d.t.Errorf("left after cleanup: %s", left)
 	}
 }
 
-// leftovers lists what is left of a node whose data dir was dir: its
-// processes (containerd, shims, containers), mounts and pod cgroups.
-func leftovers(dir string) string {
+// leftovers lists what is left of the node named node whose data dir was
+// dir: its processes (containerd, shims, containers), mounts and pod
+// cgroups.
+func leftovers(dir, node string) string {
 	var left []string
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
@@ -224,7 +254,7 @@ func leftovers(dir string) string {
 			left = append(left, "mount "+l)
 		}
 	}
-	if cg, _ := filepath.Glob("/sys/fs/cgroup/*/pontoon/dev"); len(cg) > 0 {
+	if cg, _ := filepath.Glob("/sys/fs/cgroup/*/pontoon/" + node); len(cg) > 0 {
 		left = append(left, "cgroups "+strings.Join(cg, " "))
 	}
 	return strings.Join(left, "; ")

@@ -3,7 +3,6 @@ package cluster
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -43,15 +42,15 @@ func (c *Cluster) Kubectl(s *Server, stdin string, args ...string) (stdout, stde
 		c.kubeconfigs[s.Name] = cfg
 		c.mu.Unlock()
 	}
-	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", cfg, "--cache-dir", c.kubeCache, "--request-timeout", "20s"}, args...)...)
+	cmd := c.command("kubectl", append([]string{"--kubeconfig", cfg, "--cache-dir", c.kubeCache, "--request-timeout", "20s"}, args...)...)
 	cmd.Stdin = bytes.NewBufferString(stdin)
 	return run(cmd)
 }
 
 // RESTConfig is a client-go configuration for s whose connections leave
-// from ClientIP.
+// from ClientIP (from the hub with a Net).
 func (s *Server) RESTConfig() *rest.Config {
-	return &rest.Config{Host: s.API(), Timeout: 20 * time.Second, QPS: 1000, Burst: 1000, Dial: dialer().DialContext}
+	return &rest.Config{Host: s.API(), Timeout: 20 * time.Second, QPS: 1000, Burst: 1000, Dial: s.c.dialContext}
 }
 
 // Clientset is a client-go clientset for s.

@@ -65,9 +65,13 @@ func (n *Netns) DialContext(ctx context.Context, network, addr string) (net.Conn
 	}
 	done := make(chan result, 1)
 	go func() {
-		// The thread is never given back to other goroutines: it exits
-		// with this one, so its namespace cannot leak.
 		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer orig.Close()
 		h, err := netns.GetFromPath(n.Path)
 		if err != nil {
 			done <- result{err: err}
@@ -78,6 +82,15 @@ func (n *Netns) DialContext(ctx context.Context, network, addr string) (net.Conn
 			done <- result{err: fmt.Errorf("enter %s: %w", n.Name, err)}
 			return
 		}
+		// The thread goes back to the process's namespace before other
+		// goroutines may have it; if it cannot, it exits with this one,
+		// so its namespace cannot leak. (It must not exit otherwise: a
+		// child started with Pdeathsig from it would be killed.)
+		defer func() {
+			if netns.Set(orig) == nil {
+				runtime.UnlockOSThread()
+			}
+		}()
 		var d net.Dialer
 		c, err := d.DialContext(ctx, network, addr)
 		done <- result{c, err}
