@@ -1,8 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -209,4 +215,79 @@ func deletePod(t *testing.T, cs kubernetes.Interface, name string) {
 		}
 		return err
 	})
+}
+
+// TestLocalClusterScript: deploy/local-cluster.sh with a server and an
+// agent starts a node that runs a pod, reached through its kubectl
+// wrapper; Ctrl-C stops everything and leaves no namespace, process or
+// data of the node behind.
+func TestLocalClusterScript(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	script := exec.Command("../../deploy/local-cluster.sh", "1", "1")
+	script.Env = append(os.Environ(), "PONTOON="+bin, "DATA="+data)
+	logPath := filepath.Join(t.TempDir(), "local-cluster.log")
+	log, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	script.Stdout, script.Stderr = log, log
+	output := func() string { b, _ := os.ReadFile(logPath); return string(b) }
+	// Its own process group, as a terminal's Ctrl-C reaches the script
+	// and what it started.
+	script.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := script.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- script.Wait() }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		syscall.Kill(-script.Process.Pid, syscall.SIGINT)
+		select {
+		case <-exited:
+		case <-time.After(60 * time.Second):
+			syscall.Kill(-script.Process.Pid, syscall.SIGKILL)
+			t.Errorf("local-cluster.sh did not stop within 60 s of Ctrl-C:\n%s", output())
+		}
+	}
+	t.Cleanup(stop)
+	kubectl := func(args ...string) (string, error) {
+		b, err := exec.Command(filepath.Join(data, "kubectl"), args...).CombinedOutput()
+		return string(b), err
+	}
+	cluster.Eventually(t, 90*time.Second, func() error {
+		got, err := kubectl("get", "node", "n1", "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}")
+		if err != nil || got != "True" {
+			return fmt.Errorf("node n1 Ready: %q %v\n%s", got, err, output())
+		}
+		return nil
+	})
+	if got, err := kubectl("run", "hello", "--image="+busybox, "--", "sleep", "3600"); err != nil {
+		t.Fatalf("kubectl run: %v: %s", err, got)
+	}
+	cluster.Eventually(t, 60*time.Second, func() error {
+		got, err := kubectl("get", "pod", "hello", "-o", "jsonpath={.status.phase}")
+		if err != nil || got != "Running" {
+			return fmt.Errorf("pod hello: %q %v", got, err)
+		}
+		return nil
+	})
+	stop()
+	if b, _ := exec.Command("ip", "netns", "list").CombinedOutput(); strings.Contains(string(b), "pontoon-lc") {
+		t.Fatalf("namespaces left after Ctrl-C: %s", b)
+	}
+	if _, err := os.Stat(filepath.Join(data, "n1")); !os.IsNotExist(err) {
+		t.Fatalf("the agent's data dir is left after Ctrl-C: %v", err)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), data) {
+			t.Fatalf("left after Ctrl-C: %s", bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+		}
+	}
 }
