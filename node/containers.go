@@ -176,7 +176,7 @@ func (k *Kubelet) startContainer(ctx context.Context, pod *corev1.Pod, sandboxID
 		return waitingReason{Reason: "RunContainerError", Message: grpcMessage(err)}, err
 	}
 	k.cfg.Recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
-	return waitingReason{}, nil
+	return k.postStart(ctx, pod, c, created.ContainerId)
 }
 
 // ensureImage makes sure the container's image is present, pulling it as

@@ -520,11 +520,11 @@ func (k *Kubelet) killPod(ctx context.Context, pod *corev1.Pod, o *observed) err
 	return nil
 }
 
-// stopContainer stops a container within the pod's grace period: SIGTERM,
-// then SIGKILL when it has passed.
+// stopContainer stops a container within the pod's grace period: its
+// preStop hook, SIGTERM, then SIGKILL when the period has passed.
 func (k *Kubelet) stopContainer(ctx context.Context, pod *corev1.Pod, c *runtimeapi.ContainerStatus) error {
-	grace := gracePeriod(pod)
 	k.cfg.Recorder.Eventf(pod, corev1.EventTypeNormal, "Killing", "Stopping container %s", c.Metadata.Name)
+	grace := k.preStop(ctx, pod, c, gracePeriod(pod))
 	_, err := k.cfg.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: c.Id, Timeout: grace})
 	if err != nil {
 		return fmt.Errorf("stop container %s: %w", c.Metadata.Name, err)

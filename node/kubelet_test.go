@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/utils/ptr"
 )
 
 // fakeRuntime is a CRI runtime in memory: sandboxes get an address, and
@@ -28,11 +30,16 @@ type fakeRuntime struct {
 	sandboxes  map[string]*runtimeapi.PodSandboxStatus
 	containers map[string]*runtimeapi.ContainerStatus
 	sandboxOf  map[string]string
+	// execExit is the exit code of each command ExecSync knows, by its
+	// first word; execs and stops record the calls.
+	execExit map[string]int32
+	execs    []string
+	stops    []int64
 }
 
 func newFakeRuntime(images ...string) *fakeRuntime {
 	f := &fakeRuntime{images: map[string]bool{}, sandboxes: map[string]*runtimeapi.PodSandboxStatus{},
-		containers: map[string]*runtimeapi.ContainerStatus{}, sandboxOf: map[string]string{}}
+		containers: map[string]*runtimeapi.ContainerStatus{}, sandboxOf: map[string]string{}, execExit: map[string]int32{}}
 	for _, i := range images {
 		f.images[i] = true
 	}
@@ -127,6 +134,9 @@ func (f *fakeRuntime) StartContainer(_ context.Context, in *runtimeapi.StartCont
 }
 
 func (f *fakeRuntime) StopContainer(_ context.Context, in *runtimeapi.StopContainerRequest, _ ...grpc.CallOption) (*runtimeapi.StopContainerResponse, error) {
+	f.mu.Lock()
+	f.stops = append(f.stops, in.Timeout)
+	f.mu.Unlock()
 	f.exit(in.ContainerId, 143)
 	return &runtimeapi.StopContainerResponse{}, nil
 }
@@ -170,8 +180,15 @@ func (f *fakeRuntime) ContainerStatus(_ context.Context, in *runtimeapi.Containe
 	return &runtimeapi.ContainerStatusResponse{Status: &cp}, nil
 }
 
-func (f *fakeRuntime) ExecSync(context.Context, *runtimeapi.ExecSyncRequest, ...grpc.CallOption) (*runtimeapi.ExecSyncResponse, error) {
-	return nil, errors.New("not in the fake")
+func (f *fakeRuntime) ExecSync(_ context.Context, in *runtimeapi.ExecSyncRequest, _ ...grpc.CallOption) (*runtimeapi.ExecSyncResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	code, ok := f.execExit[in.Cmd[0]]
+	if !ok {
+		return nil, errors.New("not in the fake")
+	}
+	f.execs = append(f.execs, in.Cmd[0])
+	return &runtimeapi.ExecSyncResponse{ExitCode: code}, nil
 }
 
 func (f *fakeRuntime) Exec(context.Context, *runtimeapi.ExecRequest, ...grpc.CallOption) (*runtimeapi.ExecResponse, error) {
@@ -324,5 +341,50 @@ func TestKubeletImageErrorsAndOrphans(t *testing.T) {
 	k.syncTest(t, "ns/p")
 	if len(rt.sandboxes) != 0 {
 		t.Fatalf("%d sandboxes left of a pod the API no longer has", len(rt.sandboxes))
+	}
+}
+
+func TestKubeletLifecycleHooks(t *testing.T) {
+	rt := newFakeRuntime("img")
+	rt.execExit["post"], rt.execExit["pre"], rt.execExit["fail"] = 0, 0, 1
+	pod := testPod(corev1.RestartPolicyAlways, "a")
+	pod.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{
+		PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"post"}}},
+		PreStop:   &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"pre"}}},
+	}
+	k, client := testKubelet(t, rt, pod)
+	k.syncTest(t, "ns/p")
+	if len(rt.running()) != 1 || fmt.Sprint(rt.execs) != "[post]" {
+		t.Fatalf("after the first sync: %d running, hooks run %v", len(rt.running()), rt.execs)
+	}
+
+	// Deleted with 30 s of grace: preStop, then the stop with what is left.
+	cur := apiPod(t, client)
+	cur.DeletionTimestamp, cur.DeletionGracePeriodSeconds = &metav1.Time{Time: time.Now()}, ptr.To[int64](30)
+	k.pods.Update(cur)
+	k.syncTest(t, "ns/p")
+	if fmt.Sprint(rt.execs) != "[post pre]" || len(rt.stops) != 1 || rt.stops[0] < 28 || rt.stops[0] > 30 {
+		t.Fatalf("deleted: hooks run %v, stops with %v s", rt.execs, rt.stops)
+	}
+
+	// A failed postStart hook kills the container, which waits.
+	rt = newFakeRuntime("img")
+	rt.execExit["fail"] = 1
+	pod = testPod(corev1.RestartPolicyAlways, "a")
+	pod.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"fail"}}}}
+	k, _ = testKubelet(t, rt, pod)
+	k.syncTest(t, "ns/p")
+	if len(rt.running()) != 0 || len(rt.stops) != 1 {
+		t.Fatalf("a failed postStart hook: %d running, %d stops", len(rt.running()), len(rt.stops))
+	}
+	events := k.cfg.Recorder.(*record.FakeRecorder).Events
+	found := false
+	for len(events) > 0 {
+		if e := <-events; strings.Contains(e, "FailedPostStartHook") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("no FailedPostStartHook event")
 	}
 }

@@ -209,12 +209,16 @@ func (p *probes) started(id string) bool {
 }
 
 // errProbeUnknown is a probe that could not be run: no result.
-var errProbeUnknown = errors.New("probe not run")
+var errProbeUnknown = errors.New("not run")
 
-// probe runs one probe of a container once.
+// probe runs one probe of a container once, within timeout (none when it
+// is zero).
 func (k *Kubelet) probe(ctx context.Context, pod *corev1.Pod, containerID string, pr *corev1.Probe, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	host := pod.Status.PodIP
 	if pod.Spec.HostNetwork && len(k.cfg.NodeIPs) > 0 {
 		host = k.cfg.NodeIPs[0]

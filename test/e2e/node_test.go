@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -398,10 +399,11 @@ func TestAgentJoinsByGossip(t *testing.T) {
 	d.Kubectl("", "delete", "pod", "hello", "ticker", "--grace-period=1")
 }
 
-// TestProbes: a readiness probe turns Ready false and back as it fails and
-// succeeds; a failing liveness probe restarts the container, with the
-// kubelet's Unhealthy and Killing events.
-func TestProbes(t *testing.T) {
+// TestProbesAndHooks: a readiness probe turns Ready false and back as it
+// fails and succeeds; a failing liveness probe restarts the container,
+// with the kubelet's Unhealthy and Killing events; postStart and preStop
+// hooks run, and a failing postStart restarts its container.
+func TestProbesAndHooks(t *testing.T) {
 	d := cluster.StartDev(t, bin, "pontoon-e2e-probes")
 	cs := d.Clientset()
 	ctx := context.Background()
@@ -472,4 +474,65 @@ spec:
 		return nil
 	})
 	d.Kubectl("", "delete", "pod", "probed", "--grace-period=1")
+
+	// Lifecycle hooks: postStart runs before the pod is Running, preStop
+	// before the container is stopped; a failing postStart kills its
+	// container, which restarts.
+	host := t.TempDir()
+	if _, errOut, code := d.Kubectl(`apiVersion: v1
+kind: Pod
+metadata: {name: hooked}
+spec:
+  terminationGracePeriodSeconds: 5
+  volumes: [{name: host, hostPath: {path: `+host+`}}]
+  containers:
+  - name: c
+    image: `+busybox+`
+    command: [httpd, -f, -p, "8080"]
+    volumeMounts: [{name: host, mountPath: /host}]
+    lifecycle:
+      postStart: {exec: {command: [sh, -c, 'echo started > /host/poststart']}}
+      preStop: {exec: {command: [sh, -c, 'echo stopping > /host/prestop']}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: badhook}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: `+busybox+`
+    command: [sleep, "3600"]
+    lifecycle:
+      postStart: {exec: {command: ["false"]}}
+`, "apply", "-f", "-"); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	waitPod(t, cs, "hooked", "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	if b, err := os.ReadFile(filepath.Join(host, "poststart")); err != nil || string(b) != "started\n" {
+		t.Fatalf("postStart hook: %q %v", b, err)
+	}
+	if _, errOut, code := d.Kubectl("", "delete", "pod", "hooked"); code != 0 {
+		t.Fatalf("delete: %s", errOut)
+	}
+	if b, err := os.ReadFile(filepath.Join(host, "prestop")); err != nil || string(b) != "stopping\n" {
+		t.Fatalf("preStop hook: %q %v", b, err)
+	}
+	waitPod(t, cs, "badhook", "restarted after its postStart hook failed", func(p *corev1.Pod) bool {
+		s := p.Status.ContainerStatuses
+		return len(s) == 1 && s[0].RestartCount >= 1
+	})
+	cluster.Eventually(t, 10*time.Second, func() error {
+		evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=badhook"})
+		if err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == "FailedPostStartHook" {
+				return nil
+			}
+		}
+		return errors.New("no FailedPostStartHook event")
+	})
+	d.Kubectl("", "delete", "pod", "badhook", "--grace-period=1")
 }
