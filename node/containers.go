@@ -277,7 +277,47 @@ func (k *Kubelet) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev
 	if s.init {
 		cfg.Annotations[annotationInit] = "true"
 	}
+	if err := k.verifyRunAsNonRoot(ctx, pod, c, cfg.Linux.SecurityContext); err != nil {
+		return nil, err
+	}
 	return cfg, nil
+}
+
+// verifyRunAsNonRoot refuses, as the kubelet does before it creates the
+// container, a container whose runAsNonRoot (its own, else the pod's) is
+// set and that would run as root: by its runAsUser, or, without one, by
+// its image's user (an image without a user runs as root; a user name
+// cannot be checked).
+func (k *Kubelet) verifyRunAsNonRoot(ctx context.Context, pod *corev1.Pod, c *corev1.Container, sc *runtimeapi.LinuxContainerSecurityContext) error {
+	var nonRoot *bool
+	if pod.Spec.SecurityContext != nil {
+		nonRoot = pod.Spec.SecurityContext.RunAsNonRoot
+	}
+	if c.SecurityContext != nil && c.SecurityContext.RunAsNonRoot != nil {
+		nonRoot = c.SecurityContext.RunAsNonRoot
+	}
+	if nonRoot == nil || !*nonRoot {
+		return nil
+	}
+	who := fmt.Sprintf("(pod: %q, container: %s)", fmt.Sprintf("%s_%s(%s)", pod.Name, pod.Namespace, pod.UID), c.Name)
+	if sc.RunAsUser != nil {
+		if sc.RunAsUser.Value == 0 {
+			return fmt.Errorf("container's runAsUser breaks non-root policy %s", who)
+		}
+		return nil
+	}
+	st, err := k.cfg.Runtime.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: c.Image}})
+	if err != nil {
+		return fmt.Errorf("image status of %s: %s", c.Image, grpcMessage(err))
+	}
+	switch img := st.GetImage(); {
+	case img.GetUid() != nil && img.GetUid().Value != 0:
+		return nil
+	case img.GetUid() == nil && img.GetUsername() != "":
+		return fmt.Errorf("container has runAsNonRoot and image has non-numeric user (%s), cannot verify user is non-root %s", img.GetUsername(), who)
+	default:
+		return fmt.Errorf("container has runAsNonRoot and image will run as root %s", who)
+	}
 }
 
 // resources are the container's CPU and memory limits as cgroup settings,

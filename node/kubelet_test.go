@@ -388,3 +388,24 @@ func TestKubeletLifecycleHooks(t *testing.T) {
 		t.Fatal("no FailedPostStartHook event")
 	}
 }
+
+func TestKubeletRunAsNonRoot(t *testing.T) {
+	rt := newFakeRuntime("img")
+	pod := testPod(corev1.RestartPolicyAlways, "a")
+	pod.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true)}
+	k, client := testKubelet(t, rt, pod)
+	k.syncTest(t, "ns/p")
+	cs := apiPod(t, client).Status.ContainerStatuses[0]
+	if len(rt.running()) != 0 || cs.State.Waiting == nil || cs.State.Waiting.Reason != "CreateContainerConfigError" ||
+		!strings.Contains(cs.State.Waiting.Message, "image will run as root") {
+		t.Fatalf("runAsNonRoot with an image that runs as root: %d running, %+v", len(rt.running()), cs.State)
+	}
+
+	rt = newFakeRuntime("img")
+	pod.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{RunAsUser: ptr.To[int64](1000)}
+	k, _ = testKubelet(t, rt, pod)
+	k.syncTest(t, "ns/p")
+	if len(rt.running()) != 1 {
+		t.Fatal("runAsNonRoot with runAsUser 1000 does not run")
+	}
+}
