@@ -60,7 +60,7 @@ func (k *Kubelet) postStart(ctx context.Context, pod *corev1.Pod, c *corev1.Cont
 // preStop runs the preStop hook of the running container c, if its spec
 // has one, within grace seconds, and returns what is left of them.
 func (k *Kubelet) preStop(ctx context.Context, pod *corev1.Pod, c *runtimeapi.ContainerStatus, grace int64) int64 {
-	spec := containerSpec(pod, c.Metadata.Name)
+	spec := containerNamed(pod, c.Metadata.Name)
 	if spec == nil || spec.Lifecycle == nil || spec.Lifecycle.PreStop == nil || c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		return grace
 	}
@@ -70,17 +70,4 @@ func (k *Kubelet) preStop(ctx context.Context, pod *corev1.Pod, c *runtimeapi.Co
 	}
 	left := time.Duration(grace)*time.Second - time.Since(start)
 	return int64(max(left, minGraceAfterPreStop) / time.Second)
-}
-
-// containerSpec is the pod's container, init container or sidecar named
-// name, nil when the spec has none of that name.
-func containerSpec(pod *corev1.Pod, name string) *corev1.Container {
-	for _, cs := range [][]corev1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
-		for i := range cs {
-			if cs[i].Name == name {
-				return &cs[i]
-			}
-		}
-	}
-	return nil
 }

@@ -82,6 +82,7 @@ type Kubelet struct {
 	queue    workqueue.TypedRateLimitingInterface[string]
 	backoff  *flowcontrol.Backoff
 	probes   *probes
+	sources  *sourceWatches
 	runtime  string
 
 	mu sync.Mutex
@@ -118,6 +119,7 @@ func New(cfg Config) (*Kubelet, error) {
 		seenIn:   map[types.UID]string{},
 	}
 	k.probes = newProbes(k)
+	k.sources = newSourceWatches(cfg.Client, k.queue.Add)
 	return k, nil
 }
 
@@ -287,6 +289,11 @@ func (k *Kubelet) sync(ctx context.Context, key string) (time.Duration, error) {
 	if err := k.removeOthers(ctx, key, others); err != nil {
 		return 0, err
 	}
+	if pod == nil || pod.DeletionTimestamp != nil || isTerminal(pod.Status.Phase) {
+		k.sources.track(ctx, key, nil)
+	} else {
+		k.sources.track(ctx, key, volumeSources(pod))
+	}
 	if pod == nil {
 		return 0, nil
 	}
@@ -330,6 +337,8 @@ func (k *Kubelet) sync(ctx context.Context, key string) (time.Duration, error) {
 		if o, err = k.observe(ctx, pod.UID); err != nil {
 			return 0, err
 		}
+	} else if pod.DeletionTimestamp == nil && !isTerminal(pod.Status.Phase) && o.sandbox.GetState() == runtimeapi.PodSandboxState_SANDBOX_READY {
+		k.refreshVolumes(ctx, pod, o.sandbox.GetNetwork().GetIp())
 	}
 	k.mu.Lock()
 	if prev := k.waiting[pod.UID]; prev != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -407,5 +409,52 @@ func TestKubeletRunAsNonRoot(t *testing.T) {
 	k.syncTest(t, "ns/p")
 	if len(rt.running()) != 1 {
 		t.Fatal("runAsNonRoot with runAsUser 1000 does not run")
+	}
+}
+
+func TestKubeletUpdatesVolumes(t *testing.T) {
+	rt := newFakeRuntime("img")
+	pod := testPod(corev1.RestartPolicyAlways, "a")
+	pod.Spec.Volumes = []corev1.Volume{{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}}}}}
+	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "cfg", MountPath: "/cfg"}}
+	k, client := testKubelet(t, rt, pod)
+	ctx := context.Background()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cm", Namespace: "ns"}, Data: map[string]string{"k": "v1"}}
+	if _, err := client.CoreV1().ConfigMaps("ns").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	k.syncTest(t, "ns/p")
+	file := filepath.Join(k.podVolumeDir(pod), "cfg", "k")
+	if b, err := os.ReadFile(file); err != nil || string(b) != "v1" {
+		t.Fatalf("the volume after the start: %q %v", b, err)
+	}
+	// The watch's first list enqueues the pod once; then the update must
+	// enqueue it again.
+	enqueued := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for k.queue.Len() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the pod is not synced after %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		key, _ := k.queue.Get()
+		k.queue.Done(key)
+	}
+	enqueued("its ConfigMap is first listed")
+	cm.Data["k"] = "v2"
+	if _, err := client.CoreV1().ConfigMaps("ns").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	enqueued("its ConfigMap changed")
+	k.pods.Update(apiPod(t, client))
+	k.syncTest(t, "ns/p")
+	if b, err := os.ReadFile(file); err != nil || string(b) != "v2" {
+		t.Fatalf("the volume after the update: %q %v", b, err)
+	}
+	if len(rt.running()) != 1 {
+		t.Fatal("the update restarted the container")
 	}
 }

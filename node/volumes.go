@@ -36,7 +36,8 @@ func (k *Kubelet) podVolumeDir(pod *corev1.Pod) string {
 // setUpVolumes makes every volume of the pod ready (as the kubelet's
 // volume manager mounts them before the containers start), and returns
 // them by name. The contents of configMap, secret, downwardAPI and
-// projected volumes are written at each pod start.
+// projected volumes are written at each pod start, and kept current by
+// refreshVolumes.
 func (k *Kubelet) setUpVolumes(ctx context.Context, pod *corev1.Pod, podIP string) (map[string]volume, error) {
 	vols := map[string]volume{}
 	for _, v := range pod.Spec.Volumes {
@@ -73,9 +74,37 @@ func (k *Kubelet) setUpVolume(ctx context.Context, pod *corev1.Pod, v corev1.Vol
 		if err != nil {
 			return volume{}, err
 		}
-		return volume{hostPath: dir, readOnly: true}, writeFiles(dir, files)
+		_, err = writeFiles(dir, files)
+		return volume{hostPath: dir, readOnly: true}, err
 	}
 	return volume{}, errVolumeKind
+}
+
+// refreshVolumes rewrites the configMap, secret, downwardAPI and projected
+// volumes of a running pod whose sources changed, as the kubelet's
+// periodic remount does; a volume whose source cannot be read keeps what
+// it holds.
+func (k *Kubelet) refreshVolumes(ctx context.Context, pod *corev1.Pod, podIP string) {
+	for _, v := range pod.Spec.Volumes {
+		if v.ConfigMap == nil && v.Secret == nil && v.DownwardAPI == nil && v.Projected == nil {
+			continue
+		}
+		dir := filepath.Join(k.podVolumeDir(pod), v.Name)
+		if _, err := os.Lstat(filepath.Join(dir, dataLink)); err != nil {
+			// Not set up yet: the containers' start does it.
+			continue
+		}
+		files, err := k.volumeFiles(ctx, pod, v, podIP)
+		if err == nil {
+			var changed bool
+			if changed, err = writeFiles(dir, files); changed {
+				k.log.Info("volume updated", "pod", pod.Namespace+"/"+pod.Name, "volume", v.Name)
+			}
+		}
+		if err != nil {
+			k.cfg.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "MountVolume.SetUp failed for volume %q : %v", v.Name, err)
+		}
+	}
 }
 
 // isMounted reports whether dir is a mount point.
@@ -240,37 +269,116 @@ func containerNamed(pod *corev1.Pod, name string) *corev1.Container {
 	return nil
 }
 
-// writeFiles writes a volume's files into dir, replacing what it held:
-// they are written beside it first and swapped in with one rename, so a
-// container never sees half of them.
-func writeFiles(dir string, files map[string]file) error {
-	tmp := dir + ".new"
-	if err := os.RemoveAll(tmp); err != nil {
-		return err
-	}
-	for _, path := range slices.Sorted(maps.Keys(files)) {
+// dataLink is the link in a configMap, secret, downwardAPI or projected
+// volume to the directory that holds its files.
+const dataLink = "..data"
+
+// writeFiles writes a volume's files into dir as the kubelet's atomic
+// writer does, so that a container with dir mounted sees a change whole
+// and at once: the files are written to a new directory beside the
+// current one, the link ..data is swapped to it with one rename, and each
+// top-level name of the volume is a link through ..data. It reports
+// whether anything changed.
+func writeFiles(dir string, files map[string]file) (bool, error) {
+	cleaned := map[string]file{}
+	for path, f := range files {
+		// Names starting with ".." are the writer's own (and "../"
+		// leaves the volume), as the API's validation says.
 		clean := filepath.Clean(path)
-		if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
-			return fmt.Errorf("path %q leaves the volume", path)
+		if filepath.IsAbs(clean) || strings.HasPrefix(clean, "..") {
+			return false, fmt.Errorf("path %q leaves the volume", path)
 		}
-		full := filepath.Join(tmp, clean)
+		cleaned[clean] = f
+	}
+	files = cleaned
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return false, err
+	}
+	old, _ := os.Readlink(filepath.Join(dir, dataLink))
+	if old != "" && sameFiles(filepath.Join(dir, old), files) {
+		return false, nil
+	}
+	data, err := os.MkdirTemp(dir, "..data.")
+	if err != nil {
+		return false, err
+	}
+	if err := os.Chmod(data, 0o755); err != nil {
+		return false, err
+	}
+	top := map[string]bool{}
+	for _, path := range slices.Sorted(maps.Keys(files)) {
+		top[strings.Split(path, string(filepath.Separator))[0]] = true
+		full := filepath.Join(data, path)
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			return err
+			return false, err
 		}
 		if err := os.WriteFile(full, files[path].data, files[path].mode); err != nil {
-			return err
+			return false, err
 		}
 		if err := os.Chmod(full, files[path].mode); err != nil {
-			return err
+			return false, err
 		}
 	}
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return err
+	tmpLink := filepath.Join(dir, dataLink+"_tmp")
+	os.Remove(tmpLink)
+	if err := os.Symlink(filepath.Base(data), tmpLink); err != nil {
+		return false, err
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return err
+	if err := os.Rename(tmpLink, filepath.Join(dir, dataLink)); err != nil {
+		return false, err
 	}
-	return os.Rename(tmp, dir)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		if name := e.Name(); !strings.HasPrefix(name, "..") && !top[name] {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
+				return false, err
+			}
+		}
+	}
+	for name := range top {
+		link := filepath.Join(dir, name)
+		if target, err := os.Readlink(link); err == nil && target == filepath.Join(dataLink, name) {
+			continue
+		}
+		if err := os.RemoveAll(link); err != nil {
+			return false, err
+		}
+		if err := os.Symlink(filepath.Join(dataLink, name), link); err != nil {
+			return false, err
+		}
+	}
+	if old != "" {
+		if err := os.RemoveAll(filepath.Join(dir, old)); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// sameFiles reports whether dir holds exactly files, with their modes.
+func sameFiles(dir string, files map[string]file) bool {
+	n := 0
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		want, ok := files[rel]
+		info, ierr := d.Info()
+		if !ok || ierr != nil || info.Mode().Perm() != want.mode.Perm() {
+			return errors.New("differs")
+		}
+		got, rerr := os.ReadFile(path)
+		if rerr != nil || string(got) != string(want.data) {
+			return errors.New("differs")
+		}
+		n++
+		return nil
+	})
+	return err == nil && n == len(files)
 }
 
 // containerMounts are the CRI mounts of a container's volumeMounts.

@@ -131,7 +131,7 @@ spec:
   containers:
   - name: c
     image: `+busybox+`
-    command: [sh, -c, 'cat /cm/colour /cm/deep/size /s/password /info/labels; stat -c %a /cm/colour; echo x > /scratch/f; cat /scratch/f; echo y > /host/out; ls /mem']
+    command: [sh, -c, 'cat /cm/colour /cm/deep/size /s/password /info/labels; stat -L -c %a /cm/colour; echo x > /scratch/f; cat /scratch/f; echo y > /host/out; ls /mem']
     volumeMounts:
     - {name: cm, mountPath: /cm}
     - {name: s, mountPath: /s}
@@ -162,6 +162,33 @@ spec:
 	if b, err := os.ReadFile(filepath.Join(hostDir, "out")); err != nil || string(b) != "y\n" {
 		t.Fatalf("the hostPath volume holds %q, %v", b, err)
 	}
+	// A running pod sees its ConfigMap change, and its labels.
+	if _, errOut, code := d.Kubectl(`apiVersion: v1
+kind: Pod
+metadata: {name: live, labels: {tier: back}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: `+busybox+`
+    command: [sleep, "3600"]
+    volumeMounts: [{name: cm, mountPath: /cm}, {name: info, mountPath: /info}]
+  volumes:
+  - {name: cm, configMap: {name: settings}}
+  - {name: info, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}}
+`, "apply", "-f", "-"); code != 0 {
+		t.Fatalf("pod live: %s", errOut)
+	}
+	waitPod(t, cs, "live", "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	kubectl("patch", "configmap", "settings", "-p", `{"data":{"colour":"green"}}`)
+	kubectl("label", "pod", "live", "tier=front", "--overwrite")
+	cluster.Eventually(t, 30*time.Second, func() error {
+		out, errOut, _ := d.Kubectl("", "exec", "live", "--", "cat", "/cm/colour", "/info/labels")
+		if out != "greentier=\"front\"" {
+			return fmt.Errorf("the running pod's volumes hold %q %s", out, errOut)
+		}
+		return nil
+	})
 	if _, errOut, code := d.Kubectl(`apiVersion: v1
 kind: Pod
 metadata: {name: nfs}
@@ -283,7 +310,7 @@ spec:
 	if took := time.Since(start); took < 2*time.Second {
 		t.Fatalf("a 3 s graceful deletion of a pod ignoring SIGTERM took %v", took)
 	}
-	kubectl("delete", "pod", "hello", "crash", "missing", "extra", "atstart", "vols", "nfs", "ends", "--grace-period=1")
+	kubectl("delete", "pod", "hello", "crash", "missing", "extra", "atstart", "vols", "live", "nfs", "ends", "--grace-period=1")
 	cluster.Eventually(t, 30*time.Second, func() error {
 		out, _, _ := d.Netns.Run("ls", filepath.Join(d.DataDir, "agent", "pods"))
 		if strings.TrimSpace(out) != "" {
