@@ -523,8 +523,15 @@ func (r *rollout) syncNewReplicaSet(ctx context.Context, create bool) error {
 	}
 	rev := strconv.Itoa(maxOld + 1)
 	if r.newRS != nil {
-		if revision(r.newRS) < maxOld+1 || r.newRS.Spec.MinReadySeconds != r.d.Spec.MinReadySeconds {
-			rs := r.newRS.DeepCopy()
+		rs := r.newRS.DeepCopy()
+		if rs.Annotations == nil {
+			rs.Annotations = map[string]string{}
+		}
+		// The Deployment's annotations follow onto its new ReplicaSet as
+		// they change (none is taken away), as kube-controller-manager
+		// does: `rollout undo` puts them back from there.
+		copied := copyDeploymentAnnotations(r.d, rs.Annotations)
+		if copied || revision(r.newRS) < maxOld+1 || r.newRS.Spec.MinReadySeconds != r.d.Spec.MinReadySeconds {
 			if revision(rs) < maxOld+1 {
 				rs.Annotations[revisionAnnotation] = rev
 			}
@@ -604,17 +611,27 @@ func (r *rollout) syncNewReplicaSet(ctx context.Context, create bool) error {
 // them) and the controller's own.
 func (r *rollout) replicaSetAnnotations(rev string) map[string]string {
 	out := map[string]string{}
-	for k, v := range r.d.Annotations {
-		if k == lastAppliedAnnotation || k == revisionAnnotation || k == desiredReplicasAnnotation || k == maxReplicasAnnotation {
-			continue
-		}
-		out[k] = v
-	}
+	copyDeploymentAnnotations(r.d, out)
 	surge, _ := r.surgeAndUnavailable()
 	out[revisionAnnotation] = rev
 	out[desiredReplicasAnnotation] = strconv.Itoa(int(r.replicas()))
 	out[maxReplicasAnnotation] = strconv.Itoa(int(r.replicas() + surge))
 	return out
+}
+
+// copyDeploymentAnnotations copies the Deployment's annotations into to,
+// but the controller's own and kubectl's last-applied configuration, and
+// reports whether any changed.
+func copyDeploymentAnnotations(d *appsv1.Deployment, to map[string]string) bool {
+	changed := false
+	for k, v := range d.Annotations {
+		if k == lastAppliedAnnotation || k == revisionAnnotation || k == desiredReplicasAnnotation || k == maxReplicasAnnotation || to[k] == v {
+			continue
+		}
+		to[k] = v
+		changed = true
+	}
+	return changed
 }
 
 // setRevision writes the new ReplicaSet's revision on the Deployment.

@@ -344,13 +344,40 @@ func TestDeploymentRollout(t *testing.T) {
 			t.Fatalf("%s: only %d pods ready at one point; maxUnavailable allows %d", what, minUp, replicas-unavailable)
 		}
 	}
+	// The Deployment's annotations follow onto its current ReplicaSet, as
+	// kube-controller-manager copies them: the change cause of each
+	// revision is kept there.
+	changeCause := func(want string) {
+		t.Helper()
+		cluster.Eventually(t, 20*time.Second, func() error {
+			d, err := rcs.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			rss, err := rcs.AppsV1().ReplicaSets("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+			if err != nil {
+				return err
+			}
+			for _, rs := range rss.Items {
+				if rs.Annotations["deployment.kubernetes.io/revision"] == d.Annotations["deployment.kubernetes.io/revision"] &&
+					rs.Annotations["kubernetes.io/change-cause"] == want {
+					return nil
+				}
+			}
+			return fmt.Errorf("no current ReplicaSet with change cause %q", want)
+		})
+	}
+	kubectlOK(t, c, w, "annotate", "deployment/web", "kubernetes.io/change-cause=first")
+	changeCause("first")
 	roll("new image", "set", "image", "deployment/web", "c=busybox:2")
 	if got := podImages(t, rcs, "app=web"); got["busybox:2"] != replicas || len(got) != 1 {
 		t.Fatalf("after the new image: images %v", got)
 	}
+	kubectlOK(t, c, w, "annotate", "deployment/web", "kubernetes.io/change-cause=second", "--overwrite")
+	changeCause("second")
 	history := kubectlOK(t, c, r, "rollout", "history", "deployment/web")
-	if !strings.Contains(history, "1 ") || !strings.Contains(history, "2 ") {
-		t.Fatalf("rollout history lacks revisions 1 and 2:\n%s", history)
+	if !strings.Contains(history, "1         first") || !strings.Contains(history, "2         second") {
+		t.Fatalf("rollout history lacks revisions 1 and 2 with their change causes:\n%s", history)
 	}
 	roll("undo", "rollout", "undo", "deployment/web")
 	if got := podImages(t, rcs, "app=web"); got["busybox"] != replicas || len(got) != 1 {
@@ -360,7 +387,7 @@ func TestDeploymentRollout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dep.Annotations["deployment.kubernetes.io/revision"] != "3" || dep.Status.ObservedGeneration != dep.Generation ||
+	if dep.Annotations["deployment.kubernetes.io/revision"] != "3" || dep.Annotations["kubernetes.io/change-cause"] != "first" || dep.Status.ObservedGeneration != dep.Generation ||
 		dep.Status.UpdatedReplicas != replicas || dep.Status.AvailableReplicas != replicas || dep.Status.ReadyReplicas != replicas {
 		t.Fatalf("after undo: revision %q, status %+v", dep.Annotations["deployment.kubernetes.io/revision"], dep.Status)
 	}
