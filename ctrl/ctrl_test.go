@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/record"
 )
@@ -51,5 +53,22 @@ func TestGCOwnerKeyRoundTrip(t *testing.T) {
 	}
 	if _, err := parseGCOwner(`["u1","apps","v1"]`); err == nil {
 		t.Error("a key of three parts parsed")
+	}
+}
+
+func TestWithConditionTaints(t *testing.T) {
+	node := &corev1.Node{Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
+		{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionTrue},
+		{Type: corev1.NodeDiskPressure, Status: corev1.ConditionFalse},
+	}}}
+	other := corev1.Taint{Key: "dedicated", Effect: corev1.TaintEffectNoSchedule}
+	disk := corev1.Taint{Key: corev1.TaintNodeDiskPressure, Effect: corev1.TaintEffectNoSchedule}
+	got := withConditionTaints(node, []corev1.Taint{other, disk})
+	want := []corev1.Taint{other, {Key: corev1.TaintNodeMemoryPressure, Effect: corev1.TaintEffectNoSchedule}}
+	if !equality.Semantic.DeepEqual(got, want) {
+		t.Fatalf("taints %+v, want %+v", got, want)
+	}
+	if again := withConditionTaints(node, got); !equality.Semantic.DeepEqual(again, want) {
+		t.Fatalf("not idempotent: %+v", again)
 	}
 }

@@ -440,6 +440,7 @@ func (c *nodeLifecycleController) syncTaints(ctx context.Context, node *corev1.N
 			taints = append(taints, t)
 		}
 	}
+	taints = withConditionTaints(node, taints)
 	if equality.Semantic.DeepEqual(taints, node.Spec.Taints) {
 		return node, paced, nil
 	}
@@ -450,6 +451,37 @@ func (c *nodeLifecycleController) syncTaints(ctx context.Context, node *corev1.N
 		return nil, false, fmt.Errorf("taint node %s: %w", node.Name, err)
 	}
 	return updated, paced, nil
+}
+
+// pressureTaints are the NoSchedule taints a node carries while its
+// kubelet reports a pressure condition (Kubernetes' taint nodes by
+// condition), so that only pods that tolerate it are scheduled there.
+var pressureTaints = []struct {
+	cond corev1.NodeConditionType
+	key  string
+}{
+	{corev1.NodeMemoryPressure, corev1.TaintNodeMemoryPressure},
+	{corev1.NodeDiskPressure, corev1.TaintNodeDiskPressure},
+	{corev1.NodePIDPressure, corev1.TaintNodePIDPressure},
+}
+
+// withConditionTaints is taints with the pressure taints the node's
+// conditions call for, and without those they no longer do.
+func withConditionTaints(node *corev1.Node, taints []corev1.Taint) []corev1.Taint {
+	for _, p := range pressureTaints {
+		want := false
+		for _, c := range node.Status.Conditions {
+			want = want || (c.Type == p.cond && c.Status == corev1.ConditionTrue)
+		}
+		i := slices.IndexFunc(taints, func(t corev1.Taint) bool { return t.Key == p.key && t.Effect == corev1.TaintEffectNoSchedule })
+		switch {
+		case want && i < 0:
+			taints = append(taints, corev1.Taint{Key: p.key, Effect: corev1.TaintEffectNoSchedule})
+		case !want && i >= 0:
+			taints = slices.Delete(slices.Clone(taints), i, i+1)
+		}
+	}
+	return taints
 }
 
 // evict deletes the pods on the node whose tolerations of its NoExecute

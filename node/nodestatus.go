@@ -193,13 +193,17 @@ func nodeStatus(ctx context.Context, r Registration, cur *corev1.Node, networkRe
 	version, versionErr := r.Runtime.Version(ctx, &runtimeapi.VersionRequest{})
 	capacity := corev1.ResourceList{
 		corev1.ResourceCPU:    *resource.NewQuantity(int64(goruntime.NumCPU()), resource.DecimalSI),
-		corev1.ResourceMemory: *resource.NewQuantity(memTotal(), resource.BinarySI),
+		corev1.ResourceMemory: *resource.NewQuantity(memInfo("MemTotal:"), resource.BinarySI),
 		corev1.ResourcePods:   *resource.NewQuantity(int64(r.MaxPods), resource.DecimalSI),
 	}
 	var fs syscall.Statfs_t
-	if err := syscall.Statfs(r.DataDir, &fs); err == nil {
+	fsErr := syscall.Statfs(r.DataDir, &fs)
+	if fsErr == nil {
 		capacity[corev1.ResourceEphemeralStorage] = *resource.NewQuantity(int64(fs.Blocks)*fs.Bsize, resource.BinarySI)
 	}
+	avail := memInfo("MemAvailable:")
+	memPressure := avail > 0 && avail < memoryAvailableMin
+	diskPressure := fsErr == nil && diskPressed(fs)
 	st := corev1.NodeStatus{
 		Capacity:        capacity,
 		Allocatable:     capacity.DeepCopy(),
@@ -236,9 +240,17 @@ func nodeStatus(ctx context.Context, r Registration, cur *corev1.Node, networkRe
 	if ready {
 		readyStatus = corev1.ConditionTrue
 	}
+	memCond := cond(corev1.NodeMemoryPressure, corev1.ConditionFalse, "KubeletHasSufficientMemory", "kubelet has sufficient memory available")
+	if memPressure {
+		memCond = cond(corev1.NodeMemoryPressure, corev1.ConditionTrue, "KubeletHasInsufficientMemory", "kubelet has insufficient memory available")
+	}
+	diskCond := cond(corev1.NodeDiskPressure, corev1.ConditionFalse, "KubeletHasNoDiskPressure", "kubelet has no disk pressure")
+	if diskPressure {
+		diskCond = cond(corev1.NodeDiskPressure, corev1.ConditionTrue, "KubeletHasDiskPressure", "kubelet has disk pressure")
+	}
 	st.Conditions = []corev1.NodeCondition{
-		cond(corev1.NodeMemoryPressure, corev1.ConditionFalse, "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-		cond(corev1.NodeDiskPressure, corev1.ConditionFalse, "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+		memCond,
+		diskCond,
 		cond(corev1.NodePIDPressure, corev1.ConditionFalse, "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
 		cond(corev1.NodeReady, readyStatus, reason, msg),
 	}
@@ -301,11 +313,28 @@ func osImage() string {
 	return "Linux"
 }
 
-// memTotal is the machine's memory, from /proc/meminfo.
-func memTotal() int64 {
+// The kubelet's default hard eviction thresholds: below them the node
+// reports memory or disk pressure (it does not evict pods for it).
+const (
+	memoryAvailableMin = 100 << 20
+	// nodefs.available and nodefs.inodesFree, in percent of the data
+	// dir's filesystem.
+	nodefsAvailableMin  = 10
+	nodefsInodesFreeMin = 5
+)
+
+// diskPressed reports whether a filesystem is below the kubelet's nodefs
+// thresholds.
+func diskPressed(fs syscall.Statfs_t) bool {
+	return fs.Blocks > 0 && fs.Bavail*100 < fs.Blocks*nodefsAvailableMin ||
+		fs.Files > 0 && fs.Ffree*100 < fs.Files*nodefsInodesFreeMin
+}
+
+// memInfo is a field of /proc/meminfo in bytes (0 when it has none).
+func memInfo(field string) int64 {
 	b, _ := os.ReadFile("/proc/meminfo")
 	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == field {
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
 			return kb << 10
 		}
