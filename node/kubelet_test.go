@@ -193,6 +193,10 @@ func (f *fakeRuntime) ExecSync(_ context.Context, in *runtimeapi.ExecSyncRequest
 	return &runtimeapi.ExecSyncResponse{ExitCode: code}, nil
 }
 
+func (f *fakeRuntime) ListContainerStats(context.Context, *runtimeapi.ListContainerStatsRequest, ...grpc.CallOption) (*runtimeapi.ListContainerStatsResponse, error) {
+	return &runtimeapi.ListContainerStatsResponse{}, nil
+}
+
 func (f *fakeRuntime) Exec(context.Context, *runtimeapi.ExecRequest, ...grpc.CallOption) (*runtimeapi.ExecResponse, error) {
 	return nil, errors.New("not in the fake")
 }

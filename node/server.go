@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httputil"
@@ -11,21 +12,36 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // Handler is the kubelet's HTTP endpoint, to which the API servers proxy
 // pods' log, exec, attach and port-forward subresources (with the
-// kubelet's paths): logs are read from the CRI log files, and streams are
-// proxied on to the runtime's streaming server.
+// kubelet's paths) and nodes/proxy: logs are read from the CRI log files,
+// streams are proxied on to the runtime's streaming server, /pods lists
+// the pods bound to the node and /stats/summary is the node's and its
+// pods' resource usage.
 func (k *Kubelet) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	mux.HandleFunc("GET /pods", k.servePods)
+	mux.HandleFunc("GET /stats/summary", k.serveSummary)
 	mux.HandleFunc("GET /containerLogs/{namespace}/{pod}/{container}", k.serveLogs)
 	mux.HandleFunc("/exec/{namespace}/{pod}/{container}", k.serveExec)
 	mux.HandleFunc("/attach/{namespace}/{pod}/{container}", k.serveAttach)
 	mux.HandleFunc("/portForward/{namespace}/{pod}", k.servePortForward)
 	return mux
+}
+
+// servePods lists the pods bound to the node, as the kubelet's /pods.
+func (k *Kubelet) servePods(w http.ResponseWriter, r *http.Request) {
+	list := corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}}
+	for _, obj := range k.pods.List() {
+		list.Items = append(list.Items, *obj.(*corev1.Pod))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(list)
 }
 
 // podFor returns the pod of a request's path, and what the runtime holds

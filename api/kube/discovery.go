@@ -55,6 +55,8 @@ func subresources(r *resource.Resource) []subresource {
 			out = append(out, subresource{s, schema.GroupVersionKind{Version: "v1", Kind: "PodAttachOptions"}, []string{"create", "get"}})
 		case "portforward":
 			out = append(out, subresource{s, schema.GroupVersionKind{Version: "v1", Kind: "PodPortForwardOptions"}, []string{"create", "get"}})
+		case "proxy":
+			out = append(out, subresource{s, schema.GroupVersionKind{Version: "v1", Kind: "NodeProxyOptions"}, []string{"create", "delete", "get", "patch", "update"}})
 		}
 	}
 	if r.Name == "namespaces" {

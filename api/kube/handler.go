@@ -99,6 +99,8 @@ type request struct {
 	namespace string
 	name      string
 	sub       string
+	// proxyPath is the path after nodes/NAME/proxy/.
+	proxyPath string
 	out       output
 	// applied says the update function has merged managedFields itself
 	// (server-side apply).
@@ -145,6 +147,12 @@ func (h *Handler) parse(r *http.Request) (*request, []string, error) {
 	if len(parts) > 2 {
 		req.sub = parts[2]
 	}
+	if req.sub == "proxy" && len(parts) > 3 {
+		req.proxyPath, parts = strings.Join(parts[3:], "/"), parts[:3]
+		if strings.HasSuffix(r.URL.Path, "/") {
+			req.proxyPath += "/"
+		}
+	}
 	if len(parts) > 3 || (!res.Namespaced && req.namespace != "") {
 		return nil, nil, NoSuchPath()
 	}
@@ -180,6 +188,9 @@ func (h *Handler) route(w http.ResponseWriter, req *request) error {
 		return err
 	}
 	if slices.Contains(req.res.Streams, req.sub) && req.name != "" {
+		if req.sub == "proxy" {
+			return h.nodeProxy(w, req)
+		}
 		return h.podStream(w, req)
 	}
 	allowed := []outputKind{asPartialMetadata}

@@ -57,7 +57,27 @@ func (h *Handler) podStream(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return apierrors.NewServiceUnavailable(fmt.Sprintf("node %s of pod %s: %v", pod.Spec.NodeName, pod.Name, err))
 	}
-	host, err := kubeletAddress(nodeObj.obj.(*corev1.Node))
+	return h.proxyToKubelet(w, req, nodeObj.obj.(*corev1.Node), path)
+}
+
+// nodeProxy proxies nodes/NAME/proxy/PATH to PATH on the node's kubelet,
+// as kube-apiserver does (`kubectl get --raw
+// /api/v1/nodes/NAME/proxy/stats/summary`).
+func (h *Handler) nodeProxy(w http.ResponseWriter, req *request) error {
+	if err := h.objects.sync(req.Context(), consistency{linearizable: true}); err != nil {
+		return err
+	}
+	cur, err := h.objects.get(req.res, "", req.name)
+	if err != nil {
+		return err
+	}
+	return h.proxyToKubelet(w, req, cur.obj.(*corev1.Node), "/"+req.proxyPath)
+}
+
+// proxyToKubelet proxies the request to path on the node's kubelet:
+// upgrades (SPDY, WebSocket) pass through, and so does its answer.
+func (h *Handler) proxyToKubelet(w http.ResponseWriter, req *request, node *corev1.Node, path string) error {
+	host, err := kubeletAddress(node)
 	if err != nil {
 		return err
 	}
@@ -69,7 +89,7 @@ func (h *Handler) podStream(w http.ResponseWriter, req *request) error {
 		},
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			h.writeError(w, r, apierrors.NewServiceUnavailable(fmt.Sprintf("the kubelet of node %s does not answer: %v", pod.Spec.NodeName, err)))
+			h.writeError(w, r, apierrors.NewServiceUnavailable(fmt.Sprintf("the kubelet of node %s does not answer: %v", node.Name, err)))
 		},
 	}
 	proxy.ServeHTTP(w, req.Request)

@@ -51,7 +51,7 @@ func Builtin() *Registry {
 			Status: true, Actions: []string{"binding", "eviction"}, Streams: []string{"log", "exec", "attach", "portforward"},
 			New: func() runtime.Object { return &corev1.Pod{} }, NewList: func() runtime.Object { return &corev1.PodList{} },
 			Default: typed(defaultPod), PrepareCreate: typed(preparePod), PrepareUpdate: typedUpdate(preparePodUpdate), Validate: typedValidate(validatePod), Columns: podColumns, Fields: typedFields(podFields)},
-		&Resource{GroupVersion: core, Name: "nodes", SingularName: "node", Kind: "Node", ShortNames: []string{"no"}, Status: true,
+		&Resource{GroupVersion: core, Name: "nodes", SingularName: "node", Kind: "Node", ShortNames: []string{"no"}, Status: true, Streams: []string{"proxy"},
 			New: func() runtime.Object { return &corev1.Node{} }, NewList: func() runtime.Object { return &corev1.NodeList{} },
 			Validate: typedValidate(validateNode), Columns: nodeColumns, Fields: typedFields(nodeFields)},
 		&Resource{GroupVersion: core, Name: "services", SingularName: "service", Kind: "Service", Namespaced: true, ShortNames: []string{"svc"}, Categories: []string{"all"},

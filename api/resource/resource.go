@@ -55,8 +55,8 @@ type Resource struct {
 	Generation bool
 	// Actions are POST-only subresources such as pods/binding.
 	Actions []string
-	// Streams are the subresources the object's node serves (pods/log,
-	// pods/exec…), proxied to its kubelet.
+	// Streams are the subresources a node's kubelet serves (pods/log,
+	// pods/exec…, nodes/proxy), proxied to it.
 	Streams []string
 
 	// New returns an empty object of the kind; NewList an empty list (nil

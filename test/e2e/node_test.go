@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
 	"github.com/pontoon-dev/pontoon/node/localimage"
 	"github.com/pontoon-dev/pontoon/test/cluster"
@@ -389,6 +391,26 @@ func TestAgentJoinsByGossip(t *testing.T) {
 	out, _, _ := d.Netns.Run("timeout", "5", "kubectl", "--kubeconfig", d.Kubeconfig(), "attach", "ticker")
 	if !strings.Contains(out, "tick\ntick\n") {
 		t.Fatalf("attach printed %q", out)
+	}
+
+	// nodes/proxy reaches the kubelet: its pods and their resource use.
+	raw, errOut, code := d.Kubectl("", "get", "--raw", "/api/v1/nodes/dev/proxy/stats/summary")
+	var summary statsapi.Summary
+	if code != 0 || json.Unmarshal([]byte(raw), &summary) != nil {
+		t.Fatalf("stats/summary through nodes/proxy: exit %d: %s%s", code, raw, errOut)
+	}
+	var tickerStats *statsapi.PodStats
+	for i, p := range summary.Pods {
+		if p.PodRef.Name == "ticker" {
+			tickerStats = &summary.Pods[i]
+		}
+	}
+	if summary.Node.NodeName != "dev" || summary.Node.Memory == nil || summary.Node.Fs == nil || tickerStats == nil ||
+		len(tickerStats.Containers) != 1 || tickerStats.Containers[0].CPU == nil || tickerStats.Memory.WorkingSetBytes == nil || *tickerStats.Memory.WorkingSetBytes == 0 {
+		t.Fatalf("stats/summary: %s", raw)
+	}
+	if raw, errOut, code := d.Kubectl("", "get", "--raw", "/api/v1/nodes/dev/proxy/pods"); code != 0 || !strings.Contains(raw, `"name":"ticker"`) {
+		t.Fatalf("the kubelet's pods through nodes/proxy: exit %d: %s%s", code, raw, errOut)
 	}
 
 	// The runtime dies: the agent starts it again, and the pod runs on,
