@@ -209,8 +209,13 @@ func (k *Kubelet) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 		k.cfg.Recorder.Event(pod, corev1.EventTypeNormal, "BackOff", msg)
 		return "", waitingReason{Reason: "ImagePullBackOff", Message: msg}, errors.New(msg)
 	}
+	auths, missing := k.pullCredentials(ctx, pod, c.Image)
+	if len(missing) > 0 {
+		k.cfg.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedToRetrieveImagePullSecret",
+			"Unable to retrieve some image pull secrets (%s); attempting to pull the image may not succeed.", strings.Join(missing, ", "))
+	}
 	k.cfg.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
-	resp, err := k.cfg.Runtime.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: c.Image}})
+	resp, err := k.pull(ctx, c.Image, auths)
 	if err != nil {
 		k.backoff.Next(key, k.backoff.Clock.Now())
 		msg := fmt.Sprintf("Failed to pull image %q: %s", c.Image, grpcMessage(err))
@@ -221,6 +226,22 @@ func (k *Kubelet) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 	k.backoff.Reset(key)
 	k.cfg.Recorder.Eventf(pod, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q", c.Image)
 	return resp.ImageRef, waitingReason{}, nil
+}
+
+// pull pulls image with each credential in turn until one serves, as
+// the kubelet does, or without any when none matches it.
+func (k *Kubelet) pull(ctx context.Context, image string, auths []*runtimeapi.AuthConfig) (*runtimeapi.PullImageResponse, error) {
+	if len(auths) == 0 {
+		auths = []*runtimeapi.AuthConfig{nil}
+	}
+	var err error
+	for _, auth := range auths {
+		var resp *runtimeapi.PullImageResponse
+		if resp, err = k.cfg.Runtime.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}, Auth: auth}); err == nil {
+			return resp, nil
+		}
+	}
+	return nil, err
 }
 
 // grpcMessage is the message of a gRPC error, without its code.

@@ -59,27 +59,45 @@ func (n *Netns) Command(name string, args ...string) *exec.Cmd {
 // DialContext dials addr from inside the namespace: the socket is made on
 // an OS thread that entered it, and stays in it.
 func (n *Netns) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	done := make(chan result, 1)
+	var c net.Conn
+	err := n.in(func() (err error) {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// Listen listens on addr inside the namespace.
+func (n *Netns) Listen(network, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := n.in(func() (err error) {
+		l, err = net.Listen(network, addr)
+		return err
+	})
+	return l, err
+}
+
+// in runs fn on an OS thread that entered the namespace; sockets fn makes
+// stay in it.
+func (n *Netns) in(fn func() error) error {
+	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		orig, err := netns.Get()
 		if err != nil {
-			done <- result{err: err}
+			done <- err
 			return
 		}
 		defer orig.Close()
 		h, err := netns.GetFromPath(n.Path)
 		if err != nil {
-			done <- result{err: err}
+			done <- err
 			return
 		}
 		defer h.Close()
 		if err := netns.Set(h); err != nil {
-			done <- result{err: fmt.Errorf("enter %s: %w", n.Name, err)}
+			done <- fmt.Errorf("enter %s: %w", n.Name, err)
 			return
 		}
 		// The thread goes back to the process's namespace before other
@@ -91,12 +109,9 @@ func (n *Netns) DialContext(ctx context.Context, network, addr string) (net.Conn
 				runtime.UnlockOSThread()
 			}
 		}()
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
-		done <- result{c, err}
+		done <- fn()
 	}()
-	r := <-done
-	return r.c, r.err
+	return <-done
 }
 
 // Run runs a command in the namespace and returns its standard output,

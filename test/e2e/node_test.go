@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -392,6 +393,49 @@ func TestAgentJoinsByGossip(t *testing.T) {
 	if !strings.Contains(out, "tick\ntick\n") {
 		t.Fatalf("attach printed %q", out)
 	}
+
+	// Images from a registry that wants credentials: pulled with the
+	// pod's imagePullSecrets, refused without them.
+	var archive bytes.Buffer
+	if err := localimage.Write(context.Background(), &archive, localimage.Image{Name: "127.0.0.1:5000/private/app:1", Cmd: []string{"sleep", "3600"}}, localimage.BusyboxPath); err != nil {
+		t.Fatal(err)
+	}
+	cluster.StartRegistry(t, d.Netns, "127.0.0.1:5000", "private/app", "puller", "s3cret", archive.Bytes())
+	if out, errOut, code := d.Kubectl("", "create", "secret", "docker-registry", "regcred", "--docker-server=127.0.0.1:5000",
+		"--docker-username=puller", "--docker-password=s3cret"); code != 0 {
+		t.Fatalf("kubectl create secret docker-registry: %s%s", out, errOut)
+	}
+	if _, errOut, code := d.Kubectl(`apiVersion: v1
+kind: Pod
+metadata: {name: private}
+spec:
+  terminationGracePeriodSeconds: 1
+  imagePullSecrets: [{name: regcred}]
+  containers: [{name: c, image: "127.0.0.1:5000/private/app:1"}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nocreds}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: "127.0.0.1:5000/private/app:1", imagePullPolicy: Always}]
+`, "apply", "-f", "-"); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	waitPod(t, cs, "private", "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	cluster.Eventually(t, 30*time.Second, func() error {
+		evs, err := cs.CoreV1().Events("default").List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=nocreds"})
+		if err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == "Failed" && strings.Contains(e.Message, "401 Unauthorized") {
+				return nil
+			}
+		}
+		return errors.New("no Failed event with the registry's 401 for a pull without credentials")
+	})
+	d.Kubectl("", "delete", "pod", "private", "nocreds", "--grace-period=1")
 
 	// nodes/proxy reaches the kubelet: its pods and their resource use.
 	raw, errOut, code := d.Kubectl("", "get", "--raw", "/api/v1/nodes/dev/proxy/stats/summary")
