@@ -389,7 +389,13 @@ func TestAgentJoinsByGossip(t *testing.T) {
 	if out, errOut, code := d.Kubectl("echo from stdin | tr a-z A-Z\n", "exec", "-i", "ticker", "--", "sh"); code != 0 || out != "FROM STDIN\n" {
 		t.Fatalf("exec -i: exit %d: %q %s", code, out, errOut)
 	}
-	out, _, _ := d.Netns.Run("timeout", "5", "kubectl", "--kubeconfig", d.Kubeconfig(), "attach", "ticker")
+	// exec -it, from a terminal (script(1) gives kubectl one): the
+	// command gets a terminal of its own, and its exit code comes back.
+	out, errOut, code := d.Netns.Run("script", "-qec", "kubectl --kubeconfig "+d.Kubeconfig()+" exec -it ticker -- sh -c 'tty; exit 3'", "/dev/null")
+	if code != 3 || !strings.Contains(out, "/dev/pts/") {
+		t.Fatalf("exec -it: exit %d: %q %s", code, out, errOut)
+	}
+	out, _, _ = d.Netns.Run("timeout", "5", "kubectl", "--kubeconfig", d.Kubeconfig(), "attach", "ticker")
 	if !strings.Contains(out, "tick\ntick\n") {
 		t.Fatalf("attach printed %q", out)
 	}
