@@ -11,9 +11,11 @@ import (
 )
 
 // APIDialer dials the Kubernetes API of a live server found by gossip, so
-// an agent needs no server address of its own: it keeps to the server it
-// reached last and moves to another when that one stops answering (a
-// client's watches then start again on the new one).
+// an agent needs no server address of its own. It prefers followers, so
+// the nodes' watches and status writes do not load the leader (which
+// runs the scheduler and the controllers), keeps to the follower it
+// reached last, and moves to another server when that one stops
+// answering (a client's watches then start again on the new one).
 type APIDialer struct {
 	pool *Pool
 	mu   sync.Mutex
@@ -24,21 +26,12 @@ type APIDialer struct {
 func (p *Pool) APIDialer() *APIDialer { return &APIDialer{pool: p} }
 
 // DialContext dials a server's API address, whatever address it is asked
-// for: the last server that answered first, then the others alive.
+// for, in the order dialOrder gives.
 func (d *APIDialer) DialContext(ctx context.Context, network, _ string) (net.Conn, error) {
 	d.mu.Lock()
 	last := d.last
 	d.mu.Unlock()
-	var addrs []string
-	for _, a := range d.pool.APIServers() {
-		if a != last {
-			addrs = append(addrs, a)
-		}
-	}
-	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
-	if last != "" {
-		addrs = append([]string{last}, addrs...)
-	}
+	addrs := dialOrder(d.pool.apiServers(), last, rand.Shuffle)
 	if len(addrs) == 0 {
 		return nil, errors.New("no server found by gossip yet")
 	}
@@ -55,4 +48,32 @@ func (d *APIDialer) DialContext(ctx context.Context, network, _ string) (net.Con
 		errs = append(errs, err)
 	}
 	return nil, fmt.Errorf("no server answers: %w", errors.Join(errs...))
+}
+
+// dialOrder orders the servers' API addresses to try: the followers
+// before the leader, the one reached last first among its kind, the
+// others shuffled so that agents spread over the servers.
+func dialOrder(servers []Member, last string, shuffle func(n int, swap func(i, j int))) []string {
+	var followers, leaders []string
+	for _, m := range servers {
+		if m.APIAddr == last {
+			continue
+		}
+		if m.Leader {
+			leaders = append(leaders, m.APIAddr)
+		} else {
+			followers = append(followers, m.APIAddr)
+		}
+	}
+	shuffle(len(followers), func(i, j int) { followers[i], followers[j] = followers[j], followers[i] })
+	for _, m := range servers {
+		if m.APIAddr == last {
+			if m.Leader {
+				leaders = append([]string{last}, leaders...)
+			} else {
+				followers = append([]string{last}, followers...)
+			}
+		}
+	}
+	return append(followers, leaders...)
 }

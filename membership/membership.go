@@ -62,6 +62,9 @@ type Meta struct {
 	// Leaving is gossiped just before a graceful leave, so the others
 	// tell a member that left from one that died.
 	Leaving bool `json:"leaving,omitempty"`
+	// Leader says that a server leads the Raft cluster: agents prefer
+	// the others, so the leader's work is not also every node's watches.
+	Leader bool `json:"leader,omitempty"`
 }
 
 // Member is one member of the pool.
@@ -246,9 +249,17 @@ func (p *Pool) Members() []Member {
 // APIServers returns the API addresses of the servers alive.
 func (p *Pool) APIServers() []string {
 	var out []string
+	for _, m := range p.apiServers() {
+		out = append(out, m.APIAddr)
+	}
+	return out
+}
+
+func (p *Pool) apiServers() []Member {
+	var out []Member
 	for _, m := range p.Members() {
 		if m.Role == RoleServer && m.Status == StatusAlive && m.APIAddr != "" && !m.Leaving {
-			out = append(out, m.APIAddr)
+			out = append(out, m)
 		}
 	}
 	return out

@@ -83,6 +83,14 @@ func (n *Node) setBootstrapped(ctx context.Context) {
 	}()
 }
 
+// advertiseLeadership is a leader duty: the server's gossip metadata
+// says it leads while it does, so agents prefer the followers.
+func (n *Node) advertiseLeadership(ctx context.Context) {
+	n.updateMeta(ctx, func(m *membership.Meta) { m.Leader = true })
+	<-ctx.Done()
+	n.updateMeta(context.WithoutCancel(ctx), func(m *membership.Meta) { m.Leader = false })
+}
+
 func (n *Node) updateMeta(ctx context.Context, f func(*membership.Meta)) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

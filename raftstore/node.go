@@ -315,6 +315,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n.AddLeaderDuty(n.autopilot)
 	n.AddLeaderDuty(n.appendCheckpoints)
+	n.AddLeaderDuty(n.advertiseLeadership)
 	ok = true
 	return n, nil
 }

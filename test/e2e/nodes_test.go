@@ -48,6 +48,15 @@ func TestTwoNodes(t *testing.T) {
 		agents[name] = net.StartAgent(bin, name, 11+i, joins, cs)
 	}
 
+	// The agents talk to followers: the leader has the scheduler and the
+	// controllers to run.
+	for _, a := range agents {
+		out, errOut, code := a.Netns.Run("ss", "-Htn", "state", "established", "dport", "= :6443")
+		if code != 0 || strings.TrimSpace(out) == "" || strings.Contains(out, leader.IP+":6443") {
+			t.Fatalf("%s's connections to the API (the leader is %s): exit %d: %s%s", a.Name, leader.IP, code, out, errOut)
+		}
+	}
+
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "spread"},
 		Spec: appsv1.DeploymentSpec{
