@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
@@ -54,6 +55,9 @@ type Image struct {
 	Name       string
 	Entrypoint []string
 	Cmd        []string
+	// Files are added to the image: its path in the image (no leading
+	// slash) to a file on the host, copied with its mode.
+	Files map[string]string
 }
 
 // Lookup returns the image this package makes under name.
@@ -70,7 +74,7 @@ func Lookup(name string) (Image, bool) {
 // Write writes img as an OCI image layout tar to w, made from the static
 // busybox at busybox.
 func Write(ctx context.Context, w io.Writer, img Image, busybox string) error {
-	layer, err := busyboxLayer(ctx, busybox)
+	layer, err := busyboxLayer(ctx, busybox, img.Files)
 	if err != nil {
 		return err
 	}
@@ -149,8 +153,9 @@ func blobPath(b []byte) string {
 }
 
 // busyboxLayer is a layer holding the busybox binary, a link to it for each
-// of its applets, and the files a shell expects (/etc/passwd, /tmp…).
-func busyboxLayer(ctx context.Context, busybox string) ([]byte, error) {
+// of its applets, the files a shell expects (/etc/passwd, /tmp…), and
+// files from the host.
+func busyboxLayer(ctx context.Context, busybox string, files map[string]string) ([]byte, error) {
 	bin, err := os.ReadFile(busybox)
 	if err != nil {
 		return nil, fmt.Errorf("the node's images are made from a static busybox (Debian's busybox-static): %w", err)
@@ -213,6 +218,22 @@ func busyboxLayer(ctx context.Context, busybox string) ([]byte, error) {
 			return nil, err
 		}
 		if _, err := io.WriteString(tw, etc[name]); err != nil {
+			return nil, err
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		b, err := os.ReadFile(files[name])
+		if err != nil {
+			return nil, err
+		}
+		info, err := os.Stat(files[name])
+		if err != nil {
+			return nil, err
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: int64(info.Mode().Perm()), Size: int64(len(b)), Typeflag: tar.TypeReg, ModTime: epoch}); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(b); err != nil {
 			return nil, err
 		}
 	}

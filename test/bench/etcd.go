@@ -12,17 +12,21 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/pontoon-dev/pontoon/test/cluster"
 )
 
 // etcd is a three-member etcd cluster on 127.0.0.31-33.
 type etcd struct {
-	r       *runner
+	r       *cluster.Runner
 	dir     string
 	procs   []*exec.Cmd
 	clients []*clientv3.Client
 }
 
-func newEtcd(r *runner) *etcd { return &etcd{r: r, dir: r.TempDir(), procs: make([]*exec.Cmd, 3)} }
+func newEtcd(r *cluster.Runner) *etcd {
+	return &etcd{r: r, dir: r.TempDir(), procs: make([]*exec.Cmd, 3)}
+}
 
 func etcdVersion() string {
 	out, err := exec.Command("etcd", "--version").Output()

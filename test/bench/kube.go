@@ -105,7 +105,7 @@ func populate(n int, create func(client, i int) error) float64 {
 	return float64(n) / time.Since(start).Seconds()
 }
 
-func measureKube(r *runner, bin string, cfg config) kubeResult {
+func measureKube(r *cluster.Runner, bin string, cfg config) kubeResult {
 	c := cluster.New(r, cluster.Options{Bin: bin, Servers: 3, BaseIP: 41, Args: []string{"--log-level", "warn"}})
 	c.Start()
 	l := c.Leader(30 * time.Second)

@@ -13,12 +13,13 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pontoon-dev/pontoon/test/cluster"
 )
 
 func main() {
@@ -33,8 +34,8 @@ func main() {
 	if bin == "" {
 		log.Fatal("bench: set PONTOON_BIN to the pontoon binary (make bench does)")
 	}
-	r := newRunner()
-	defer r.cleanup()
+	r := cluster.NewRunner("pontoon-bench-")
+	defer r.Close()
 	cfg := config{duration: *duration, keys: *keys, rounds: *rounds, writeRounds: *writeRounds}
 	var report report
 	start := time.Now()
@@ -402,41 +403,4 @@ func writeGoal(b *strings.Builder, ok bool, text string) {
 		mark = "**not met**"
 	}
 	fmt.Fprintf(b, "- %s: %s\n", text, mark)
-}
-
-// runner gives the cluster harness what it needs from a test.
-type runner struct {
-	dir      string
-	cleanups []func()
-}
-
-func newRunner() *runner {
-	dir, err := os.MkdirTemp("", "pontoon-bench-")
-	if err != nil {
-		log.Fatal(err)
-	}
-	return &runner{dir: dir}
-}
-
-func (r *runner) Helper()                           {}
-func (r *runner) Logf(format string, args ...any)   { log.Printf(format, args...) }
-func (r *runner) Errorf(format string, args ...any) { log.Printf(format, args...) }
-func (r *runner) Fatalf(format string, args ...any) { r.cleanup(); log.Fatalf(format, args...) }
-func (r *runner) Cleanup(f func())                  { r.cleanups = append(r.cleanups, f) }
-func (r *runner) Failed() bool                      { return false }
-
-func (r *runner) TempDir() string {
-	d, err := os.MkdirTemp(r.dir, "t")
-	if err != nil {
-		log.Fatal(err)
-	}
-	return d
-}
-
-func (r *runner) cleanup() {
-	for i := len(r.cleanups) - 1; i >= 0; i-- {
-		r.cleanups[i]()
-	}
-	r.cleanups = nil
-	os.RemoveAll(filepath.Clean(r.dir))
 }

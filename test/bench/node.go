@@ -42,7 +42,7 @@ type nodeResult struct {
 // containers started directly through CRI on the same containerd: a
 // server and an agent (separate processes, so the agent's memory is its
 // own) in a network namespace.
-func measureNode(r *runner, bin string) nodeResult {
+func measureNode(r *cluster.Runner, bin string) nodeResult {
 	d := cluster.StartSplitDev(r, bin, "pontoon-bench-node", "--max-pods", "200")
 	cs := d.Clientset()
 	ctx := context.Background()
@@ -127,7 +127,7 @@ func benchPodSpec() corev1.PodSpec {
 	}
 }
 
-func createPod(r *runner, cs kubernetes.Interface, name string) {
+func createPod(r *cluster.Runner, cs kubernetes.Interface, name string) {
 	prefix := name[:strings.LastIndex(name, "-")]
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"bench": prefix}}, Spec: benchPodSpec()}
 	if _, err := cs.CoreV1().Pods("default").Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
@@ -137,7 +137,7 @@ func createPod(r *runner, cs kubernetes.Interface, name string) {
 
 // podsRunning runs create, then waits until n pods labelled bench=label
 // (the prefix of a name) have been seen Running by a watch.
-func podsRunning(r *runner, cs kubernetes.Interface, name string, n int, create func()) {
+func podsRunning(r *cluster.Runner, cs kubernetes.Interface, name string, n int, create func()) {
 	label := name
 	if i := strings.LastIndex(name, "-"); i > 0 && n == 1 {
 		label = name[:i]
@@ -173,7 +173,7 @@ func podsRunning(r *runner, cs kubernetes.Interface, name string, n int, create 
 
 // deletePods deletes the pods labelled bench=label and waits until they
 // are gone.
-func deletePods(r *runner, cs kubernetes.Interface, label string) {
+func deletePods(r *cluster.Runner, cs kubernetes.Interface, label string) {
 	ctx := context.Background()
 	sel := metav1.ListOptions{LabelSelector: "bench=" + label}
 	if err := cs.CoreV1().Pods("default").DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))}, sel); err != nil {
@@ -198,7 +198,7 @@ type directCRI struct {
 }
 
 // start runs sandbox i and its container, returning once it is started.
-func (c *directCRI) start(r *runner, i int) {
+func (c *directCRI) start(r *cluster.Runner, i int) {
 	ctx := context.Background()
 	uid := fmt.Sprintf("direct-%d-%d", i, time.Now().UnixNano())
 	sc := &runtimeapi.PodSandboxConfig{
@@ -233,7 +233,7 @@ func (c *directCRI) start(r *runner, i int) {
 
 // removeAll removes the sandboxes started directly (their cgroups go with
 // the node's cleanup).
-func (c *directCRI) removeAll(r *runner) {
+func (c *directCRI) removeAll(r *cluster.Runner) {
 	ctx := context.Background()
 	for _, id := range c.ids {
 		if _, err := c.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {

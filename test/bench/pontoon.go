@@ -13,7 +13,7 @@ import (
 )
 
 type pontoon struct {
-	r        *runner
+	r        *cluster.Runner
 	c        *cluster.Cluster
 	clients  []*client.Client
 	logStore string
@@ -21,7 +21,7 @@ type pontoon struct {
 
 // newPontoon prepares three servers whose data dirs keep the Raft log in
 // logStore (wal or boltdb).
-func newPontoon(r *runner, bin, logStore string) *pontoon {
+func newPontoon(r *cluster.Runner, bin, logStore string) *pontoon {
 	c := cluster.New(r, cluster.Options{Bin: bin, Servers: 3, BaseIP: 21, Args: []string{"--log-level", "warn", "--raft-log-store", logStore}})
 	hc := cluster.HTTPClient()
 	hc.Transport.(*http.Transport).MaxIdleConnsPerHost = 512

@@ -44,7 +44,7 @@ type schedRun struct {
 	boundPerSecond   float64
 }
 
-func measureSched(r *runner, bin string, cfg config) schedResult {
+func measureSched(r *cluster.Runner, bin string, cfg config) schedResult {
 	c := cluster.New(r, cluster.Options{Bin: bin, Servers: 3, BaseIP: 51,
 		Args: []string{"--log-level", "warn", "--node-monitor-grace-period", "1h"}})
 	c.Start()
@@ -109,7 +109,7 @@ func quantities(l corev1.ResourceList) string {
 
 // schedulePods creates n pods in a namespace with 64 clients spread over
 // the servers while a watch on a follower counts them bound.
-func schedulePods(r *runner, c *cluster.Cluster, clients []*kubernetes.Clientset, ns string, n int) schedRun {
+func schedulePods(r *cluster.Runner, c *cluster.Cluster, clients []*kubernetes.Clientset, ns string, n int) schedRun {
 	ctx := context.Background()
 	createNamespace(clients[0], ns)
 	follower := c.Others(c.Leader(30 * time.Second))[0]
@@ -166,7 +166,7 @@ func schedulePods(r *runner, c *cluster.Cluster, clients []*kubernetes.Clientset
 // through a survivor as soon as one accepts writes, and times from the
 // kill to the first write of the next leader's controllers (the
 // ReplicaSet following the scale), over rounds rounds.
-func measureControllerFailover(r *runner, c *cluster.Cluster, rounds int) []time.Duration {
+func measureControllerFailover(r *cluster.Runner, c *cluster.Cluster, rounds int) []time.Duration {
 	ctx := context.Background()
 	l := c.Leader(30 * time.Second)
 	cs := clientsetFor(c.Others(l)[0], runtime.ContentTypeProtobuf, 5*time.Second)
