@@ -258,7 +258,12 @@ func (k *Kubelet) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev
 	if err != nil {
 		return nil, err
 	}
-	mounts, err := containerMounts(c, vols)
+	vars := map[string]string{}
+	for _, e := range env {
+		vars[e.Key] = e.Value
+	}
+	lookup := func(name string) (string, bool) { v, ok := vars[name]; return v, ok }
+	mounts, err := containerMounts(c, vols, lookup)
 	if err != nil {
 		return nil, err
 	}
@@ -267,11 +272,11 @@ func (k *Kubelet) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev
 	} else if m != nil {
 		mounts = append(mounts, m)
 	}
-	vars := map[string]string{}
-	for _, e := range env {
-		vars[e.Key] = e.Value
+	if m, err := k.hostsMount(pod, c, podIP); err != nil {
+		return nil, err
+	} else if m != nil {
+		mounts = append(mounts, m)
 	}
-	lookup := func(name string) (string, bool) { v, ok := vars[name]; return v, ok }
 	cfg := &runtimeapi.ContainerConfig{
 		Metadata:   &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: s.attempt},
 		Command:    expandAll(c.Command, lookup),

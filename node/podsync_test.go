@@ -149,6 +149,18 @@ func TestComputeStatus(t *testing.T) {
 	if st.Conditions[0].Type != corev1.PodScheduled || cond(st, corev1.PodReady) != corev1.ConditionFalse {
 		t.Errorf("a new pod's conditions: %+v", st.Conditions)
 	}
+	if rc := findCondition(st.Conditions, corev1.PodReady); rc.Reason != "ContainersNotReady" || rc.Message != "containers with unready status: [a]" {
+		t.Errorf("a new pod's Ready condition: %+v", rc)
+	}
+	initPod := testPod(corev1.RestartPolicyNever, "a")
+	initPod.Spec.InitContainers = []corev1.Container{{Name: "i1", Image: "img"}, {Name: "i2", Image: "img"}}
+	o0 := readySandbox()
+	o0.containers = []*runtimeapi.ContainerStatus{container("i1", 0, runtimeapi.ContainerState_CONTAINER_EXITED, 0)}
+	st = status(initPod, o0, nil)
+	if c := findCondition(st.Conditions, corev1.PodInitialized); c.Status != corev1.ConditionFalse || c.Reason != "ContainersNotInitialized" ||
+		c.Message != "containers with incomplete status: [i2]" || st.InitContainerStatuses[1].State.Waiting.Reason != "PodInitializing" {
+		t.Errorf("a pod with its second init container waiting: %+v %+v", c, st.InitContainerStatuses)
+	}
 
 	o := readySandbox()
 	o.containers = []*runtimeapi.ContainerStatus{container("a", 0, runtimeapi.ContainerState_CONTAINER_RUNNING, 0)}

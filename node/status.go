@@ -1,6 +1,8 @@
 package node
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -89,21 +91,26 @@ func computeStatus(in statusInput) corev1.PodStatus {
 
 	ready := st.Phase == corev1.PodRunning && allReady(st.ContainerStatuses) && len(st.ContainerStatuses) > 0
 	containersReady := ready
+	var gateMessages []string
 	for _, g := range pod.Spec.ReadinessGates {
-		if c := findCondition(old.Conditions, g.ConditionType); c == nil || c.Status != corev1.ConditionTrue {
-			ready = false
+		switch c := findCondition(old.Conditions, g.ConditionType); {
+		case c == nil:
+			gateMessages = append(gateMessages, fmt.Sprintf("corresponding condition of pod readiness gate %q does not exist.", g.ConditionType))
+		case c.Status != corev1.ConditionTrue:
+			gateMessages = append(gateMessages, fmt.Sprintf("the status of pod readiness gate %q is not \"True\", but %v", g.ConditionType, c.Status))
 		}
 	}
+	ready = ready && len(gateMessages) == 0
 	sandboxReady := in.observed.sandboxReady()
 	kubeletConds := map[corev1.PodConditionType]bool{}
-	set := func(t corev1.PodConditionType, ok bool, reason string) {
+	set := func(t corev1.PodConditionType, ok bool, reason, message string) {
 		kubeletConds[t] = true
 		status := corev1.ConditionFalse
 		if ok {
 			status = corev1.ConditionTrue
-			reason = ""
+			reason, message = "", ""
 		}
-		c := corev1.PodCondition{Type: t, Status: status, Reason: reason, LastTransitionTime: now}
+		c := corev1.PodCondition{Type: t, Status: status, Reason: reason, Message: message, LastTransitionTime: now}
 		if prev := findCondition(old.Conditions, t); prev != nil && prev.Status == status {
 			c.LastTransitionTime = prev.LastTransitionTime
 			c.LastProbeTime = prev.LastProbeTime
@@ -119,23 +126,42 @@ func computeStatus(in statusInput) corev1.PodStatus {
 			st.Conditions = append(st.Conditions, c)
 		}
 	}
-	set(corev1.PodReadyToStartContainers, sandboxReady, "")
-	initReason := ""
-	if !initialized {
-		initReason = "ContainersNotInitialized"
+	// Reasons and messages as the kubelet's condition generators write
+	// them.
+	set(corev1.PodReadyToStartContainers, sandboxReady, "", "")
+	var incomplete []string
+	for _, c := range pod.Spec.InitContainers {
+		if cs := findStatus(st.InitContainerStatuses, c.Name); cs == nil || !initSucceeded(&c, cs) {
+			incomplete = append(incomplete, c.Name)
+		}
 	}
-	set(corev1.PodInitialized, initialized || isTerminal(st.Phase) && initDone(pod, in.observed), initReason)
-	notReady := "ContainersNotReady"
-	if isTerminal(st.Phase) {
-		notReady = "PodCompleted"
+	set(corev1.PodInitialized, initialized || isTerminal(st.Phase) && initDone(pod, in.observed),
+		"ContainersNotInitialized", fmt.Sprintf("containers with incomplete status: %s", incomplete))
+	var unready []string
+	for _, cs := range st.ContainerStatuses {
+		if !cs.Ready {
+			unready = append(unready, cs.Name)
+		}
 	}
-	set(corev1.ContainersReady, containersReady, notReady)
-	readyReason := notReady
+	notReady, notReadyMsg := "ContainersNotReady", fmt.Sprintf("containers with unready status: %s", unready)
+	if st.Phase == corev1.PodSucceeded {
+		notReady, notReadyMsg = "PodCompleted", ""
+	}
+	set(corev1.ContainersReady, containersReady, notReady, notReadyMsg)
 	if containersReady && !ready {
-		readyReason = "ReadinessGatesNotReady"
+		notReady, notReadyMsg = "ReadinessGatesNotReady", strings.Join(gateMessages, ", ")
 	}
-	set(corev1.PodReady, ready, readyReason)
+	set(corev1.PodReady, ready, notReady, notReadyMsg)
 	return st
+}
+
+// initSucceeded reports whether an init container has done its part: it
+// exited 0, or, a sidecar, it has started.
+func initSucceeded(c *corev1.Container, cs *corev1.ContainerStatus) bool {
+	if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+		return cs.Started != nil && *cs.Started
+	}
+	return cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0
 }
 
 func isTerminal(p corev1.PodPhase) bool {
@@ -224,8 +250,10 @@ func containerStatuses(specs []corev1.Container, old []corev1.ContainerStatus, i
 		if cur == nil {
 			w := in.waiting[c.Name]
 			if w.Reason == "" {
+				// As the kubelet's default waiting state: every container
+				// of a pod with init containers is PodInitializing.
 				w.Reason = "ContainerCreating"
-				if len(in.pod.Spec.InitContainers) > 0 && !isInit(c, in.pod) && !initDone(in.pod, in.observed) {
+				if len(in.pod.Spec.InitContainers) > 0 {
 					w.Reason = "PodInitializing"
 				}
 			}
@@ -282,15 +310,6 @@ func containerStatuses(specs []corev1.Container, old []corev1.ContainerStatus, i
 		out = append(out, cs)
 	}
 	return out
-}
-
-func isInit(c *corev1.Container, pod *corev1.Pod) bool {
-	for i := range pod.Spec.InitContainers {
-		if &pod.Spec.InitContainers[i] == c {
-			return true
-		}
-	}
-	return false
 }
 
 // terminated is the terminated state of an exited container, with the

@@ -25,7 +25,8 @@ const (
 // terminationFile is where a container's termination message is kept on
 // the node (it goes with the pod's volumes).
 func (k *Kubelet) terminationFile(uid types.UID, name string, attempt uint32) string {
-	return filepath.Join(k.cfg.VolumeDir, string(uid), "termination", fmt.Sprintf("%s-%d", name, attempt))
+	// A volume name is a DNS label: ".termination" is never one.
+	return filepath.Join(k.cfg.VolumeDir, string(uid), ".termination", fmt.Sprintf("%s-%d", name, attempt))
 }
 
 // terminationMount makes a container's termination message file and

@@ -381,8 +381,9 @@ func sameFiles(dir string, files map[string]file) bool {
 	return err == nil && n == len(files)
 }
 
-// containerMounts are the CRI mounts of a container's volumeMounts.
-func containerMounts(c *corev1.Container, vols map[string]volume) ([]*runtimeapi.Mount, error) {
+// containerMounts are the CRI mounts of a container's volumeMounts; a
+// subPathExpr is expanded with the container's environment (lookup).
+func containerMounts(c *corev1.Container, vols map[string]volume, lookup func(string) (string, bool)) ([]*runtimeapi.Mount, error) {
 	var out []*runtimeapi.Mount
 	for _, vm := range c.VolumeMounts {
 		v, ok := vols[vm.Name]
@@ -390,10 +391,17 @@ func containerMounts(c *corev1.Container, vols map[string]volume) ([]*runtimeapi
 			return nil, fmt.Errorf("volume %q of mount %s is not in the pod", vm.Name, vm.MountPath)
 		}
 		host := v.hostPath
-		if vm.SubPath != "" {
-			clean := filepath.Clean(vm.SubPath)
+		sub := vm.SubPath
+		if vm.SubPathExpr != "" {
+			sub = expand(vm.SubPathExpr, lookup)
+			if filepath.IsAbs(sub) {
+				return nil, fmt.Errorf("failed to prepare subPath for volumeMount %q of container %q: expanded subPath %q must not be an absolute path", vm.Name, c.Name, sub)
+			}
+		}
+		if sub != "" {
+			clean := filepath.Clean(sub)
 			if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
-				return nil, fmt.Errorf("subPath %q leaves volume %q", vm.SubPath, vm.Name)
+				return nil, fmt.Errorf("subPath %q leaves volume %q", sub, vm.Name)
 			}
 			host = filepath.Join(host, clean)
 			if _, err := os.Stat(host); errors.Is(err, os.ErrNotExist) {

@@ -56,7 +56,7 @@ func subresources(r *resource.Resource) []subresource {
 		case "portforward":
 			out = append(out, subresource{s, schema.GroupVersionKind{Version: "v1", Kind: "PodPortForwardOptions"}, []string{"create", "get"}})
 		case "proxy":
-			out = append(out, subresource{s, schema.GroupVersionKind{Version: "v1", Kind: "NodeProxyOptions"}, []string{"create", "delete", "get", "patch", "update"}})
+			out = append(out, subresource{s, schema.GroupVersionKind{Version: "v1", Kind: r.Kind + "ProxyOptions"}, []string{"create", "delete", "get", "patch", "update"}})
 		}
 	}
 	if r.Name == "namespaces" {

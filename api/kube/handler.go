@@ -99,7 +99,7 @@ type request struct {
 	namespace string
 	name      string
 	sub       string
-	// proxyPath is the path after nodes/NAME/proxy/.
+	// proxyPath is the path after nodes/NAME/proxy/ or pods/NAME/proxy/.
 	proxyPath string
 	out       output
 	// applied says the update function has merged managedFields itself
@@ -188,7 +188,9 @@ func (h *Handler) route(w http.ResponseWriter, req *request) error {
 		return err
 	}
 	if slices.Contains(req.res.Streams, req.sub) && req.name != "" {
-		if req.sub == "proxy" {
+		if req.sub == "proxy" && req.res.Name == "pods" {
+			return h.podProxy(w, req)
+		} else if req.sub == "proxy" {
 			return h.nodeProxy(w, req)
 		}
 		return h.podStream(w, req)

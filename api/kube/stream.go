@@ -7,6 +7,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -74,6 +75,51 @@ func (h *Handler) nodeProxy(w http.ResponseWriter, req *request) error {
 	return h.proxyToKubelet(w, req, cur.obj.(*corev1.Node), "/"+req.proxyPath)
 }
 
+// podProxy proxies pods/[SCHEME:]NAME[:PORT]/proxy/PATH to PATH on the
+// pod's IP, as kube-apiserver does: the server reaches pods directly.
+func (h *Handler) podProxy(w http.ResponseWriter, req *request) error {
+	scheme, name, port := "http", req.name, ""
+	if parts := strings.Split(req.name, ":"); len(parts) == 3 {
+		scheme, name, port = parts[0], parts[1], parts[2]
+	} else if len(parts) == 2 {
+		name, port = parts[0], parts[1]
+	}
+	if scheme != "http" && scheme != "https" {
+		return apierrors.NewBadRequest(fmt.Sprintf("invalid scheme %q in %q", scheme, req.name))
+	}
+	if err := h.objects.sync(req.Context(), consistency{linearizable: true}); err != nil {
+		return err
+	}
+	cur, err := h.objects.get(req.res, req.namespace, name)
+	if err != nil {
+		return err
+	}
+	pod := cur.obj.(*corev1.Pod)
+	if pod.Status.PodIP == "" {
+		return apierrors.NewServiceUnavailable(fmt.Sprintf("pod %s has no IP yet", name))
+	}
+	if port == "" {
+		port = "80"
+	} else if _, err := strconv.Atoi(port); err != nil {
+		// A named port of one of its containers.
+		named := ""
+		for _, c := range pod.Spec.Containers {
+			for _, p := range c.Ports {
+				if p.Name == port {
+					named = strconv.Itoa(int(p.ContainerPort))
+				}
+			}
+		}
+		if named == "" {
+			return apierrors.NewBadRequest(fmt.Sprintf("pod %s has no port named %q", name, port))
+		}
+		port = named
+	}
+	host := net.JoinHostPort(pod.Status.PodIP, port)
+	return h.proxyTo(w, req, &url.URL{Scheme: scheme, Host: host, Path: "/" + req.proxyPath, RawQuery: req.URL.RawQuery},
+		fmt.Sprintf("pod %s", name))
+}
+
 // proxyToKubelet proxies the request to path on the node's kubelet:
 // upgrades (SPDY, WebSocket) pass through, and so does its answer.
 func (h *Handler) proxyToKubelet(w http.ResponseWriter, req *request, node *corev1.Node, path string) error {
@@ -81,15 +127,19 @@ func (h *Handler) proxyToKubelet(w http.ResponseWriter, req *request, node *core
 	if err != nil {
 		return err
 	}
-	target := &url.URL{Scheme: "http", Host: host, Path: path, RawQuery: req.URL.RawQuery}
+	return h.proxyTo(w, req, &url.URL{Scheme: "http", Host: host, Path: path, RawQuery: req.URL.RawQuery}, "the kubelet of node "+node.Name)
+}
+
+// proxyTo proxies the request to target; what names it in an error.
+func (h *Handler) proxyTo(w http.ResponseWriter, req *request, target *url.URL, what string) error {
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL = target
-			pr.Out.Host = host
+			pr.Out.Host = target.Host
 		},
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			h.writeError(w, r, apierrors.NewServiceUnavailable(fmt.Sprintf("the kubelet of node %s does not answer: %v", node.Name, err)))
+			h.writeError(w, r, apierrors.NewServiceUnavailable(fmt.Sprintf("%s does not answer: %v", what, err)))
 		},
 	}
 	proxy.ServeHTTP(w, req.Request)

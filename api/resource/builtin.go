@@ -48,7 +48,7 @@ func Builtin() *Registry {
 			Status: true, New: func() runtime.Object { return &corev1.Namespace{} }, NewList: func() runtime.Object { return &corev1.NamespaceList{} },
 			Default: typed(defaultNamespace), PrepareCreate: typed(prepareNamespace), Columns: namespaceColumns, Fields: typedFields(namespaceFields)},
 		&Resource{GroupVersion: core, Name: "pods", SingularName: "pod", Kind: "Pod", Namespaced: true, ShortNames: []string{"po"}, Categories: []string{"all"},
-			Status: true, Actions: []string{"binding", "eviction"}, Streams: []string{"log", "exec", "attach", "portforward"},
+			Status: true, Actions: []string{"binding", "eviction"}, Streams: []string{"log", "exec", "attach", "portforward", "proxy"},
 			New: func() runtime.Object { return &corev1.Pod{} }, NewList: func() runtime.Object { return &corev1.PodList{} },
 			Default: typed(defaultPod), PrepareCreate: typed(preparePod), PrepareUpdate: typedUpdate(preparePodUpdate), Validate: typedValidate(validatePod), Columns: podColumns, Fields: typedFields(podFields)},
 		&Resource{GroupVersion: core, Name: "nodes", SingularName: "node", Kind: "Node", ShortNames: []string{"no"}, Status: true, Streams: []string{"proxy"},

@@ -1,0 +1,41 @@
+package node
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestManagedHosts(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-0", Namespace: "ns"}, Spec: corev1.PodSpec{
+		Subdomain:   "web",
+		HostAliases: []corev1.HostAlias{{IP: "1.2.3.4", Hostnames: []string{"foo.local", "bar.local"}}},
+	}}
+	got := managedHosts(pod, "10.244.0.7", "cluster.local")
+	for _, want := range []string{
+		"127.0.0.1\tlocalhost\n",
+		"10.244.0.7\tweb-0.web.ns.svc.cluster.local\tweb-0\n",
+		"\n# Entries added by HostAliases.\n1.2.3.4\tfoo.local\tbar.local\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("hosts file lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+func TestSubPathExpr(t *testing.T) {
+	c := &corev1.Container{Name: "c", VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/m", SubPathExpr: "$(DIR)/$(NAME)"}}}
+	vols := map[string]volume{"v": {hostPath: t.TempDir()}}
+	env := map[string]string{"DIR": "a", "NAME": "b"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	mounts, err := containerMounts(c, vols, lookup)
+	if err != nil || !strings.HasSuffix(mounts[0].HostPath, "/a/b") {
+		t.Fatalf("subPathExpr: %v %v", mounts, err)
+	}
+	env["DIR"] = ""
+	if _, err := containerMounts(c, vols, lookup); err == nil || !strings.Contains(err.Error(), "must not be an absolute path") {
+		t.Fatalf("an expansion to an absolute path: %v", err)
+	}
+}

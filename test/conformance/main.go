@@ -1,0 +1,125 @@
+// Command conformance runs Kubernetes' own conformance tests (e2e.test and
+// ginkgo, built by ../shared/conformance/build.sh) against `pontoon dev`
+// in a network namespace of its own, and prints which passed and which
+// failed.
+//
+// No registry is reachable here, so the images the tests run are made on
+// the node and imported under the names the suite asks for: agnhost (built
+// with the suite) on busybox, busybox, pause, and httpd and nginx played by
+// busybox's httpd on port 80. Tests that need another image fail pulling
+// it.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pontoon-dev/pontoon/node/localimage"
+	"github.com/pontoon-dev/pontoon/test/cluster"
+)
+
+func main() {
+	home, _ := os.UserHomeDir()
+	binDir := flag.String("suite", filepath.Join(home, ".cache/pontoon-conformance/bin"), "where build.sh put e2e.test, ginkgo and agnhost")
+	focus := flag.String("focus", `\[sig-node\].*\[Conformance\]`, "ginkgo focus: the tests to run")
+	skip := flag.String("skip", `\[Serial\]`, "ginkgo skip")
+	procs := flag.Int("procs", 4, "tests run at once")
+	logPath := flag.String("log", "conformance.log", "the suite's output")
+	flag.Parse()
+	bin := os.Getenv("PONTOON_BIN")
+	if bin == "" {
+		log.Fatal("PONTOON_BIN: the pontoon binary to test")
+	}
+	r := cluster.NewRunner("pontoon-conformance-")
+	defer r.Close()
+	d := cluster.StartDev(r, bin, "pontoon-conformance")
+	ctx := context.Background()
+	for _, img := range images(filepath.Join(*binDir, "agnhost")) {
+		var b bytes.Buffer
+		if err := localimage.Write(ctx, &b, img, localimage.BusyboxPath); err != nil {
+			r.Fatalf("image %s: %v", img.Name, err)
+		}
+		archive := filepath.Join(r.TempDir(), "image.tar")
+		if err := os.WriteFile(archive, b.Bytes(), 0o644); err != nil {
+			r.Fatalf("%v", err)
+		}
+		if out, errOut, code := d.Netns.Run(bin, "image", "import", archive, "--data-dir", filepath.Join(d.DataDir, "agent")); code != 0 {
+			r.Fatalf("import %s: %s%s", img.Name, out, errOut)
+		}
+	}
+
+	out, err := os.Create(*logPath)
+	if err != nil {
+		r.Fatalf("%v", err)
+	}
+	defer out.Close()
+	cmd := d.Netns.Command(filepath.Join(*binDir, "ginkgo"), fmt.Sprintf("--procs=%d", *procs), "--timeout=3h", "--keep-going", "--no-color",
+		"--focus="+*focus, "--skip="+*skip, filepath.Join(*binDir, "e2e.test"), "--",
+		"--kubeconfig="+d.Kubeconfig(), "--provider=skeleton", "--kubectl-path=/usr/bin/kubectl", "--minStartupPods=0",
+		"--dump-logs-on-failure=false", "--e2e-verify-service-account=false")
+	cmd.Stdout, cmd.Stderr = out, out
+	start := time.Now()
+	log.Printf("running the suite (%s), output in %s", *focus, *logPath)
+	runErr := cmd.Run()
+	log.Printf("the suite ran %v: %v", time.Since(start).Round(time.Second), runErr)
+	summarize(*logPath)
+}
+
+// images are the images the suite runs, as busybox images with the
+// names it asks for.
+func images(agnhost string) []localimage.Image {
+	web := []string{"httpd", "-f", "-p", "80", "-h", "/var/www"}
+	pause, _ := localimage.Lookup(localimage.Pause)
+	return []localimage.Image{
+		{Name: "registry.k8s.io/e2e-test-images/agnhost:2.53", Entrypoint: []string{"/agnhost"}, Files: map[string]string{"agnhost": agnhost}},
+		{Name: "registry.k8s.io/e2e-test-images/busybox:1.36.1-1", Cmd: []string{"sh"}},
+		{Name: "registry.k8s.io/pause:3.10", Entrypoint: pause.Entrypoint},
+		{Name: "registry.k8s.io/e2e-test-images/httpd:2.4.38-4", Cmd: web},
+		{Name: "registry.k8s.io/e2e-test-images/httpd:2.4.39-4", Cmd: web},
+		{Name: "registry.k8s.io/e2e-test-images/nginx:1.14-4", Cmd: web},
+		{Name: "registry.k8s.io/e2e-test-images/nginx:1.15-4", Cmd: web},
+	}
+}
+
+// summarize prints the tests that passed and failed, from ginkgo's
+// output: the "[FAIL]" lines of its summary and its "Ran N of M" line.
+func summarize(path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		log.Print(err)
+		return
+	}
+	defer f.Close()
+	failLine := regexp.MustCompile(`^\s*\[FAIL\] (.*\[Conformance\].*)$`)
+	failed := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if m := failLine.FindStringSubmatch(line); m != nil {
+			failed[strings.TrimSpace(m[1])] = true
+		}
+		if strings.HasPrefix(line, "Ran ") || strings.Contains(line, " Passed | ") {
+			fmt.Println(line)
+		}
+	}
+	names := make([]string, 0, len(failed))
+	for n := range failed {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	fmt.Printf("failed (%d):\n", len(names))
+	for _, n := range names {
+		fmt.Println("  " + n)
+	}
+}
