@@ -248,7 +248,12 @@ func (k *Kubelet) probe(ctx context.Context, pod *corev1.Pod, containerID string
 		if g.Scheme == corev1.URISchemeHTTPS {
 			scheme = "https"
 		}
-		u := url.URL{Scheme: scheme, Host: net.JoinHostPort(host, strconv.Itoa(port)), Path: g.Path}
+		// The path may carry a query, as the kubelet reads it.
+		u, err := url.Parse(g.Path)
+		if err != nil {
+			return fmt.Errorf("path %q: %v", g.Path, err)
+		}
+		u.Scheme, u.Host = scheme, net.JoinHostPort(host, strconv.Itoa(port))
 		if u.Path == "" {
 			u.Path = "/"
 		}
