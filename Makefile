@@ -13,7 +13,7 @@ NODE_PACKAGES  := containerd:containerd runc:runc /usr/lib/cni/bridge:containern
 TEST_PACKAGES  := $(NODE_PACKAGES)
 BENCH_PACKAGES := etcd:etcd-server $(NODE_PACKAGES)
 
-.PHONY: run build test unit fuzz e2e bench deps-node deps-test deps-bench fmt vet clean
+.PHONY: run build test unit fuzz e2e bench conformance deps-node deps-test deps-bench fmt vet clean
 
 build:
 	$(GO) build -o $(PONTOON) ./cmd/pontoon
@@ -44,6 +44,13 @@ e2e:
 
 bench: deps-bench build
 	cd test && PONTOON_BIN=$(PONTOON) $(GO) run ./bench -out $(CURDIR)/docs/benchmarks.md
+
+# Kubernetes' own [sig-node] conformance tests against `pontoon dev`, with
+# the suite ../shared/conformance/build.sh built (docs/node.md,
+# "Conformance"); FOCUS narrows or widens the run.
+FOCUS ?= \[sig-node\].*\[Conformance\]
+conformance: deps-node build
+	cd test && PONTOON_BIN=$(PONTOON) $(GO) run ./conformance -focus '$(FOCUS)' -log $(CURDIR)/conformance.log
 
 vet:
 	@test -z "$$(gofmt -l . | tee /dev/stderr)" || (echo "gofmt: the files above need formatting" >&2; exit 1)
