@@ -35,9 +35,12 @@ func (k *Kubelet) sandboxConfig(pod *corev1.Pod, attempt uint32) (*runtimeapi.Po
 	if !pod.Spec.HostNetwork {
 		// A host-network pod keeps the node's host name (containerd
 		// refuses to set one in the node's namespace).
-		cfg.Hostname = pod.Name
-		if pod.Spec.Hostname != "" {
-			cfg.Hostname = pod.Spec.Hostname
+		cfg.Hostname = podHostname(pod)
+	}
+	if sc := pod.Spec.SecurityContext; sc != nil && len(sc.Sysctls) > 0 {
+		cfg.Linux.Sysctls = map[string]string{}
+		for _, sysctl := range sc.Sysctls {
+			cfg.Linux.Sysctls[sysctl.Name] = sysctl.Value
 		}
 	}
 	cfg.DnsConfig = k.dnsConfig(pod)

@@ -55,13 +55,7 @@ func managedHosts(pod *corev1.Pod, podIP, domain string) string {
 	b.WriteString("fe00::0\tip6-mcastprefix\n")
 	b.WriteString("fe00::1\tip6-allnodes\n")
 	b.WriteString("fe00::2\tip6-allrouters\n")
-	hostname := pod.Name
-	if pod.Spec.Hostname != "" {
-		hostname = pod.Spec.Hostname
-	}
-	if len(hostname) > 63 {
-		hostname = hostname[:63]
-	}
+	hostname := podHostname(pod)
 	if pod.Spec.Subdomain != "" && domain != "" {
 		fmt.Fprintf(&b, "%s\t%s.%s.%s.svc.%s\t%s\n", podIP, hostname, pod.Spec.Subdomain, pod.Namespace, domain, hostname)
 	} else {
@@ -69,6 +63,20 @@ func managedHosts(pod *corev1.Pod, podIP, domain string) string {
 	}
 	b.WriteString(hostAliases(pod))
 	return b.String()
+}
+
+// podHostname is the pod's host name as the kubelet makes it: its
+// spec.hostname, else its name, cut to 63 characters without a trailing
+// '-' or '.' (a pod name may be longer than a host name may).
+func podHostname(pod *corev1.Pod) string {
+	h := pod.Name
+	if pod.Spec.Hostname != "" {
+		h = pod.Spec.Hostname
+	}
+	if len(h) > 63 {
+		h = strings.TrimRight(h[:63], "-.")
+	}
+	return h
 }
 
 // hostAliases are the lines the pod's hostAliases add to its hosts file.

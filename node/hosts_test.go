@@ -39,3 +39,15 @@ func TestSubPathExpr(t *testing.T) {
 		t.Fatalf("an expansion to an absolute path: %v", err)
 	}
 }
+
+func TestPodHostname(t *testing.T) {
+	long := strings.Repeat("a", 62) + "-b-c"
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: long}}
+	if h := podHostname(pod); h != strings.Repeat("a", 62) {
+		t.Fatalf("host name of a pod named %q: %q", long, h)
+	}
+	pod.Spec.Hostname = "web"
+	if h := podHostname(pod); h != "web" {
+		t.Fatalf("host name with spec.hostname: %q", h)
+	}
+}

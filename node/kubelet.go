@@ -331,6 +331,12 @@ func (k *Kubelet) sync(ctx context.Context, key string) (time.Duration, error) {
 	}
 	acted, err := k.execute(ctx, pod, o, a, waiting)
 	if err != nil {
+		// The pod's status says where it stands meanwhile (waiting in
+		// ContainerCreating when its sandbox could not be made), as the
+		// kubelet posts it whatever its sync did.
+		if err := k.postStatus(ctx, orig, pod, o, waiting, a.initFailed); err != nil {
+			k.log.Warn("posting a pod's status", "pod", key, "err", err)
+		}
 		return 0, err
 	}
 	if acted {

@@ -201,11 +201,18 @@ func busyboxLayer(ctx context.Context, busybox string, files map[string]string) 
 	if _, err := tw.Write(bin); err != nil {
 		return nil, err
 	}
+	// Each applet where busybox installs it, and in /bin as busybox's
+	// own images have them all (/bin/sysctl as well as /sbin/sysctl).
+	links := map[string]bool{}
 	for _, a := range applets {
 		if a == "bin/busybox" || !strings.Contains(a, "/") {
 			continue
 		}
-		if err := tw.WriteHeader(&tar.Header{Name: a, Linkname: "/bin/busybox", Mode: 0o777, Typeflag: tar.TypeSymlink, ModTime: epoch}); err != nil {
+		links[a] = true
+		links["bin/"+a[strings.LastIndex(a, "/")+1:]] = true
+	}
+	for _, l := range slices.Sorted(maps.Keys(links)) {
+		if err := tw.WriteHeader(&tar.Header{Name: l, Linkname: "/bin/busybox", Mode: 0o777, Typeflag: tar.TypeSymlink, ModTime: epoch}); err != nil {
 			return nil, err
 		}
 	}

@@ -44,7 +44,11 @@ func main() {
 	defer r.Close()
 	d := cluster.StartDev(r, bin, "pontoon-conformance")
 	ctx := context.Background()
-	for _, img := range images(filepath.Join(*binDir, "agnhost")) {
+	curl := filepath.Join(r.TempDir(), "curl")
+	if err := os.WriteFile(curl, []byte(curlScript), 0o755); err != nil {
+		r.Fatalf("%v", err)
+	}
+	for _, img := range images(filepath.Join(*binDir, "agnhost"), curl) {
 		var b bytes.Buffer
 		if err := localimage.Write(ctx, &b, img, localimage.BusyboxPath); err != nil {
 			r.Fatalf("image %s: %v", img.Name, err)
@@ -75,14 +79,22 @@ func main() {
 	summarize(*logPath)
 }
 
+// curlScript stands in for curl, which busybox lacks, as far as the
+// suite's commands use it: a GET of one URL, printed.
+const curlScript = `#!/bin/sh
+url=
+for a; do case "$a" in -*) ;; *) url=$a ;; esac; done
+exec wget -q -O - "$url"
+`
+
 // images are the images the suite runs, as busybox images with the
 // names it asks for.
-func images(agnhost string) []localimage.Image {
+func images(agnhost, curl string) []localimage.Image {
 	web := []string{"httpd", "-f", "-p", "80", "-h", "/var/www"}
 	pause, _ := localimage.Lookup(localimage.Pause)
 	return []localimage.Image{
-		{Name: "registry.k8s.io/e2e-test-images/agnhost:2.53", Entrypoint: []string{"/agnhost"}, Files: map[string]string{"agnhost": agnhost}},
-		{Name: "registry.k8s.io/e2e-test-images/busybox:1.36.1-1", Cmd: []string{"sh"}},
+		{Name: "registry.k8s.io/e2e-test-images/agnhost:2.53", Entrypoint: []string{"/agnhost"}, Files: map[string]string{"agnhost": agnhost, "usr/bin/curl": curl}},
+		{Name: "registry.k8s.io/e2e-test-images/busybox:1.36.1-1", Cmd: []string{"sh"}, Files: map[string]string{"usr/bin/curl": curl}},
 		{Name: "registry.k8s.io/pause:3.10", Entrypoint: pause.Entrypoint},
 		{Name: "registry.k8s.io/e2e-test-images/httpd:2.4.38-4", Cmd: web},
 		{Name: "registry.k8s.io/e2e-test-images/httpd:2.4.39-4", Cmd: web},
