@@ -176,7 +176,7 @@ func (k *Kubelet) envValueFrom(ctx context.Context, pod *corev1.Pod, c *corev1.C
 		v, err := podField(pod, from.FieldRef.FieldPath, podIP, k.cfg.NodeIPs)
 		return v, err == nil, err
 	case from.ResourceFieldRef != nil:
-		v, err := resourceField(c, pod, from.ResourceFieldRef)
+		v, err := resourceField(c, pod, from.ResourceFieldRef, k.allocatable)
 		return v, err == nil, err
 	case from.ConfigMapKeyRef != nil:
 		ref := from.ConfigMapKeyRef
@@ -250,7 +250,7 @@ func formatMap(m map[string]string) string {
 
 // resourceField is a container's request or limit as the downward API
 // gives it, in units of the divisor, rounded up.
-func resourceField(c *corev1.Container, pod *corev1.Pod, ref *corev1.ResourceFieldSelector) (string, error) {
+func resourceField(c *corev1.Container, pod *corev1.Pod, ref *corev1.ResourceFieldSelector, allocatable corev1.ResourceList) (string, error) {
 	if ref.ContainerName != "" && ref.ContainerName != c.Name {
 		for _, other := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
 			if other.Name == ref.ContainerName {
@@ -263,13 +263,15 @@ func resourceField(c *corev1.Container, pod *corev1.Pod, ref *corev1.ResourceFie
 	if divisor.IsZero() {
 		divisor = resource.MustParse("1")
 	}
-	var q resource.Quantity
+	q := quantity(c, ref.Resource)
+	if kind, res, _ := strings.Cut(ref.Resource, "."); kind == "limits" && q.IsZero() {
+		// No limit: the node's allocatable, as the kubelet gives it.
+		q = allocatable[corev1.ResourceName(res)]
+	}
 	switch ref.Resource {
 	case "limits.cpu", "requests.cpu":
-		q = quantity(c, ref.Resource)
 		return strconv.FormatInt((q.MilliValue()+divisor.MilliValue()-1)/divisor.MilliValue(), 10), nil
 	case "limits.memory", "requests.memory", "limits.ephemeral-storage", "requests.ephemeral-storage":
-		q = quantity(c, ref.Resource)
 		return strconv.FormatInt((q.Value()+divisor.Value()-1)/divisor.Value(), 10), nil
 	}
 	return "", fmt.Errorf("unsupported resource %q", ref.Resource)

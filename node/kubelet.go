@@ -84,6 +84,8 @@ type Kubelet struct {
 	probes   *probes
 	sources  *sourceWatches
 	runtime  string
+	// allocatable is the node's, for containers without limits.
+	allocatable corev1.ResourceList
 
 	mu sync.Mutex
 	// waiting is why each container of a pod that is not running waits,
@@ -120,6 +122,7 @@ func New(cfg Config) (*Kubelet, error) {
 	}
 	k.probes = newProbes(k)
 	k.sources = newSourceWatches(cfg.Client, k.queue.Add)
+	k.allocatable = machineCapacity(cfg.VolumeDir)
 	return k, nil
 }
 

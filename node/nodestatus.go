@@ -191,16 +191,10 @@ func nodeStatus(ctx context.Context, r Registration, cur *corev1.Node, networkRe
 	// One question to the runtime a look: whether it answers, and what
 	// it is.
 	version, versionErr := r.Runtime.Version(ctx, &runtimeapi.VersionRequest{})
-	capacity := corev1.ResourceList{
-		corev1.ResourceCPU:    *resource.NewQuantity(int64(goruntime.NumCPU()), resource.DecimalSI),
-		corev1.ResourceMemory: *resource.NewQuantity(memInfo("MemTotal:"), resource.BinarySI),
-		corev1.ResourcePods:   *resource.NewQuantity(int64(r.MaxPods), resource.DecimalSI),
-	}
+	capacity := machineCapacity(r.DataDir)
+	capacity[corev1.ResourcePods] = *resource.NewQuantity(int64(r.MaxPods), resource.DecimalSI)
 	var fs syscall.Statfs_t
 	fsErr := syscall.Statfs(r.DataDir, &fs)
-	if fsErr == nil {
-		capacity[corev1.ResourceEphemeralStorage] = *resource.NewQuantity(int64(fs.Blocks)*fs.Bsize, resource.BinarySI)
-	}
 	avail := memInfo("MemAvailable:")
 	memPressure := avail > 0 && avail < memoryAvailableMin
 	diskPressure := fsErr == nil && diskPressed(fs)
@@ -311,6 +305,21 @@ func osImage() string {
 		}
 	}
 	return "Linux"
+}
+
+// machineCapacity is the machine's CPU, memory and the ephemeral storage
+// of the filesystem that holds dir: the node's capacity and allocatable
+// (nothing is reserved), and the limits of a container that sets none.
+func machineCapacity(dir string) corev1.ResourceList {
+	c := corev1.ResourceList{
+		corev1.ResourceCPU:    *resource.NewQuantity(int64(goruntime.NumCPU()), resource.DecimalSI),
+		corev1.ResourceMemory: *resource.NewQuantity(memInfo("MemTotal:"), resource.BinarySI),
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err == nil {
+		c[corev1.ResourceEphemeralStorage] = *resource.NewQuantity(int64(fs.Blocks)*fs.Bsize, resource.BinarySI)
+	}
+	return c
 }
 
 // The kubelet's default hard eviction thresholds: below them the node

@@ -79,6 +79,12 @@ func (p *probes) result(id string, kind probeKind) (probeResult, bool) {
 // sync starts the probes of the pod's running containers that have none
 // yet and stops those of containers that no longer run.
 func (p *probes) sync(ctx context.Context, key string, pod *corev1.Pod, o *observed) {
+	if ip := o.sandbox.GetNetwork().GetIp(); ip != "" && pod.Status.PodIP != ip {
+		// A new pod's status has no IP yet when its first probes start:
+		// they probe the sandbox's.
+		pod = pod.DeepCopy()
+		pod.Status.PodIP = ip
+	}
 	running := map[probeKey]*corev1.Probe{}
 	if pod.DeletionTimestamp == nil {
 		for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {

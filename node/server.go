@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream/wsstream"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -180,6 +182,17 @@ func (k *Kubelet) serveLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	if !opts.follow || opts.previous {
 		running = nil
+	}
+	if wsstream.IsWebSocketRequest(r) {
+		// A WebSocket client (kube-apiserver serves logs so too) gets the
+		// log in binary or base64 frames.
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(copyLogs(r.Context(), pw, c.LogPath, opts, running)) }()
+		if err := wsstream.NewReader(pr, true, wsstream.NewDefaultReaderProtocols()).Copy(w, r); err != nil {
+			k.log.Debug("serving logs over a websocket", "pod", pod.Name, "container", name, "err", err)
+		}
+		pr.Close()
+		return
 	}
 	if err := copyLogs(r.Context(), w, c.LogPath, opts, running); err != nil {
 		k.log.Debug("serving logs", "pod", pod.Name, "container", name, "err", err)

@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -295,6 +296,9 @@ func containerStatuses(specs []corev1.Container, old []corev1.ContainerStatus, i
 				cs.LastTerminationState.Terminated = term
 			} else {
 				cs.State.Terminated = term
+				// An init container that succeeded counts as ready, as
+				// the kubelet reports it.
+				cs.Ready = slices.ContainsFunc(in.pod.Spec.InitContainers, func(i corev1.Container) bool { return i.Name == c.Name }) && term.ExitCode == 0
 			}
 		default:
 			w := in.waiting[c.Name]

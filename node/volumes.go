@@ -222,7 +222,7 @@ func (k *Kubelet) volumeFiles(ctx context.Context, pod *corev1.Pod, v corev1.Vol
 				if c == nil {
 					return fmt.Errorf("no container %q", it.ResourceFieldRef.ContainerName)
 				}
-				val, err = resourceField(c, pod, it.ResourceFieldRef)
+				val, err = resourceField(c, pod, it.ResourceFieldRef, k.allocatable)
 			}
 			if err != nil {
 				return err

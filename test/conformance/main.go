@@ -93,7 +93,7 @@ func images(agnhost, curl string) []localimage.Image {
 	web := []string{"httpd", "-f", "-p", "80", "-h", "/var/www"}
 	pause, _ := localimage.Lookup(localimage.Pause)
 	return []localimage.Image{
-		{Name: "registry.k8s.io/e2e-test-images/agnhost:2.53", Entrypoint: []string{"/agnhost"}, Files: map[string]string{"agnhost": agnhost, "usr/bin/curl": curl}},
+		{Name: "registry.k8s.io/e2e-test-images/agnhost:2.53", Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Files: map[string]string{"agnhost": agnhost, "agnhost-2": agnhost, "usr/bin/curl": curl}},
 		{Name: "registry.k8s.io/e2e-test-images/busybox:1.36.1-1", Cmd: []string{"sh"}, Files: map[string]string{"usr/bin/curl": curl}},
 		{Name: "registry.k8s.io/pause:3.10", Entrypoint: pause.Entrypoint},
 		{Name: "registry.k8s.io/e2e-test-images/httpd:2.4.38-4", Cmd: web},
