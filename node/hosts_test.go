@@ -25,21 +25,6 @@ func TestManagedHosts(t *testing.T) {
 	}
 }
 
-func TestSubPathExpr(t *testing.T) {
-	c := &corev1.Container{Name: "c", VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/m", SubPathExpr: "$(DIR)/$(NAME)"}}}
-	vols := map[string]volume{"v": {hostPath: t.TempDir()}}
-	env := map[string]string{"DIR": "a", "NAME": "b"}
-	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	mounts, err := containerMounts(c, vols, lookup)
-	if err != nil || !strings.HasSuffix(mounts[0].HostPath, "/a/b") {
-		t.Fatalf("subPathExpr: %v %v", mounts, err)
-	}
-	env["DIR"] = ""
-	if _, err := containerMounts(c, vols, lookup); err == nil || !strings.Contains(err.Error(), "must not be an absolute path") {
-		t.Fatalf("an expansion to an absolute path: %v", err)
-	}
-}
-
 func TestPodHostname(t *testing.T) {
 	long := strings.Repeat("a", 62) + "-b-c"
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: long}}

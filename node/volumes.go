@@ -393,7 +393,19 @@ func containerMounts(c *corev1.Container, vols map[string]volume, lookup func(st
 		host := v.hostPath
 		sub := vm.SubPath
 		if vm.SubPathExpr != "" {
-			sub = expand(vm.SubPathExpr, lookup)
+			// As the kubelet expands it: a variable that is not set, or
+			// empty, is an error.
+			var missing []string
+			sub = expand(vm.SubPathExpr, func(name string) (string, bool) {
+				v, ok := lookup(name)
+				if !ok || v == "" {
+					missing = append(missing, name)
+				}
+				return v, true
+			})
+			if len(missing) > 0 {
+				return nil, fmt.Errorf("failed to prepare subPath for volumeMount %q of container %q: missing value for %s", vm.Name, c.Name, strings.Join(missing, ", "))
+			}
 			if filepath.IsAbs(sub) {
 				return nil, fmt.Errorf("failed to prepare subPath for volumeMount %q of container %q: expanded subPath %q must not be an absolute path", vm.Name, c.Name, sub)
 			}

@@ -3,7 +3,10 @@ package node
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 func TestWriteFilesSwapsWhole(t *testing.T) {
@@ -40,5 +43,24 @@ func TestWriteFilesSwapsWhole(t *testing.T) {
 	}
 	if _, err := writeFiles(dir, map[string]file{"../x": {[]byte("5"), 0o644}}); err == nil {
 		t.Fatal("a path out of the volume is written")
+	}
+}
+
+func TestSubPathExpr(t *testing.T) {
+	c := &corev1.Container{Name: "c", VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/m", SubPathExpr: "$(DIR)/$(NAME)"}}}
+	vols := map[string]volume{"v": {hostPath: t.TempDir()}}
+	env := map[string]string{"DIR": "a", "NAME": "b"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	mounts, err := containerMounts(c, vols, lookup)
+	if err != nil || !strings.HasSuffix(mounts[0].HostPath, "/a/b") {
+		t.Fatalf("subPathExpr: %v %v", mounts, err)
+	}
+	env["DIR"] = ""
+	if _, err := containerMounts(c, vols, lookup); err == nil || !strings.Contains(err.Error(), "missing value for DIR") {
+		t.Fatalf("an expansion with an empty variable: %v", err)
+	}
+	env["DIR"] = "/abs"
+	if _, err := containerMounts(c, vols, lookup); err == nil || !strings.Contains(err.Error(), "must not be an absolute path") {
+		t.Fatalf("an expansion to an absolute path: %v", err)
 	}
 }

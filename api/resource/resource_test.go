@@ -454,3 +454,15 @@ func TestPodVolumeValidation(t *testing.T) {
 		t.Errorf("%d errors: %q", len(got), got)
 	}
 }
+
+func TestPodSysctlValidation(t *testing.T) {
+	spec := corev1.PodSpec{RestartPolicy: corev1.RestartPolicyAlways, Containers: []corev1.Container{{Name: "c", Image: "i"}},
+		SecurityContext: &corev1.PodSecurityContext{Sysctls: []corev1.Sysctl{{Name: "kernel.shm_rmid_forced", Value: "1"}, {Name: "foo-", Value: "1"}, {Name: "bar..", Value: "1"}}}}
+	var got []string
+	for _, e := range validatePodSpec(&spec, field.NewPath("spec")) {
+		got = append(got, e.Error())
+	}
+	if len(got) != 2 || !strings.Contains(got[0], `Invalid value: "foo-"`) || !strings.Contains(got[1], `Invalid value: "bar.."`) {
+		t.Fatalf("sysctl errors: %q", got)
+	}
+}

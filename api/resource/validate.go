@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -217,8 +218,25 @@ func validatePodSpec(s *corev1.PodSpec, path *field.Path) field.ErrorList {
 			errs = append(errs, field.Invalid(path.Child("nodeName"), s.NodeName, msg))
 		}
 	}
+	if s.SecurityContext != nil {
+		seen := map[string]bool{}
+		for i, sysctl := range s.SecurityContext.Sysctls {
+			p := path.Child("securityContext", "sysctls").Index(i).Child("name")
+			switch {
+			case len(sysctl.Name) > 253 || !sysctlName.MatchString(sysctl.Name):
+				errs = append(errs, field.Invalid(p, sysctl.Name, "must have at most 253 characters and match regex "+sysctlName.String()))
+			case seen[sysctl.Name]:
+				errs = append(errs, field.Duplicate(p, sysctl.Name))
+			}
+			seen[sysctl.Name] = true
+		}
+	}
 	return errs
 }
+
+// sysctlName is what a sysctl's name must look like, as kube-apiserver
+// checks it (dots or slashes between segments).
+var sysctlName = regexp.MustCompile(`^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$`)
 
 // validateVolumeSource checks that a volume has exactly one source, as
 // kube-apiserver requires, and the names its common sources need.
