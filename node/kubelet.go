@@ -710,7 +710,7 @@ func normalized(st corev1.PodStatus) corev1.PodStatus {
 		trunc(&st.Conditions[i].LastTransitionTime)
 		trunc(&st.Conditions[i].LastProbeTime)
 	}
-	for _, list := range [][]corev1.ContainerStatus{st.InitContainerStatuses, st.ContainerStatuses} {
+	for _, list := range [][]corev1.ContainerStatus{st.InitContainerStatuses, st.ContainerStatuses, st.EphemeralContainerStatuses} {
 		for i := range list {
 			for _, s := range []*corev1.ContainerState{&list[i].State, &list[i].LastTerminationState} {
 				if s.Running != nil {

@@ -462,3 +462,31 @@ func TestKubeletUpdatesVolumes(t *testing.T) {
 		t.Fatal("the update restarted the container")
 	}
 }
+
+func TestKubeletEphemeralContainers(t *testing.T) {
+	rt := newFakeRuntime("img")
+	pod := testPod(corev1.RestartPolicyAlways, "a")
+	k, client := testKubelet(t, rt, pod)
+	k.syncTest(t, "ns/p")
+	cur := apiPod(t, client)
+	cur.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug", Image: "img"}}}
+	k.pods.Update(cur)
+	k.syncTest(t, "ns/p")
+	if n := len(rt.running()); n != 2 {
+		t.Fatalf("%d containers running after an ephemeral container was added", n)
+	}
+	st := apiPod(t, client).Status
+	if len(st.EphemeralContainerStatuses) != 1 || st.EphemeralContainerStatuses[0].State.Running == nil {
+		t.Fatalf("ephemeral container statuses: %+v", st.EphemeralContainerStatuses)
+	}
+	for _, c := range rt.running() {
+		if c.Metadata.Name == "debug" {
+			rt.exit(c.Id, 0)
+		}
+	}
+	k.pods.Update(apiPod(t, client))
+	k.syncTest(t, "ns/p")
+	if n := len(rt.running()); n != 1 {
+		t.Fatalf("an ephemeral container that exited was restarted: %d running", n)
+	}
+}

@@ -142,7 +142,24 @@ func computeActions(pod *corev1.Pod, o *observed, inBackoff backoffFunc) actions
 	}
 	b := computeContainers(pod, o, inBackoff)
 	b.killPod = false
+	// Ephemeral containers start once, even while the pod initializes,
+	// and are never restarted.
+	for _, c := range ephemeralContainers(pod) {
+		if cur, _ := o.latest(c.Name); cur == nil {
+			b.start = append(b.start, containerStart{container: c})
+		}
+	}
 	return b
+}
+
+// ephemeralContainers are the pod's ephemeral containers as containers
+// (the kubelet runs them as such, in the pod's sandbox).
+func ephemeralContainers(pod *corev1.Pod) []*corev1.Container {
+	out := make([]*corev1.Container, len(pod.Spec.EphemeralContainers))
+	for i := range pod.Spec.EphemeralContainers {
+		out[i] = (*corev1.Container)(&pod.Spec.EphemeralContainers[i].EphemeralContainerCommon)
+	}
+	return out
 }
 
 // computeContainers decides which containers of a pod with a ready

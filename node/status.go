@@ -82,6 +82,15 @@ func computeStatus(in statusInput) corev1.PodStatus {
 
 	st.InitContainerStatuses = containerStatuses(pod.Spec.InitContainers, old.InitContainerStatuses, in)
 	st.ContainerStatuses = containerStatuses(pod.Spec.Containers, old.ContainerStatuses, in)
+	var ephemeral []corev1.Container
+	for _, c := range ephemeralContainers(pod) {
+		ephemeral = append(ephemeral, *c)
+	}
+	st.EphemeralContainerStatuses = containerStatuses(ephemeral, old.EphemeralContainerStatuses, in)
+	for i := range st.EphemeralContainerStatuses {
+		// Nothing waits on an ephemeral container: it is never ready.
+		st.EphemeralContainerStatuses[i].Ready = false
+	}
 
 	initialized := !in.initFailed && initDone(pod, in.observed)
 	st.Phase = phase(pod, st, initialized, in.initFailed)

@@ -59,6 +59,9 @@ func subresources(r *resource.Resource) []subresource {
 			out = append(out, subresource{s, schema.GroupVersionKind{Version: "v1", Kind: r.Kind + "ProxyOptions"}, []string{"create", "delete", "get", "patch", "update"}})
 		}
 	}
+	for _, p := range r.Parts {
+		out = append(out, subresource{p, r.GroupVersionKind(), []string{"get", "patch", "update"}})
+	}
 	if r.Name == "namespaces" {
 		out = append(out, subresource{"finalize", r.GroupVersionKind(), []string{"update"}})
 	}

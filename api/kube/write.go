@@ -392,6 +392,16 @@ func (h *Handler) storeUpdate(ctx context.Context, req *request, cur stored, obj
 		*ns = *o.DeepCopy()
 		ns.Spec.Finalizers = finalizers
 		m = accessor(obj)
+	case "ephemeralcontainers":
+		// Only the ephemeral containers change, and only by being added.
+		pod, o := obj.(*corev1.Pod), old.(*corev1.Pod)
+		ecs := pod.Spec.EphemeralContainers
+		*pod = *o.DeepCopy()
+		pod.Spec.EphemeralContainers = ecs
+		m = accessor(obj)
+		if errs := resource.ValidateEphemeralContainersUpdate(pod, o.Spec.EphemeralContainers); len(errs) > 0 {
+			return nil, invalid(r, req.name, errs)
+		}
 	default:
 		if r.Status {
 			resource.CopyStatus(obj, old)
@@ -403,14 +413,15 @@ func (h *Handler) storeUpdate(ctx context.Context, req *request, cur stored, obj
 	if r.PrepareUpdate != nil && req.sub == "" {
 		r.PrepareUpdate(obj, old)
 	}
-	if r.Generation && resource.SpecChanged(obj, old) {
+	// A binding places an object; it does not change what was asked of it.
+	if r.Generation && req.sub != "binding" && resource.SpecChanged(obj, old) {
 		m.SetGeneration(om.GetGeneration() + 1)
 	}
 	if err := validate(r, obj, old, req.sub); err != nil {
 		return nil, err
 	}
 	sub := req.sub
-	if sub == "finalize" {
+	if sub == "finalize" || sub == "ephemeralcontainers" {
 		sub = ""
 	}
 	if !req.applied {

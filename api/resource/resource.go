@@ -55,6 +55,9 @@ type Resource struct {
 	Generation bool
 	// Actions are POST-only subresources such as pods/binding.
 	Actions []string
+	// Parts are subresources that read the object and write one part of
+	// its spec, and nothing else (pods/ephemeralcontainers).
+	Parts []string
 	// Streams are the subresources a node's kubelet serves (pods/log,
 	// pods/exec…, nodes/proxy), proxied to it.
 	Streams []string

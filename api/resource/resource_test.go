@@ -466,3 +466,26 @@ func TestPodSysctlValidation(t *testing.T) {
 		t.Fatalf("sysctl errors: %q", got)
 	}
 }
+
+func TestEphemeralContainersUpdateValidation(t *testing.T) {
+	ec := func(name, image string) corev1.EphemeralContainer {
+		return corev1.EphemeralContainer{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: name, Image: image}}
+	}
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}}}}
+	old := []corev1.EphemeralContainer{ec("dbg", "i")}
+	pod.Spec.EphemeralContainers = []corev1.EphemeralContainer{ec("dbg", "i"), ec("dbg2", "i")}
+	if errs := ValidateEphemeralContainersUpdate(pod, old); len(errs) != 0 {
+		t.Fatalf("adding one: %v", errs)
+	}
+	for what, ecs := range map[string][]corev1.EphemeralContainer{
+		"changed":            {ec("dbg", "other")},
+		"removed":            {ec("dbg2", "i")},
+		"named as a regular": {ec("dbg", "i"), ec("c", "i")},
+		"without an image":   {ec("dbg", "i"), ec("x", "")},
+	} {
+		pod.Spec.EphemeralContainers = ecs
+		if errs := ValidateEphemeralContainersUpdate(pod, old); len(errs) == 0 {
+			t.Errorf("%s: accepted", what)
+		}
+	}
+}

@@ -948,3 +948,52 @@ func validatePriorityClass(pc, old *schedulingv1.PriorityClass) field.ErrorList 
 	}
 	return errs
 }
+
+// ValidateEphemeralContainersUpdate checks a write of a pod's ephemeral
+// containers as kube-apiserver does: they are only added, never changed
+// or removed, each with a name unique in the pod and an image, and none
+// with what only a regular container has (ports, probes, lifecycle,
+// resources).
+func ValidateEphemeralContainersUpdate(pod *corev1.Pod, old []corev1.EphemeralContainer) field.ErrorList {
+	var errs field.ErrorList
+	path := field.NewPath("spec", "ephemeralContainers")
+	byName := map[string]corev1.EphemeralContainer{}
+	for _, e := range pod.Spec.EphemeralContainers {
+		byName[e.Name] = e
+	}
+	for _, o := range old {
+		if e, ok := byName[o.Name]; !ok || !apiequality.Semantic.DeepEqual(e, o) {
+			errs = append(errs, field.Forbidden(path, fmt.Sprintf("existing ephemeral containers %q may not be changed", o.Name)))
+		}
+	}
+	names := map[string]bool{}
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		names[c.Name] = true
+	}
+	for i, e := range pod.Spec.EphemeralContainers {
+		p := path.Index(i)
+		for _, msg := range validation.IsDNS1123Label(e.Name) {
+			errs = append(errs, field.Invalid(p.Child("name"), e.Name, msg))
+		}
+		if names[e.Name] {
+			errs = append(errs, field.Duplicate(p.Child("name"), e.Name))
+		}
+		names[e.Name] = true
+		if e.Image == "" {
+			errs = append(errs, field.Required(p.Child("image"), ""))
+		}
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{
+			{"ports", len(e.Ports) > 0}, {"livenessProbe", e.LivenessProbe != nil}, {"readinessProbe", e.ReadinessProbe != nil},
+			{"startupProbe", e.StartupProbe != nil}, {"lifecycle", e.Lifecycle != nil},
+			{"resources", len(e.Resources.Limits)+len(e.Resources.Requests) > 0},
+		} {
+			if f.set {
+				errs = append(errs, field.Forbidden(p.Child(f.name), "cannot be set for an Ephemeral Container"))
+			}
+		}
+	}
+	return errs
+}

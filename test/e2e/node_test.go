@@ -443,6 +443,22 @@ spec:
 	})
 	d.Kubectl("", "delete", "pod", "private", "nocreds", "--grace-period=1")
 
+	// kubectl debug adds an ephemeral container to the running pod.
+	if out, errOut, code := d.Kubectl("", "debug", "ticker", "--image="+busybox, "-c", "dbg", "--", "sh", "-c", "echo from debug; sleep 3600"); code != 0 {
+		t.Fatalf("kubectl debug: exit %d: %s%s", code, out, errOut)
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		out, errOut, _ := d.Kubectl("", "logs", "ticker", "-c", "dbg")
+		if out != "from debug\n" {
+			return fmt.Errorf("the ephemeral container's log: %q %s", out, errOut)
+		}
+		return nil
+	})
+	if p, err := cs.CoreV1().Pods("default").Get(context.Background(), "ticker", metav1.GetOptions{}); err != nil ||
+		len(p.Status.EphemeralContainerStatuses) != 1 || p.Status.EphemeralContainerStatuses[0].State.Running == nil || p.Generation != 2 {
+		t.Fatalf("the pod after kubectl debug: %v %+v", err, p)
+	}
+
 	// nodes/proxy reaches the kubelet: its pods and their resource use.
 	raw, errOut, code := d.Kubectl("", "get", "--raw", "/api/v1/nodes/dev/proxy/stats/summary")
 	var summary statsapi.Summary
