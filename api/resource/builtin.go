@@ -50,7 +50,7 @@ func Builtin() *Registry {
 		&Resource{GroupVersion: core, Name: "pods", SingularName: "pod", Kind: "Pod", Namespaced: true, ShortNames: []string{"po"}, Categories: []string{"all"},
 			Status: true, Generation: true, Actions: []string{"binding", "eviction"}, Streams: []string{"log", "exec", "attach", "portforward", "proxy"},
 			Parts: []string{"ephemeralcontainers"},
-			New: func() runtime.Object { return &corev1.Pod{} }, NewList: func() runtime.Object { return &corev1.PodList{} },
+			New:   func() runtime.Object { return &corev1.Pod{} }, NewList: func() runtime.Object { return &corev1.PodList{} },
 			Default: typed(defaultPod), PrepareCreate: typed(preparePod), PrepareUpdate: typedUpdate(preparePodUpdate), Validate: typedValidate(validatePod), Columns: podColumns, Fields: typedFields(podFields)},
 		&Resource{GroupVersion: core, Name: "nodes", SingularName: "node", Kind: "Node", ShortNames: []string{"no"}, Status: true, Streams: []string{"proxy"},
 			New: func() runtime.Object { return &corev1.Node{} }, NewList: func() runtime.Object { return &corev1.NodeList{} },
