@@ -99,6 +99,14 @@ func (h *Handler) podProxy(w http.ResponseWriter, req *request) error {
 		return apierrors.NewServiceUnavailable(fmt.Sprintf("pod %s has no IP yet", name))
 	}
 	if port == "" {
+		// The first port a container declares, as kube-apiserver picks.
+		for _, c := range pod.Spec.Containers {
+			if len(c.Ports) > 0 && port == "" {
+				port = strconv.Itoa(int(c.Ports[0].ContainerPort))
+			}
+		}
+	}
+	if port == "" {
 		port = "80"
 	} else if _, err := strconv.Atoi(port); err != nil {
 		// A named port of one of its containers.
