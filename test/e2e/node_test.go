@@ -104,6 +104,10 @@ func TestDevRunsPods(t *testing.T) {
 		}
 		return nil
 	})
+	// pods/proxy reaches the pod from the server.
+	if out := kubectl("get", "--raw", "/api/v1/namespaces/default/pods/web:8080/proxy/"); out != "hello from web\n" {
+		t.Fatalf("through pods/proxy: %q", out)
+	}
 
 	kubectl("run", "hello", "--image="+busybox, "--restart=Never", "--", "sh", "-c", "echo hello; echo to stderr >&2")
 	waitPod(t, cs, "hello", "Succeeded", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
