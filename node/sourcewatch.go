@@ -107,30 +107,12 @@ func (w *sourceWatches) track(ctx context.Context, key string, srcs []source) {
 
 // watch follows one source until its watch is closed or ctx ends.
 func (w *sourceWatches) watch(ctx context.Context, s source, sw *sourceWatch) {
-	sel := fields.OneTermEqualSelector("metadata.name", s.name).String()
+	var lw *cache.ListWatch
 	obj := runtime.Object(&corev1.ConfigMap{})
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = sel
-			return w.client.CoreV1().ConfigMaps(s.namespace).List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = sel
-			return w.client.CoreV1().ConfigMaps(s.namespace).Watch(ctx, o)
-		},
-	}
 	if s.secret {
-		obj = &corev1.Secret{}
-		lw = &cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				o.FieldSelector = sel
-				return w.client.CoreV1().Secrets(s.namespace).List(ctx, o)
-			},
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				o.FieldSelector = sel
-				return w.client.CoreV1().Secrets(s.namespace).Watch(ctx, o)
-			},
-		}
+		obj, lw = &corev1.Secret{}, namedListWatch(w.client.CoreV1().Secrets(s.namespace), s.name)
+	} else {
+		lw = namedListWatch(w.client.CoreV1().ConfigMaps(s.namespace), s.name)
 	}
 	changed := func(any) {
 		w.mu.Lock()
@@ -154,4 +136,25 @@ func (w *sourceWatches) watch(ctx context.Context, s source, sw *sourceWatch) {
 		close(stop)
 	}()
 	informer.Run(stop)
+}
+
+// listWatcher is the list and watch of one kind's typed client.
+type listWatcher[L runtime.Object] interface {
+	List(ctx context.Context, opts metav1.ListOptions) (L, error)
+	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
+
+// namedListWatch lists and watches the one object named name.
+func namedListWatch[L runtime.Object](c listWatcher[L], name string) *cache.ListWatch {
+	sel := fields.OneTermEqualSelector("metadata.name", name).String()
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = sel
+			return c.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = sel
+			return c.Watch(ctx, o)
+		},
+	}
 }
