@@ -306,6 +306,9 @@ func (k *Kubelet) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev
 	if s.init {
 		cfg.Annotations[annotationInit] = "true"
 	}
+	if ns := cfg.Linux.SecurityContext.NamespaceOptions; s.target != "" && ns.Pid == runtimeapi.NamespaceMode_CONTAINER {
+		ns.Pid, ns.TargetId = runtimeapi.NamespaceMode_TARGET, s.target
+	}
 	if err := k.verifyRunAsNonRoot(ctx, pod, c, cfg.Linux.SecurityContext); err != nil {
 		return nil, err
 	}

@@ -37,11 +37,14 @@ type fakeRuntime struct {
 	execExit map[string]int32
 	execs    []string
 	stops    []int64
+	// configs are the configs containers were created with, by name.
+	configs map[string]*runtimeapi.ContainerConfig
 }
 
 func newFakeRuntime(images ...string) *fakeRuntime {
 	f := &fakeRuntime{images: map[string]bool{}, sandboxes: map[string]*runtimeapi.PodSandboxStatus{},
-		containers: map[string]*runtimeapi.ContainerStatus{}, sandboxOf: map[string]string{}, execExit: map[string]int32{}}
+		containers: map[string]*runtimeapi.ContainerStatus{}, sandboxOf: map[string]string{}, execExit: map[string]int32{},
+		configs: map[string]*runtimeapi.ContainerConfig{}}
 	for _, i := range images {
 		f.images[i] = true
 	}
@@ -124,6 +127,7 @@ func (f *fakeRuntime) CreateContainer(_ context.Context, in *runtimeapi.CreateCo
 	f.containers[id] = &runtimeapi.ContainerStatus{Id: id, Metadata: in.Config.Metadata, State: runtimeapi.ContainerState_CONTAINER_CREATED,
 		Labels: in.Config.Labels, Annotations: in.Config.Annotations, Image: in.Config.Image}
 	f.sandboxOf[id] = in.PodSandboxId
+	f.configs[in.Config.Metadata.Name] = in.Config
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
 
@@ -469,11 +473,14 @@ func TestKubeletEphemeralContainers(t *testing.T) {
 	k, client := testKubelet(t, rt, pod)
 	k.syncTest(t, "ns/p")
 	cur := apiPod(t, client)
-	cur.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug", Image: "img"}}}
+	cur.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug", Image: "img"}, TargetContainerName: "a"}}
 	k.pods.Update(cur)
 	k.syncTest(t, "ns/p")
 	if n := len(rt.running()); n != 2 {
 		t.Fatalf("%d containers running after an ephemeral container was added", n)
+	}
+	if ns := rt.configs["debug"].Linux.SecurityContext.NamespaceOptions; ns.Pid != runtimeapi.NamespaceMode_TARGET || ns.TargetId == "" {
+		t.Fatalf("an ephemeral container aimed at a: %+v", ns)
 	}
 	st := apiPod(t, client).Status
 	if len(st.EphemeralContainerStatuses) != 1 || st.EphemeralContainerStatuses[0].State.Running == nil {

@@ -76,6 +76,9 @@ type containerStart struct {
 	container *corev1.Container
 	init      bool
 	attempt   uint32
+	// target is the running container whose process namespace an
+	// ephemeral container joins (its targetContainerName).
+	target string
 }
 
 // actions is what one sync of a pod does, in this order: kill what runs
@@ -144,10 +147,15 @@ func computeActions(pod *corev1.Pod, o *observed, inBackoff backoffFunc) actions
 	b.killPod = false
 	// Ephemeral containers start once, even while the pod initializes,
 	// and are never restarted.
-	for _, c := range ephemeralContainers(pod) {
-		if cur, _ := o.latest(c.Name); cur == nil {
-			b.start = append(b.start, containerStart{container: c})
+	for i, c := range ephemeralContainers(pod) {
+		if cur, _ := o.latest(c.Name); cur != nil {
+			continue
 		}
+		s := containerStart{container: c}
+		if t, _ := o.latest(pod.Spec.EphemeralContainers[i].TargetContainerName); t != nil && t.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+			s.target = t.Id
+		}
+		b.start = append(b.start, s)
 	}
 	return b
 }
