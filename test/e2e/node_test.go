@@ -214,9 +214,11 @@ spec:
 		}
 		return nil
 	})
-	if p, _ := cs.CoreV1().Pods("default").Get(ctx, "nfs", metav1.GetOptions{}); p.Status.Phase != corev1.PodPending || len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].State.Waiting == nil {
-		t.Fatalf("a pod whose volume the node cannot provide: %+v", p.Status)
-	}
+	// The status follows the event.
+	waitPod(t, cs, "nfs", "waiting for its volume", func(p *corev1.Pod) bool {
+		s := p.Status.ContainerStatuses
+		return p.Status.Phase == corev1.PodPending && len(s) == 1 && s[0].State.Waiting != nil && s[0].State.Waiting.Reason == "ContainerCreating"
+	})
 
 	// How pods end: a termination message from its file or, failing that,
 	// from the log; a deadline that fails the pod.
@@ -463,7 +465,8 @@ spec:
 		t.Fatalf("the pod after kubectl debug: %v %+v", err, p)
 	}
 
-	// nodes/proxy reaches the kubelet: its pods and their resource use.
+	// nodes/proxy reaches the kubelet: its pods and their resource use
+	// (ticker's two containers, its own and the ephemeral one).
 	raw, errOut, code := d.Kubectl("", "get", "--raw", "/api/v1/nodes/dev/proxy/stats/summary")
 	var summary statsapi.Summary
 	if code != 0 || json.Unmarshal([]byte(raw), &summary) != nil {
@@ -476,7 +479,7 @@ spec:
 		}
 	}
 	if summary.Node.NodeName != "dev" || summary.Node.Memory == nil || summary.Node.Fs == nil || tickerStats == nil ||
-		len(tickerStats.Containers) != 1 || tickerStats.Containers[0].CPU == nil || tickerStats.Memory.WorkingSetBytes == nil || *tickerStats.Memory.WorkingSetBytes == 0 {
+		len(tickerStats.Containers) != 2 || tickerStats.Containers[0].CPU == nil || tickerStats.Memory.WorkingSetBytes == nil || *tickerStats.Memory.WorkingSetBytes == 0 {
 		t.Fatalf("stats/summary: %s", raw)
 	}
 	if raw, errOut, code := d.Kubectl("", "get", "--raw", "/api/v1/nodes/dev/proxy/pods"); code != 0 || !strings.Contains(raw, `"name":"ticker"`) {
