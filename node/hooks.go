@@ -58,10 +58,11 @@ func (k *Kubelet) postStart(ctx context.Context, pod *corev1.Pod, c *corev1.Cont
 }
 
 // preStop runs the preStop hook of the running container c, if its spec
-// has one, within grace seconds, and returns what is left of them.
+// has one, within grace seconds, and returns what is left of them. With
+// no grace (a forced deletion) there is no hook, as on the kubelet.
 func (k *Kubelet) preStop(ctx context.Context, pod *corev1.Pod, c *runtimeapi.ContainerStatus, grace int64) int64 {
 	spec := containerNamed(pod, c.Metadata.Name)
-	if spec == nil || spec.Lifecycle == nil || spec.Lifecycle.PreStop == nil || c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+	if grace <= 0 || spec == nil || spec.Lifecycle == nil || spec.Lifecycle.PreStop == nil || c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		return grace
 	}
 	start := time.Now()

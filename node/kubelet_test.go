@@ -497,3 +497,19 @@ func TestKubeletEphemeralContainers(t *testing.T) {
 		t.Fatalf("an ephemeral container that exited was restarted: %d running", n)
 	}
 }
+
+func TestKubeletNoPreStopWithoutGrace(t *testing.T) {
+	rt := newFakeRuntime("img")
+	rt.execExit["pre"] = 0
+	pod := testPod(corev1.RestartPolicyAlways, "a")
+	pod.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"pre"}}}}
+	k, client := testKubelet(t, rt, pod)
+	k.syncTest(t, "ns/p")
+	cur := apiPod(t, client)
+	cur.DeletionTimestamp, cur.DeletionGracePeriodSeconds = &metav1.Time{Time: time.Now()}, new(int64)
+	k.pods.Update(cur)
+	k.syncTest(t, "ns/p")
+	if len(rt.execs) != 0 || len(rt.running()) != 0 {
+		t.Fatalf("deleted without grace: hooks run %v, %d running", rt.execs, len(rt.running()))
+	}
+}
