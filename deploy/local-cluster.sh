@@ -76,7 +76,9 @@ for i in $(seq 1 "$servers"); do
 done
 for i in $(seq 1 "$servers"); do
   ip=$prefix$i
-  in_ns "$net" "$bin" server --name "s$i" --data-dir "$dir/s$i" --api-addr "$ip:6443" --raft-addr "$ip:6444" \
+  # nsenter itself in the background (not a shell function, which would
+  # run in a subshell): $! is then the server, which nsenter becomes.
+  nsenter --net="/run/netns/$net" "$bin" server --name "s$i" --data-dir "$dir/s$i" --api-addr "$ip:6443" --raft-addr "$ip:6444" \
     --gossip-addr "$ip:7946" --bootstrap-expect "$servers" "${joins[@]}" >"$dir/s$i.log" 2>&1 &
   server_pids+=($!)
   echo "s$i: http://$ip:6443 (log: $dir/s$i.log)"
@@ -95,7 +97,7 @@ for i in $(seq 1 "$agents"); do
   ip -n "$ns" link set "eth$i" name eth0
   ip -n "$ns" addr add "$ip/24" dev eth0
   ip -n "$ns" link set eth0 up
-  in_ns "$ns" "$bin" agent --name "n$i" --data-dir "$dir/n$i" --node-ip "$ip" "${joins[@]}" >"$dir/n$i.log" 2>&1 &
+  nsenter --net="/run/netns/$ns" "$bin" agent --name "n$i" --data-dir "$dir/n$i" --node-ip "$ip" "${joins[@]}" >"$dir/n$i.log" 2>&1 &
   agent_pids+=($!)
   echo "n$i: node IP $ip, namespace $ns (log: $dir/n$i.log)"
 done
