@@ -199,13 +199,17 @@ func WaitNodeReady(t TB, cs kubernetes.Interface, name string, timeout time.Dura
 }
 
 // NodeReady reports whether the node's Ready condition is True.
-func NodeReady(n *corev1.Node) bool {
+func NodeReady(n *corev1.Node) bool { return NodeReadyStatus(n) == corev1.ConditionTrue }
+
+// NodeReadyStatus is the status of the node's Ready condition, "" without
+// one.
+func NodeReadyStatus(n *corev1.Node) corev1.ConditionStatus {
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
+			return c.Status
 		}
 	}
-	return false
+	return ""
 }
 
 // LogTail is the last n lines of the process's output.

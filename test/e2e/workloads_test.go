@@ -1370,8 +1370,8 @@ func TestNoEvictionWhenEveryNodeIsDown(t *testing.T) {
 				effects[taint.Effect] = true
 			}
 		}
-		if readyStatus(n) != corev1.ConditionUnknown {
-			return nil, fmt.Errorf("%s is Ready=%s", name, readyStatus(n))
+		if cluster.NodeReadyStatus(n) != corev1.ConditionUnknown {
+			return nil, fmt.Errorf("%s is Ready=%s", name, cluster.NodeReadyStatus(n))
 		}
 		return effects, nil
 	}
@@ -1422,7 +1422,7 @@ func TestEvictionPace(t *testing.T) {
 	cluster.Eventually(t, 20*time.Second, func() error {
 		for i := range 5 {
 			n, err := rcs.CoreV1().Nodes().Get(ctx, fmt.Sprintf("node-%d", i), metav1.GetOptions{})
-			if err != nil || readyStatus(n) != corev1.ConditionTrue {
+			if err != nil || cluster.NodeReadyStatus(n) != corev1.ConditionTrue {
 				return fmt.Errorf("node-%d not Ready (%v)", i, err)
 			}
 		}
@@ -1534,7 +1534,7 @@ func TestNodeDeathFromGossip(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if ready := readyStatus(n); ready != corev1.ConditionTrue {
+			if ready := cluster.NodeReadyStatus(n); ready != corev1.ConditionTrue {
 				return fmt.Errorf("%s is Ready=%s", name, ready)
 			}
 		}
@@ -1552,19 +1552,9 @@ func TestNodeDeathFromGossip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ready := readyStatus(n); ready != corev1.ConditionTrue || len(n.Spec.Taints) != 0 {
+	if ready := cluster.NodeReadyStatus(n); ready != corev1.ConditionTrue || len(n.Spec.Taints) != 0 {
 		t.Fatalf("node-1, whose agent is alive: Ready=%s, taints %+v", ready, n.Spec.Taints)
 	}
-}
-
-// readyStatus is the status of the node's Ready condition.
-func readyStatus(n *corev1.Node) corev1.ConditionStatus {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status
-		}
-	}
-	return ""
 }
 
 // jobKubelet plays the kubelet for Job tests: a pod ends as its "outcome"
