@@ -460,10 +460,11 @@ spec:
 		}
 		return nil
 	})
-	if p, err := cs.CoreV1().Pods("default").Get(context.Background(), "ticker", metav1.GetOptions{}); err != nil ||
-		len(p.Status.EphemeralContainerStatuses) != 1 || p.Status.EphemeralContainerStatuses[0].State.Running == nil || p.Generation != 2 {
-		t.Fatalf("the pod after kubectl debug: %v %+v", err, p)
-	}
+	// Its status follows the log, which the kubelet serves at once.
+	waitPod(t, cs, "ticker", "showing its ephemeral container running", func(p *corev1.Pod) bool {
+		s := p.Status.EphemeralContainerStatuses
+		return len(s) == 1 && s[0].State.Running != nil && p.Generation == 2
+	})
 
 	// nodes/proxy reaches the kubelet: its pods and their resource use
 	// (ticker's two containers, its own and the ephemeral one).
