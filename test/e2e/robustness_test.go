@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -149,15 +150,20 @@ func TestNotReadyWhileBehind(t *testing.T) {
 
 	follower.Signal(syscall.SIGSTOP)
 	defer follower.Signal(syscall.SIGCONT)
+	// Writers go on until 2,000 writes are acknowledged, however slow the
+	// machine; the deadline only bounds a cluster that stopped committing.
 	var wg sync.WaitGroup
-	wctx, stop := context.WithTimeout(ctx, 4*time.Second)
+	var written atomic.Int64
+	wctx, stop := context.WithTimeout(ctx, 60*time.Second)
 	defer stop()
 	for i := range 32 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for seq := 0; wctx.Err() == nil; seq++ {
-				leader.Client().Put(wctx, fmt.Sprintf("behind/%d/%d", i, seq), bytes.Repeat([]byte("v"), 100), client.Cond{})
+			for seq := 0; wctx.Err() == nil && written.Load() < 2000; seq++ {
+				if _, err := leader.Client().Put(wctx, fmt.Sprintf("behind/%d/%d", i, seq), bytes.Repeat([]byte("v"), 100), client.Cond{}); err == nil {
+					written.Add(1)
+				}
 			}
 		}()
 	}
