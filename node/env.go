@@ -137,26 +137,36 @@ func (k *Kubelet) envSource(ctx context.Context, ns string, from corev1.EnvFromS
 // sourceData reads the data of a ConfigMap (its binary data too) or of a
 // Secret, by key. A missing optional one has none.
 func (k *Kubelet) sourceData(ctx context.Context, ns string, secret bool, name string, optional *bool) (map[string][]byte, error) {
-	var data map[string][]byte
-	var err error
+	kind := "configmap"
 	if secret {
-		var s *corev1.Secret
-		if s, err = k.cfg.Client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
-			data = s.Data
+		kind = "secret"
+	}
+	// The pods' volumes keep a watch on what they show; anything else
+	// (or what is not listed yet) is read from the API.
+	obj, watched := k.sources.get(source{secret, ns, name})
+	var err error
+	switch {
+	case watched && obj == nil:
+		err = apierrors.NewNotFound(corev1.Resource(kind+"s"), name)
+	case watched:
+	case secret:
+		obj, err = k.cfg.Client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	default:
+		obj, err = k.cfg.Client.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+	}
+	var data map[string][]byte
+	switch o := obj.(type) {
+	case *corev1.Secret:
+		data = o.Data
+	case *corev1.ConfigMap:
+		data = maps.Clone(o.BinaryData)
+		if data == nil {
+			data = map[string][]byte{}
 		}
-	} else {
-		var cm *corev1.ConfigMap
-		if cm, err = k.cfg.Client.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
-			data = maps.Clone(cm.BinaryData)
-			if data == nil {
-				data = map[string][]byte{}
-			}
-			for key, v := range cm.Data {
-				data[key] = []byte(v)
-			}
+		for key, v := range o.Data {
+			data[key] = []byte(v)
 		}
 	}
-	kind := map[bool]string{true: "secret", false: "configmap"}[secret]
 	switch {
 	case apierrors.IsNotFound(err) && optional != nil && *optional:
 		return nil, nil

@@ -14,6 +14,7 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -96,6 +97,11 @@ type Kubelet struct {
 	relisted map[types.UID]string
 	// seenIn maps the pod UIDs found in the runtime to their keys.
 	seenIn map[types.UID]string
+	// volumeSums is the digest of the files each configMap, secret,
+	// downwardAPI and projected volume was last written with, by pod UID
+	// and volume name: a sync of a running pod rewrites only what changed
+	// without reading the volumes back.
+	volumeSums map[types.UID]map[string][sha256.Size]byte
 }
 
 // New makes a kubelet; Run starts it.
@@ -114,11 +120,12 @@ func New(cfg Config) (*Kubelet, error) {
 	}
 	k := &Kubelet{
 		cfg: cfg, log: cfg.Logger,
-		queue:    workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
-		backoff:  flowcontrol.NewBackOff(10*time.Second, 300*time.Second),
-		waiting:  map[types.UID]map[string]waitingReason{},
-		relisted: map[types.UID]string{},
-		seenIn:   map[types.UID]string{},
+		queue:      workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
+		backoff:    flowcontrol.NewBackOff(10*time.Second, 300*time.Second),
+		waiting:    map[types.UID]map[string]waitingReason{},
+		relisted:   map[types.UID]string{},
+		seenIn:     map[types.UID]string{},
+		volumeSums: map[types.UID]map[string][sha256.Size]byte{},
 	}
 	k.probes = newProbes(k)
 	k.sources = newSourceWatches(cfg.Client, k.queue.Add)

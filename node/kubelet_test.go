@@ -16,7 +16,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -427,6 +429,15 @@ func TestKubeletUpdatesVolumes(t *testing.T) {
 		LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}}}}}
 	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "cfg", MountPath: "/cfg"}}
 	k, client := testKubelet(t, rt, pod)
+	// The fake's watch misses what changes between its list and its
+	// watch: the update waits for the watch.
+	watching := make(chan struct{})
+	var once sync.Once
+	client.PrependWatchReactor("configmaps", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		w, err := client.Tracker().Watch(a.GetResource(), a.GetNamespace())
+		once.Do(func() { close(watching) })
+		return true, w, err
+	})
 	ctx := context.Background()
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cm", Namespace: "ns"}, Data: map[string]string{"k": "v1"}}
 	if _, err := client.CoreV1().ConfigMaps("ns").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
@@ -452,6 +463,11 @@ func TestKubeletUpdatesVolumes(t *testing.T) {
 		k.queue.Done(key)
 	}
 	enqueued("its ConfigMap is first listed")
+	select {
+	case <-watching:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the ConfigMap is never watched")
+	}
 	cm.Data["k"] = "v2"
 	if _, err := client.CoreV1().ConfigMaps("ns").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
@@ -461,6 +477,22 @@ func TestKubeletUpdatesVolumes(t *testing.T) {
 	k.syncTest(t, "ns/p")
 	if b, err := os.ReadFile(file); err != nil || string(b) != "v2" {
 		t.Fatalf("the volume after the update: %q %v", b, err)
+	}
+	// The pod's syncs read the ConfigMap from its watch, not the API.
+	gets := func() int {
+		n := 0
+		for _, a := range client.Actions() {
+			if a.Matches("get", "configmaps") {
+				n++
+			}
+		}
+		return n
+	}
+	before := gets()
+	k.syncTest(t, "ns/p")
+	k.syncTest(t, "ns/p")
+	if n := gets() - before; n != 0 {
+		t.Fatalf("two syncs of a running pod read its ConfigMap from the API %d times", n)
 	}
 	if len(rt.running()) != 1 {
 		t.Fatal("the update restarted the container")

@@ -67,6 +67,10 @@ type sourceWatches struct {
 type sourceWatch struct {
 	stop chan struct{}
 	pods map[string]bool
+	// store holds the object as the watch last saw it, once synced says
+	// the first list is in.
+	store  cache.Store
+	synced func() bool
 }
 
 func newSourceWatches(client kubernetes.Interface, enqueue func(string)) *sourceWatches {
@@ -92,9 +96,8 @@ func (w *sourceWatches) track(ctx context.Context, key string, srcs []source) {
 	for _, s := range srcs {
 		sw, ok := w.watches[s]
 		if !ok {
-			sw = &sourceWatch{stop: make(chan struct{}), pods: map[string]bool{}}
+			sw = w.watch(ctx, s)
 			w.watches[s] = sw
-			go w.watch(ctx, s, sw)
 		}
 		sw.pods[key] = true
 	}
@@ -105,8 +108,10 @@ func (w *sourceWatches) track(ctx context.Context, key string, srcs []source) {
 	}
 }
 
-// watch follows one source until its watch is closed or ctx ends.
-func (w *sourceWatches) watch(ctx context.Context, s source, sw *sourceWatch) {
+// watch starts following one source, until its watch is closed or ctx
+// ends.
+func (w *sourceWatches) watch(ctx context.Context, s source) *sourceWatch {
+	sw := &sourceWatch{stop: make(chan struct{}), pods: map[string]bool{}}
 	var lw *cache.ListWatch
 	obj := runtime.Object(&corev1.ConfigMap{})
 	if s.secret {
@@ -125,17 +130,41 @@ func (w *sourceWatches) watch(ctx context.Context, s source, sw *sourceWatch) {
 			w.enqueue(k)
 		}
 	}
-	_, informer := cache.NewInformerWithOptions(cache.InformerOptions{ListerWatcher: lw, ObjectType: obj,
+	store, informer := cache.NewInformerWithOptions(cache.InformerOptions{ListerWatcher: lw, ObjectType: obj,
 		Handler: cache.ResourceEventHandlerFuncs{AddFunc: changed, UpdateFunc: func(_, o any) { changed(o) }, DeleteFunc: changed}})
-	stop := make(chan struct{})
+	sw.store, sw.synced = store, informer.HasSynced
 	go func() {
-		select {
-		case <-ctx.Done():
-		case <-sw.stop:
-		}
-		close(stop)
+		stop := make(chan struct{})
+		go func() {
+			select {
+			case <-ctx.Done():
+			case <-sw.stop:
+			}
+			close(stop)
+		}()
+		informer.Run(stop)
 	}()
-	informer.Run(stop)
+	return sw
+}
+
+// get is the source as its watch last saw it (nil when it does not
+// exist); ok is false when no watch has listed it yet, and the caller
+// reads it from the API instead.
+func (w *sourceWatches) get(s source) (obj runtime.Object, ok bool) {
+	w.mu.Lock()
+	sw := w.watches[s]
+	w.mu.Unlock()
+	if sw == nil || !sw.synced() {
+		return nil, false
+	}
+	item, exists, err := sw.store.GetByKey(s.namespace + "/" + s.name)
+	if err != nil {
+		return nil, false
+	}
+	if !exists {
+		return nil, true
+	}
+	return item.(runtime.Object), true
 }
 
 // listWatcher is the list and watch of one kind's typed client.

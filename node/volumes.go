@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"maps"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pontoon-dev/pontoon/node/mounts"
@@ -74,7 +76,9 @@ func (k *Kubelet) setUpVolume(ctx context.Context, pod *corev1.Pod, v corev1.Vol
 		if err != nil {
 			return volume{}, err
 		}
-		_, err = writeFiles(dir, files)
+		if _, err = writeFiles(dir, files); err == nil {
+			k.setWritten(pod.UID, v.Name, filesSum(files))
+		}
 		return volume{hostPath: dir, readOnly: true}, err
 	}
 	return volume{}, errVolumeKind
@@ -96,15 +100,51 @@ func (k *Kubelet) refreshVolumes(ctx context.Context, pod *corev1.Pod, podIP str
 		}
 		files, err := k.volumeFiles(ctx, pod, v, podIP)
 		if err == nil {
+			sum := filesSum(files)
+			if k.written(pod.UID, v.Name) == sum {
+				continue
+			}
 			var changed bool
 			if changed, err = writeFiles(dir, files); changed {
 				k.log.Info("volume updated", "pod", pod.Namespace+"/"+pod.Name, "volume", v.Name)
+			}
+			if err == nil {
+				k.setWritten(pod.UID, v.Name, sum)
 			}
 		}
 		if err != nil {
 			k.cfg.Recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "MountVolume.SetUp failed for volume %q : %v", v.Name, err)
 		}
 	}
+}
+
+// filesSum is a digest of a volume's files, to tell a change without
+// reading the volume back.
+func filesSum(files map[string]file) [sha256.Size]byte {
+	h := sha256.New()
+	for _, path := range slices.Sorted(maps.Keys(files)) {
+		f := files[path]
+		fmt.Fprintf(h, "%d:%s %o %d:", len(path), path, f.mode, len(f.data))
+		h.Write(f.data)
+	}
+	return [sha256.Size]byte(h.Sum(nil))
+}
+
+// written is the digest of what the pod's volume was last written with
+// (zero when this agent has not written it since it started).
+func (k *Kubelet) written(uid types.UID, volume string) [sha256.Size]byte {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.volumeSums[uid][volume]
+}
+
+func (k *Kubelet) setWritten(uid types.UID, volume string, sum [sha256.Size]byte) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.volumeSums[uid] == nil {
+		k.volumeSums[uid] = map[string][sha256.Size]byte{}
+	}
+	k.volumeSums[uid][volume] = sum
 }
 
 // isMounted reports whether dir is a mount point.
@@ -429,6 +469,9 @@ func containerMounts(c *corev1.Container, vols map[string]volume, lookup func(st
 
 // tearDownVolumes removes a pod's volumes from the node.
 func (k *Kubelet) tearDownVolumes(uid string) error {
+	k.mu.Lock()
+	delete(k.volumeSums, types.UID(uid))
+	k.mu.Unlock()
 	dir := filepath.Join(k.cfg.VolumeDir, uid)
 	if err := mounts.UnmountUnder(dir); err != nil {
 		return err
