@@ -11,6 +11,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/httpstream/wsstream"
+	upgradeproxy "k8s.io/apimachinery/pkg/util/proxy"
+	apiproxy "k8s.io/apiserver/pkg/util/proxy"
 )
 
 // kubeletPath is the kubelet's path for a pod subresource it serves.
@@ -25,8 +28,9 @@ func kubeletPath(sub string) string {
 }
 
 // podStream proxies a pod's log, exec, attach or port-forward request to
-// the kubelet of its node, as kube-apiserver does: upgrades (SPDY,
-// WebSocket) pass through, and so does the kubelet's answer.
+// the kubelet of its node, as kube-apiserver does: SPDY upgrades, logs
+// and the kubelet's answers pass through; WebSocket exec, attach and
+// port-forward are translated to SPDY.
 func (h *Handler) podStream(w http.ResponseWriter, req *request) error {
 	if err := h.objects.sync(req.Context(), consistency{linearizable: true}); err != nil {
 		return err
@@ -43,8 +47,13 @@ func (h *Handler) podStream(w http.ResponseWriter, req *request) error {
 		if err != nil {
 			return err
 		}
-		if req.sub == "log" {
+		switch req.sub {
+		case "log":
 			if err := logsReady(pod, container, q); err != nil {
+				return err
+			}
+		case "exec", "attach":
+			if _, err := streamOptions(req.sub, q); err != nil {
 				return err
 			}
 		}
@@ -58,7 +67,57 @@ func (h *Handler) podStream(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return apierrors.NewServiceUnavailable(fmt.Sprintf("node %s of pod %s: %v", pod.Spec.NodeName, pod.Name, err))
 	}
-	return h.proxyToKubelet(w, req, nodeObj.obj.(*corev1.Node), path)
+	host, err := kubeletAddress(nodeObj.obj.(*corev1.Node))
+	if err != nil {
+		return err
+	}
+	target := &url.URL{Scheme: "http", Host: host, Path: path, RawQuery: req.URL.RawQuery}
+	what := "the kubelet of node " + pod.Spec.NodeName
+	r := req.Request
+	switch {
+	case (req.sub == "exec" || req.sub == "attach") && wsstream.IsWebSocketRequestWithStreamCloseProtocol(r):
+		// kubectl 1.30 and later speak WebSocket (v5.channel.k8s.io) for
+		// exec and attach; the kubelet speaks SPDY. As kube-apiserver
+		// does, the server ends the WebSocket and is the SPDY client.
+		opts, _ := streamOptions(req.sub, q)
+		apiproxy.NewStreamTranslatorHandler(target, nil, 0, opts).ServeHTTP(w, r)
+	case req.sub == "portforward" && wsstream.IsWebSocketRequestWithTunnelingProtocol(r):
+		// Port-forward tunnels SPDY through a WebSocket: the server takes
+		// the SPDY out of the tunnel and proxies it to the kubelet.
+		upgrade := upgradeproxy.NewUpgradeAwareHandler(target, nil, false, true, proxyErrors{h, what})
+		apiproxy.NewTunnelingHandler(upgrade).ServeHTTP(w, r)
+	default:
+		h.proxyTo(w, req, target, what)
+	}
+	return nil
+}
+
+// proxyErrors answers a stream the kubelet did not take with a Status.
+type proxyErrors struct {
+	h    *Handler
+	what string
+}
+
+func (p proxyErrors) Error(w http.ResponseWriter, r *http.Request, err error) {
+	p.h.writeError(w, r, apierrors.NewServiceUnavailable(fmt.Sprintf("%s does not answer: %v", p.what, err)))
+}
+
+// streamOptions reads which streams an exec or attach asks for, and
+// refuses what the kubelet would: no stream at all, or exec without a
+// command.
+func streamOptions(sub string, q url.Values) (apiproxy.Options, error) {
+	set := func(name string) bool {
+		b, _ := strconv.ParseBool(q.Get(name))
+		return b
+	}
+	opts := apiproxy.Options{Stdin: set("stdin"), Stdout: set("stdout"), Stderr: set("stderr"), Tty: set("tty")}
+	if !opts.Stdin && !opts.Stdout && !opts.Stderr {
+		return opts, apierrors.NewBadRequest("you must specify at least 1 of stdin, stdout, stderr")
+	}
+	if sub == "exec" && len(q["command"]) == 0 {
+		return opts, apierrors.NewBadRequest("you must specify at least one command for the container")
+	}
+	return opts, nil
 }
 
 // nodeProxy proxies nodes/NAME/proxy/PATH to PATH on the node's kubelet,

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -76,6 +77,38 @@ func (n *Netns) Listen(network, addr string) (net.Listener, error) {
 		return err
 	})
 	return l, err
+}
+
+// Forward listens on a loopback port of the test's own namespace and
+// joins each connection to addr inside the namespace, for clients that
+// dial for themselves (client-go's SPDY and WebSocket executors take no
+// dialer); it returns the port's address and stops when the test ends.
+func (n *Netns) Forward(t TB, addr string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen to forward to %s in %s: %v", addr, n.Name, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				in, err := n.DialContext(context.Background(), "tcp", addr)
+				if err != nil {
+					return
+				}
+				defer in.Close()
+				go func() { io.Copy(in, c); in.(*net.TCPConn).CloseWrite() }()
+				io.Copy(c, in)
+			}()
+		}
+	}()
+	return l.Addr().String()
 }
 
 // in runs fn on an OS thread that entered the namespace; sockets fn makes

@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
 	"github.com/pontoon-dev/pontoon/node/localimage"
@@ -104,6 +105,7 @@ func TestDevRunsPods(t *testing.T) {
 		}
 		return nil
 	})
+	checkStreamProtocols(t, &rest.Config{Host: "http://" + d.Netns.Forward(t, cluster.DevAPI)}, "web", "hello from web\n")
 	// pods/proxy reaches the pod from the server.
 	if out := kubectl("get", "--raw", "/api/v1/namespaces/default/pods/web:8080/proxy/"); out != "hello from web\n" {
 		t.Fatalf("through pods/proxy: %q", out)
