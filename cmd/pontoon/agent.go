@@ -27,6 +27,7 @@ import (
 
 	"github.com/pontoon-dev/pontoon/kubeversion"
 	"github.com/pontoon-dev/pontoon/membership"
+	"github.com/pontoon-dev/pontoon/netproxy"
 	"github.com/pontoon-dev/pontoon/node"
 	"github.com/pontoon-dev/pontoon/node/cni"
 	"github.com/pontoon-dev/pontoon/node/containerd"
@@ -49,6 +50,9 @@ type agentOptions struct {
 	clusterDomain   string
 	kubeletPort     int
 	logLevel        string
+	// clusterCIDR and serviceCIDR are the servers' (`pontoon dev` takes
+	// them from its server's flags).
+	clusterCIDR, serviceCIDR string
 }
 
 // flags adds the agent's flags to cmd; standalone adds those that `pontoon
@@ -63,6 +67,8 @@ func (o *agentOptions) flags(cmd *cobra.Command, standalone bool) {
 		f.StringVar(&o.gossipAddr, "gossip-addr", "", "address gossip listens on (default: the node IP, port 7946)")
 		f.StringArrayVar(&o.join, "join", nil, "gossip address of any cluster member; the servers are found from it (repeatable, required)")
 		f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+		f.StringVar(&o.clusterCIDR, "cluster-cidr", "10.244.0.0/16", "the servers' --cluster-cidr: every pod's address is in it")
+		f.StringVar(&o.serviceCIDR, "service-cidr", "10.96.0.0/16", "the servers' --service-cidr: every ClusterIP is in it")
 	}
 	f.StringVar(&o.nodeIP, "node-ip", "", "the node's IP, which the servers reach its kubelet at (default: the address of the interface of the default route)")
 	f.StringVar(&o.runtimeEndpoint, "container-runtime-endpoint", "", "CRI v1 socket of a container runtime (default: a containerd the agent starts itself under its data dir)")
@@ -77,8 +83,9 @@ func (o *agentOptions) flags(cmd *cobra.Command, standalone bool) {
 // agentSettings are an agent's validated options.
 type agentSettings struct {
 	agentOptions
-	labels map[string]string
-	taints []corev1.Taint
+	labels                 map[string]string
+	taints                 []corev1.Taint
+	clusterNet, serviceNet *net.IPNet
 }
 
 func (o agentOptions) validate() (agentSettings, error) {
@@ -142,6 +149,16 @@ func (o agentOptions) validate() (agentSettings, error) {
 	}
 	if o.runtimeEndpoint != "" && !strings.HasPrefix(o.runtimeEndpoint, "unix://") {
 		return s, fmt.Errorf("--container-runtime-endpoint %q: want unix:///path/to/socket", o.runtimeEndpoint)
+	}
+	for _, c := range []struct {
+		flag, value string
+		to          **net.IPNet
+	}{{"--cluster-cidr", o.clusterCIDR, &s.clusterNet}, {"--service-cidr", o.serviceCIDR, &s.serviceNet}} {
+		_, n, err := net.ParseCIDR(c.value)
+		if err != nil || n.IP.To4() == nil {
+			return s, fmt.Errorf("%s %q: want an IPv4 CIDR", c.flag, c.value)
+		}
+		*c.to = n
 	}
 	return s, nil
 }
@@ -285,11 +302,25 @@ func runAgent(ctx context.Context, s agentSettings, cfg *rest.Config, logger *sl
 	}
 	srv := &http.Server{Handler: kubelet.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	network := &podNetwork{conf: cni.Network{ConfDir: dirs.cniConf, DataDir: dirs.cniIPAM, Bridge: bridgeName}, logger: logger}
+	ipt, err := netproxy.NewIPTables()
+	if err != nil {
+		return err
+	}
+	proxy, err := netproxy.NewProxy(netproxy.ProxyConfig{Client: client, Iptables: ipt, Conntrack: netproxy.LinkConntrack{}, Logger: logger,
+		Rules: netproxy.Config{NodeName: s.name, ClusterCIDR: s.clusterNet, ServiceCIDR: s.serviceNet}})
+	if err != nil {
+		return err
+	}
+	routes, err := netproxy.NewRoutes(netproxy.RoutesConfig{Client: client, NodeName: s.name, ServiceCIDR: s.serviceNet,
+		Table: netproxy.LinkRoutes{ServiceLink: bridgeName}, Logger: logger})
+	if err != nil {
+		return err
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	errs := make(chan error, 5)
 	wg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs <- fmt.Errorf("kubelet endpoint: %w", err)
@@ -306,6 +337,16 @@ func runAgent(ctx context.Context, s agentSettings, cfg *rest.Config, logger *sl
 	wg.Go(func() {
 		if err := kubelet.Run(ctx); err != nil && ctx.Err() == nil {
 			errs <- err
+		}
+	})
+	wg.Go(func() {
+		if err := proxy.Run(ctx); err != nil && ctx.Err() == nil {
+			errs <- fmt.Errorf("service proxy: %w", err)
+		}
+	})
+	wg.Go(func() {
+		if err := routes.Run(ctx); err != nil && ctx.Err() == nil {
+			errs <- fmt.Errorf("node routes: %w", err)
 		}
 	})
 	logger.Info("agent started", "node_ip", s.nodeIP, "kubelet", ln.Addr().String(), "runtime", endpoint)
@@ -461,6 +502,16 @@ func cleanupAgent(ctx context.Context, name, dataDir string, logger *slog.Logger
 	}
 	if err := cni.RemoveBridge(bridgeName); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
+	}
+	ipt, err := netproxy.NewIPTables()
+	if err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	if err := netproxy.RemoveRules(ctx, ipt); err != nil {
+		return fmt.Errorf("cleanup: service rules: %w", err)
+	}
+	if err := netproxy.RemoveRoutes(); err != nil {
+		return fmt.Errorf("cleanup: routes: %w", err)
 	}
 	if err := os.RemoveAll(dataDir); err != nil {
 		return fmt.Errorf("cleanup: %w", err)

@@ -135,6 +135,7 @@ allocation of the node instead, and the data dir.`,
 			root := o.dataDir
 			o.dataDir = filepath.Join(root, "server")
 			a.name, a.dataDir, a.logLevel = o.name, filepath.Join(root, "agent"), o.logLevel
+			a.clusterCIDR, a.serviceCIDR = o.clusterCIDR, o.serviceCIDR
 			if cleanup {
 				logger, err := newLogger(o.logLevel)
 				if err != nil {

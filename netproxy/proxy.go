@@ -1,0 +1,275 @@
+package netproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// Iptables is what the proxy needs of the node's iptables.
+type Iptables interface {
+	// Restore loads input as iptables-restore --noflush does: in one
+	// transaction per table, leaving the chains it does not name alone.
+	Restore(ctx context.Context, input []byte) error
+	// Chains lists the chains of a table.
+	Chains(ctx context.Context, table string) ([]string, error)
+	// EnsureFirst makes rule a rule of the built-in chain, inserting it
+	// first unless it is there.
+	EnsureFirst(ctx context.Context, table, chain string, rule ...string) error
+	// Exists reports whether the chain has the rule.
+	Exists(ctx context.Context, table, chain string, rule ...string) (bool, error)
+}
+
+// Conntrack forgets the flows of a UDP service whose endpoint went, so
+// that its clients' next datagrams pick a live endpoint.
+type Conntrack interface {
+	DeleteUDP(serviceIP net.IP, port int32, endpointIP net.IP) error
+}
+
+// ProxyConfig is what a Proxy is made from.
+type ProxyConfig struct {
+	Client    kubernetes.Interface
+	Rules     Config
+	Iptables  Iptables
+	Conntrack Conntrack
+	Logger    *slog.Logger
+	// FullSyncPeriod is how often every chain is written again (and the
+	// jumps to them checked); 0 means a minute.
+	FullSyncPeriod time.Duration
+	// CheckPeriod is how often the jumps to the proxy's chains are
+	// looked for, to write everything again at once when something (a
+	// firewall's restart, an operator) removed them; 0 means 5 s.
+	CheckPeriod time.Duration
+}
+
+// jumps are the rules of built-in chains that lead to the proxy's
+// chains, as kube-proxy's.
+func jumps() [][]string {
+	return [][]string{
+		{"nat", "PREROUTING", "-m", "comment", "--comment", "pontoon service portals", "-j", chainServices},
+		{"nat", "OUTPUT", "-m", "comment", "--comment", "pontoon service portals", "-j", chainServices},
+		{"nat", "POSTROUTING", "-m", "comment", "--comment", "pontoon postrouting rules", "-j", chainPostrouting},
+		{"filter", "INPUT", "-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "pontoon external services", "-j", chainExternalServices},
+		{"filter", "FORWARD", "-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "pontoon external services", "-j", chainExternalServices},
+		{"filter", "FORWARD", "-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "pontoon service portals", "-j", chainServices},
+		{"filter", "OUTPUT", "-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "pontoon service portals", "-j", chainServices},
+		{"filter", "FORWARD", "-m", "comment", "--comment", "pontoon forwarding rules", "-j", chainForward},
+	}
+}
+
+// Proxy keeps the node's iptables in step with the Services and
+// EndpointSlices, as kube-proxy does: every change syncs (several changes
+// close together sync once), a sync writes only the chains that changed,
+// and a full sync on a timer writes everything and mends what was changed
+// behind its back.
+type Proxy struct {
+	cfg      ProxyConfig
+	log      *slog.Logger
+	services corelisters.ServiceLister
+	slices   discoverylisters.EndpointSliceLister
+	queue    workqueue.TypedRateLimitingInterface[string]
+	synced   []cache.InformerSynced
+
+	// last is what the last sync wrote; nil makes the next one full.
+	last *Rules
+	// udp are the endpoints each UDP service port sent to at the last
+	// sync, by service IP and port.
+	udp map[string][]net.IP
+}
+
+// The keys of the proxy's queue: every change leads to one sync of
+// everything, which writes what changed or, full, everything.
+const (
+	syncKey     = "sync"
+	fullSyncKey = "full"
+)
+
+// NewProxy makes a proxy; Run starts it.
+func NewProxy(cfg ProxyConfig) (*Proxy, error) {
+	if cfg.Client == nil || cfg.Iptables == nil || cfg.Rules.ClusterCIDR == nil || cfg.Rules.ServiceCIDR == nil || cfg.Rules.NodeName == "" {
+		return nil, errors.New("netproxy: a client, iptables, the node name and the cluster and service CIDRs are required")
+	}
+	if cfg.FullSyncPeriod == 0 {
+		cfg.FullSyncPeriod = time.Minute
+	}
+	if cfg.CheckPeriod == 0 {
+		cfg.CheckPeriod = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), udp: map[string][]net.IP{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "proxy"})}, nil
+}
+
+// Run syncs until ctx ends. The rules stay when it returns: the node's
+// services keep working while the agent is down.
+func (p *Proxy) Run(ctx context.Context) error {
+	factory := informers.NewSharedInformerFactory(p.cfg.Client, 0)
+	svcInf := factory.Core().V1().Services()
+	sliceInf := factory.Discovery().V1().EndpointSlices()
+	p.services, p.slices = svcInf.Lister(), sliceInf.Lister()
+	changed := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { p.queue.Add(syncKey) },
+		UpdateFunc: func(any, any) { p.queue.Add(syncKey) },
+		DeleteFunc: func(any) { p.queue.Add(syncKey) },
+	}
+	for _, inf := range []cache.SharedIndexInformer{svcInf.Informer(), sliceInf.Informer()} {
+		if _, err := inf.AddEventHandler(changed); err != nil {
+			return err
+		}
+		p.synced = append(p.synced, inf.HasSynced)
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	go func() {
+		<-ctx.Done()
+		p.queue.ShutDown()
+	}()
+	if !cache.WaitForCacheSync(ctx.Done(), p.synced...) {
+		return ctx.Err()
+	}
+	go p.watchRules(ctx)
+	p.queue.Add(fullSyncKey)
+	for {
+		key, quit := p.queue.Get()
+		if quit {
+			return nil
+		}
+		full := key == fullSyncKey || p.last == nil
+		start := time.Now()
+		err := p.sync(ctx, full)
+		p.queue.Done(key)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			p.log.Error("sync failed; retrying with a full sync", "err", err)
+			p.last = nil
+			p.queue.AddRateLimited(syncKey)
+			continue
+		}
+		p.queue.Forget(key)
+		p.log.Debug("synced", "full", full, "took", time.Since(start))
+	}
+}
+
+// watchRules asks for a full sync on the timer, and at once when a jump
+// to the proxy's chains is gone.
+func (p *Proxy) watchRules(ctx context.Context) {
+	full := time.NewTicker(p.cfg.FullSyncPeriod)
+	defer full.Stop()
+	check := time.NewTicker(p.cfg.CheckPeriod)
+	defer check.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-full.C:
+			p.queue.Add(fullSyncKey)
+		case <-check.C:
+			for _, j := range jumps() {
+				if ok, err := p.cfg.Iptables.Exists(ctx, j[0], j[1], j[2:]...); err == nil && !ok {
+					p.log.Warn("the proxy's rules were changed behind its back; writing them again", "table", j[0], "chain", j[1])
+					p.queue.Add(fullSyncKey)
+					break
+				}
+			}
+		}
+	}
+}
+
+// sync writes the rules for what the informers hold.
+func (p *Proxy) sync(ctx context.Context, full bool) error {
+	services, err := p.services.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	slices, err := p.slices.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	rules := Compute(p.cfg.Rules, services, slices)
+	var input []byte
+	if full {
+		existing := map[string][]string{}
+		for _, table := range []string{"nat", "filter"} {
+			chains, err := p.cfg.Iptables.Chains(ctx, table)
+			if err != nil {
+				return err
+			}
+			existing[table] = chains
+		}
+		input = restoreInput(rules, nil, existing)
+	} else {
+		input = restoreInput(rules, p.last, nil)
+	}
+	if len(input) > 0 {
+		if err := p.cfg.Iptables.Restore(ctx, input); err != nil {
+			return fmt.Errorf("iptables-restore: %w", err)
+		}
+	}
+	if full {
+		for _, j := range jumps() {
+			if err := p.cfg.Iptables.EnsureFirst(ctx, j[0], j[1], j[2:]...); err != nil {
+				return fmt.Errorf("jump from %s %s: %w", j[0], j[1], err)
+			}
+		}
+	}
+	p.last = &rules
+	p.forgetStaleUDP(services, slices)
+	return nil
+}
+
+// forgetStaleUDP deletes the conntrack entries of UDP service ports to
+// endpoints they no longer send to.
+func (p *Proxy) forgetStaleUDP(services []*corev1.Service, slices []*discoveryv1.EndpointSlice) {
+	now := map[string][]net.IP{}
+	for _, sp := range servicePorts(p.cfg.Rules, services, slices) {
+		if protocol(&sp.port.Protocol) != corev1.ProtocolUDP {
+			continue
+		}
+		key := net.JoinHostPort(sp.svc.Spec.ClusterIP, fmt.Sprint(sp.port.Port))
+		for _, e := range usable(sp.endpoints) {
+			now[key] = append(now[key], net.ParseIP(e.ip))
+		}
+	}
+	if p.cfg.Conntrack != nil {
+		for key, old := range p.udp {
+			for _, ip := range old {
+				if !containsIP(now[key], ip) {
+					host, port, _ := net.SplitHostPort(key)
+					var n int32
+					fmt.Sscan(port, &n)
+					if err := p.cfg.Conntrack.DeleteUDP(net.ParseIP(host), n, ip); err != nil {
+						p.log.Warn("deleting stale UDP flows", "service", key, "endpoint", ip, "err", err)
+					}
+				}
+			}
+		}
+	}
+	p.udp = now
+}
+
+func containsIP(ips []net.IP, ip net.IP) bool {
+	for _, i := range ips {
+		if i.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}

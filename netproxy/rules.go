@@ -1,0 +1,380 @@
+// Package netproxy is the service proxy of a node: it programs the node's
+// iptables from Services and EndpointSlices as kube-proxy's iptables mode
+// does, and routes the other nodes' pod CIDRs to them.
+//
+// The rules are computed by a pure function (Compute) from the objects and
+// the node's settings, so they are tested in memory; the Proxy applies
+// them with iptables-restore, one transaction per sync.
+package netproxy
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// The chains the proxy owns. Built-in chains jump to the first ones; the
+// per-service chains hang off them.
+const (
+	chainServices         = "PONTOON-SERVICES"
+	chainExternalServices = "PONTOON-EXTERNAL-SERVICES"
+	chainNodePorts        = "PONTOON-NODEPORTS"
+	chainPostrouting      = "PONTOON-POSTROUTING"
+	chainMarkMasq         = "PONTOON-MARK-MASQ"
+	chainForward          = "PONTOON-FORWARD"
+
+	chainPrefix = "PONTOON-"
+	// masqMark marks the packets PONTOON-POSTROUTING masquerades.
+	masqMark = "0x4000"
+)
+
+// Config is what the rules depend on besides the Services and their
+// EndpointSlices.
+type Config struct {
+	// NodeName is this node, for traffic policies Local.
+	NodeName string
+	// ClusterCIDR is the range of every pod's address; ServiceCIDR that
+	// of the ClusterIPs.
+	ClusterCIDR, ServiceCIDR *net.IPNet
+}
+
+// Rules are the proxy's chains in the nat and filter tables.
+type Rules struct {
+	NAT, Filter Table
+}
+
+// Table is the chains of one table, each with its rules in order.
+type Table struct {
+	Chains map[string][]string
+}
+
+func newTable() Table { return Table{Chains: map[string][]string{}} }
+
+func (t Table) add(chain string, rule ...string) {
+	t.Chains[chain] = append(t.Chains[chain], "-A "+chain+" "+strings.Join(rule, " "))
+}
+
+// chain declares a chain, with no rules yet.
+func (t Table) chain(name string) {
+	if _, ok := t.Chains[name]; !ok {
+		t.Chains[name] = nil
+	}
+}
+
+// endpoint is one address a service port sends to.
+type endpoint struct {
+	ip   string
+	port int32
+	// local: on this node.
+	local bool
+	// ready endpoints take traffic; serving terminating ones only when
+	// no ready one is left.
+	ready, serving bool
+}
+
+// servicePort is one port of a Service, with what the rules need.
+type servicePort struct {
+	svc  *corev1.Service
+	port corev1.ServicePort
+	// name is ns/name:port, as kube-proxy names a service port.
+	name      string
+	endpoints []endpoint
+}
+
+// Compute returns the rules for services and their EndpointSlices.
+func Compute(cfg Config, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) Rules {
+	r := Rules{NAT: newTable(), Filter: newTable()}
+	for _, c := range []string{chainServices, chainNodePorts, chainPostrouting, chainMarkMasq} {
+		r.NAT.chain(c)
+	}
+	for _, c := range []string{chainServices, chainExternalServices, chainForward} {
+		r.Filter.chain(c)
+	}
+	clusterCIDR := cfg.ClusterCIDR.String()
+
+	r.NAT.add(chainMarkMasq, "-j MARK --or-mark", masqMark)
+	// Pods reaching out of the cluster leave with the node's address.
+	r.NAT.add(chainPostrouting, "-s", clusterCIDR, "!", "-d", clusterCIDR, `-m comment --comment "pod traffic leaving the cluster"`, "-j MASQUERADE --random-fully")
+	r.NAT.add(chainPostrouting, "-m mark ! --mark", masqMark+"/"+masqMark, "-j RETURN")
+	r.NAT.add(chainPostrouting, "-j MARK --xor-mark", masqMark)
+	r.NAT.add(chainPostrouting, `-m comment --comment "service traffic requiring SNAT"`, "-j MASQUERADE --random-fully")
+	// A cluster whose FORWARD policy is DROP (as Docker sets it) still
+	// forwards service traffic and its replies.
+	r.Filter.add(chainForward, "-m mark --mark", masqMark+"/"+masqMark, "-j ACCEPT")
+	r.Filter.add(chainForward, "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+
+	for _, sp := range servicePorts(cfg, services, slices) {
+		r.addServicePort(cfg, sp)
+	}
+
+	// Last: node ports, and the refusal of every service address no
+	// Service holds, so that it is never routed on.
+	r.NAT.add(chainServices, "-m addrtype --dst-type LOCAL -j", chainNodePorts)
+	r.Filter.add(chainServices, "-d", cfg.ServiceCIDR.String(), "-p tcp", `-m comment --comment "no service holds this address"`, "-j REJECT --reject-with tcp-reset")
+	r.Filter.add(chainServices, "-d", cfg.ServiceCIDR.String(), `-m comment --comment "no service holds this address"`, "-j REJECT")
+	return r
+}
+
+// servicePorts are the proxied ports of services with their endpoints,
+// in a stable order.
+func servicePorts(cfg Config, services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) []servicePort {
+	byService := map[string][]*discoveryv1.EndpointSlice{}
+	for _, s := range endpointSlices {
+		if s.AddressType != discoveryv1.AddressTypeIPv4 {
+			continue
+		}
+		if name := s.Labels[discoveryv1.LabelServiceName]; name != "" {
+			byService[s.Namespace+"/"+name] = append(byService[s.Namespace+"/"+name], s)
+		}
+	}
+	var out []servicePort
+	for _, svc := range services {
+		if !proxied(svc) {
+			continue
+		}
+		key := svc.Namespace + "/" + svc.Name
+		for _, p := range svc.Spec.Ports {
+			sp := servicePort{svc: svc, port: p, name: key + ":" + p.Name}
+			seen := map[string]bool{}
+			for _, s := range byService[key] {
+				for _, sport := range s.Ports {
+					if ptrValue(sport.Name) != p.Name || sport.Port == nil || protocol(sport.Protocol) != protocol(&p.Protocol) {
+						continue
+					}
+					for _, e := range s.Endpoints {
+						ready := e.Conditions.Ready == nil || *e.Conditions.Ready
+						serving := ready
+						if e.Conditions.Serving != nil {
+							serving = *e.Conditions.Serving
+						}
+						for _, addr := range e.Addresses {
+							id := net.JoinHostPort(addr, strconv.Itoa(int(*sport.Port)))
+							if seen[id] || net.ParseIP(addr).To4() == nil {
+								continue
+							}
+							seen[id] = true
+							sp.endpoints = append(sp.endpoints, endpoint{ip: addr, port: *sport.Port,
+								local: e.NodeName != nil && *e.NodeName == cfg.NodeName, ready: ready, serving: serving})
+						}
+					}
+				}
+			}
+			slices.SortFunc(sp.endpoints, func(a, b endpoint) int {
+				return strings.Compare(net.JoinHostPort(a.ip, strconv.Itoa(int(a.port))), net.JoinHostPort(b.ip, strconv.Itoa(int(b.port))))
+			})
+			out = append(out, sp)
+		}
+	}
+	slices.SortFunc(out, func(a, b servicePort) int { return strings.Compare(a.name+string(a.port.Protocol), b.name+string(b.port.Protocol)) })
+	return out
+}
+
+// proxied reports whether the proxy programs svc: ExternalName and
+// headless Services have no address to proxy.
+func proxied(svc *corev1.Service) bool {
+	ip := svc.Spec.ClusterIP
+	return svc.Spec.Type != corev1.ServiceTypeExternalName && ip != "" && ip != corev1.ClusterIPNone && net.ParseIP(ip).To4() != nil
+}
+
+func ptrValue(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func protocol(p *corev1.Protocol) corev1.Protocol {
+	if p == nil || *p == "" {
+		return corev1.ProtocolTCP
+	}
+	return *p
+}
+
+// usable are the endpoints traffic goes to: the ready ones, or, when none
+// is, the serving terminating ones (so connections drain to a pod being
+// deleted only while nothing else can take them).
+func usable(eps []endpoint) []endpoint {
+	var ready, serving []endpoint
+	for _, e := range eps {
+		switch {
+		case e.ready:
+			ready = append(ready, e)
+		case e.serving:
+			serving = append(serving, e)
+		}
+	}
+	if len(ready) > 0 {
+		return ready
+	}
+	return serving
+}
+
+func localOnly(eps []endpoint) []endpoint {
+	var out []endpoint
+	for _, e := range eps {
+		if e.local {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// chainName is a per-service-port or per-endpoint chain: prefix and a
+// hash of what it is for, 28 characters at most as iptables allows.
+func chainName(prefix string, parts ...string) string {
+	sum := sha256.Sum256([]byte(strings.Join(parts, "|")))
+	return chainPrefix + prefix + "-" + base32.StdEncoding.EncodeToString(sum[:])[:16]
+}
+
+func (r Rules) addServicePort(cfg Config, sp servicePort) {
+	svc, p := sp.svc, sp.port
+	proto := strings.ToLower(string(protocol(&p.Protocol)))
+	svcChain := chainName("SVC", sp.name, proto)
+	localChain := chainName("SVL", sp.name, proto)
+	extChain := chainName("EXT", sp.name, proto)
+	comment := fmt.Sprintf("-m comment --comment %q", sp.name)
+	clusterIP := svc.Spec.ClusterIP + "/32"
+	// A TCP client is refused with a reset, which ends its connect at
+	// once; an ICMP error that comes back before connect has returned
+	// (as on one machine) only ends it at the SYN's first retry.
+	reject := "-j REJECT"
+	if proto == "tcp" {
+		reject = "-j REJECT --reject-with tcp-reset"
+	}
+	match := func(dst string, port int32) string {
+		return fmt.Sprintf("-d %s -p %s -m %s --dport %d", dst, proto, proto, port)
+	}
+
+	all := usable(sp.endpoints)
+	local := usable(localOnly(sp.endpoints))
+	internalLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
+	internal, internalChain := all, svcChain
+	if internalLocal {
+		internal, internalChain = local, localChain
+	}
+	externalLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal &&
+		(svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer)
+	external := all
+	if externalLocal {
+		external = local
+	}
+
+	// Traffic to the ClusterIP.
+	if len(internal) > 0 {
+		r.NAT.add(chainServices, comment, match(clusterIP, p.Port), "-j", internalChain)
+	} else {
+		r.Filter.add(chainServices, comment, match(clusterIP, p.Port), `-m comment --comment "has no endpoints"`, reject)
+	}
+
+	// Traffic from outside: node ports, external IPs, load-balancer
+	// addresses.
+	var externalDst []string
+	for _, ip := range svc.Spec.ExternalIPs {
+		if net.ParseIP(ip).To4() != nil {
+			externalDst = append(externalDst, ip)
+		}
+	}
+	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+		for _, in := range svc.Status.LoadBalancer.Ingress {
+			if net.ParseIP(in.IP).To4() != nil {
+				externalDst = append(externalDst, in.IP)
+			}
+		}
+	}
+	nodePort := p.NodePort != 0 && (svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer)
+	hasExternal := nodePort || len(externalDst) > 0
+	for _, dst := range externalDst {
+		if len(external) > 0 || externalLocal && len(all) > 0 {
+			r.NAT.add(chainServices, comment, match(dst+"/32", p.Port), "-j", extChain)
+		} else {
+			r.Filter.add(chainExternalServices, comment, match(dst+"/32", p.Port), `-m comment --comment "has no endpoints"`, reject)
+		}
+	}
+	if nodePort {
+		nodePortMatch := fmt.Sprintf("-p %s -m %s --dport %d", proto, proto, p.NodePort)
+		if len(external) > 0 || externalLocal && len(all) > 0 {
+			r.NAT.add(chainNodePorts, comment, nodePortMatch, "-j", extChain)
+		} else {
+			r.Filter.add(chainExternalServices, comment, "-m addrtype --dst-type LOCAL", nodePortMatch, `-m comment --comment "has no endpoints"`, reject)
+		}
+	}
+	if hasExternal && (len(external) > 0 || externalLocal && len(all) > 0) {
+		if externalLocal {
+			// Pods and the node itself go to any endpoint; other clients
+			// only to this node's, keeping their source address; a node
+			// without one drops them, so a load balancer's health check
+			// sends them elsewhere.
+			r.NAT.add(extChain, "-s", cfg.ClusterCIDR.String(), `-m comment --comment "pod traffic for a Local service goes to any endpoint"`, "-j", svcChain)
+			r.NAT.add(extChain, "-m addrtype --src-type LOCAL -j", chainMarkMasq)
+			r.NAT.add(extChain, "-m addrtype --src-type LOCAL -j", svcChain)
+			if len(local) > 0 {
+				r.NAT.add(extChain, "-j", localChain)
+			} else {
+				for _, dst := range externalDst {
+					r.Filter.add(chainExternalServices, comment, match(dst+"/32", p.Port), "-m addrtype ! --src-type LOCAL", "!", "-s", cfg.ClusterCIDR.String(), `-m comment --comment "no local endpoints"`, "-j DROP")
+				}
+				if nodePort {
+					r.Filter.add(chainExternalServices, comment, "-m addrtype --dst-type LOCAL", fmt.Sprintf("-p %s -m %s --dport %d", proto, proto, p.NodePort),
+						"-m addrtype ! --src-type LOCAL", "!", "-s", cfg.ClusterCIDR.String(), `-m comment --comment "no local endpoints"`, "-j DROP")
+				}
+			}
+		} else {
+			r.NAT.add(extChain, `-m comment --comment "masquerade traffic from outside"`, "-j", chainMarkMasq)
+			r.NAT.add(extChain, "-j", svcChain)
+		}
+	}
+
+	// The endpoint chains, and the chains that pick among them.
+	affinity := svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP
+	timeout := int32(corev1.DefaultClientIPServiceAffinitySeconds)
+	if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+		timeout = *c.ClientIP.TimeoutSeconds
+	}
+	written := map[string]bool{}
+	pick := func(chain string, eps []endpoint, masqOffCluster bool) {
+		r.NAT.chain(chain)
+		if masqOffCluster {
+			// Clients outside the cluster's pods reach a pod through the
+			// node, so replies come back through it.
+			r.NAT.add(chain, comment, "!", "-s", cfg.ClusterCIDR.String(), match(clusterIP, p.Port), "-j", chainMarkMasq)
+		}
+		seps := make([]string, len(eps))
+		for i, e := range eps {
+			seps[i] = chainName("SEP", sp.name, proto, e.ip, strconv.Itoa(int(e.port)))
+			if !written[seps[i]] {
+				written[seps[i]] = true
+				r.NAT.chain(seps[i])
+				r.NAT.add(seps[i], comment, "-s", e.ip+"/32", `-m comment --comment "hairpin"`, "-j", chainMarkMasq)
+				if affinity {
+					r.NAT.add(seps[i], comment, "-m recent --name", seps[i], "--mask 255.255.255.255 --rsource --set")
+				}
+				r.NAT.add(seps[i], comment, "-p", proto, "-m", proto, "-j DNAT --to-destination", net.JoinHostPort(e.ip, strconv.Itoa(int(e.port))))
+			}
+		}
+		if affinity {
+			for _, sep := range seps {
+				r.NAT.add(chain, comment, "-m recent --name", sep, fmt.Sprintf("--rcheck --seconds %d --reap", timeout), "--mask 255.255.255.255 --rsource -j", sep)
+			}
+		}
+		for i, sep := range seps {
+			if left := len(seps) - i; left > 1 {
+				r.NAT.add(chain, comment, "-m statistic --mode random --probability", fmt.Sprintf("%.10f", 1/float64(left)), "-j", sep)
+			} else {
+				r.NAT.add(chain, comment, "-j", sep)
+			}
+		}
+	}
+	if len(all) > 0 {
+		pick(svcChain, all, true)
+	}
+	if len(local) > 0 && (externalLocal || internalLocal) {
+		pick(localChain, local, false)
+	}
+}
