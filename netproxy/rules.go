@@ -172,7 +172,9 @@ func servicePorts(cfg Config, services []*corev1.Service, endpointSlices []*disc
 			out = append(out, sp)
 		}
 	}
-	slices.SortFunc(out, func(a, b servicePort) int { return strings.Compare(a.name+string(a.port.Protocol), b.name+string(b.port.Protocol)) })
+	slices.SortFunc(out, func(a, b servicePort) int {
+		return strings.Compare(a.name+string(a.port.Protocol), b.name+string(b.port.Protocol))
+	})
 	return out
 }
 

@@ -94,7 +94,7 @@ func (a *Agent) cleanup() {
 	if out, errOut, code := a.Netns.Run(a.bin, "agent", "cleanup", "--name", a.Name, "--data-dir", a.DataDir); code != 0 {
 		a.t.Errorf("pontoon agent cleanup: exit %d: %s%s", code, out, errOut)
 	}
-	if left := leftovers(a.DataDir, a.Name); left != "" {
+	if left := leftovers(a.Netns, a.DataDir, a.Name); left != "" {
 		a.t.Errorf("left after cleanup of %s: %s", a.Name, strings.TrimSpace(left))
 	}
 }

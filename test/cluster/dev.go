@@ -235,7 +235,7 @@ func (d *Dev) cleanup() {
 	if out, errOut, code := d.Netns.Run(d.bin, "dev", "--cleanup", "--data-dir", d.DataDir); code != 0 {
 		d.t.Errorf("pontoon dev --cleanup: exit %d: %s%s", code, out, errOut)
 	}
-	if left := leftovers(d.DataDir, "dev"); left != "" {
+	if left := leftovers(d.Netns, d.DataDir, "dev"); left != "" {
 		d.t.Errorf("left after cleanup: %s", left)
 	}
 }
@@ -243,8 +243,19 @@ func (d *Dev) cleanup() {
 // leftovers lists what is left of the node named node whose data dir was
 // dir: its processes (containerd, shims, containers), mounts and pod
 // cgroups.
-func leftovers(dir, node string) string {
+func leftovers(ns *Netns, dir, node string) string {
 	var left []string
+	// The node's network namespace: the proxy's rules and routes, and
+	// the pod bridge.
+	if out, _, _ := ns.Run("iptables-save"); strings.Contains(out, "PONTOON") {
+		left = append(left, "iptables rules of the proxy")
+	}
+	if out, _, _ := ns.Run("ip", "route", "show", "proto", "112"); strings.TrimSpace(out) != "" {
+		left = append(left, "routes "+strings.TrimSpace(out))
+	}
+	if _, _, code := ns.Run("ip", "link", "show", "pontoon0"); code == 0 {
+		left = append(left, "link pontoon0")
+	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)

@@ -15,16 +15,17 @@ type NodeNet struct {
 	t      TB
 	Hub    *Netns
 	Prefix string
-	bridge string
+	// Bridge is the hub's bridge device.
+	Bridge string
 }
 
 // NewNodeNet makes the hub namespace name with its bridge; prefix is the
 // /24 without its last octet and with the dot ("10.250.0.").
 func NewNodeNet(t TB, name, prefix string) *NodeNet {
 	t.Helper()
-	n := &NodeNet{t: t, Hub: NewNetns(t, name), Prefix: prefix, bridge: "br0"}
-	n.ip(n.Hub, "link", "add", n.bridge, "type", "bridge")
-	n.ip(n.Hub, "link", "set", n.bridge, "up")
+	n := &NodeNet{t: t, Hub: NewNetns(t, name), Prefix: prefix, Bridge: "br0"}
+	n.ip(n.Hub, "link", "add", n.Bridge, "type", "bridge")
+	n.ip(n.Hub, "link", "set", n.Bridge, "up")
 	return n
 }
 
@@ -41,8 +42,8 @@ func (n *NodeNet) ip(ns *Netns, args ...string) {
 func (n *NodeNet) AddServerIP(host int) string {
 	n.t.Helper()
 	addr := fmt.Sprintf("%s%d", n.Prefix, host)
-	n.ip(n.Hub, "addr", "add", addr+"/24", "dev", n.bridge)
-	n.checkRoute(n.Hub, addr, "lo")
+	n.ip(n.Hub, "addr", "add", addr+"/24", "dev", n.Bridge)
+	n.CheckRoute(n.Hub, addr, "lo")
 	return addr
 }
 
@@ -57,17 +58,17 @@ func (n *NodeNet) AddNode(name string, host int) (*Netns, string) {
 	hubEnd, nodeEnd := fmt.Sprintf("veth%d", host), fmt.Sprintf("eth%d", host)
 	n.ip(n.Hub, "link", "add", hubEnd, "type", "veth", "peer", "name", nodeEnd)
 	n.ip(n.Hub, "link", "set", nodeEnd, "netns", ns.Name)
-	n.ip(n.Hub, "link", "set", hubEnd, "master", n.bridge, "up")
+	n.ip(n.Hub, "link", "set", hubEnd, "master", n.Bridge, "up")
 	n.ip(ns, "link", "set", nodeEnd, "name", "eth0")
 	n.ip(ns, "addr", "add", addr+"/24", "dev", "eth0")
 	n.ip(ns, "link", "set", "eth0", "up")
-	n.checkRoute(ns, n.Prefix+"1", "eth0")
+	n.CheckRoute(ns, n.Prefix+"1", "eth0")
 	return ns, addr
 }
 
-// checkRoute fails the test unless ns sends to addr through dev, a device
+// CheckRoute fails the test unless ns sends to addr through dev, a device
 // the test made.
-func (n *NodeNet) checkRoute(ns *Netns, addr, dev string) {
+func (n *NodeNet) CheckRoute(ns *Netns, addr, dev string) {
 	n.t.Helper()
 	out, err := exec.Command("ip", "-n", ns.Name, "route", "get", addr).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), " dev "+dev+" ") || strings.Contains(string(out), " via ") {

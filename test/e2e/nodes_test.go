@@ -95,6 +95,8 @@ func TestTwoNodes(t *testing.T) {
 		}
 	}
 
+	checkServices(t, c, follower, cs, net, []*cluster.Agent{agents["n1"], agents["n2"]})
+
 	// The leader dies while pods start and stop.
 	churn := func(i int) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("churn-%d", i), Labels: map[string]string{"app": "churn"}},

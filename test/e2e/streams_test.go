@@ -53,15 +53,18 @@ func checkStreamProtocols(t *testing.T, cfg *rest.Config, pod, page string) {
 		if !errors.As(err, &exit) || exit.Code != 4 || stdout.String() != "from stdin\n" || stderr.String() != "to stderr\n" {
 			t.Fatalf("%s exec: %v, stdout %q, stderr %q", name, err, stdout.String(), stderr.String())
 		}
-		// A terminal, sized by the client; the size may come a moment
-		// after the command starts.
-		e, err = newExec(&corev1.PodExecOptions{Command: []string{"sh", "-c", `for i in $(seq 100); do s=$(stty size); [ "$s" != "0 0" ] && break; sleep 0.05; done; echo $s`}, Stdout: true, TTY: true})
+		// A terminal, sized by the client (as `kubectl exec -it`); the
+		// size may come a moment after the command starts.
+		e, err = newExec(&corev1.PodExecOptions{Command: []string{"sh", "-c", `for i in $(seq 100); do s=$(stty size); [ "$s" != "0 0" ] && break; sleep 0.05; done; echo $s`}, Stdin: true, Stdout: true, TTY: true})
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		stdout.Reset()
 		sizes := terminalSizes{{Height: 41, Width: 103}}
-		if err := e.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &stdout, Tty: true, TerminalSizeQueue: &sizes}); err != nil || strings.TrimSpace(stdout.String()) != "41 103" {
+		stdin, typing := io.Pipe()
+		err = e.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: stdin, Stdout: &stdout, Tty: true, TerminalSizeQueue: &sizes})
+		typing.Close()
+		if err != nil || strings.TrimSpace(stdout.String()) != "41 103" {
 			t.Fatalf("%s exec with a terminal: %v, %q", name, err, stdout.String())
 		}
 		// A container the pod does not have is refused before any stream.

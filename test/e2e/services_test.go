@@ -1,0 +1,164 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/pontoon-dev/pontoon/test/cluster"
+)
+
+// echoScript serves, on 8080, the pod's name at / and the client's
+// address at /cgi-bin/ip.
+const echoScript = `mkdir -p /www/cgi-bin && hostname > /www/index.html &&
+printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho $REMOTE_ADDR\n' > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip &&
+exec httpd -f -p 8080 -h /www`
+
+// checkServices runs an echo Deployment with a pod on each of the two
+// agents and a client pod on the first, and checks the pod network and
+// the service proxy between them: pod to pod across nodes with the
+// source address kept; a ClusterIP reaching pods on both nodes; a
+// NodePort through each node, from a pod and from outside the cluster
+// (the servers' namespace); the API through the kubernetes Service from
+// each node; a Service without endpoints and an address no Service holds
+// refused at once; and each Node's NetworkUnavailable condition cleared.
+// It removes what it made.
+func checkServices(t *testing.T, c *cluster.Cluster, srv *cluster.Server, cs kubernetes.Interface, net *cluster.NodeNet, agents []*cluster.Agent) {
+	ctx := context.Background()
+	exec := func(pod string, args ...string) (string, error) {
+		out, errOut, code := c.Kubectl(srv, "", append([]string{"exec", pod, "--"}, args...)...)
+		if code != 0 {
+			return out, fmt.Errorf("exit %d: %s", code, strings.TrimSpace(errOut))
+		}
+		return strings.TrimSpace(out), nil
+	}
+	for _, a := range agents {
+		cluster.Eventually(t, 30*time.Second, func() error {
+			n, err := cs.CoreV1().Nodes().Get(ctx, a.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == corev1.NodeNetworkUnavailable && cond.Status == corev1.ConditionFalse {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s's NetworkUnavailable is not cleared: %+v", a.Name, n.Status.Conditions)
+		})
+	}
+
+	labels := map[string]string{"app": "echo"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "echo"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](2),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					TerminationGracePeriodSeconds: ptr.To[int64](1),
+					Containers:                    []corev1.Container{{Name: "echo", Image: busybox, Command: []string{"sh", "-c", echoScript}}},
+					TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: corev1.LabelHostname,
+						WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: labels}}},
+				},
+			},
+		},
+	}
+	if _, err := cs.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "echo"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: labels,
+		Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+	svc, err := cs.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "empty"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "none"}, Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "netclient"}, Spec: corev1.PodSpec{NodeName: agents[0].Name,
+		TerminationGracePeriodSeconds: ptr.To[int64](1), Containers: []corev1.Container{{Name: "c", Image: busybox, Command: []string{"sleep", "3600"}}}}}
+	createPod(t, cs, client)
+	defer func() {
+		cs.AppsV1().Deployments("default").Delete(ctx, "echo", metav1.DeleteOptions{})
+		cs.CoreV1().Services("default").Delete(ctx, "echo", metav1.DeleteOptions{})
+		cs.CoreV1().Services("default").Delete(ctx, "empty", metav1.DeleteOptions{})
+		deletePod(t, cs, "netclient")
+	}()
+	echo := runningPods(t, cs, "app=echo", 2, "")
+	client = waitPod(t, cs, "netclient", "running with an address", func(p *corev1.Pod) bool {
+		return p.Status.Phase == corev1.PodRunning && p.Status.PodIP != ""
+	})
+	var remote corev1.Pod
+	for _, p := range echo {
+		if p.Spec.NodeName != client.Spec.NodeName {
+			remote = p
+		}
+	}
+	if remote.Name == "" {
+		t.Fatalf("no echo pod on the other node: %v", echo)
+	}
+
+	// Pod to pod across nodes, the source address kept.
+	// (busybox's httpd gives it as an IPv4-mapped IPv6 address.)
+	if out, err := exec("netclient", "wget", "-qO-", "http://"+remote.Status.PodIP+":8080/cgi-bin/ip"); err != nil || strings.Trim(strings.TrimPrefix(out, "[::ffff:"), "]") != client.Status.PodIP {
+		t.Fatalf("netclient → %s on %s: %q (want its own address %s), %v", remote.Name, remote.Spec.NodeName, out, client.Status.PodIP, err)
+	}
+
+	// The ClusterIP reaches both pods (each chosen at random per
+	// connection: 40 connections miss one with odds of 2^-39).
+	seen := map[string]int{}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		out, err := exec("netclient", "sh", "-c", "for i in $(seq 40); do wget -qO- http://"+svc.Spec.ClusterIP+"/; done")
+		if err != nil {
+			return err
+		}
+		for _, name := range strings.Fields(out) {
+			seen[name]++
+		}
+		if len(seen) != 2 {
+			return fmt.Errorf("through the ClusterIP: %v", seen)
+		}
+		return nil
+	})
+
+	// The NodePort through each node, from a pod and from the servers'
+	// namespace, which is outside the cluster.
+	port := fmt.Sprint(svc.Spec.Ports[0].NodePort)
+	for _, a := range agents {
+		if out, err := exec("netclient", "wget", "-qO-", "http://"+a.IP+":"+port+"/"); err != nil || !strings.HasPrefix(out, "echo-") {
+			t.Fatalf("the node port %s on %s from a pod: %q %v", port, a.Name, out, err)
+		}
+		net.CheckRoute(net.Hub, a.IP, net.Bridge)
+		if out, errOut, code := net.Hub.Run("busybox", "wget", "-qO-", "http://"+a.IP+":"+port+"/"); code != 0 || !strings.HasPrefix(out, "echo-") {
+			t.Fatalf("the node port %s on %s from outside the cluster: exit %d: %q %s", port, a.Name, code, out, errOut)
+		}
+	}
+
+	// The API through the kubernetes Service, from a pod on each node.
+	for _, p := range append(echo, *client) {
+		if out, err := exec(p.Name, "wget", "-qO-", "http://10.96.0.1:443/version"); err != nil || !strings.Contains(out, "gitVersion") {
+			t.Fatalf("the API from %s on %s through the kubernetes Service: %q %v", p.Name, p.Spec.NodeName, out, err)
+		}
+	}
+
+	// A Service without endpoints, and an address no Service holds, are
+	// refused at once, not left to time out.
+	for _, ip := range []string{empty.Spec.ClusterIP, "10.96.255.254"} {
+		out, err := exec("netclient", "sh", "-c", "nc -w 5 "+ip+" 80 </dev/null 2>&1; true")
+		if err != nil || !strings.Contains(out, "Connection refused") {
+			t.Fatalf("nc to %s: %q %v", ip, out, err)
+		}
+	}
+}
