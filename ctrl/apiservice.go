@@ -43,6 +43,8 @@ type apiServiceController struct {
 	client  kubernetes.Interface
 	servers ServerGossip
 	ip      string
+	// dnsIP is the kube-dns Service's, which every agent's DNS serves.
+	dnsIP string
 }
 
 func newAPIServiceController(cfg Config) *controller {
@@ -51,9 +53,8 @@ func newAPIServiceController(cfg Config) *controller {
 	if cfg.Servers == nil || cfg.ServiceCIDR == nil {
 		return c.controller
 	}
-	first := slices.Clone(cfg.ServiceCIDR.IP.To4())
-	first[3]++
-	c.ip = net.IP(first).String()
+	c.ip = serviceAddress(cfg.ServiceCIDR, 1).String()
+	c.dnsIP = serviceAddress(cfg.ServiceCIDR, 10).String()
 	core := cfg.Informers.Core().V1()
 	only := cache.FilteringResourceEventHandler{
 		FilterFunc: func(obj any) bool {
@@ -107,7 +108,38 @@ func (c *apiServiceController) sync(ctx context.Context, key string) error {
 	}
 	slices.Sort(ips)
 	ips = slices.Compact(ips)
-	return errors.Join(c.syncService(ctx, port), c.syncEndpoints(ctx, ips, port), c.syncSlice(ctx, ips, port))
+	return errors.Join(c.syncService(ctx, port), c.syncEndpoints(ctx, ips, port), c.syncSlice(ctx, ips, port), c.syncDNSService(ctx))
+}
+
+// serviceAddress is the nth address of the service range: the first is
+// the kubernetes Service's, the tenth kube-dns's, as kubeadm has them.
+func serviceAddress(cidr *net.IPNet, n byte) net.IP {
+	ip := slices.Clone(cidr.IP.To4())
+	ip[3] += n
+	return ip
+}
+
+// syncDNSService makes the kube-dns Service in kube-system, as k3s and
+// kubeadm install it: its ClusterIP is what pods' resolv.conf names, and
+// every agent serves DNS there for its own pods (so it has no
+// endpoints). One that exists is left as it is.
+func (c *apiServiceController) syncDNSService(ctx context.Context) error {
+	svcs := c.client.CoreV1().Services(metav1.NamespaceSystem)
+	if _, err := svcs.Get(ctx, "kube-dns", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		return err
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-dns", Namespace: metav1.NamespaceSystem,
+			Labels: map[string]string{"k8s-app": "kube-dns"}},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: c.dnsIP, Ports: []corev1.ServicePort{
+			{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53, TargetPort: intstr.FromInt32(53)},
+			{Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: 53, TargetPort: intstr.FromInt32(53)},
+		}},
+	}
+	if _, err := svcs.Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create the kube-dns service: %w", err)
+	}
+	return nil
 }
 
 func (c *apiServiceController) syncService(ctx context.Context, port int) error {

@@ -136,6 +136,11 @@ func (c *endpointsController) group(svc *corev1.Service, pods []*corev1.Pod) []p
 			},
 			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID},
 		}
+		// A pod in the Service's subdomain (a StatefulSet's) is named
+		// hostname.service in DNS.
+		if pod.Spec.Hostname != "" && pod.Spec.Subdomain == svc.Name {
+			ep.Hostname = ptr.To(pod.Spec.Hostname)
+		}
 		if pod.Spec.NodeName != "" {
 			ep.NodeName = ptr.To(pod.Spec.NodeName)
 			if n, err := c.nodes.Get(pod.Spec.NodeName); err == nil {

@@ -83,6 +83,45 @@ func (t LinkRoutes) serviceLink() (netlink.Link, error) {
 	return link, nil
 }
 
+// localLabel marks the addresses the proxy gives the loopback device.
+const localLabel = "lo:pontoon"
+
+// AddLocalAddress makes ip an address of the node, on the loopback
+// device: the cluster DNS Service's, which the node's DNS server listens
+// on. (Not on the pod bridge: the CNI bridge plugin removes addresses it
+// did not set there.)
+func AddLocalAddress(ip net.IP) error {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ip.To4(), Mask: net.CIDRMask(32, 32)}, Label: localLabel}
+	if err := netlink.AddrReplace(lo, addr); err != nil {
+		return fmt.Errorf("address %s on lo: %w", ip, err)
+	}
+	return nil
+}
+
+// RemoveLocalAddresses removes the addresses AddLocalAddress gave.
+func RemoveLocalAddresses() error {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	addrs, err := netlink.AddrList(lo, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		if a.Label == localLabel {
+			if err := netlink.AddrDel(lo, &a); err != nil {
+				return fmt.Errorf("address %s on lo: %w", a.IPNet, err)
+			}
+		}
+	}
+	return nil
+}
+
 // RemoveRoutes removes every route the proxy made.
 func RemoveRoutes() error {
 	t := LinkRoutes{}

@@ -43,6 +43,9 @@ type Config struct {
 	// ClusterCIDR is the range of every pod's address; ServiceCIDR that
 	// of the ClusterIPs.
 	ClusterCIDR, ServiceCIDR *net.IPNet
+	// ClusterDNS is the cluster DNS Service's address, which the node
+	// serves itself (an address of its own): the proxy leaves it alone.
+	ClusterDNS net.IP
 }
 
 // Rules are the proxy's chains in the nat and filter tables.
@@ -117,6 +120,9 @@ func Compute(cfg Config, services []*corev1.Service, slices []*discoveryv1.Endpo
 	// Last: node ports, and the refusal of every service address no
 	// Service holds, so that it is never routed on.
 	r.NAT.add(chainServices, "-m addrtype --dst-type LOCAL -j", chainNodePorts)
+	if cfg.ClusterDNS != nil {
+		r.Filter.add(chainServices, "-d", cfg.ClusterDNS.String()+"/32", `-m comment --comment "the node's cluster DNS"`, "-j RETURN")
+	}
 	r.Filter.add(chainServices, "-d", cfg.ServiceCIDR.String(), "-p tcp", `-m comment --comment "no service holds this address"`, "-j REJECT --reject-with tcp-reset")
 	r.Filter.add(chainServices, "-d", cfg.ServiceCIDR.String(), `-m comment --comment "no service holds this address"`, "-j REJECT")
 	return r
@@ -136,7 +142,7 @@ func servicePorts(cfg Config, services []*corev1.Service, endpointSlices []*disc
 	}
 	var out []servicePort
 	for _, svc := range services {
-		if !proxied(svc) {
+		if !proxied(cfg, svc) {
 			continue
 		}
 		key := svc.Namespace + "/" + svc.Name
@@ -179,9 +185,13 @@ func servicePorts(cfg Config, services []*corev1.Service, endpointSlices []*disc
 }
 
 // proxied reports whether the proxy programs svc: ExternalName and
-// headless Services have no address to proxy.
-func proxied(svc *corev1.Service) bool {
+// headless Services have no address to proxy, and the cluster DNS is the
+// node's.
+func proxied(cfg Config, svc *corev1.Service) bool {
 	ip := svc.Spec.ClusterIP
+	if cfg.ClusterDNS != nil && ip == cfg.ClusterDNS.String() {
+		return false
+	}
 	return svc.Spec.Type != corev1.ServiceTypeExternalName && ip != "" && ip != corev1.ClusterIPNone && net.ParseIP(ip).To4() != nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -111,25 +112,39 @@ func (k *Kubelet) dnsConfig(pod *corev1.Pod) *runtimeapi.DNSConfig {
 		cfg.Searches = []string{pod.Namespace + ".svc." + d, "svc." + d, d}
 		cfg.Options = []string{"ndots:5"}
 	default:
-		cfg.Servers, cfg.Searches, cfg.Options = hostResolvConf()
+		cfg.Servers, cfg.Searches, cfg.Options = hostResolvConf(k.cfg.ResolvConf)
 	}
 	if dc := pod.Spec.DNSConfig; dc != nil {
-		cfg.Servers = append(cfg.Servers, dc.Nameservers...)
-		cfg.Searches = append(cfg.Searches, dc.Searches...)
+		// As the kubelet merges them: servers and searches added once
+		// each, an option of the same name replaced.
+		for _, n := range dc.Nameservers {
+			if !slices.Contains(cfg.Servers, n) {
+				cfg.Servers = append(cfg.Servers, n)
+			}
+		}
+		for _, d := range dc.Searches {
+			if !slices.Contains(cfg.Searches, d) {
+				cfg.Searches = append(cfg.Searches, d)
+			}
+		}
 		for _, o := range dc.Options {
+			opt := o.Name
 			if o.Value != nil {
-				cfg.Options = append(cfg.Options, o.Name+":"+*o.Value)
+				opt += ":" + *o.Value
+			}
+			if i := slices.IndexFunc(cfg.Options, func(cur string) bool { name, _, _ := strings.Cut(cur, ":"); return name == o.Name }); i >= 0 {
+				cfg.Options[i] = opt
 			} else {
-				cfg.Options = append(cfg.Options, o.Name)
+				cfg.Options = append(cfg.Options, opt)
 			}
 		}
 	}
 	return cfg
 }
 
-// hostResolvConf reads the node's /etc/resolv.conf.
-func hostResolvConf() (servers, searches, options []string) {
-	b, err := os.ReadFile("/etc/resolv.conf")
+// hostResolvConf reads the node's resolv.conf.
+func hostResolvConf(path string) (servers, searches, options []string) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, nil
 	}

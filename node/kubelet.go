@@ -55,7 +55,10 @@ type Config struct {
 	// under.
 	CgroupParent string
 	// ClusterDNS and ClusterDomain go into pods' resolv.conf.
-	ClusterDNS    []string
+	ClusterDNS []string
+	// ResolvConf is the node's resolv.conf, which pods with dnsPolicy
+	// Default get (and ClusterFirst ones without ClusterDNS).
+	ResolvConf    string
 	ClusterDomain string
 	// LocalImages tells which images exist only on this node (imported
 	// from archives): they are never pulled. Nil: none do.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ import (
 	"github.com/pontoon-dev/pontoon/kubeversion"
 	"github.com/pontoon-dev/pontoon/membership"
 	"github.com/pontoon-dev/pontoon/netproxy"
+	"github.com/pontoon-dev/pontoon/netproxy/clusterdns"
 	"github.com/pontoon-dev/pontoon/node"
 	"github.com/pontoon-dev/pontoon/node/cni"
 	"github.com/pontoon-dev/pontoon/node/containerd"
@@ -47,6 +49,7 @@ type agentOptions struct {
 	taints          []string
 	maxPods         int
 	clusterDNS      []string
+	resolvConf      string
 	clusterDomain   string
 	kubeletPort     int
 	logLevel        string
@@ -75,7 +78,8 @@ func (o *agentOptions) flags(cmd *cobra.Command, standalone bool) {
 	f.StringArrayVar(&o.nodeLabels, "node-labels", nil, "labels of the node, key=value (repeatable)")
 	f.StringArrayVar(&o.taints, "register-with-taints", nil, "taints the node registers with, key[=value]:Effect (repeatable)")
 	f.IntVar(&o.maxPods, "max-pods", 110, "pods the node runs at most")
-	f.StringArrayVar(&o.clusterDNS, "cluster-dns", nil, "DNS server IPs of pods with dnsPolicy ClusterFirst (default: the node's resolv.conf)")
+	f.StringArrayVar(&o.clusterDNS, "cluster-dns", nil, "the cluster DNS's IP, which the agent serves DNS at for its pods and puts in the resolv.conf of pods with dnsPolicy ClusterFirst (default: the 10th address of the service range, the kube-dns Service's)")
+	f.StringVar(&o.resolvConf, "resolv-conf", "/etc/resolv.conf", "the node's resolv.conf: pods with dnsPolicy Default get it, and the cluster DNS forwards names outside the cluster to its resolvers")
 	f.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
 	f.IntVar(&o.kubeletPort, "kubelet-port", 10250, "port of the kubelet's endpoint on the node IP, which servers proxy logs, exec and port-forward to")
 }
@@ -159,6 +163,13 @@ func (o agentOptions) validate() (agentSettings, error) {
 			return s, fmt.Errorf("%s %q: want an IPv4 CIDR", c.flag, c.value)
 		}
 		*c.to = n
+	}
+	if len(s.clusterDNS) == 0 {
+		ip := slices.Clone(s.serviceNet.IP.To4())
+		ip[3] += 10
+		s.clusterDNS = []string{net.IP(ip).String()}
+	} else if net.ParseIP(s.clusterDNS[0]).To4() == nil {
+		return s, fmt.Errorf("--cluster-dns %q: the first must be an IPv4 address, which the agent serves DNS at", s.clusterDNS[0])
 	}
 	return s, nil
 }
@@ -291,7 +302,7 @@ func runAgent(ctx context.Context, s agentSettings, cfg *rest.Config, logger *sl
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: s.name})
 
 	kubelet, err := node.New(node.Config{Client: client, Runtime: runtime, NodeName: s.name, NodeIPs: []string{s.nodeIP},
-		PodLogDir: dirs.pods, VolumeDir: dirs.volumes, CgroupParent: cgroupParent(s.name), ClusterDNS: s.clusterDNS, ClusterDomain: s.clusterDomain,
+		PodLogDir: dirs.pods, VolumeDir: dirs.volumes, CgroupParent: cgroupParent(s.name), ClusterDNS: s.clusterDNS, ClusterDomain: s.clusterDomain, ResolvConf: s.resolvConf,
 		LocalImages: localImages, Recorder: recorder, Logger: logger})
 	if err != nil {
 		return err
@@ -306,13 +317,24 @@ func runAgent(ctx context.Context, s agentSettings, cfg *rest.Config, logger *sl
 	if err != nil {
 		return err
 	}
+	dnsIP := net.ParseIP(s.clusterDNS[0])
 	proxy, err := netproxy.NewProxy(netproxy.ProxyConfig{Client: client, Iptables: ipt, Conntrack: netproxy.LinkConntrack{}, Logger: logger,
-		Rules: netproxy.Config{NodeName: s.name, ClusterCIDR: s.clusterNet, ServiceCIDR: s.serviceNet}})
+		Rules: netproxy.Config{NodeName: s.name, ClusterCIDR: s.clusterNet, ServiceCIDR: s.serviceNet, ClusterDNS: dnsIP}})
 	if err != nil {
 		return err
 	}
+	links := netproxy.LinkRoutes{ServiceLink: bridgeName}
 	routes, err := netproxy.NewRoutes(netproxy.RoutesConfig{Client: client, NodeName: s.name, ServiceCIDR: s.serviceNet,
-		Table: netproxy.LinkRoutes{ServiceLink: bridgeName}, Logger: logger})
+		Table: links, Logger: logger})
+	if err != nil {
+		return err
+	}
+	upstreams, err := clusterdns.UpstreamsFrom(s.resolvConf, dnsIP.String())
+	if err != nil {
+		logger.Warn("the cluster DNS answers only the cluster's names", "err", err)
+	}
+	dnsServer, err := clusterdns.New(clusterdns.Config{Client: client, Domain: s.clusterDomain, Listen: net.JoinHostPort(dnsIP.String(), "53"),
+		Upstreams: upstreams, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -320,7 +342,7 @@ func runAgent(ctx context.Context, s agentSettings, cfg *rest.Config, logger *sl
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make(chan error, 5)
+	errs := make(chan error, 6)
 	wg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs <- fmt.Errorf("kubelet endpoint: %w", err)
@@ -347,6 +369,15 @@ func runAgent(ctx context.Context, s agentSettings, cfg *rest.Config, logger *sl
 	wg.Go(func() {
 		if err := routes.Run(ctx); err != nil && ctx.Err() == nil {
 			errs <- fmt.Errorf("node routes: %w", err)
+		}
+	})
+	wg.Go(func() {
+		err := netproxy.AddLocalAddress(dnsIP)
+		if err == nil {
+			err = dnsServer.Run(ctx)
+		}
+		if err != nil && ctx.Err() == nil {
+			errs <- fmt.Errorf("cluster DNS: %w", err)
 		}
 	})
 	logger.Info("agent started", "node_ip", s.nodeIP, "kubelet", ln.Addr().String(), "runtime", endpoint)
@@ -512,6 +543,9 @@ func cleanupAgent(ctx context.Context, name, dataDir string, logger *slog.Logger
 	}
 	if err := netproxy.RemoveRoutes(); err != nil {
 		return fmt.Errorf("cleanup: routes: %w", err)
+	}
+	if err := netproxy.RemoveLocalAddresses(); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
 	}
 	if err := os.RemoveAll(dataDir); err != nil {
 		return fmt.Errorf("cleanup: %w", err)

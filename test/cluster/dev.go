@@ -256,6 +256,9 @@ func leftovers(ns *Netns, dir, node string) string {
 	if _, _, code := ns.Run("ip", "link", "show", "pontoon0"); code == 0 {
 		left = append(left, "link pontoon0")
 	}
+	if out, _, _ := ns.Run("ip", "-4", "addr", "show", "dev", "lo", "label", "lo:pontoon"); strings.TrimSpace(out) != "" {
+		left = append(left, "addresses on lo "+strings.TrimSpace(out))
+	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)

@@ -79,6 +79,16 @@ func (n *Netns) Listen(network, addr string) (net.Listener, error) {
 	return l, err
 }
 
+// ListenPacket listens on addr inside the namespace.
+func (n *Netns) ListenPacket(network, addr string) (net.PacketConn, error) {
+	var c net.PacketConn
+	err := n.in(func() (err error) {
+		c, err = net.ListenPacket(network, addr)
+		return err
+	})
+	return c, err
+}
+
 // Forward listens on a loopback port of the test's own namespace and
 // joins each connection to addr inside the namespace, for clients that
 // dial for themselves (client-go's SPDY and WebSocket executors take no

@@ -43,9 +43,10 @@ func TestTwoNodes(t *testing.T) {
 	for _, s := range c.Servers {
 		joins = append(joins, s.GossipAddr())
 	}
+	resolvConf := startUpstreamDNS(t, net.Hub, net.Prefix+"1")
 	agents := map[string]*cluster.Agent{}
 	for i, name := range []string{"n1", "n2"} {
-		agents[name] = net.StartAgent(bin, name, 11+i, joins, cs)
+		agents[name] = net.StartAgent(bin, name, 11+i, joins, cs, "--resolv-conf", resolvConf)
 	}
 
 	// The agents talk to followers: the leader has the scheduler and the

@@ -3,10 +3,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -161,4 +165,107 @@ func checkServices(t *testing.T, c *cluster.Cluster, srv *cluster.Server, cs kub
 			t.Fatalf("nc to %s: %q %v", ip, out, err)
 		}
 	}
+
+	checkDNS(t, cs, exec, svc, echo)
+}
+
+// checkDNS resolves, from the pod netclient with the resolv.conf its
+// kubelet wrote (dnsPolicy ClusterFirst), each kind of name the cluster
+// DNS serves, and a name of the upstream resolver (upstreamName).
+func checkDNS(t *testing.T, cs kubernetes.Interface, exec func(string, ...string) (string, error), echo *corev1.Service, echoPods []corev1.Pod) {
+	ctx := context.Background()
+	if out, err := exec("netclient", "cat", "/etc/resolv.conf"); err != nil ||
+		!strings.Contains(out, "nameserver 10.96.0.10") || !strings.Contains(out, "search default.svc.cluster.local svc.cluster.local cluster.local") || !strings.Contains(out, "ndots:5") {
+		t.Fatalf("the pod's resolv.conf: %q %v", out, err)
+	}
+	headless := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "echo-h"}, Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone,
+		Selector: map[string]string{"app": "echo"}, Ports: []corev1.ServicePort{{Name: "http", Port: 8080}}}}
+	ext := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "ext"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: upstreamName}}
+	for _, s := range []*corev1.Service{headless, ext} {
+		if _, err := cs.CoreV1().Services("default").Create(ctx, s, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer cs.CoreV1().Services("default").Delete(ctx, s.Name, metav1.DeleteOptions{})
+	}
+	named := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "named", Labels: map[string]string{"app": "echo"}},
+		Spec: corev1.PodSpec{Hostname: "db-0", Subdomain: "echo-h", TerminationGracePeriodSeconds: ptr.To[int64](1),
+			Containers: []corev1.Container{{Name: "c", Image: busybox, Command: []string{"sh", "-c", echoScript}}}}}
+	createPod(t, cs, named)
+	defer deletePod(t, cs, "named")
+	named = waitPod(t, cs, "named", "running with an address", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" })
+
+	var podIPs []string
+	for _, p := range echoPods {
+		podIPs = append(podIPs, p.Status.PodIP)
+	}
+	dashed := strings.ReplaceAll(echoPods[0].Status.PodIP, ".", "-")
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"nslookup", "echo.default.svc.cluster.local"}, []string{echo.Spec.ClusterIP}},
+		// The search path: the short name and the name with its
+		// namespace.
+		{[]string{"wget", "-qO-", "http://echo/"}, []string{"echo-"}},
+		{[]string{"wget", "-qO-", "http://echo.default/"}, []string{"echo-"}},
+		{[]string{"nslookup", "echo-h.default.svc.cluster.local"}, append(podIPs, named.Status.PodIP)},
+		{[]string{"nslookup", "db-0.echo-h.default.svc.cluster.local"}, []string{named.Status.PodIP}},
+		{[]string{"nslookup", "-type=srv", "_http._tcp.echo.default.svc.cluster.local"}, []string{"80 echo.default.svc.cluster.local"}},
+		{[]string{"nslookup", echo.Spec.ClusterIP}, []string{"echo.default.svc.cluster.local"}},
+		{[]string{"nslookup", dashed + ".default.pod.cluster.local"}, []string{echoPods[0].Status.PodIP}},
+		{[]string{"nslookup", "ext.default.svc.cluster.local"}, []string{upstreamName, upstreamIP}},
+		{[]string{"nslookup", upstreamName}, []string{upstreamIP}},
+		{[]string{"wget", "-qO-", "http://kubernetes.default:443/version"}, []string{"gitVersion"}},
+	} {
+		cluster.Eventually(t, 20*time.Second, func() error {
+			out, err := exec("netclient", c.args...)
+			if err != nil {
+				return fmt.Errorf("%s: %q %v", strings.Join(c.args, " "), out, err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(out, w) {
+					return fmt.Errorf("%s: %q lacks %s", strings.Join(c.args, " "), out, w)
+				}
+			}
+			return nil
+		})
+	}
+	// A name in the cluster domain that does not exist.
+	out, _ := exec("netclient", "sh", "-c", "nslookup nope.default.svc.cluster.local 2>&1; true")
+	if !strings.Contains(out, "NXDOMAIN") {
+		t.Fatalf("nslookup of a service that does not exist: %q", out)
+	}
+}
+
+// The upstream resolver's one name, which the agents' resolv.conf leads
+// to.
+const (
+	upstreamName = "upstream.test"
+	upstreamIP   = "192.0.2.77"
+)
+
+// startUpstreamDNS serves upstreamName at addr in ns, as a node's own
+// resolver would, and returns a resolv.conf that names it.
+func startUpstreamDNS(t *testing.T, ns *cluster.Netns, ip string) string {
+	pc, err := ns.ListenPacket("udp", ip+":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if q := r.Question[0]; q.Name == upstreamName+"." && q.Qtype == dns.TypeA {
+			m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: net.ParseIP(upstreamIP)}}
+		} else if q.Name != upstreamName+"." {
+			m.Rcode = dns.RcodeNameError
+		}
+		w.WriteMsg(m)
+	})}
+	go srv.ActivateAndServe()
+	t.Cleanup(func() { srv.Shutdown() })
+	path := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(path, []byte("nameserver "+ip+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
