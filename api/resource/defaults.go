@@ -494,6 +494,28 @@ func NodePorts(s *corev1.Service) map[int32]bool {
 // external traffic policy of one turned ClusterIP. What the update set
 // itself stays, for validation to judge.
 func prepareServiceUpdate(s, old *corev1.Service) {
+	// A full update that leaves out what the service was given (`kubectl
+	// replace`, `helm upgrade --force`) keeps it, as kube-apiserver
+	// does: the ClusterIP, and each port's node port by the port's name
+	// unless another port took it.
+	if NeedsClusterIP(old) && NeedsClusterIP(s) && s.Spec.ClusterIP == "" && len(s.Spec.ClusterIPs) == 0 {
+		s.Spec.ClusterIP, s.Spec.ClusterIPs = old.Spec.ClusterIP, slices.Clone(old.Spec.ClusterIPs)
+	}
+	if NeedsNodePorts(old) && NeedsNodePorts(s) {
+		byName := map[string]int32{}
+		for _, p := range old.Spec.Ports {
+			byName[p.Name] = p.NodePort
+		}
+		used := NodePorts(s)
+		for i := range s.Spec.Ports {
+			if p := &s.Spec.Ports[i]; p.NodePort == 0 && !used[byName[p.Name]] {
+				p.NodePort = byName[p.Name]
+			}
+		}
+		if s.Spec.HealthCheckNodePort == 0 {
+			s.Spec.HealthCheckNodePort = old.Spec.HealthCheckNodePort
+		}
+	}
 	if NeedsClusterIP(old) && !NeedsClusterIP(s) && s.Spec.ClusterIP == old.Spec.ClusterIP {
 		s.Spec.ClusterIP, s.Spec.ClusterIPs = "", nil
 		if slices.Equal(s.Spec.IPFamilies, old.Spec.IPFamilies) {

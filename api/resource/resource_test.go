@@ -371,6 +371,33 @@ func TestServiceTypeChange(t *testing.T) {
 	}
 }
 
+// A full update (kubectl replace) that leaves out the allocated ClusterIP
+// and node ports keeps them, as kube-apiserver does.
+func TestServiceReplaceKeepsAllocations(t *testing.T) {
+	old := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "s"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort,
+		ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10"},
+		Ports: []corev1.ServicePort{{Name: "http", Port: 80, NodePort: 31233}, {Name: "https", Port: 443, NodePort: 31234}}}}
+	defaultService(old)
+	replaced := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "s"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort,
+		Ports: []corev1.ServicePort{{Name: "http", Port: 8080}, {Name: "https", Port: 443, NodePort: 31233}}}}
+	defaultService(replaced)
+	prepareServiceUpdate(replaced, old)
+	if errs := validateService(replaced, old); len(errs) != 0 {
+		t.Fatalf("a replace without the ClusterIP: %v", errs)
+	}
+	// http keeps nothing: https took its port; https keeps what it named.
+	if replaced.Spec.ClusterIP != "10.96.0.10" || replaced.Spec.Ports[0].NodePort != 0 || replaced.Spec.Ports[1].NodePort != 31233 {
+		t.Fatalf("replaced: %+v", replaced.Spec)
+	}
+	again := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "s"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort,
+		Ports: []corev1.ServicePort{{Name: "http", Port: 8080}, {Name: "https", Port: 443}}}}
+	defaultService(again)
+	prepareServiceUpdate(again, old)
+	if again.Spec.Ports[0].NodePort != 31233 || again.Spec.Ports[1].NodePort != 31234 {
+		t.Fatalf("node ports by name: %+v", again.Spec.Ports)
+	}
+}
+
 func TestServicePortsAreUniquePerProtocol(t *testing.T) {
 	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "s"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{
 		{Name: "dns", Port: 53, NodePort: 30053}, {Name: "dns-udp", Port: 53, Protocol: corev1.ProtocolUDP, NodePort: 30053}}}}

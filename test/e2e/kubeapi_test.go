@@ -801,6 +801,14 @@ func TestKubeAPI(t *testing.T) {
 		if p := grown.Spec.Ports; len(p) != 2 || p[0].NodePort != np.Spec.Ports[0].NodePort || p[1].NodePort < 30000 || p[1].NodePort == p[0].NodePort {
 			t.Fatalf("ports after adding one: %+v", p)
 		}
+		// A full update that leaves out the ClusterIP and node ports
+		// (kubectl replace, helm upgrade --force) keeps them.
+		replaced, err := wcs.CoreV1().Services(ns).Update(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "nodeport", ResourceVersion: grown.ResourceVersion},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Name: "a", Port: 80}, {Name: "b", Port: 81}}}}, metav1.UpdateOptions{})
+		if err != nil || replaced.Spec.ClusterIP != np.Spec.ClusterIP || replaced.Spec.Ports[0].NodePort != grown.Spec.Ports[0].NodePort ||
+			replaced.Spec.Ports[1].NodePort != grown.Spec.Ports[1].NodePort {
+			t.Fatalf("a full update without the allocated values: %v %+v", err, replaced.Spec)
+		}
 		if s := patch("nodeport", `{"spec":{"type":"ClusterIP"}}`); s.Spec.Ports[0].NodePort != 0 || s.Spec.ClusterIP != np.Spec.ClusterIP {
 			t.Fatalf("turned ClusterIP: %+v", s.Spec)
 		}
