@@ -141,6 +141,7 @@ func New(cfg Config) (*Controllers, error) {
 		newDaemonSetController(cfg),
 		newStatefulSetController(cfg),
 		newAPIServiceController(cfg),
+		newServiceLBController(cfg),
 	}
 	return cs, nil
 }

@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 
 	"github.com/pontoon-dev/pontoon/api/resource"
 	"github.com/pontoon-dev/pontoon/fsm"
@@ -189,6 +190,8 @@ func (h *Handler) allocateAddresses(ctx context.Context, r *resource.Resource, o
 			switch {
 			case kept[p.NodePort]:
 				continue // the same node port for another protocol
+			case p.NodePort == 0 && svc.Spec.Type == corev1.ServiceTypeLoadBalancer && !ptr.Deref(svc.Spec.AllocateLoadBalancerNodePorts, true):
+				continue // a load balancer that reaches the pods without them
 			case p.NodePort == 0:
 				slot, ok := free(nodePortRangeSize, func(slot uint32) bool {
 					port := nodePortBase + int32(slot)

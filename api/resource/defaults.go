@@ -288,6 +288,9 @@ func defaultService(s *corev1.Service) {
 	if (s.Spec.Type == corev1.ServiceTypeNodePort || s.Spec.Type == corev1.ServiceTypeLoadBalancer) && s.Spec.ExternalTrafficPolicy == "" {
 		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster
 	}
+	if s.Spec.Type == corev1.ServiceTypeLoadBalancer && s.Spec.AllocateLoadBalancerNodePorts == nil {
+		s.Spec.AllocateLoadBalancerNodePorts = ptr.To(true)
+	}
 	for i := range s.Spec.Ports {
 		p := &s.Spec.Ports[i]
 		if p.Protocol == "" {
@@ -533,6 +536,10 @@ func prepareServiceUpdate(s, old *corev1.Service) {
 		if s.Spec.ExternalTrafficPolicy == old.Spec.ExternalTrafficPolicy {
 			s.Spec.ExternalTrafficPolicy = ""
 		}
+	}
+	if old.Spec.Type == corev1.ServiceTypeLoadBalancer && s.Spec.Type != corev1.ServiceTypeLoadBalancer &&
+		ptr.Equal(s.Spec.AllocateLoadBalancerNodePorts, old.Spec.AllocateLoadBalancerNodePorts) {
+		s.Spec.AllocateLoadBalancerNodePorts = nil
 	}
 }
 

@@ -32,7 +32,8 @@ exec httpd -f -p 8080 -h /www`
 // the service proxy between them: pod to pod across nodes with the
 // source address kept; a ClusterIP reaching pods on both nodes; a
 // NodePort through each node, from a pod and from outside the cluster
-// (the servers' namespace); the API through the kubernetes Service from
+// (the servers' namespace); a LoadBalancer at the nodes' addresses; the
+// API through the kubernetes Service from
 // each node; a Service without endpoints and an address no Service holds
 // refused at once; and each Node's NetworkUnavailable condition cleared.
 // It removes what it made.
@@ -147,6 +148,30 @@ func checkServices(t *testing.T, c *cluster.Cluster, srv *cluster.Server, cs kub
 		net.CheckRoute(net.Hub, a.IP, net.Bridge)
 		if out, errOut, code := net.Hub.Run("busybox", "wget", "-qO-", "http://"+a.IP+":"+port+"/"); code != 0 || !strings.HasPrefix(out, "echo-") {
 			t.Fatalf("the node port %s on %s from outside the cluster: exit %d: %q %s", port, a.Name, code, out, errOut)
+		}
+	}
+
+	// A LoadBalancer Service gets the nodes' addresses, and each node
+	// takes its port there from outside the cluster.
+	lb, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "echo-lb"}, Spec: corev1.ServiceSpec{
+		Type: corev1.ServiceTypeLoadBalancer, Selector: labels, Ports: []corev1.ServicePort{{Name: "http", Port: 8081, TargetPort: intstr.FromInt32(8080)}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.CoreV1().Services("default").Delete(ctx, "echo-lb", metav1.DeleteOptions{})
+	cluster.Eventually(t, 30*time.Second, func() error {
+		if lb, err = cs.CoreV1().Services("default").Get(ctx, "echo-lb", metav1.GetOptions{}); err != nil {
+			return err
+		}
+		if in := lb.Status.LoadBalancer.Ingress; len(in) != 2 || in[0].IP != agents[0].IP || in[1].IP != agents[1].IP {
+			return fmt.Errorf("the load balancer's ingress: %+v", in)
+		}
+		return nil
+	})
+	for _, in := range lb.Status.LoadBalancer.Ingress {
+		net.CheckRoute(net.Hub, in.IP, net.Bridge)
+		if out, errOut, code := net.Hub.Run("busybox", "wget", "-qO-", "http://"+in.IP+":8081/"); code != 0 || !strings.HasPrefix(out, "echo-") {
+			t.Fatalf("the load balancer at %s:8081 from outside the cluster: exit %d: %q %s", in.IP, code, out, errOut)
 		}
 	}
 
