@@ -192,6 +192,45 @@ func checkServices(t *testing.T, c *cluster.Cluster, srv *cluster.Server, cs kub
 	}
 
 	checkDNS(t, cs, exec, svc, echo)
+
+	// The data plane without a control plane: with every server killed,
+	// each node still reaches the ClusterIP, resolves the Service's name
+	// and reaches the pod on the other node.
+	for _, s := range c.Servers {
+		s.Kill()
+	}
+	for _, a := range agents {
+		for _, check := range [][]string{
+			{"wget", "-qO-", "http://" + svc.Spec.ClusterIP + "/"},
+			{"wget", "-qO-", "http://" + remote.Status.PodIP + ":8080/"},
+			{"nslookup", "echo.default.svc.cluster.local", "10.96.0.10"},
+		} {
+			for _, arg := range check {
+				if host, ok := strings.CutPrefix(arg, "http://"); ok {
+					onNodeDevice(t, a, strings.Split(strings.Split(host, "/")[0], ":")[0])
+				}
+			}
+			out, errOut, code := a.Netns.Run("busybox", check...)
+			if code != 0 || !strings.Contains(out, "echo") {
+				t.Fatalf("with every server down, on %s: %s: exit %d: %q %s", a.Name, strings.Join(check, " "), code, out, errOut)
+			}
+		}
+	}
+	for _, s := range c.Servers {
+		s.Start()
+	}
+	c.Leader(30 * time.Second)
+}
+
+// onNodeDevice fails the test unless the node sends to addr through a
+// device the test or the agent made (eth0 on the test's bridge, the pod
+// bridge) or keeps it (an address of its own).
+func onNodeDevice(t *testing.T, a *cluster.Agent, addr string) {
+	t.Helper()
+	out, _, code := a.Netns.Run("ip", "route", "get", addr)
+	if code != 0 || !strings.Contains(out, " dev eth0 ") && !strings.Contains(out, " dev pontoon0 ") && !strings.HasPrefix(out, "local ") {
+		t.Fatalf("in %s, %s does not stay on the test's devices: %s", a.Name, addr, out)
+	}
 }
 
 // checkDNS resolves, from the pod netclient with the resolv.conf its

@@ -48,9 +48,10 @@ func TestSnapshotSaveInspectRestore(t *testing.T) {
 	// a, b, c, the cluster ID, the leader marker, the four system
 	// namespaces and their default service accounts, the two system
 	// priority classes, the kubernetes Service with its ClusterIP's
-	// allocation, Endpoints and EndpointSlice.
-	if f := strings.Fields(lines[1]); f[3] != "19" {
-		t.Fatalf("inspect counts %s objects, want 19: %q", f[3], out)
+	// allocation, Endpoints and EndpointSlice, the kube-dns Service with
+	// its ClusterIP's allocation.
+	if f := strings.Fields(lines[1]); f[3] != "21" {
+		t.Fatalf("inspect counts %s objects, want 21: %q", f[3], out)
 	}
 
 	// Change everything, then restore through another follower.

@@ -54,8 +54,9 @@ func checkStreamProtocols(t *testing.T, cfg *rest.Config, pod, page string) {
 			t.Fatalf("%s exec: %v, stdout %q, stderr %q", name, err, stdout.String(), stderr.String())
 		}
 		// A terminal, sized by the client (as `kubectl exec -it`); the
-		// size may come a moment after the command starts.
-		e, err = newExec(&corev1.PodExecOptions{Command: []string{"sh", "-c", `for i in $(seq 100); do s=$(stty size); [ "$s" != "0 0" ] && break; sleep 0.05; done; echo $s`}, Stdin: true, Stdout: true, TTY: true})
+		// terminal and its size may come a moment after the command
+		// starts.
+		e, err = newExec(&corev1.PodExecOptions{Command: []string{"sh", "-c", `for i in $(seq 100); do s=$(stty size 2>/dev/null); case "$s" in ""|"0 0") sleep 0.05;; *) break;; esac; done; echo $s`}, Stdin: true, Stdout: true, TTY: true})
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
