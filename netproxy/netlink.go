@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -19,6 +20,12 @@ const routeProtocol = netlink.RouteProtocol(0x70)
 // them.
 type LinkRoutes struct {
 	ServiceLink string
+	// RouteLocalnet lets traffic that came in on the service link be
+	// translated to the node's loopback addresses, as kube-proxy lets
+	// it for localhost node ports: on a node whose servers listen on
+	// 127.0.0.1 (`pontoon dev`), pods reach the API through the
+	// kubernetes Service so.
+	RouteLocalnet bool
 }
 
 // List returns the routes with the proxy's protocol.
@@ -78,6 +85,11 @@ func (t LinkRoutes) serviceLink() (netlink.Link, error) {
 	if link.Attrs().Flags&net.FlagUp == 0 {
 		if err := netlink.LinkSetUp(link); err != nil {
 			return nil, fmt.Errorf("set %s up: %w", t.ServiceLink, err)
+		}
+	}
+	if t.RouteLocalnet {
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+t.ServiceLink+"/route_localnet", []byte("1"), 0o644); err != nil {
+			return nil, fmt.Errorf("route_localnet on %s: %w", t.ServiceLink, err)
 		}
 	}
 	return link, nil

@@ -112,6 +112,10 @@ func Compute(cfg Config, services []*corev1.Service, slices []*discoveryv1.Endpo
 	// forwards service traffic and its replies.
 	r.Filter.add(chainForward, "-m mark --mark", masqMark+"/"+masqMark, "-j ACCEPT")
 	r.Filter.add(chainForward, "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+	// Where route_localnet lets service traffic reach the node's
+	// loopback addresses, nothing else from outside does.
+	r.Filter.add(chainExternalServices, "-d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate DNAT",
+		`-m comment --comment "only translated traffic reaches the node's loopback addresses"`, "-j DROP")
 
 	for _, sp := range servicePorts(cfg, services, slices) {
 		r.addServicePort(cfg, sp)

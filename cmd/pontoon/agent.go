@@ -323,7 +323,7 @@ func runAgent(ctx context.Context, s agentSettings, cfg *rest.Config, logger *sl
 	if err != nil {
 		return err
 	}
-	links := netproxy.LinkRoutes{ServiceLink: bridgeName}
+	links := netproxy.LinkRoutes{ServiceLink: bridgeName, RouteLocalnet: net.ParseIP(s.nodeIP).IsLoopback()}
 	routes, err := netproxy.NewRoutes(netproxy.RoutesConfig{Client: client, NodeName: s.name, ServiceCIDR: s.serviceNet,
 		Table: links, Logger: logger})
 	if err != nil {

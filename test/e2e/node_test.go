@@ -78,6 +78,11 @@ func TestDevRunsPods(t *testing.T) {
 	if out := kubectl("exec", "web", "--", "env"); !strings.Contains(out, "KUBERNETES_SERVICE_HOST=10.96.0.1\n") || !strings.Contains(out, "KUBERNETES_SERVICE_PORT=443\n") {
 		t.Fatalf("the pod's environment has no kubernetes service: %s", out)
 	}
+	// The API through the kubernetes Service, by its DNS name, though the
+	// server listens on 127.0.0.1.
+	if out := kubectl("exec", "web", "--", "wget", "-qO-", "http://kubernetes.default:443/version"); !strings.Contains(out, `"gitVersion"`) {
+		t.Fatalf("the API from a pod through kubernetes.default: %q", out)
+	}
 	if _, _, code := d.Kubectl("", "exec", "web", "--", "sh", "-c", "exit 3"); code != 3 {
 		t.Fatalf("exec of exit 3 ended with %d", code)
 	}
