@@ -9,7 +9,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -86,8 +85,8 @@ type Proxy struct {
 	// last is what the last sync wrote; nil makes the next one full.
 	last *Rules
 	// udp are the endpoints each UDP service port sent to at the last
-	// sync, by service IP and port.
-	udp map[string][]net.IP
+	// sync.
+	udp map[udpPort][]net.IP
 }
 
 // The keys of the proxy's queue: every change leads to one sync of
@@ -111,7 +110,7 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), udp: map[string][]net.IP{},
+	return &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), udp: map[udpPort][]net.IP{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "proxy"})}, nil
 }
@@ -203,7 +202,8 @@ func (p *Proxy) sync(ctx context.Context, full bool) error {
 	if err != nil {
 		return err
 	}
-	rules := Compute(p.cfg.Rules, services, slices)
+	ports := servicePorts(p.cfg.Rules, services, slices)
+	rules := compute(p.cfg.Rules, ports)
 	var input []byte
 	if full {
 		existing := map[string][]string{}
@@ -231,19 +231,25 @@ func (p *Proxy) sync(ctx context.Context, full bool) error {
 		}
 	}
 	p.last = &rules
-	p.forgetStaleUDP(services, slices)
+	p.forgetStaleUDP(ports)
 	return nil
+}
+
+// udpPort is a UDP service port: its ClusterIP and port.
+type udpPort struct {
+	ip   string
+	port int32
 }
 
 // forgetStaleUDP deletes the conntrack entries of UDP service ports to
 // endpoints they no longer send to.
-func (p *Proxy) forgetStaleUDP(services []*corev1.Service, slices []*discoveryv1.EndpointSlice) {
-	now := map[string][]net.IP{}
-	for _, sp := range servicePorts(p.cfg.Rules, services, slices) {
+func (p *Proxy) forgetStaleUDP(ports []servicePort) {
+	now := map[udpPort][]net.IP{}
+	for _, sp := range ports {
 		if protocol(&sp.port.Protocol) != corev1.ProtocolUDP {
 			continue
 		}
-		key := net.JoinHostPort(sp.svc.Spec.ClusterIP, fmt.Sprint(sp.port.Port))
+		key := udpPort{sp.svc.Spec.ClusterIP, sp.port.Port}
 		for _, e := range usable(sp.endpoints) {
 			now[key] = append(now[key], net.ParseIP(e.ip))
 		}
@@ -252,11 +258,8 @@ func (p *Proxy) forgetStaleUDP(services []*corev1.Service, slices []*discoveryv1
 		for key, old := range p.udp {
 			for _, ip := range old {
 				if !containsIP(now[key], ip) {
-					host, port, _ := net.SplitHostPort(key)
-					var n int32
-					fmt.Sscan(port, &n)
-					if err := p.cfg.Conntrack.DeleteUDP(net.ParseIP(host), n, ip); err != nil {
-						p.log.Warn("deleting stale UDP flows", "service", key, "endpoint", ip, "err", err)
+					if err := p.cfg.Conntrack.DeleteUDP(net.ParseIP(key.ip), key.port, ip); err != nil {
+						p.log.Warn("deleting stale UDP flows", "service", key.ip, "port", key.port, "endpoint", ip, "err", err)
 					}
 				}
 			}

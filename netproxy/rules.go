@@ -93,6 +93,11 @@ type servicePort struct {
 
 // Compute returns the rules for services and their EndpointSlices.
 func Compute(cfg Config, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) Rules {
+	return compute(cfg, servicePorts(cfg, services, slices))
+}
+
+// compute returns the rules for the service ports with their endpoints.
+func compute(cfg Config, ports []servicePort) Rules {
 	r := Rules{NAT: newTable(), Filter: newTable()}
 	for _, c := range []string{chainServices, chainNodePorts, chainPostrouting, chainMarkMasq} {
 		r.NAT.chain(c)
@@ -117,7 +122,7 @@ func Compute(cfg Config, services []*corev1.Service, slices []*discoveryv1.Endpo
 	r.Filter.add(chainExternalServices, "-d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate DNAT",
 		`-m comment --comment "only translated traffic reaches the node's loopback addresses"`, "-j DROP")
 
-	for _, sp := range servicePorts(cfg, services, slices) {
+	for _, sp := range ports {
 		r.addServicePort(cfg, sp)
 	}
 
@@ -305,9 +310,12 @@ func (r Rules) addServicePort(cfg Config, sp servicePort) {
 		}
 	}
 	nodePort := p.NodePort != 0 && (svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer)
-	hasExternal := nodePort || len(externalDst) > 0
+	// Outside traffic goes through the EXT chain when some endpoint may
+	// take it: a local one, or, for policy Local, any (which pods and
+	// the node itself may reach).
+	toExt := len(external) > 0 || externalLocal && len(all) > 0
 	for _, dst := range externalDst {
-		if len(external) > 0 || externalLocal && len(all) > 0 {
+		if toExt {
 			r.NAT.add(chainServices, comment, match(dst+"/32", p.Port), "-j", extChain)
 		} else {
 			r.Filter.add(chainExternalServices, comment, match(dst+"/32", p.Port), `-m comment --comment "has no endpoints"`, reject)
@@ -315,13 +323,13 @@ func (r Rules) addServicePort(cfg Config, sp servicePort) {
 	}
 	if nodePort {
 		nodePortMatch := fmt.Sprintf("-p %s -m %s --dport %d", proto, proto, p.NodePort)
-		if len(external) > 0 || externalLocal && len(all) > 0 {
+		if toExt {
 			r.NAT.add(chainNodePorts, comment, nodePortMatch, "-j", extChain)
 		} else {
 			r.Filter.add(chainExternalServices, comment, "-m addrtype --dst-type LOCAL", nodePortMatch, `-m comment --comment "has no endpoints"`, reject)
 		}
 	}
-	if hasExternal && (len(external) > 0 || externalLocal && len(all) > 0) {
+	if (nodePort || len(externalDst) > 0) && toExt {
 		if externalLocal {
 			// Pods and the node itself go to any endpoint; other clients
 			// only to this node's, keeping their source address; a node
