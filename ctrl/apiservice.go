@@ -53,8 +53,8 @@ func newAPIServiceController(cfg Config) *controller {
 	if cfg.Servers == nil || cfg.ServiceCIDR == nil {
 		return c.controller
 	}
-	c.ip = serviceAddress(cfg.ServiceCIDR, 1).String()
-	c.dnsIP = serviceAddress(cfg.ServiceCIDR, 10).String()
+	c.ip = ServiceAddress(cfg.ServiceCIDR, 1).String()
+	c.dnsIP = ServiceAddress(cfg.ServiceCIDR, ClusterDNSIndex).String()
 	core := cfg.Informers.Core().V1()
 	only := cache.FilteringResourceEventHandler{
 		FilterFunc: func(obj any) bool {
@@ -111,9 +111,14 @@ func (c *apiServiceController) sync(ctx context.Context, key string) error {
 	return errors.Join(c.syncService(ctx, port), c.syncEndpoints(ctx, ips, port), c.syncSlice(ctx, ips, port), c.syncDNSService(ctx))
 }
 
-// serviceAddress is the nth address of the service range: the first is
+// ClusterDNSIndex is which address of the service range the kube-dns
+// Service has, as kubeadm gives it.
+const ClusterDNSIndex = 10
+
+// ServiceAddress is the nth address of the service range: the first is
 // the kubernetes Service's, the tenth kube-dns's, as kubeadm has them.
-func serviceAddress(cidr *net.IPNet, n byte) net.IP {
+// Agents find the cluster DNS there.
+func ServiceAddress(cidr *net.IPNet, n byte) net.IP {
 	ip := slices.Clone(cidr.IP.To4())
 	ip[3] += n
 	return ip

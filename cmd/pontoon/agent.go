@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +25,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/pontoon-dev/pontoon/ctrl"
 	"github.com/pontoon-dev/pontoon/kubeversion"
 	"github.com/pontoon-dev/pontoon/membership"
 	"github.com/pontoon-dev/pontoon/netproxy"
@@ -165,9 +165,7 @@ func (o agentOptions) validate() (agentSettings, error) {
 		*c.to = n
 	}
 	if len(s.clusterDNS) == 0 {
-		ip := slices.Clone(s.serviceNet.IP.To4())
-		ip[3] += 10
-		s.clusterDNS = []string{net.IP(ip).String()}
+		s.clusterDNS = []string{ctrl.ServiceAddress(s.serviceNet, ctrl.ClusterDNSIndex).String()}
 	} else if net.ParseIP(s.clusterDNS[0]).To4() == nil {
 		return s, fmt.Errorf("--cluster-dns %q: the first must be an IPv4 address, which the agent serves DNS at", s.clusterDNS[0])
 	}
