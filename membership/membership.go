@@ -93,6 +93,10 @@ type Config struct {
 type Pool struct {
 	ml     *memberlist.Memberlist
 	logger *slog.Logger
+	// updating serializes UpdateMeta: two updates at once would lose one
+	// of their changes, and memberlist's UpdateNode is not safe to call
+	// concurrently (it reads the local node's state unlocked).
+	updating sync.Mutex
 
 	mu       sync.Mutex
 	meta     Meta
@@ -166,6 +170,8 @@ func (p *Pool) setMeta(m Meta) error {
 
 // UpdateMeta changes this member's metadata and gossips it.
 func (p *Pool) UpdateMeta(ctx context.Context, update func(*Meta)) error {
+	p.updating.Lock()
+	defer p.updating.Unlock()
 	p.mu.Lock()
 	m := p.meta
 	p.mu.Unlock()
