@@ -179,10 +179,37 @@ func (h *Handler) allocateAddresses(ctx context.Context, r *resource.Resource, o
 	if svc.Spec.ClusterIP != "" {
 		svc.Spec.ClusterIPs = []string{svc.Spec.ClusterIP}
 	}
+	// kept are the node ports svc holds after the update.
 	kept := map[int32]bool{}
-	refusePort := func(i int) error {
-		return invalid(r, svc.Name, field.ErrorList{field.Invalid(spec.Child("ports").Index(i).Child("nodePort"), svc.Spec.Ports[i].NodePort,
-			"provided port is already allocated or not in the range 30000-32767")})
+	// allocatePort gives *port a free node port when it is 0, or takes
+	// the one the client named.
+	allocatePort := func(port *int32, path *field.Path) error {
+		switch {
+		case *port == 0:
+			slot, ok := free(nodePortRangeSize, func(slot uint32) bool {
+				p := nodePortBase + int32(slot)
+				return kept[p] || heldPorts[p] || a.taken(nodePortKey(p))
+			})
+			if !ok {
+				return apierrors.NewInternalError(errors.New("no node port left in 30000-32767"))
+			}
+			*port = nodePortBase + int32(slot)
+			take(nodePortKey(*port))
+		case heldPorts[*port]:
+		case *port < nodePortBase || *port >= nodePortBase+nodePortRangeSize:
+			return invalid(r, svc.Name, field.ErrorList{field.Invalid(path, *port, "provided port is not in the valid range. The range of valid ports is 30000-32767")})
+		default:
+			taken, err := takenNow(nodePortKey(*port))
+			if err != nil {
+				return err
+			}
+			if taken {
+				return invalid(r, svc.Name, field.ErrorList{field.Invalid(path, *port, "provided port is already allocated")})
+			}
+			take(nodePortKey(*port))
+		}
+		kept[*port] = true
+		return nil
 	}
 	if resource.NeedsNodePorts(svc) {
 		for i := range svc.Spec.Ports {
@@ -192,30 +219,18 @@ func (h *Handler) allocateAddresses(ctx context.Context, r *resource.Resource, o
 				continue // the same node port for another protocol
 			case p.NodePort == 0 && svc.Spec.Type == corev1.ServiceTypeLoadBalancer && !ptr.Deref(svc.Spec.AllocateLoadBalancerNodePorts, true):
 				continue // a load balancer that reaches the pods without them
-			case p.NodePort == 0:
-				slot, ok := free(nodePortRangeSize, func(slot uint32) bool {
-					port := nodePortBase + int32(slot)
-					return kept[port] || heldPorts[port] || a.taken(nodePortKey(port))
-				})
-				if !ok {
-					return nil, apierrors.NewInternalError(errors.New("no node port left in 30000-32767"))
-				}
-				p.NodePort = nodePortBase + int32(slot)
-				take(nodePortKey(p.NodePort))
-			case heldPorts[p.NodePort]:
-			case p.NodePort < nodePortBase || p.NodePort >= nodePortBase+nodePortRangeSize:
-				return nil, refusePort(i)
-			default:
-				taken, err := takenNow(nodePortKey(p.NodePort))
-				if err != nil {
-					return nil, err
-				}
-				if taken {
-					return nil, refusePort(i)
-				}
-				take(nodePortKey(p.NodePort))
 			}
-			kept[p.NodePort] = true
+			if err := allocatePort(&p.NodePort, spec.Child("ports").Index(i).Child("nodePort")); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if resource.NeedsHealthCheckNodePort(svc) {
+		if kept[svc.Spec.HealthCheckNodePort] {
+			return nil, invalid(r, svc.Name, field.ErrorList{field.Invalid(spec.Child("healthCheckNodePort"), svc.Spec.HealthCheckNodePort, "provided port is already allocated")})
+		}
+		if err := allocatePort(&svc.Spec.HealthCheckNodePort, spec.Child("healthCheckNodePort")); err != nil {
+			return nil, err
 		}
 	}
 	for _, port := range slices.Sorted(maps.Keys(heldPorts)) {
@@ -236,10 +251,8 @@ func (h *Handler) releaseOnDelete(_ *resource.Resource, obj runtime.Object) []fs
 	if ip := svc.Spec.ClusterIP; ip != "" && ip != corev1.ClusterIPNone {
 		ops = append(ops, fsm.Delete(serviceIPPrefix+ip, fsm.Cond{}))
 	}
-	for _, p := range svc.Spec.Ports {
-		if p.NodePort != 0 {
-			ops = append(ops, fsm.Delete(nodePortKey(p.NodePort), fsm.Cond{}))
-		}
+	for _, port := range slices.Sorted(maps.Keys(resource.NodePorts(svc))) {
+		ops = append(ops, fsm.Delete(nodePortKey(port), fsm.Cond{}))
 	}
 	return ops
 }

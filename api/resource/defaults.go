@@ -480,13 +480,24 @@ func NeedsNodePorts(s *corev1.Service) bool {
 	return s.Spec.Type == corev1.ServiceTypeNodePort || s.Spec.Type == corev1.ServiceTypeLoadBalancer
 }
 
-// NodePorts returns the node ports a service's ports hold.
+// NeedsHealthCheckNodePort says whether a service has a health-check
+// node port: a load balancer's with externalTrafficPolicy Local, which
+// asks each node whether it has an endpoint.
+func NeedsHealthCheckNodePort(s *corev1.Service) bool {
+	return s.Spec.Type == corev1.ServiceTypeLoadBalancer && s.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
+}
+
+// NodePorts returns the node ports a service holds: its ports' and its
+// health check's.
 func NodePorts(s *corev1.Service) map[int32]bool {
 	held := map[int32]bool{}
 	for _, p := range s.Spec.Ports {
 		if p.NodePort != 0 {
 			held[p.NodePort] = true
 		}
+	}
+	if s.Spec.HealthCheckNodePort != 0 {
+		held[s.Spec.HealthCheckNodePort] = true
 	}
 	return held
 }
@@ -515,9 +526,12 @@ func prepareServiceUpdate(s, old *corev1.Service) {
 				p.NodePort = byName[p.Name]
 			}
 		}
-		if s.Spec.HealthCheckNodePort == 0 {
-			s.Spec.HealthCheckNodePort = old.Spec.HealthCheckNodePort
-		}
+	}
+	if NeedsHealthCheckNodePort(old) && NeedsHealthCheckNodePort(s) && s.Spec.HealthCheckNodePort == 0 {
+		s.Spec.HealthCheckNodePort = old.Spec.HealthCheckNodePort
+	}
+	if NeedsHealthCheckNodePort(old) && !NeedsHealthCheckNodePort(s) && s.Spec.HealthCheckNodePort == old.Spec.HealthCheckNodePort {
+		s.Spec.HealthCheckNodePort = 0
 	}
 	if NeedsClusterIP(old) && !NeedsClusterIP(s) && s.Spec.ClusterIP == old.Spec.ClusterIP {
 		s.Spec.ClusterIP, s.Spec.ClusterIPs = "", nil
@@ -527,7 +541,10 @@ func prepareServiceUpdate(s, old *corev1.Service) {
 		s.Spec.InternalTrafficPolicy = nil
 	}
 	if NeedsNodePorts(old) && !NeedsNodePorts(s) {
-		held := NodePorts(old)
+		held := map[int32]bool{}
+		for _, p := range old.Spec.Ports {
+			held[p.NodePort] = p.NodePort != 0
+		}
 		for i := range s.Spec.Ports {
 			if held[s.Spec.Ports[i].NodePort] {
 				s.Spec.Ports[i].NodePort = 0

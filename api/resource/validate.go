@@ -803,6 +803,9 @@ func validateService(s, old *corev1.Service) field.ErrorList {
 			}
 		}
 	}
+	if s.Spec.HealthCheckNodePort != 0 && !NeedsHealthCheckNodePort(s) {
+		errs = append(errs, field.Forbidden(spec.Child("healthCheckNodePort"), "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"))
+	}
 	for i, p := range s.Spec.Ports {
 		if p.NodePort != 0 && s.Spec.Type == corev1.ServiceTypeClusterIP {
 			errs = append(errs, field.Forbidden(spec.Child("ports").Index(i).Child("nodePort"), "may not be used when `type` is 'ClusterIP'"))
