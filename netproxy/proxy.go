@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
@@ -52,6 +53,13 @@ type ProxyConfig struct {
 	// looked for, to write everything again at once when something (a
 	// firewall's restart, an operator) removed them; 0 means 5 s.
 	CheckPeriod time.Duration
+	// HealthCheckHost is the address the health-check node ports of
+	// Services with externalTrafficPolicy Local are served on (the
+	// node's); empty means every address.
+	HealthCheckHost string
+	// Metrics, when set, gets the proxy's metrics: how long its syncs
+	// take, full and partial (kube-proxy's sync_proxy_rules_duration).
+	Metrics prometheus.Registerer
 }
 
 // jumps are the rules of built-in chains that lead to the proxy's
@@ -81,6 +89,9 @@ type Proxy struct {
 	slices   discoverylisters.EndpointSliceLister
 	queue    workqueue.TypedRateLimitingInterface[string]
 	synced   []cache.InformerSynced
+	health   *healthServers
+	// syncDuration is how long the syncs took, by kind (full, partial).
+	syncDuration *prometheus.HistogramVec
 
 	// last is what the last sync wrote; nil makes the next one full.
 	last *Rules
@@ -110,7 +121,18 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), udp: map[udpPort][]net.IP{},
+	log := cfg.Logger.With("component", "proxy")
+	syncDuration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "pontoon_proxy_sync_duration_seconds",
+		Help:    "How long the service proxy took to compute and load its rules, by kind of sync (full, partial).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+	}, []string{"sync"})
+	if cfg.Metrics != nil {
+		if err := cfg.Metrics.Register(syncDuration); err != nil {
+			return nil, fmt.Errorf("netproxy: metrics: %w", err)
+		}
+	}
+	return &Proxy{cfg: cfg, log: log, udp: map[udpPort][]net.IP{}, health: newHealthServers(cfg.HealthCheckHost, log), syncDuration: syncDuration,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "proxy"})}, nil
 }
@@ -135,6 +157,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
+	defer p.health.close()
 	go func() {
 		<-ctx.Done()
 		p.queue.ShutDown()
@@ -163,7 +186,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 			continue
 		}
 		p.queue.Forget(key)
-		p.log.Debug("synced", "full", full, "took", time.Since(start))
+		took := time.Since(start)
+		kind := "partial"
+		if full {
+			kind = "full"
+		}
+		p.syncDuration.WithLabelValues(kind).Observe(took.Seconds())
+		p.log.Debug("synced", "sync", kind, "took", took)
 	}
 }
 
@@ -232,6 +261,7 @@ func (p *Proxy) sync(ctx context.Context, full bool) error {
 	}
 	p.last = &rules
 	p.forgetStaleUDP(ports)
+	p.health.sync(healthChecks(ports))
 	return nil
 }
 

@@ -2,8 +2,10 @@ package netproxy
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -240,4 +242,68 @@ func TestRoutesFollowNodes(t *testing.T) {
 	eventually(t, "the route to n3 added and n2's removed", func() bool {
 		return table.has("10.244.3.0/24 via 10.250.0.13") && !table.has("10.244.2.0/24 via 10.250.0.12")
 	})
+}
+
+func TestHealthCheckNodePort(t *testing.T) {
+	// A free port on loopback for the Service's health-check node port.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := int32(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+
+	svc := service("web", "10.96.0.20", corev1.ServicePort{Name: "http", Port: 80, NodePort: 30080, Protocol: corev1.ProtocolTCP})
+	svc.Spec.Type = corev1.ServiceTypeLoadBalancer
+	svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	svc.Spec.HealthCheckNodePort = port
+	client := fake.NewClientset(svc, slice("web", 80, ep{"10.244.1.5", "n1", true}, ep{"10.244.1.6", "n1", true}, ep{"10.244.2.7", "n2", true}))
+	p, err := NewProxy(ProxyConfig{Client: client, Rules: testConfig(), Iptables: &fakeIptables{jumps: map[string]bool{}}, HealthCheckHost: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	check := func() (int, healthReply) {
+		var reply healthReply
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0, reply
+		}
+		defer resp.Body.Close()
+		_ = json.NewDecoder(resp.Body).Decode(&reply)
+		return resp.StatusCode, reply
+	}
+	eventually(t, "200 with this node's two endpoints", func() bool {
+		code, reply := check()
+		return code == http.StatusOK && reply.LocalEndpoints == 2 && reply.Service.Name == "web" && reply.Service.Namespace == "ns"
+	})
+
+	// Without a local endpoint the node answers 503, so that a load
+	// balancer sends elsewhere.
+	if _, err := client.DiscoveryV1().EndpointSlices("ns").Update(ctx, slice("web", 80, ep{"10.244.2.7", "n2", true}), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "503 without a local endpoint", func() bool {
+		code, reply := check()
+		return code == http.StatusServiceUnavailable && reply.LocalEndpoints == 0
+	})
+
+	// The port closes when the Service no longer has the policy.
+	svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster
+	svc.Spec.HealthCheckNodePort = 0
+	if _, err := client.CoreV1().Services("ns").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the health-check port closed", func() bool {
+		code, _ := check()
+		return code == 0
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }

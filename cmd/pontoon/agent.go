@@ -16,6 +16,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -309,14 +312,21 @@ func runAgent(ctx context.Context, s agentSettings, cfg *rest.Config, logger *sl
 	if err != nil {
 		return fmt.Errorf("kubelet endpoint: %w", err)
 	}
-	srv := &http.Server{Handler: kubelet.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// The kubelet endpoint also serves the node's metrics, as the
+	// kubelet's does.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/", kubelet.Handler())
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	network := &podNetwork{conf: cni.Network{ConfDir: dirs.cniConf, DataDir: dirs.cniIPAM, Bridge: bridgeName}, logger: logger}
 	ipt, err := netproxy.NewIPTables()
 	if err != nil {
 		return err
 	}
 	dnsIP := net.ParseIP(s.clusterDNS[0])
-	proxy, err := netproxy.NewProxy(netproxy.ProxyConfig{Client: client, Iptables: ipt, Conntrack: netproxy.LinkConntrack{}, Logger: logger,
+	proxy, err := netproxy.NewProxy(netproxy.ProxyConfig{Client: client, Iptables: ipt, Conntrack: netproxy.LinkConntrack{}, Logger: logger, HealthCheckHost: s.nodeIP, Metrics: reg,
 		Rules: netproxy.Config{NodeName: s.name, ClusterCIDR: s.clusterNet, ServiceCIDR: s.serviceNet, ClusterDNS: dnsIP}})
 	if err != nil {
 		return err
