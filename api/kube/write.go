@@ -337,6 +337,8 @@ func (h *Handler) updateObject(ctx context.Context, req *request, minRev uint64,
 	if err != nil {
 		return nil, err
 	}
+	// fresh says the object was read after a linearizable sync.
+	fresh := false
 	for attempt := 0; ; attempt++ {
 		cur, err := h.objects.getCurrent(ctx, r, req.namespace, req.name, minRev)
 		if err != nil {
@@ -351,6 +353,19 @@ func (h *Handler) updateObject(ctx context.Context, req *request, minRev uint64,
 			if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
 				return nil, err
 			}
+			fresh = true
+			continue
+		}
+		// An update that changes nothing may only seem to because this
+		// server has not yet applied a write made through another (or
+		// through this one, by a client reading its own write): as
+		// kube-apiserver does when its cache served the object, it is
+		// judged again on the latest state before it is answered.
+		if err == nil && out == cur.obj && !fresh {
+			if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
+				return nil, err
+			}
+			fresh = true
 			continue
 		}
 		return out, err
