@@ -163,6 +163,11 @@ func (c *nodeLifecycleController) sync(ctx context.Context, name string) error {
 		}
 		ready = readyCondition(node)
 	}
+	if ready != nil && ready.Status == corev1.ConditionUnknown {
+		if err := c.markPodsNotReady(ctx, name, now); err != nil {
+			return err
+		}
+	}
 	node, paced, err := c.syncTaints(ctx, node, ready, now)
 	if err != nil {
 		return err
@@ -397,6 +402,31 @@ func (c *nodeLifecycleController) markUnknown(ctx context.Context, node *corev1.
 	}
 	c.recorder.Eventf(node, corev1.EventTypeNormal, "NodeNotReady", "Node %s status is now: NodeNotReady", node.Name)
 	return updated, nil
+}
+
+// markPodsNotReady sets Ready=False on the pods of a node whose kubelet
+// no longer posts its status, as Kubernetes' node lifecycle controller
+// does: their endpoints leave their Services, which send new connections
+// to pods on live nodes, long before the pods are evicted. The kubelet,
+// back, posts them Ready again.
+func (c *nodeLifecycleController) markPodsNotReady(ctx context.Context, node string, now time.Time) error {
+	objs, err := c.pods.ByIndex(podsByNode, node)
+	if err != nil {
+		return err
+	}
+	for _, obj := range objs {
+		pod := obj.(*corev1.Pod)
+		i := slices.IndexFunc(pod.Status.Conditions, func(c corev1.PodCondition) bool { return c.Type == corev1.PodReady })
+		if i < 0 || pod.Status.Conditions[i].Status != corev1.ConditionTrue {
+			continue
+		}
+		next := pod.DeepCopy()
+		next.Status.Conditions[i].Status, next.Status.Conditions[i].LastTransitionTime = corev1.ConditionFalse, metav1.NewTime(now)
+		if _, err := c.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("mark pod %s/%s not ready: %w", pod.Namespace, pod.Name, err)
+		}
+	}
+	return nil
 }
 
 // syncTaints makes the node carry the unreachable or not-ready taints its

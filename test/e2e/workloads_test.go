@@ -1291,6 +1291,16 @@ func TestNodeLifecycle(t *testing.T) {
 	cluster.Eventually(t, 30*time.Second, func() error {
 		return nodeUnreachable(ctx, rcs, "node-0", "Kubelet stopped posting node status.", corev1.TaintEffectNoSchedule, corev1.TaintEffectNoExecute)
 	})
+	// Its pods are marked not Ready at once, so that they leave their
+	// Services' endpoints long before they are evicted.
+	cluster.Eventually(t, 10*time.Second, func() error {
+		for _, name := range []string{"forever", "default"} {
+			if p, err := rcs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{}); err != nil || cluster.PodReady(p) {
+				return fmt.Errorf("pod %s on the unreachable node is still Ready (%v)", name, err)
+			}
+		}
+		return nil
+	})
 	cluster.Eventually(t, 30*time.Second, func() error {
 		if _, err := rcs.CoreV1().Pods("default").Get(ctx, "short", metav1.GetOptions{}); err == nil {
 			return fmt.Errorf("the pod tolerating 2 s is still there")
