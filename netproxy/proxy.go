@@ -90,8 +90,11 @@ type Proxy struct {
 	queue    workqueue.TypedRateLimitingInterface[string]
 	synced   []cache.InformerSynced
 	health   *healthServers
-	// syncDuration is how long the syncs took, by kind (full, partial).
+	// syncDuration is how long the syncs took, by kind (full, partial);
+	// restores counts those that loaded rules (a sync that changes
+	// nothing loads none).
 	syncDuration *prometheus.HistogramVec
+	restores     *prometheus.CounterVec
 
 	// last is what the last sync wrote; nil makes the next one full.
 	last *Rules
@@ -127,12 +130,19 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		Help:    "How long the service proxy took to compute and load its rules, by kind of sync (full, partial).",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
 	}, []string{"sync"})
+	restores := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pontoon_proxy_restores_total",
+		Help: "How many syncs of the service proxy loaded rules with iptables-restore, by kind of sync (full, partial).",
+	}, []string{"sync"})
 	if cfg.Metrics != nil {
-		if err := cfg.Metrics.Register(syncDuration); err != nil {
-			return nil, fmt.Errorf("netproxy: metrics: %w", err)
+		for _, c := range []prometheus.Collector{syncDuration, restores} {
+			if err := cfg.Metrics.Register(c); err != nil {
+				return nil, fmt.Errorf("netproxy: metrics: %w", err)
+			}
 		}
 	}
-	return &Proxy{cfg: cfg, log: log, udp: map[udpPort][]net.IP{}, health: newHealthServers(cfg.HealthCheckHost, log), syncDuration: syncDuration,
+	return &Proxy{cfg: cfg, log: log, udp: map[udpPort][]net.IP{}, health: newHealthServers(cfg.HealthCheckHost, log),
+		syncDuration: syncDuration, restores: restores,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "proxy"})}, nil
 }
@@ -187,12 +197,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 		}
 		p.queue.Forget(key)
 		took := time.Since(start)
-		kind := "partial"
-		if full {
-			kind = "full"
-		}
-		p.syncDuration.WithLabelValues(kind).Observe(took.Seconds())
-		p.log.Debug("synced", "sync", kind, "took", took)
+		p.syncDuration.WithLabelValues(syncKind(full)).Observe(took.Seconds())
+		p.log.Debug("synced", "sync", syncKind(full), "took", took)
 	}
 }
 
@@ -219,6 +225,14 @@ func (p *Proxy) watchRules(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// syncKind names a sync in the metrics.
+func syncKind(full bool) string {
+	if full {
+		return "full"
+	}
+	return "partial"
 }
 
 // sync writes the rules for what the informers hold.
@@ -251,6 +265,7 @@ func (p *Proxy) sync(ctx context.Context, full bool) error {
 		if err := p.cfg.Iptables.Restore(ctx, input); err != nil {
 			return fmt.Errorf("iptables-restore: %w", err)
 		}
+		p.restores.WithLabelValues(syncKind(full)).Inc()
 	}
 	if full {
 		for _, j := range jumps() {
