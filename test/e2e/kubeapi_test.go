@@ -824,6 +824,22 @@ func TestKubeAPI(t *testing.T) {
 		if s := patch("nodeport", `{"spec":{"type":"NodePort"}}`); s.Spec.Ports[0].NodePort < 30000 || s.Spec.Ports[0].NodePort == reused.Spec.Ports[0].NodePort {
 			t.Fatalf("turned NodePort again: %+v", s.Spec.Ports)
 		}
+		// A load balancer with policy Local gets a health-check node port,
+		// which it gives back when the policy goes.
+		local := patch("nodeport", `{"spec":{"type":"LoadBalancer","externalTrafficPolicy":"Local"}}`)
+		if hc := local.Spec.HealthCheckNodePort; hc < 30000 || hc == local.Spec.Ports[0].NodePort || hc == reused.Spec.Ports[0].NodePort {
+			t.Fatalf("health-check node port of a Local load balancer: %+v", local.Spec)
+		}
+		_, err = wcs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "hc-on-clusterip"},
+			Spec: corev1.ServiceSpec{HealthCheckNodePort: 31999, Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{})
+		wantReason(t, err, 422, metav1.StatusReasonInvalid)
+		if s := patch("nodeport", `{"spec":{"externalTrafficPolicy":"Cluster"}}`); s.Spec.HealthCheckNodePort != 0 || s.Spec.Type != corev1.ServiceTypeLoadBalancer {
+			t.Fatalf("policy Cluster kept the health-check node port: %+v", s.Spec)
+		}
+		if _, err := wcs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "hc-reused"},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Port: 80, NodePort: local.Spec.HealthCheckNodePort}}}}, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("a health-check node port given back: %v", err)
+		}
 		if s := patch("nodeport", `{"spec":{"type":"ExternalName","externalName":"example.com"}}`); s.Spec.ClusterIP != "" || len(s.Spec.IPFamilies) != 0 {
 			t.Fatalf("turned ExternalName: %+v", s.Spec)
 		}

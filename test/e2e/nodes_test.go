@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
@@ -124,9 +125,42 @@ func TestTwoNodes(t *testing.T) {
 	}
 	unchanged(t, cs, spread)
 
-	// n2's agent dies: its node goes NotReady; the spread pods on it are
-	// evicted after their 5 s and replaced on n1; the churn pods tolerate
-	// 300 s, and run on.
+	// n2's agent dies: its node goes NotReady, and its pods leave the
+	// spread Service's endpoints, so that connections through it from
+	// n1 all go to n1's pods; the spread pods on n2 are evicted after
+	// their 5 s and replaced on n1; the churn pods tolerate 300 s, and
+	// run on.
+	spreadSvc, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "spread"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "spread"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	onNodeDevice(t, agents["n1"], spreadSvc.Spec.ClusterIP)
+	// The pods' httpd serves their files: /etc/hostname names the pod.
+	answers := func() (map[string]int, error) {
+		out, errOut, code := agents["n1"].Netns.Run("busybox", "sh", "-c", "for i in $(seq 20); do busybox wget -qO- http://"+spreadSvc.Spec.ClusterIP+"/etc/hostname || exit 1; done")
+		if code != 0 {
+			return nil, fmt.Errorf("from n1 through the spread Service: exit %d: %s", code, errOut)
+		}
+		got := map[string]int{}
+		for _, name := range strings.Fields(out) {
+			got[name]++
+		}
+		return got, nil
+	}
+	onN2 := map[string]bool{}
+	for _, p := range spread {
+		onN2[p.Name] = p.Spec.NodeName == "n2"
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		got, err := answers()
+		for name := range got {
+			if onN2[name] {
+				return nil
+			}
+		}
+		return fmt.Errorf("no answer from n2's pods through the spread Service: %v %v", got, err)
+	})
 	agents["n2"].Kill()
 	cluster.Eventually(t, 60*time.Second, func() error {
 		n, err := cs.CoreV1().Nodes().Get(ctx, "n2", metav1.GetOptions{})
@@ -135,6 +169,18 @@ func TestTwoNodes(t *testing.T) {
 		}
 		if cluster.NodeReady(n) {
 			return fmt.Errorf("n2 is Ready with its agent killed")
+		}
+		return nil
+	})
+	cluster.Eventually(t, 30*time.Second, func() error {
+		got, err := answers()
+		if err != nil {
+			return err
+		}
+		for name := range got {
+			if onN2[name] {
+				return fmt.Errorf("n2 is not Ready, and its pod %s still answers through the spread Service: %v", name, got)
+			}
 		}
 		return nil
 	})

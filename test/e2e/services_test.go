@@ -14,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
@@ -71,7 +72,10 @@ func checkServices(t *testing.T, c *cluster.Cluster, srv *cluster.Server, cs kub
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
 					TerminationGracePeriodSeconds: ptr.To[int64](1),
-					Containers:                    []corev1.Container{{Name: "echo", Image: busybox, Command: []string{"sh", "-c", echoScript}}},
+					Containers: []corev1.Container{{Name: "echo", Image: busybox, Command: []string{"sh", "-c", echoScript},
+						// Ready until /tmp/unready exists.
+						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "!", "-e", "/tmp/unready"}}},
+							PeriodSeconds: 1, FailureThreshold: 1}}},
 					TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: corev1.LabelHostname,
 						WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: labels}}},
 				},
@@ -174,6 +178,21 @@ func checkServices(t *testing.T, c *cluster.Cluster, srv *cluster.Server, cs kub
 			t.Fatalf("the load balancer at %s:8081 from outside the cluster: exit %d: %q %s", in.IP, code, out, errOut)
 		}
 	}
+	// With externalTrafficPolicy Local, its health-check node port says
+	// on each node how many endpoints the node has (one each).
+	lb, err = cs.CoreV1().Services("default").Patch(ctx, "echo-lb", types.StrategicMergePatchType, []byte(`{"spec":{"externalTrafficPolicy":"Local"}}`), metav1.PatchOptions{})
+	if err != nil || lb.Spec.HealthCheckNodePort == 0 {
+		t.Fatalf("a Local load balancer: %v %+v", err, lb.Spec)
+	}
+	for _, a := range agents {
+		url := fmt.Sprintf("http://%s:%d/", a.IP, lb.Spec.HealthCheckNodePort)
+		cluster.Eventually(t, 30*time.Second, func() error {
+			if out, errOut, code := net.Hub.Run("busybox", "wget", "-qO-", url); code != 0 || !strings.Contains(out, `"localEndpoints":1`) {
+				return fmt.Errorf("the health-check node port %s: exit %d: %q %s", url, code, out, errOut)
+			}
+			return nil
+		})
+	}
 
 	// The API through the kubernetes Service, from a pod on each node.
 	for _, p := range append(echo, *client) {
@@ -216,10 +235,113 @@ func checkServices(t *testing.T, c *cluster.Cluster, srv *cluster.Server, cs kub
 			}
 		}
 	}
+	// The proxies' rules for the echo Service counted the traffic above;
+	// a chain written again would count from zero.
+	counted := map[string]uint64{}
+	for _, a := range agents {
+		if counted[a.Name] = natCount(t, a, "default/echo:http"); counted[a.Name] == 0 {
+			t.Fatalf("%s's rules for the echo Service counted nothing", a.Name)
+		}
+	}
 	for _, s := range c.Servers {
 		s.Start()
 	}
 	c.Leader(30 * time.Second)
+
+	// The servers back, the proxies write only what changed: a new
+	// Service works on every node, and the echo Service's rules, which
+	// did not change, were not written again.
+	again, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "echo-again"},
+		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.CoreV1().Services("default").Delete(ctx, "echo-again", metav1.DeleteOptions{})
+	for _, a := range agents {
+		onNodeDevice(t, a, again.Spec.ClusterIP)
+		cluster.Eventually(t, 60*time.Second, func() error {
+			if out, errOut, code := a.Netns.Run("busybox", "wget", "-qO-", "http://"+again.Spec.ClusterIP+"/"); code != 0 || !strings.HasPrefix(out, "echo-") {
+				return fmt.Errorf("a new Service from %s: exit %d: %q %s", a.Name, code, out, errOut)
+			}
+			return nil
+		})
+		if n := natCount(t, a, "default/echo:http"); n < counted[a.Name] {
+			t.Fatalf("%s wrote the echo Service's unchanged rules again after the servers returned (their count went from %d to %d)", a.Name, counted[a.Name], n)
+		}
+	}
+
+	// Endpoints follow readiness: the remote echo pod failing its probe
+	// gets no new connections, and does again once it passes.
+	through := func(n int) (map[string]int, error) {
+		out, err := exec("netclient", "sh", "-c", fmt.Sprintf("for i in $(seq %d); do wget -qO- http://%s/; done", n, svc.Spec.ClusterIP))
+		got := map[string]int{}
+		for _, name := range strings.Fields(out) {
+			got[name]++
+		}
+		return got, err
+	}
+	unready := func(on bool) {
+		t.Helper()
+		cmd := []string{"rm", "/tmp/unready"}
+		if on {
+			cmd = []string{"touch", "/tmp/unready"}
+		}
+		if _, err := exec(remote.Name, cmd...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unready(true)
+	cluster.Eventually(t, 30*time.Second, func() error {
+		if got, err := through(20); err != nil || got[remote.Name] > 0 {
+			return fmt.Errorf("through the ClusterIP with %s not ready: %v %v", remote.Name, got, err)
+		}
+		return nil
+	})
+	unready(false)
+	cluster.Eventually(t, 30*time.Second, func() error {
+		if got, err := through(40); err != nil || got[remote.Name] == 0 {
+			return fmt.Errorf("through the ClusterIP with %s ready again: %v %v", remote.Name, got, err)
+		}
+		return nil
+	})
+
+	// A pod being deleted drains: it gets no new connections through
+	// the Service but, its grace period not over (httpd, its PID 1,
+	// ignores SIGTERM), still answers those made to it.
+	if err := cs.CoreV1().Pods("default").Delete(ctx, remote.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](30)}); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Eventually(t, 30*time.Second, func() error {
+		if got, err := through(20); err != nil || got[remote.Name] > 0 {
+			return fmt.Errorf("through the ClusterIP with %s terminating: %v %v", remote.Name, got, err)
+		}
+		return nil
+	})
+	if out, err := exec("netclient", "wget", "-qO-", "http://"+remote.Status.PodIP+":8080/"); err != nil || out != remote.Name {
+		t.Fatalf("%s, terminating, no longer answers: %q %v", remote.Name, out, err)
+	}
+}
+
+// natCount is how many packets the node's DNAT rules for a service port
+// (its comment, ns/name:port) have translated, from iptables-save.
+func natCount(t *testing.T, a *cluster.Agent, port string) uint64 {
+	t.Helper()
+	out, errOut, code := a.Netns.Run("iptables-save", "-c", "-t", "nat")
+	if code != 0 {
+		t.Fatalf("iptables-save in %s: exit %d: %s", a.Name, code, errOut)
+	}
+	var n uint64
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.Contains(line, `"`+port+`"`) || !strings.Contains(line, "-j DNAT") {
+			continue
+		}
+		var packets, bytes uint64
+		if _, err := fmt.Sscanf(line, "[%d:%d]", &packets, &bytes); err != nil {
+			t.Fatalf("iptables-save in %s: %q: %v", a.Name, line, err)
+		}
+		n += packets
+	}
+	return n
 }
 
 // onNodeDevice fails the test unless the node sends to addr through a
