@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -62,11 +63,6 @@ func (t *IPTables) Exists(_ context.Context, table, chain string, rule ...string
 // agent cleanup` does: the jumps from the built-in chains, then the
 // chains themselves.
 func RemoveRules(ctx context.Context, t *IPTables) error {
-	for _, j := range jumps() {
-		if err := t.ipt.DeleteIfExists(j[0], j[1], j[2:]...); err != nil {
-			return fmt.Errorf("jump from %s %s: %w", j[0], j[1], err)
-		}
-	}
 	existing := map[string][]string{}
 	for _, table := range []string{"nat", "filter"} {
 		chains, err := t.Chains(ctx, table)
@@ -74,6 +70,17 @@ func RemoveRules(ctx context.Context, t *IPTables) error {
 			return err
 		}
 		existing[table] = chains
+	}
+	for _, j := range jumps() {
+		// A jump to a chain that does not exist cannot be there, and
+		// iptables cannot even look for it: a node whose proxy never
+		// synced, or cleaned up before, has none.
+		if !slices.Contains(existing[j[0]], j[len(j)-1]) {
+			continue
+		}
+		if err := t.ipt.DeleteIfExists(j[0], j[1], j[2:]...); err != nil {
+			return fmt.Errorf("jump from %s %s: %w", j[0], j[1], err)
+		}
 	}
 	if input := restoreInput(Rules{NAT: newTable(), Filter: newTable()}, nil, existing); len(input) > 0 {
 		return t.Restore(ctx, input)
