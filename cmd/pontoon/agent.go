@@ -31,8 +31,6 @@ import (
 	"github.com/pontoon-dev/pontoon/ctrl"
 	"github.com/pontoon-dev/pontoon/kubeversion"
 	"github.com/pontoon-dev/pontoon/membership"
-	"github.com/pontoon-dev/pontoon/netproxy"
-	"github.com/pontoon-dev/pontoon/netproxy/clusterdns"
 	"github.com/pontoon-dev/pontoon/node"
 	"github.com/pontoon-dev/pontoon/node/cni"
 	"github.com/pontoon-dev/pontoon/node/containerd"
@@ -320,29 +318,7 @@ func runAgent(ctx context.Context, s agentSettings, cfg *rest.Config, logger *sl
 	mux.Handle("/", kubelet.Handler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	network := &podNetwork{conf: cni.Network{ConfDir: dirs.cniConf, DataDir: dirs.cniIPAM, Bridge: bridgeName}, logger: logger}
-	ipt, err := netproxy.NewIPTables()
-	if err != nil {
-		return err
-	}
-	dnsIP := net.ParseIP(s.clusterDNS[0])
-	proxy, err := netproxy.NewProxy(netproxy.ProxyConfig{Client: client, Iptables: ipt, Conntrack: netproxy.LinkConntrack{}, Logger: logger, HealthCheckHost: s.nodeIP, Metrics: reg,
-		Rules: netproxy.Config{NodeName: s.name, ClusterCIDR: s.clusterNet, ServiceCIDR: s.serviceNet, ClusterDNS: dnsIP}})
-	if err != nil {
-		return err
-	}
-	links := netproxy.LinkRoutes{ServiceLink: bridgeName, RouteLocalnet: net.ParseIP(s.nodeIP).IsLoopback()}
-	routes, err := netproxy.NewRoutes(netproxy.RoutesConfig{Client: client, NodeName: s.name, ServiceCIDR: s.serviceNet,
-		Table: links, Logger: logger})
-	if err != nil {
-		return err
-	}
-	upstreams, err := clusterdns.UpstreamsFrom(s.resolvConf, dnsIP.String())
-	if err != nil {
-		logger.Warn("the cluster DNS answers only the cluster's names", "err", err)
-	}
-	dnsServer, err := clusterdns.New(clusterdns.Config{Client: client, Domain: s.clusterDomain, Listen: net.JoinHostPort(dnsIP.String(), "53"),
-		Upstreams: upstreams, Logger: logger})
+	network, err := newNodeNetwork(s, dirs, client, reg, logger)
 	if err != nil {
 		return err
 	}
@@ -359,7 +335,7 @@ func runAgent(ctx context.Context, s agentSettings, cfg *rest.Config, logger *sl
 	wg.Go(func() {
 		err := node.RunNodeStatus(ctx, node.Registration{Client: client, Runtime: runtime, NodeName: s.name, NodeIPs: []string{s.nodeIP},
 			Labels: s.labels, Taints: s.taints, MaxPods: s.maxPods, KubeletPort: s.kubeletPort, DataDir: s.dataDir,
-			KubeletVersion: kubeversion.Info().GitVersion, Network: network})
+			KubeletVersion: kubeversion.Info().GitVersion, Network: network.pods})
 		if err != nil && ctx.Err() == nil {
 			errs <- err
 		}
@@ -369,25 +345,7 @@ func runAgent(ctx context.Context, s agentSettings, cfg *rest.Config, logger *sl
 			errs <- err
 		}
 	})
-	wg.Go(func() {
-		if err := proxy.Run(ctx); err != nil && ctx.Err() == nil {
-			errs <- fmt.Errorf("service proxy: %w", err)
-		}
-	})
-	wg.Go(func() {
-		if err := routes.Run(ctx); err != nil && ctx.Err() == nil {
-			errs <- fmt.Errorf("node routes: %w", err)
-		}
-	})
-	wg.Go(func() {
-		err := netproxy.AddLocalAddress(dnsIP)
-		if err == nil {
-			err = dnsServer.Run(ctx)
-		}
-		if err != nil && ctx.Err() == nil {
-			errs <- fmt.Errorf("cluster DNS: %w", err)
-		}
-	})
+	network.run(ctx, &wg, errs)
 	logger.Info("agent started", "node_ip", s.nodeIP, "kubelet", ln.Addr().String(), "runtime", endpoint)
 	var exitErr error
 	select {
@@ -402,9 +360,6 @@ func runAgent(ctx context.Context, s agentSettings, cfg *rest.Config, logger *sl
 	logger.Info("agent stopped; its pods keep running")
 	return exitErr
 }
-
-// bridgeName is the pod bridge of a node.
-const bridgeName = "pontoon0"
 
 // dirs are where an agent keeps things under its data dir.
 type dirs struct {
@@ -453,29 +408,6 @@ func importImages(ctx context.Context, socket, dir string, logger *slog.Logger) 
 			continue
 		}
 		logger.Info("image archive imported", "file", a, "images", names)
-	}
-	return nil
-}
-
-// podNetwork writes the CNI config once the node has its pod CIDR.
-type podNetwork struct {
-	conf   cni.Network
-	logger *slog.Logger
-}
-
-func (n *podNetwork) SetPodCIDR(cidr string) error {
-	_, ipnet, err := net.ParseCIDR(cidr)
-	if err != nil {
-		return err
-	}
-	c := n.conf
-	c.PodCIDR = ipnet
-	changed, err := cni.Write(c)
-	if err != nil {
-		return fmt.Errorf("CNI config: %w", err)
-	}
-	if changed {
-		n.logger.Info("pod network configured", "pod_cidr", cidr)
 	}
 	return nil
 }
@@ -539,20 +471,7 @@ func cleanupAgent(ctx context.Context, name, dataDir string, logger *slog.Logger
 	if err := mounts.UnmountUnder(dataDir); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
-	if err := cni.RemoveBridge(bridgeName); err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	ipt, err := netproxy.NewIPTables()
-	if err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	if err := netproxy.RemoveRules(ctx, ipt); err != nil {
-		return fmt.Errorf("cleanup: service rules: %w", err)
-	}
-	if err := netproxy.RemoveRoutes(); err != nil {
-		return fmt.Errorf("cleanup: routes: %w", err)
-	}
-	if err := netproxy.RemoveLocalAddresses(); err != nil {
+	if err := cleanupNodeNetwork(ctx); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	if err := os.RemoveAll(dataDir); err != nil {
