@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -98,6 +100,9 @@ type Proxy struct {
 
 	// last is what the last sync wrote; nil makes the next one full.
 	last *Rules
+	// cache holds each Service's rules, computed again only when its
+	// objects change.
+	cache serviceCache
 	// udp are the endpoints each UDP service port sent to at the last
 	// sync.
 	udp map[udpPort][]net.IP
@@ -141,7 +146,7 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 			}
 		}
 	}
-	return &Proxy{cfg: cfg, log: log, udp: map[udpPort][]net.IP{}, health: newHealthServers(cfg.HealthCheckHost, log),
+	return &Proxy{cfg: cfg, log: log, udp: map[udpPort][]net.IP{}, cache: serviceCache{}, health: newHealthServers(cfg.HealthCheckHost, log),
 		syncDuration: syncDuration, restores: restores,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "proxy"})}, nil
@@ -241,16 +246,23 @@ func (p *Proxy) sync(ctx context.Context, full bool) error {
 	if err != nil {
 		return err
 	}
-	slices, err := p.slices.List(labels.Everything())
+	endpointSlices, err := p.slices.List(labels.Everything())
 	if err != nil {
 		return err
 	}
-	ports := servicePorts(p.cfg.Rules, services, slices)
-	rules := compute(p.cfg.Rules, ports)
+	rules, ports := computeCached(p.cfg.Rules, services, endpointSlices, p.cache)
 	var input []byte
 	if full {
+		// The chains to delete are those the tables hold and the rules
+		// no longer want: listed from the tables after a start or a
+		// failure, else the last sync's (listing 100,000 rules takes
+		// longer than loading them).
 		existing := map[string][]string{}
 		for _, table := range []string{"nat", "filter"} {
+			if p.last != nil {
+				existing[table] = slices.Collect(maps.Keys(p.last.table(table).Chains))
+				continue
+			}
 			chains, err := p.cfg.Iptables.Chains(ctx, table)
 			if err != nil {
 				return err

@@ -14,26 +14,19 @@ func (r Rules) table(name string) Table {
 	return r.Filter
 }
 
-// topLevel are the chains rewritten at every sync: they list every
-// service, so any change to the set of services changes them.
-func topLevel(chain string) bool {
-	return !strings.HasPrefix(chain, chainPrefix+"SVC-") && !strings.HasPrefix(chain, chainPrefix+"SVL-") &&
-		!strings.HasPrefix(chain, chainPrefix+"EXT-") && !strings.HasPrefix(chain, chainPrefix+"SEP-")
-}
-
 // restoreInput is the iptables-restore (--noflush) input that makes the
 // tables hold rules, and only touches the proxy's chains. With prev, the
-// rules the last sync wrote, it writes the chains that changed and the
-// top-level ones, as kube-proxy's partial sync does, and deletes the
-// chains no longer wanted; with existing instead (the proxy's chains the
-// tables hold, by table), it writes every chain and deletes the others.
+// rules the last sync wrote, it writes the chains that changed and
+// deletes those no longer wanted (a partial sync); with existing instead
+// (the proxy's chains the tables hold, by table), it writes every chain
+// and deletes the others.
 func restoreInput(rules Rules, prev *Rules, existing map[string][]string) []byte {
 	var b bytes.Buffer
 	for _, name := range []string{"nat", "filter"} {
 		want := rules.table(name).Chains
 		var write, remove []string
 		for _, c := range slices.Sorted(maps.Keys(want)) {
-			if prev != nil && !topLevel(c) {
+			if prev != nil {
 				if old, ok := prev.table(name).Chains[c]; ok && slices.Equal(old, want[c]) {
 					continue
 				}

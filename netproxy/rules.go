@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -93,53 +94,28 @@ type servicePort struct {
 
 // Compute returns the rules for services and their EndpointSlices.
 func Compute(cfg Config, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) Rules {
-	return compute(cfg, servicePorts(cfg, services, slices))
+	rules, _ := computeCached(cfg, services, slices, serviceCache{})
+	return rules
 }
 
-// compute returns the rules for the service ports with their endpoints.
-func compute(cfg Config, ports []servicePort) Rules {
-	r := Rules{NAT: newTable(), Filter: newTable()}
-	for _, c := range []string{chainServices, chainNodePorts, chainPostrouting, chainMarkMasq} {
-		r.NAT.chain(c)
-	}
-	for _, c := range []string{chainServices, chainExternalServices, chainForward} {
-		r.Filter.chain(c)
-	}
-	clusterCIDR := cfg.ClusterCIDR.String()
+// serviceCache keeps, by Service (ns/name), the rules computed for it and
+// the objects they came from. Informers never change an object they have
+// handed out, so the same objects make the same rules: a sync computes
+// again only the Services whose Service or EndpointSlices changed, which
+// keeps a one-Service change cheap among thousands.
+type serviceCache map[string]*cachedService
 
-	r.NAT.add(chainMarkMasq, "-j MARK --or-mark", masqMark)
-	// Pods reaching out of the cluster leave with the node's address.
-	r.NAT.add(chainPostrouting, "-s", clusterCIDR, "!", "-d", clusterCIDR, `-m comment --comment "pod traffic leaving the cluster"`, "-j MASQUERADE --random-fully")
-	r.NAT.add(chainPostrouting, "-m mark ! --mark", masqMark+"/"+masqMark, "-j RETURN")
-	r.NAT.add(chainPostrouting, "-j MARK --xor-mark", masqMark)
-	r.NAT.add(chainPostrouting, `-m comment --comment "service traffic requiring SNAT"`, "-j MASQUERADE --random-fully")
-	// A cluster whose FORWARD policy is DROP (as Docker sets it) still
-	// forwards service traffic and its replies.
-	r.Filter.add(chainForward, "-m mark --mark", masqMark+"/"+masqMark, "-j ACCEPT")
-	r.Filter.add(chainForward, "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
-	// Where route_localnet lets service traffic reach the node's
-	// loopback addresses, nothing else from outside does.
-	r.Filter.add(chainExternalServices, "-d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate DNAT",
-		`-m comment --comment "only translated traffic reaches the node's loopback addresses"`, "-j DROP")
-
-	for _, sp := range ports {
-		r.addServicePort(cfg, sp)
-	}
-
-	// Last: node ports, and the refusal of every service address no
-	// Service holds, so that it is never routed on.
-	r.NAT.add(chainServices, "-m addrtype --dst-type LOCAL -j", chainNodePorts)
-	if cfg.ClusterDNS != nil {
-		r.Filter.add(chainServices, "-d", cfg.ClusterDNS.String()+"/32", `-m comment --comment "the node's cluster DNS"`, "-j RETURN")
-	}
-	r.Filter.add(chainServices, "-d", cfg.ServiceCIDR.String(), "-p tcp", `-m comment --comment "no service holds this address"`, "-j REJECT --reject-with tcp-reset")
-	r.Filter.add(chainServices, "-d", cfg.ServiceCIDR.String(), `-m comment --comment "no service holds this address"`, "-j REJECT")
-	return r
+type cachedService struct {
+	svc    *corev1.Service
+	slices []*discoveryv1.EndpointSlice
+	ports  []servicePort
+	rules  Rules
 }
 
-// servicePorts are the proxied ports of services with their endpoints,
-// in a stable order.
-func servicePorts(cfg Config, services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) []servicePort {
+// computeCached returns the rules for services and their EndpointSlices,
+// and their proxied ports in a stable order, computing again only what
+// cache does not hold; it leaves in cache the Services it was given.
+func computeCached(cfg Config, services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice, cache serviceCache) (Rules, []servicePort) {
 	byService := map[string][]*discoveryv1.EndpointSlice{}
 	for _, s := range endpointSlices {
 		if s.AddressType != discoveryv1.AddressTypeIPv4 {
@@ -149,43 +125,186 @@ func servicePorts(cfg Config, services []*corev1.Service, endpointSlices []*disc
 			byService[s.Namespace+"/"+name] = append(byService[s.Namespace+"/"+name], s)
 		}
 	}
-	var out []servicePort
+	type keyed struct {
+		key string
+		svc *corev1.Service
+	}
+	sorted := make([]keyed, 0, len(services))
 	for _, svc := range services {
-		if !proxied(cfg, svc) {
-			continue
+		if proxied(cfg, svc) {
+			sorted = append(sorted, keyed{svc.Namespace + "/" + svc.Name, svc})
 		}
-		key := svc.Namespace + "/" + svc.Name
-		for _, p := range svc.Spec.Ports {
-			sp := servicePort{svc: svc, port: p, name: key + ":" + p.Name}
-			seen := map[string]bool{}
-			for _, s := range byService[key] {
-				for _, sport := range s.Ports {
-					if ptrValue(sport.Name) != p.Name || sport.Port == nil || protocol(sport.Protocol) != protocol(&p.Protocol) {
-						continue
+	}
+	slices.SortFunc(sorted, func(a, b keyed) int { return strings.Compare(a.key, b.key) })
+	r := baseRules()
+	var ports []servicePort
+	seen := make(map[string]bool, len(sorted))
+	for _, k := range sorted {
+		key, svc := k.key, k.svc
+		seen[key] = true
+		own := byService[key]
+		slices.SortFunc(own, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
+		c := cache[key]
+		if c == nil || c.svc != svc || !slices.Equal(c.slices, own) {
+			sp := portsOf(cfg, svc, own)
+			c = &cachedService{svc: svc, slices: own, ports: sp, rules: serviceRules(cfg, sp)}
+			cache[key] = c
+		}
+		ports = append(ports, c.ports...)
+		r.merge(c.rules)
+	}
+	for key := range cache {
+		if !seen[key] {
+			delete(cache, key)
+		}
+	}
+	r.finish(cfg, ports)
+	return r, ports
+}
+
+// baseRules are the rules that come before the Services'.
+func baseRules() Rules {
+	r := Rules{NAT: newTable(), Filter: newTable()}
+	for _, c := range []string{chainServices, chainNodePorts, chainPostrouting, chainMarkMasq} {
+		r.NAT.chain(c)
+	}
+	for _, c := range []string{chainServices, chainExternalServices, chainForward} {
+		r.Filter.chain(c)
+	}
+	r.NAT.add(chainMarkMasq, "-j MARK --or-mark", masqMark)
+	// A cluster whose FORWARD policy is DROP (as Docker sets it) still
+	// forwards service traffic and its replies.
+	r.Filter.add(chainForward, "-m mark --mark", masqMark+"/"+masqMark, "-j ACCEPT")
+	r.Filter.add(chainForward, "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+	// Where route_localnet lets service traffic reach the node's
+	// loopback addresses, nothing else from outside does.
+	r.Filter.add(chainExternalServices, "-d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate DNAT",
+		`-m comment --comment "only translated traffic reaches the node's loopback addresses"`, "-j DROP")
+	return r
+}
+
+// merge adds a Service's rules: its own chains, and its rules of the
+// shared chains after those already there.
+func (r Rules) merge(f Rules) {
+	for _, t := range []struct{ into, from Table }{{r.NAT, f.NAT}, {r.Filter, f.Filter}} {
+		for chain, rules := range t.from.Chains {
+			if have, ok := t.into.Chains[chain]; ok {
+				t.into.Chains[chain] = append(have, rules...)
+			} else {
+				// Clipped, so that an append to a shared chain copies
+				// rather than writes into the cached Service's rules.
+				t.into.Chains[chain] = slices.Clip(rules)
+			}
+		}
+	}
+}
+
+// finish adds what follows the Services' rules: the jumps to the
+// ClusterIP shards, hairpin masquerade, node ports, and the refusal of
+// every service address no Service holds, so that it is never routed on.
+func (r Rules) finish(cfg Config, ports []servicePort) {
+	var jumps []string
+	for _, chain := range slices.Sorted(maps.Keys(r.NAT.Chains)) {
+		if cidr, ok := shardCIDR(chain); ok {
+			jumps = append(jumps, "-A "+chainServices+" -d "+cidr+" -j "+chain)
+		}
+	}
+	r.NAT.Chains[chainServices] = append(jumps, r.NAT.Chains[chainServices]...)
+	r.NAT.add(chainServices, "-m addrtype --dst-type LOCAL -j", chainNodePorts)
+
+	clusterCIDR := cfg.ClusterCIDR.String()
+	// Pods reaching out of the cluster leave with the node's address.
+	r.NAT.add(chainPostrouting, "-s", clusterCIDR, "!", "-d", clusterCIDR, `-m comment --comment "pod traffic leaving the cluster"`, "-j MASQUERADE --random-fully")
+	// A pod that reaches itself through a Service (hairpin) is
+	// masqueraded, so that its reply comes back through the node: only a
+	// pod of this node can, and only once translated to itself.
+	local := map[string]bool{}
+	for _, sp := range ports {
+		for _, e := range append(usable(sp.endpoints), usable(localOnly(sp.endpoints))...) {
+			if e.local {
+				local[e.ip] = true
+			}
+		}
+	}
+	for _, ip := range slices.Sorted(maps.Keys(local)) {
+		r.NAT.add(chainPostrouting, "-s", ip+"/32", "-d", ip+"/32", `-m comment --comment "hairpin"`, "-j MASQUERADE")
+	}
+	r.NAT.add(chainPostrouting, "-m mark ! --mark", masqMark+"/"+masqMark, "-j RETURN")
+	r.NAT.add(chainPostrouting, "-j MARK --xor-mark", masqMark)
+	r.NAT.add(chainPostrouting, `-m comment --comment "service traffic requiring SNAT"`, "-j MASQUERADE --random-fully")
+
+	if cfg.ClusterDNS != nil {
+		r.Filter.add(chainServices, "-d", cfg.ClusterDNS.String()+"/32", `-m comment --comment "the node's cluster DNS"`, "-j RETURN")
+	}
+	r.Filter.add(chainServices, "-d", cfg.ServiceCIDR.String(), "-p tcp", `-m comment --comment "no service holds this address"`, "-j REJECT --reject-with tcp-reset")
+	r.Filter.add(chainServices, "-d", cfg.ServiceCIDR.String(), `-m comment --comment "no service holds this address"`, "-j REJECT")
+}
+
+// serviceRules are the rules of one Service's ports.
+func serviceRules(cfg Config, ports []servicePort) Rules {
+	r := Rules{NAT: newTable(), Filter: newTable()}
+	for _, sp := range ports {
+		r.addServicePort(cfg, sp)
+	}
+	return r
+}
+
+// The ClusterIP rules are split by the /24 of the address into chains of
+// their own (shards), to which PONTOON-SERVICES jumps by destination: a
+// new connection goes through a few dozen rules rather than every
+// Service's, and a change to one Service rewrites only its shard.
+const shardPrefix = chainPrefix + "CIP-"
+
+// shardChain is the shard of a ClusterIP.
+func shardChain(ip net.IP) string {
+	v4 := ip.To4()
+	return fmt.Sprintf("%s%d-%d-%d", shardPrefix, v4[0], v4[1], v4[2])
+}
+
+// shardCIDR is the range of a shard chain, and whether chain is one.
+func shardCIDR(chain string) (string, bool) {
+	rest, ok := strings.CutPrefix(chain, shardPrefix)
+	if !ok {
+		return "", false
+	}
+	return strings.ReplaceAll(rest, "-", ".") + ".0/24", true
+}
+
+// portsOf are the ports of svc with their endpoints from its
+// EndpointSlices, in a stable order.
+func portsOf(cfg Config, svc *corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) []servicePort {
+	key := svc.Namespace + "/" + svc.Name
+	var out []servicePort
+	for _, p := range svc.Spec.Ports {
+		sp := servicePort{svc: svc, port: p, name: key + ":" + p.Name}
+		seen := map[string]bool{}
+		for _, s := range endpointSlices {
+			for _, sport := range s.Ports {
+				if ptrValue(sport.Name) != p.Name || sport.Port == nil || protocol(sport.Protocol) != protocol(&p.Protocol) {
+					continue
+				}
+				for _, e := range s.Endpoints {
+					ready := e.Conditions.Ready == nil || *e.Conditions.Ready
+					serving := ready
+					if e.Conditions.Serving != nil {
+						serving = *e.Conditions.Serving
 					}
-					for _, e := range s.Endpoints {
-						ready := e.Conditions.Ready == nil || *e.Conditions.Ready
-						serving := ready
-						if e.Conditions.Serving != nil {
-							serving = *e.Conditions.Serving
+					for _, addr := range e.Addresses {
+						id := net.JoinHostPort(addr, strconv.Itoa(int(*sport.Port)))
+						if seen[id] || net.ParseIP(addr).To4() == nil {
+							continue
 						}
-						for _, addr := range e.Addresses {
-							id := net.JoinHostPort(addr, strconv.Itoa(int(*sport.Port)))
-							if seen[id] || net.ParseIP(addr).To4() == nil {
-								continue
-							}
-							seen[id] = true
-							sp.endpoints = append(sp.endpoints, endpoint{ip: addr, port: *sport.Port,
-								local: e.NodeName != nil && *e.NodeName == cfg.NodeName, ready: ready, serving: serving})
-						}
+						seen[id] = true
+						sp.endpoints = append(sp.endpoints, endpoint{ip: addr, port: *sport.Port,
+							local: e.NodeName != nil && *e.NodeName == cfg.NodeName, ready: ready, serving: serving})
 					}
 				}
 			}
-			slices.SortFunc(sp.endpoints, func(a, b endpoint) int {
-				return strings.Compare(net.JoinHostPort(a.ip, strconv.Itoa(int(a.port))), net.JoinHostPort(b.ip, strconv.Itoa(int(b.port))))
-			})
-			out = append(out, sp)
 		}
+		slices.SortFunc(sp.endpoints, func(a, b endpoint) int {
+			return strings.Compare(net.JoinHostPort(a.ip, strconv.Itoa(int(a.port))), net.JoinHostPort(b.ip, strconv.Itoa(int(b.port))))
+		})
+		out = append(out, sp)
 	}
 	slices.SortFunc(out, func(a, b servicePort) int {
 		return strings.Compare(a.name+string(a.port.Protocol), b.name+string(b.port.Protocol))
@@ -289,7 +408,8 @@ func (r Rules) addServicePort(cfg Config, sp servicePort) {
 
 	// Traffic to the ClusterIP.
 	if len(internal) > 0 {
-		r.NAT.add(chainServices, comment, match(clusterIP, p.Port), "-j", internalChain)
+		shard := shardChain(net.ParseIP(svc.Spec.ClusterIP))
+		r.NAT.add(shard, comment, match(clusterIP, p.Port), "-j", internalChain)
 	} else {
 		r.Filter.add(chainServices, comment, match(clusterIP, p.Port), `-m comment --comment "has no endpoints"`, reject)
 	}
@@ -361,6 +481,10 @@ func (r Rules) addServicePort(cfg Config, sp servicePort) {
 	if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
 		timeout = *c.ClientIP.TimeoutSeconds
 	}
+	// With session affinity each endpoint has a chain of its own, which
+	// records the client (recent) before it translates; otherwise the
+	// picking rules translate themselves, which keeps the chains few:
+	// iptables-nft takes far longer to load many chains than many rules.
 	written := map[string]bool{}
 	pick := func(chain string, eps []endpoint, masqOffCluster bool) {
 		r.NAT.chain(chain)
@@ -369,29 +493,28 @@ func (r Rules) addServicePort(cfg Config, sp servicePort) {
 			// node, so replies come back through it.
 			r.NAT.add(chain, comment, "!", "-s", cfg.ClusterCIDR.String(), match(clusterIP, p.Port), "-j", chainMarkMasq)
 		}
-		seps := make([]string, len(eps))
+		targets := make([]string, len(eps))
 		for i, e := range eps {
-			seps[i] = chainName("SEP", sp.name, proto, e.ip, strconv.Itoa(int(e.port)))
-			if !written[seps[i]] {
-				written[seps[i]] = true
-				r.NAT.chain(seps[i])
-				r.NAT.add(seps[i], comment, "-s", e.ip+"/32", `-m comment --comment "hairpin"`, "-j", chainMarkMasq)
-				if affinity {
-					r.NAT.add(seps[i], comment, "-m recent --name", seps[i], "--mask 255.255.255.255 --rsource --set")
-				}
-				r.NAT.add(seps[i], comment, "-p", proto, "-m", proto, "-j DNAT --to-destination", net.JoinHostPort(e.ip, strconv.Itoa(int(e.port))))
+			dnat := "-p " + proto + " -j DNAT --to-destination " + net.JoinHostPort(e.ip, strconv.Itoa(int(e.port)))
+			if !affinity {
+				targets[i] = dnat
+				continue
 			}
-		}
-		if affinity {
-			for _, sep := range seps {
-				r.NAT.add(chain, comment, "-m recent --name", sep, fmt.Sprintf("--rcheck --seconds %d --reap", timeout), "--mask 255.255.255.255 --rsource -j", sep)
+			sep := chainName("SEP", sp.name, proto, e.ip, strconv.Itoa(int(e.port)))
+			targets[i] = "-j " + sep
+			if !written[sep] {
+				written[sep] = true
+				r.NAT.chain(sep)
+				r.NAT.add(sep, comment, "-m recent --name", sep, "--mask 255.255.255.255 --rsource --set")
+				r.NAT.add(sep, comment, dnat)
 			}
+			r.NAT.add(chain, comment, "-m recent --name", sep, fmt.Sprintf("--rcheck --seconds %d --reap", timeout), "--mask 255.255.255.255 --rsource", targets[i])
 		}
-		for i, sep := range seps {
-			if left := len(seps) - i; left > 1 {
-				r.NAT.add(chain, comment, "-m statistic --mode random --probability", fmt.Sprintf("%.10f", 1/float64(left)), "-j", sep)
+		for i, target := range targets {
+			if left := len(targets) - i; left > 1 {
+				r.NAT.add(chain, comment, "-m statistic --mode random --probability", fmt.Sprintf("%.10f", 1/float64(left)), target)
 			} else {
-				r.NAT.add(chain, comment, "-j", sep)
+				r.NAT.add(chain, comment, target)
 			}
 		}
 	}

@@ -60,13 +60,15 @@ func TestClusterIPSpreadsOverReadyEndpoints(t *testing.T) {
 	svc := chainName("SVC", "ns/web:http", "tcp")
 	nat := rulesText(r.NAT)
 	for _, want := range []string{
-		"-A PONTOON-SERVICES " + `-m comment --comment "ns/web:http" -d 10.96.0.20/32 -p tcp -m tcp --dport 80 -j ` + svc,
-		"-m statistic --mode random --probability 0.5000000000 -j " + chainName("SEP", "ns/web:http", "tcp", "10.244.1.5", "8080"),
-		"-j DNAT --to-destination 10.244.1.5:8080",
-		"-j DNAT --to-destination 10.244.2.7:8080",
-		// Hairpin: a pod reaching itself through its service is
-		// masqueraded, so its reply comes back through the node.
-		"-s 10.244.1.5/32",
+		// The ClusterIP's shard, by its /24, and the rule there.
+		"-A PONTOON-SERVICES -d 10.96.0.0/24 -j PONTOON-CIP-10-96-0",
+		"-A PONTOON-CIP-10-96-0 " + `-m comment --comment "ns/web:http" -d 10.96.0.20/32 -p tcp -m tcp --dport 80 -j ` + svc,
+		"-m statistic --mode random --probability 0.5000000000 -p tcp -j DNAT --to-destination 10.244.1.5:8080",
+		`-m comment --comment "ns/web:http" -p tcp -j DNAT --to-destination 10.244.2.7:8080`,
+		// Hairpin: the local endpoint reaching itself through its
+		// service is masqueraded, so its reply comes back through the
+		// node; the other node's endpoint is its node's business.
+		"-A PONTOON-POSTROUTING -s 10.244.1.5/32 -d 10.244.1.5/32",
 	} {
 		if !strings.Contains(nat, want) {
 			t.Errorf("nat lacks %q:\n%s", want, nat)
@@ -74,6 +76,9 @@ func TestClusterIPSpreadsOverReadyEndpoints(t *testing.T) {
 	}
 	if rules := r.NAT.Chains[svc]; len(rules) != 3 || strings.Contains(rules[2], "statistic") {
 		t.Errorf("the service chain: masquerade off-cluster clients, then one of two, then the other:\n%s", strings.Join(rules, "\n"))
+	}
+	if strings.Contains(nat, "-s 10.244.2.7/32 -d 10.244.2.7/32") || strings.Contains(nat, "PONTOON-SEP-") {
+		t.Errorf("hairpin for another node's endpoint, or an endpoint chain without session affinity:\n%s", nat)
 	}
 	if strings.Contains(rulesText(r.Filter), "10.96.0.20") {
 		t.Errorf("a service with endpoints is refused:\n%s", rulesText(r.Filter))
@@ -133,7 +138,7 @@ func TestNodePortWithLocalTrafficPolicy(t *testing.T) {
 			t.Errorf("an outside client's address is not kept: %s", r)
 		}
 	}
-	if l := here.NAT.Chains[local]; len(l) != 1 || !strings.HasSuffix(l[0], "-j "+chainName("SEP", "ns/web:http", "tcp", "10.244.1.5", "80")) {
+	if l := here.NAT.Chains[local]; len(l) != 1 || !strings.HasSuffix(l[0], "-j DNAT --to-destination 10.244.1.5:80") {
 		t.Errorf("the local chain does not send to the local endpoint alone:\n%s", strings.Join(l, "\n"))
 	}
 }
@@ -146,6 +151,11 @@ func TestSessionAffinity(t *testing.T) {
 	nat := rulesText(r.NAT)
 	if strings.Count(nat, "--rcheck --seconds 60 --reap") != 2 || strings.Count(nat, "--rsource --set") != 2 {
 		t.Errorf("session affinity:\n%s", nat)
+	}
+	// Each endpoint's chain records the client, then translates.
+	sep := chainName("SEP", "ns/web:http", "tcp", "10.244.1.5", "80")
+	if rules := r.NAT.Chains[sep]; len(rules) != 2 || !strings.Contains(rules[0], "--name "+sep) || !strings.HasSuffix(rules[1], "--to-destination 10.244.1.5:80") {
+		t.Errorf("the endpoint chain with session affinity:\n%s", strings.Join(rules, "\n"))
 	}
 }
 
@@ -165,20 +175,53 @@ func TestPartialSyncWritesWhatChanged(t *testing.T) {
 	before := Compute(cfg, services, []*discoveryv1.EndpointSlice{slice("a", 80, ep{"10.244.1.5", "n1", true}), slice("b", 80, ep{"10.244.1.9", "n1", true})})
 	after := Compute(cfg, services, []*discoveryv1.EndpointSlice{slice("a", 80, ep{"10.244.1.6", "n1", true}), slice("b", 80, ep{"10.244.1.9", "n1", true})})
 	in := string(restoreInput(after, &before, nil))
-	oldSEP := chainName("SEP", "ns/a:http", "tcp", "10.244.1.5", "80")
-	for _, want := range []string{":" + chainName("SVC", "ns/a:http", "tcp"), ":" + chainName("SEP", "ns/a:http", "tcp", "10.244.1.6", "80"), "-X " + oldSEP, ":" + chainServices} {
-		if !strings.Contains(in, want) {
-			t.Errorf("the partial sync lacks %q:\n%s", want, in)
+	if !strings.Contains(in, ":"+chainName("SVC", "ns/a:http", "tcp")) || !strings.Contains(in, "--to-destination 10.244.1.6:80") {
+		t.Errorf("the partial sync lacks the changed service:\n%s", in)
+	}
+	for _, unchanged := range []string{":" + chainName("SVC", "ns/b:http", "tcp"), ":" + chainServices, ":PONTOON-CIP-10-96-0"} {
+		if strings.Contains(in, unchanged) {
+			t.Errorf("the partial sync rewrites the unchanged %s:\n%s", unchanged, in)
 		}
 	}
-	if strings.Contains(in, ":"+chainName("SVC", "ns/b:http", "tcp")) {
-		t.Errorf("the partial sync rewrites an unchanged service:\n%s", in)
+	// A service gone takes its chain with it.
+	gone := Compute(cfg, services[:1], []*discoveryv1.EndpointSlice{slice("a", 80, ep{"10.244.1.6", "n1", true})})
+	if in := string(restoreInput(gone, &after, nil)); !strings.Contains(in, "-X "+chainName("SVC", "ns/b:http", "tcp")) || !strings.Contains(in, ":PONTOON-CIP-10-96-0") {
+		t.Errorf("the partial sync after a service went:\n%s", in)
 	}
 	// A full sync deletes the proxy's chains it does not want, and only
 	// those.
-	full := string(restoreInput(after, nil, map[string][]string{"nat": {"PREROUTING", "KUBE-SERVICES", oldSEP}}))
-	if !strings.Contains(full, "-X "+oldSEP) || strings.Contains(full, "KUBE-SERVICES") {
+	stale := chainName("SVC", "ns/old:http", "tcp")
+	full := string(restoreInput(after, nil, map[string][]string{"nat": {"PREROUTING", "KUBE-SERVICES", stale}}))
+	if !strings.Contains(full, "-X "+stale) || strings.Contains(full, "KUBE-SERVICES") {
 		t.Errorf("the full sync:\n%s", full)
+	}
+}
+
+// TestCachedServicesComputedOnce: a Service whose objects are the same
+// is not computed again, and its rules are those Compute gives.
+func TestCachedServicesComputedOnce(t *testing.T) {
+	cfg := testConfig()
+	svcs, slices := manyServices(3)
+	cache := serviceCache{}
+	first, _ := computeCached(cfg, svcs, slices, cache)
+	kept := cache["ns/s1"]
+	changed := slices[2].DeepCopy()
+	changed.Endpoints[0].Addresses[0] = "10.244.200.1"
+	slices[2] = changed
+	second, _ := computeCached(cfg, svcs, slices, cache)
+	if cache["ns/s1"] != kept || cache["ns/s2"].slices[0] != changed {
+		t.Fatal("the cache computed an unchanged service again, or kept a changed one")
+	}
+	if want := Compute(cfg, svcs, slices); string(restoreInput(second, nil, nil)) != string(restoreInput(want, nil, nil)) {
+		t.Errorf("cached rules differ from computed ones")
+	}
+	if string(restoreInput(first, nil, nil)) == string(restoreInput(second, nil, nil)) {
+		t.Error("the changed endpoint is not in the rules")
+	}
+	// A service gone leaves the cache.
+	computeCached(cfg, svcs[:1], slices, cache)
+	if len(cache) != 1 {
+		t.Errorf("the cache holds %d services, want 1", len(cache))
 	}
 }
 
