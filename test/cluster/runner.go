@@ -3,14 +3,18 @@ package cluster
 import (
 	"log"
 	"os"
+	"sync"
 )
 
 // Runner is the TB of a program that drives the harness, as the
 // benchmarks and the conformance run do: logs go to the standard logger,
 // a fatal error cleans up and exits.
 type Runner struct {
-	dir      string
+	dir string
+
+	mu       sync.Mutex
 	cleanups []func()
+	fatal    sync.Once
 }
 
 var _ TB = (*Runner)(nil)
@@ -28,9 +32,23 @@ func NewRunner(prefix string) *Runner {
 func (r *Runner) Helper()                           {}
 func (r *Runner) Logf(format string, args ...any)   { log.Printf(format, args...) }
 func (r *Runner) Errorf(format string, args ...any) { log.Printf(format, args...) }
-func (r *Runner) Fatalf(format string, args ...any) { r.Close(); log.Fatalf(format, args...) }
-func (r *Runner) Cleanup(f func())                  { r.cleanups = append(r.cleanups, f) }
-func (r *Runner) Failed() bool                      { return false }
+
+// Fatalf cleans up and exits; a goroutine that fails while another does
+// waits for the exit.
+func (r *Runner) Fatalf(format string, args ...any) {
+	r.fatal.Do(func() {
+		r.Close()
+		log.Fatalf(format, args...)
+	})
+	select {}
+}
+
+func (r *Runner) Cleanup(f func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cleanups = append(r.cleanups, f)
+}
+func (r *Runner) Failed() bool { return false }
 
 // TempDir makes a new temporary dir, removed by Close.
 func (r *Runner) TempDir() string {
@@ -44,9 +62,12 @@ func (r *Runner) TempDir() string {
 // Close runs the cleanups, the last registered first, and removes the
 // temporary dirs.
 func (r *Runner) Close() {
-	for i := len(r.cleanups) - 1; i >= 0; i-- {
-		r.cleanups[i]()
-	}
+	r.mu.Lock()
+	cleanups := r.cleanups
 	r.cleanups = nil
+	r.mu.Unlock()
+	for i := len(cleanups) - 1; i >= 0; i-- {
+		cleanups[i]()
+	}
 	os.RemoveAll(r.dir)
 }

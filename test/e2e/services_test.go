@@ -13,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -142,6 +143,18 @@ func checkServices(t *testing.T, c *cluster.Cluster, srv *cluster.Server, cs kub
 		return nil
 	})
 
+	// Hairpin: each echo pod reaches itself through the ClusterIP (and
+	// the other pod too).
+	for _, p := range echo {
+		cluster.Eventually(t, 30*time.Second, func() error {
+			out, err := exec(p.Name, "sh", "-c", "for i in $(seq 20); do wget -qO- http://"+svc.Spec.ClusterIP+"/ || exit 1; done")
+			if err != nil || !strings.Contains(out, p.Name) {
+				return fmt.Errorf("%s through the ClusterIP, 20 times, never reached itself: %q %v", p.Name, out, err)
+			}
+			return nil
+		})
+	}
+
 	// The NodePort through each node, from a pod and from the servers'
 	// namespace, which is outside the cluster.
 	port := fmt.Sprint(svc.Spec.Ports[0].NodePort)
@@ -172,11 +185,15 @@ func checkServices(t *testing.T, c *cluster.Cluster, srv *cluster.Server, cs kub
 		}
 		return nil
 	})
+	// Each node takes it once its proxy has the Service's status.
 	for _, in := range lb.Status.LoadBalancer.Ingress {
 		net.CheckRoute(net.Hub, in.IP, net.Bridge)
-		if out, errOut, code := net.Hub.Run("busybox", "wget", "-qO-", "http://"+in.IP+":8081/"); code != 0 || !strings.HasPrefix(out, "echo-") {
-			t.Fatalf("the load balancer at %s:8081 from outside the cluster: exit %d: %q %s", in.IP, code, out, errOut)
-		}
+		cluster.Eventually(t, 30*time.Second, func() error {
+			if out, errOut, code := net.Hub.Run("busybox", "wget", "-qO-", "http://"+in.IP+":8081/"); code != 0 || !strings.HasPrefix(out, "echo-") {
+				return fmt.Errorf("the load balancer at %s:8081 from outside the cluster: exit %d: %q %s", in.IP, code, out, errOut)
+			}
+			return nil
+		})
 	}
 	// With externalTrafficPolicy Local, its health-check node port says
 	// on each node how many endpoints the node has (one each).
@@ -377,7 +394,16 @@ func checkDNS(t *testing.T, cs kubernetes.Interface, exec func(string, ...string
 		Spec: corev1.PodSpec{Hostname: "db-0", Subdomain: "echo-h", TerminationGracePeriodSeconds: ptr.To[int64](1),
 			Containers: []corev1.Container{{Name: "c", Image: busybox, Command: []string{"sh", "-c", echoScript}}}}}
 	createPod(t, cs, named)
-	defer deletePod(t, cs, "named")
+	// Gone before the test goes on: it answers for the echo Service too.
+	defer func() {
+		deletePod(t, cs, "named")
+		cluster.Eventually(t, 30*time.Second, func() error {
+			if _, err := cs.CoreV1().Pods("default").Get(ctx, "named", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("the pod named is not gone: %v", err)
+			}
+			return nil
+		})
+	}()
 	named = waitPod(t, cs, "named", "running with an address", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" })
 
 	var podIPs []string
