@@ -58,7 +58,8 @@ func Builtin() *Registry {
 		&Resource{GroupVersion: core, Name: "services", SingularName: "service", Kind: "Service", Namespaced: true, ShortNames: []string{"svc"}, Categories: []string{"all"},
 			Names:  validation.NameIsDNS1035Label,
 			Status: true, New: func() runtime.Object { return &corev1.Service{} }, NewList: func() runtime.Object { return &corev1.ServiceList{} },
-			Default: typed(defaultService), PrepareUpdate: typedUpdate(prepareServiceUpdate), Validate: typedValidate(validateService), Columns: serviceColumns},
+			Default: typed(defaultService), PrepareUpdate: typedUpdate(prepareServiceUpdate), Validate: typedValidate(validateService), Columns: serviceColumns,
+			Fields: typedFields(serviceFields)},
 		&Resource{GroupVersion: core, Name: "endpoints", SingularName: "endpoints", Kind: "Endpoints", Namespaced: true, ShortNames: []string{"ep"},
 			New: func() runtime.Object { return &corev1.Endpoints{} }, NewList: func() runtime.Object { return &corev1.EndpointsList{} },
 			Columns: endpointsColumns},
@@ -189,6 +190,12 @@ func boolString(b bool) string {
 		return "true"
 	}
 	return "false"
+}
+
+// serviceFields are kube-apiserver's: kube-proxy lists the Services
+// with spec.clusterIP!=None.
+func serviceFields(s *corev1.Service) fields.Set {
+	return fields.Set{"spec.clusterIP": s.Spec.ClusterIP, "spec.type": string(s.Spec.Type)}
 }
 
 func nodeFields(n *corev1.Node) fields.Set {

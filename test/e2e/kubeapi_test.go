@@ -848,6 +848,12 @@ func TestKubeAPI(t *testing.T) {
 		if err != nil {
 			t.Fatalf("a ClusterIP given back: %v", err)
 		}
+		// kube-apiserver's field selectors of Services, which kube-proxy
+		// lists them with.
+		np2, err := rcs.CoreV1().Services(ns).List(ctx, metav1.ListOptions{FieldSelector: "spec.type=NodePort,spec.clusterIP!=None"})
+		if err != nil || len(np2.Items) != 2 {
+			t.Fatalf("NodePort services by field selector: %v %d", err, len(np2.Items))
+		}
 	})
 
 	t.Run("watch", func(t *testing.T) {
