@@ -50,9 +50,10 @@ e2e:
 bench: deps-bench build
 	cd test && PONTOON_BIN=$(PONTOON) $(GO) run ./bench -out $(CURDIR)/docs/benchmarks.md
 
-# Kubernetes' own [sig-node] conformance tests against `pontoon dev`, with
-# the suite ../shared/conformance/build.sh built (docs/node.md,
-# "Conformance"); FOCUS narrows or widens the run.
+# Kubernetes' own conformance tests against `pontoon dev`, with the suite
+# ../shared/conformance/build.sh built: [sig-node]'s by default (docs/node.md,
+# "Conformance"); FOCUS picks others, as
+# `make conformance FOCUS='\[sig-network\].*\[Conformance\]'` (docs/network.md).
 FOCUS ?= \[sig-node\].*\[Conformance\]
 conformance: deps-node build
 	cd test && PONTOON_BIN=$(PONTOON) $(GO) run ./conformance -focus '$(FOCUS)' -log $(CURDIR)/conformance.log

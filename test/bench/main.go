@@ -13,10 +13,12 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"os/signal"
 	"runtime"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pontoon-dev/pontoon/test/cluster"
@@ -28,7 +30,7 @@ func main() {
 	keys := flag.Int("restart-keys", 100000, "keys loaded before the restart and memory measurements")
 	rounds := flag.Int("failover-rounds", 20, "leader kills in the failover measurement")
 	writeRounds := flag.Int("write-rounds", 3, "rounds of the write loads; each system runs once a round, in turn")
-	suites := flag.String("suites", "store,kube,sched,node", "what to measure: store (against etcd), kube (the Kubernetes API), sched (the scheduler and controllers), node (pods on a node, against CRI directly)")
+	suites := flag.String("suites", "store,kube,sched,node,network", "what to measure: store (against etcd), kube (the Kubernetes API), sched (the scheduler and controllers), node (pods on a node, against CRI directly), network (Services and DNS across nodes, against CoreDNS)")
 	flag.Parse()
 	bin := os.Getenv("PONTOON_BIN")
 	if bin == "" {
@@ -36,6 +38,13 @@ func main() {
 	}
 	r := cluster.NewRunner("pontoon-bench-")
 	defer r.Close()
+	// Ctrl-C removes what the run started: processes, nodes, namespaces.
+	interrupted := make(chan os.Signal, 1)
+	signal.Notify(interrupted, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-interrupted
+		r.Fatalf("interrupted")
+	}()
 	cfg := config{duration: *duration, keys: *keys, rounds: *rounds, writeRounds: *writeRounds}
 	var report report
 	start := time.Now()
@@ -60,6 +69,11 @@ func main() {
 		log.Printf("== pods on a node")
 		n := measureNode(r, bin)
 		report.node = &n
+	}
+	if strings.Contains(*suites, "network") {
+		log.Printf("== Services and DNS across nodes")
+		n := measureNetwork(r, bin)
+		report.network = &n
 	}
 	text := report.markdown(cfg, time.Since(start))
 	if *out == "" {
@@ -314,6 +328,7 @@ type report struct {
 	kube    *kubeResult
 	sched   *schedResult
 	node    *nodeResult
+	network *networkResult
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
@@ -347,6 +362,9 @@ func (r *report) markdown(cfg config, took time.Duration) string {
 	}
 	if r.node != nil {
 		r.node.markdown(&b)
+	}
+	if r.network != nil {
+		r.network.markdown(&b)
 	}
 	return b.String()
 }
