@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/validation"
@@ -394,11 +395,16 @@ func (h *Handler) storeUpdate(ctx context.Context, req *request, cur stored, obj
 	m.SetResourceVersion(om.GetResourceVersion())
 	switch req.sub {
 	case "status":
+		// As kube-apiserver's status strategies: the spec stays as it
+		// was, and changes to the metadata are kept, but to a
+		// Deployment's labels and a Pod's owners.
 		resource.CopySpec(obj, old)
-		m.SetLabels(om.GetLabels())
-		m.SetAnnotations(om.GetAnnotations())
-		m.SetFinalizers(om.GetFinalizers())
-		m.SetOwnerReferences(om.GetOwnerReferences())
+		switch obj.(type) {
+		case *appsv1.Deployment:
+			m.SetLabels(om.GetLabels())
+		case *corev1.Pod:
+			m.SetOwnerReferences(om.GetOwnerReferences())
+		}
 	case "binding":
 		// bind has changed exactly what a binding may change.
 	case "finalize":

@@ -431,8 +431,13 @@ func TestKubeAPI(t *testing.T) {
 		if got.Generation != 2 || int64(got.Status.Replicas) != before {
 			t.Fatalf("spec update: generation %d, status.replicas %d (want 2, %d)", got.Generation, got.Status.Replicas, before)
 		}
-		got, _ = update(func(d *appsv1.Deployment) { d.Status.Replicas = 3; d.Spec.Replicas = ptr.To[int32](10) }, "status")
-		if got.Status.Replicas != 3 || *got.Spec.Replicas != 3 || got.Generation != 2 {
+		// A status update keeps the spec, and changes to the metadata
+		// but a Deployment's labels, as kube-apiserver's.
+		got, _ = update(func(d *appsv1.Deployment) {
+			d.Status.Replicas, d.Spec.Replicas = 3, ptr.To[int32](10)
+			d.Labels, d.Annotations = map[string]string{"x": "z"}, map[string]string{"patched": "status"}
+		}, "status")
+		if got.Status.Replicas != 3 || *got.Spec.Replicas != 3 || got.Generation != 2 || got.Labels["x"] != "y" || got.Annotations["patched"] != "status" {
 			t.Fatalf("status update: %+v", got)
 		}
 		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
