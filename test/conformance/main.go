@@ -18,10 +18,13 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pontoon-dev/pontoon/node/localimage"
@@ -42,13 +45,28 @@ func main() {
 	}
 	r := cluster.NewRunner("pontoon-conformance-")
 	defer r.Close()
+	// Ctrl-C removes what the run started: the suite, pontoon dev, its
+	// namespace.
+	interrupted := make(chan os.Signal, 1)
+	signal.Notify(interrupted, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-interrupted
+		r.Fatalf("interrupted")
+	}()
 	d := cluster.StartDev(r, bin, "pontoon-conformance")
 	ctx := context.Background()
 	curl := filepath.Join(r.TempDir(), "curl")
 	if err := os.WriteFile(curl, []byte(curlScript), 0o755); err != nil {
 		r.Fatalf("%v", err)
 	}
-	for _, img := range images(filepath.Join(*binDir, "agnhost"), curl) {
+	// dig, getent and an nc with the options the suite uses.
+	netutils := filepath.Join(r.TempDir(), "netutils")
+	build := exec.Command("go", "build", "-o", netutils, "./conformance/netutils")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		r.Fatalf("build netutils: %v: %s", err, out)
+	}
+	for _, img := range images(filepath.Join(*binDir, "agnhost"), curl, netutils) {
 		var b bytes.Buffer
 		if err := localimage.Write(ctx, &b, img, localimage.BusyboxPath); err != nil {
 			r.Fatalf("image %s: %v", img.Name, err)
@@ -72,6 +90,7 @@ func main() {
 		"--kubeconfig="+d.Kubeconfig(), "--provider=skeleton", "--kubectl-path=/usr/bin/kubectl", "--minStartupPods=0",
 		"--dump-logs-on-failure=false", "--e2e-verify-service-account=false")
 	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
 	log.Printf("running the suite (%s), output in %s", *focus, *logPath)
 	runErr := cmd.Run()
@@ -89,12 +108,17 @@ exec wget -q -O - "$url"
 
 // images are the images the suite runs, as busybox images with the
 // names it asks for.
-func images(agnhost, curl string) []localimage.Image {
+func images(agnhost, curl, netutils string) []localimage.Image {
 	web := []string{"httpd", "-f", "-p", "80", "-h", "/var/www"}
 	pause, _ := localimage.Lookup(localimage.Pause)
 	return []localimage.Image{
-		{Name: "registry.k8s.io/e2e-test-images/agnhost:2.53", Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Files: map[string]string{"agnhost": agnhost, "agnhost-2": agnhost, "usr/bin/curl": curl}},
+		{Name: "registry.k8s.io/e2e-test-images/agnhost:2.53", Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"},
+			Files: map[string]string{"agnhost": agnhost, "agnhost-2": agnhost, "usr/bin/curl": curl, "usr/local/bin/dig": netutils, "usr/local/bin/getent": netutils,
+				// Before busybox's nc on the PATH.
+				"usr/local/bin/nc": netutils}},
 		{Name: "registry.k8s.io/e2e-test-images/busybox:1.36.1-1", Cmd: []string{"sh"}, Files: map[string]string{"usr/bin/curl": curl}},
+		{Name: "registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7", Cmd: []string{"sh"},
+			Files: map[string]string{"usr/local/bin/dig": netutils, "usr/local/bin/getent": netutils}},
 		{Name: "registry.k8s.io/pause:3.10", Entrypoint: pause.Entrypoint},
 		{Name: "registry.k8s.io/e2e-test-images/httpd:2.4.38-4", Cmd: web},
 		{Name: "registry.k8s.io/e2e-test-images/httpd:2.4.39-4", Cmd: web},
