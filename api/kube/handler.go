@@ -121,6 +121,9 @@ func (h *Handler) parse(r *http.Request) (*request, []string, error) {
 		req.gv, parts = schema.GroupVersion{Version: parts[1]}, parts[2:]
 	case parts[0] == "apis" && len(parts) >= 3:
 		req.gv, parts = schema.GroupVersion{Group: parts[1], Version: parts[2]}, parts[3:]
+	case parts[0] == "apis" && len(parts) == 2:
+		// /apis/<group>: the group's discovery document.
+		return req, nil, nil
 	default:
 		return req, parts, nil
 	}

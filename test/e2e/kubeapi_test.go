@@ -170,6 +170,14 @@ func TestKubeAPI(t *testing.T) {
 		if code != 200 || !strings.Contains(hdr.Get("Content-Type"), "as=APIGroupDiscoveryList") {
 			t.Errorf("aggregated /apis: %d %s", code, hdr.Get("Content-Type"))
 		}
+		// One group's document, as the EndpointSlice conformance test
+		// reads /apis/discovery.k8s.io.
+		if code, _, body := raw(t, r, "GET", "/apis/discovery.k8s.io", "", "application/json", ""); code != 200 || !strings.Contains(body, `"kind":"APIGroup"`) || !strings.Contains(body, `"discovery.k8s.io/v1"`) {
+			t.Errorf("/apis/discovery.k8s.io: %d %s", code, body)
+		}
+		if code, _, _ := raw(t, r, "GET", "/apis/nope.example.com", "", "application/json", ""); code != 404 {
+			t.Errorf("/apis/nope.example.com: %d", code)
+		}
 	})
 
 	t.Run("openapi", func(t *testing.T) {
