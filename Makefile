@@ -17,8 +17,10 @@ NODE_PACKAGES  := containerd:containerd runc:runc /usr/lib/cni/bridge:containern
                   /bin/busybox:busybox-static iptables:iptables
 TEST_PACKAGES  := $(NODE_PACKAGES)
 BENCH_PACKAGES := etcd:etcd-server $(NODE_PACKAGES)
+# The conformance images' shell (busybox's runs its own applets first).
+CONFORMANCE_PACKAGES := /bin/bash-static:bash-static $(NODE_PACKAGES)
 
-.PHONY: run build test unit fuzz e2e bench conformance deps-node deps-test deps-bench fmt vet clean
+.PHONY: run build test unit fuzz e2e bench conformance deps-node deps-test deps-bench deps-conformance fmt vet clean
 
 build:
 	$(GO) build -o $(PONTOON) ./cmd/pontoon
@@ -55,7 +57,7 @@ bench: deps-bench build
 # "Conformance"); FOCUS picks others, as
 # `make conformance FOCUS='\[sig-network\].*\[Conformance\]'` (docs/network.md).
 FOCUS ?= \[sig-node\].*\[Conformance\]
-conformance: deps-node build
+conformance: deps-conformance build
 	cd test && PONTOON_BIN=$(PONTOON) $(GO) run ./conformance -focus '$(FOCUS)' -log $(CURDIR)/conformance.log
 
 vet:
@@ -71,6 +73,9 @@ deps-test:
 
 deps-bench:
 	@./deploy/install-packages.sh $(BENCH_PACKAGES)
+
+deps-conformance:
+	@./deploy/install-packages.sh $(CONFORMANCE_PACKAGES)
 
 # The dev node's pods, mounts and cgroups go before its data dir.
 clean:

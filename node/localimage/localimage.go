@@ -56,7 +56,8 @@ type Image struct {
 	Entrypoint []string
 	Cmd        []string
 	// Files are added to the image: its path in the image (no leading
-	// slash) to a file on the host, copied with its mode.
+	// slash) to a file on the host, copied with its mode; one at an
+	// applet's path replaces the applet.
 	Files map[string]string
 }
 
@@ -212,6 +213,9 @@ func busyboxLayer(ctx context.Context, busybox string, files map[string]string) 
 		links["bin/"+a[strings.LastIndex(a, "/")+1:]] = true
 	}
 	for _, l := range slices.Sorted(maps.Keys(links)) {
+		if _, replaced := files[l]; replaced {
+			continue // a file given in its place
+		}
 		if err := tw.WriteHeader(&tar.Header{Name: l, Linkname: "/bin/busybox", Mode: 0o777, Typeflag: tar.TypeSymlink, ModTime: epoch}); err != nil {
 			return nil, err
 		}

@@ -59,6 +59,11 @@ func main() {
 	if err := os.WriteFile(curl, []byte(curlScript), 0o755); err != nil {
 		r.Fatalf("%v", err)
 	}
+	// The images' shell is Debian's static bash: busybox's runs its own
+	// applets (nc) before any on the PATH.
+	if _, err := os.Stat(bashStatic); err != nil {
+		r.Fatalf("%v: install Debian's bash-static (make conformance does)", err)
+	}
 	// dig, getent and an nc with the options the suite uses.
 	netutils := filepath.Join(r.TempDir(), "netutils")
 	build := exec.Command("go", "build", "-o", netutils, "./conformance/netutils")
@@ -66,7 +71,7 @@ func main() {
 	if out, err := build.CombinedOutput(); err != nil {
 		r.Fatalf("build netutils: %v: %s", err, out)
 	}
-	for _, img := range images(filepath.Join(*binDir, "agnhost"), curl, netutils) {
+	for _, img := range images(filepath.Join(*binDir, "agnhost"), curl, netutils, bashStatic) {
 		var b bytes.Buffer
 		if err := localimage.Write(ctx, &b, img, localimage.BusyboxPath); err != nil {
 			r.Fatalf("image %s: %v", img.Name, err)
@@ -98,6 +103,9 @@ func main() {
 	summarize(*logPath)
 }
 
+// bashStatic is Debian's statically linked bash (bash-static).
+const bashStatic = "/bin/bash-static"
+
 // curlScript stands in for curl, which busybox lacks, as far as the
 // suite's commands use it: a GET of one URL, printed.
 const curlScript = `#!/bin/sh
@@ -108,17 +116,16 @@ exec wget -q -O - "$url"
 
 // images are the images the suite runs, as busybox images with the
 // names it asks for.
-func images(agnhost, curl, netutils string) []localimage.Image {
+func images(agnhost, curl, netutils, sh string) []localimage.Image {
 	web := []string{"httpd", "-f", "-p", "80", "-h", "/var/www"}
 	pause, _ := localimage.Lookup(localimage.Pause)
 	return []localimage.Image{
 		{Name: "registry.k8s.io/e2e-test-images/agnhost:2.53", Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"},
-			Files: map[string]string{"agnhost": agnhost, "agnhost-2": agnhost, "usr/bin/curl": curl, "usr/local/bin/dig": netutils, "usr/local/bin/getent": netutils,
-				// Before busybox's nc on the PATH.
-				"usr/local/bin/nc": netutils}},
+			Files: map[string]string{"agnhost": agnhost, "agnhost-2": agnhost, "bin/sh": sh, "usr/bin/curl": curl,
+				"usr/local/bin/dig": netutils, "usr/local/bin/getent": netutils, "usr/local/bin/nc": netutils}},
 		{Name: "registry.k8s.io/e2e-test-images/busybox:1.36.1-1", Cmd: []string{"sh"}, Files: map[string]string{"usr/bin/curl": curl}},
 		{Name: "registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7", Cmd: []string{"sh"},
-			Files: map[string]string{"usr/local/bin/dig": netutils, "usr/local/bin/getent": netutils}},
+			Files: map[string]string{"bin/sh": sh, "usr/local/bin/dig": netutils, "usr/local/bin/getent": netutils}},
 		{Name: "registry.k8s.io/pause:3.10", Entrypoint: pause.Entrypoint},
 		{Name: "registry.k8s.io/e2e-test-images/httpd:2.4.38-4", Cmd: web},
 		{Name: "registry.k8s.io/e2e-test-images/httpd:2.4.39-4", Cmd: web},
