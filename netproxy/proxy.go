@@ -60,7 +60,8 @@ type ProxyConfig struct {
 	// node's); empty means every address.
 	HealthCheckHost string
 	// Metrics, when set, gets the proxy's metrics: how long its syncs
-	// take, full and partial (kube-proxy's sync_proxy_rules_duration).
+	// take, full and partial (kube-proxy's sync_proxy_rules_duration),
+	// and how many loaded rules.
 	Metrics prometheus.Registerer
 }
 

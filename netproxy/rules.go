@@ -110,6 +110,9 @@ type cachedService struct {
 	slices []*discoveryv1.EndpointSlice
 	ports  []servicePort
 	rules  Rules
+	// hairpin are its endpoints on this node that traffic may go to,
+	// which may reach themselves through it.
+	hairpin []string
 }
 
 // computeCached returns the rules for services and their EndpointSlices,
@@ -139,6 +142,7 @@ func computeCached(cfg Config, services []*corev1.Service, endpointSlices []*dis
 	r := baseRules()
 	var ports []servicePort
 	seen := make(map[string]bool, len(sorted))
+	local := map[string]bool{}
 	for _, k := range sorted {
 		key, svc := k.key, k.svc
 		seen[key] = true
@@ -147,19 +151,36 @@ func computeCached(cfg Config, services []*corev1.Service, endpointSlices []*dis
 		c := cache[key]
 		if c == nil || c.svc != svc || !slices.Equal(c.slices, own) {
 			sp := portsOf(cfg, svc, own)
-			c = &cachedService{svc: svc, slices: own, ports: sp, rules: serviceRules(cfg, sp)}
+			c = &cachedService{svc: svc, slices: own, ports: sp, rules: serviceRules(cfg, sp), hairpin: hairpin(sp)}
 			cache[key] = c
 		}
 		ports = append(ports, c.ports...)
 		r.merge(c.rules)
+		for _, ip := range c.hairpin {
+			local[ip] = true
+		}
 	}
 	for key := range cache {
 		if !seen[key] {
 			delete(cache, key)
 		}
 	}
-	r.finish(cfg, ports)
+	r.finish(cfg, local)
 	return r, ports
+}
+
+// hairpin are the endpoints of this node that traffic to the ports may
+// go to.
+func hairpin(ports []servicePort) []string {
+	var out []string
+	for _, sp := range ports {
+		for _, e := range append(usable(sp.endpoints), usable(localOnly(sp.endpoints))...) {
+			if e.local && !slices.Contains(out, e.ip) {
+				out = append(out, e.ip)
+			}
+		}
+	}
+	return out
 }
 
 // baseRules are the rules that come before the Services'.
@@ -200,14 +221,20 @@ func (r Rules) merge(f Rules) {
 }
 
 // finish adds what follows the Services' rules: the jumps to the
-// ClusterIP shards, hairpin masquerade, node ports, and the refusal of
-// every service address no Service holds, so that it is never routed on.
-func (r Rules) finish(cfg Config, ports []servicePort) {
-	var jumps []string
-	for _, chain := range slices.Sorted(maps.Keys(r.NAT.Chains)) {
-		if cidr, ok := shardCIDR(chain); ok {
-			jumps = append(jumps, "-A "+chainServices+" -d "+cidr+" -j "+chain)
+// ClusterIP shards, hairpin masquerade for the endpoints of this node
+// (local), node ports, and the refusal of every service address no
+// Service holds, so that it is never routed on.
+func (r Rules) finish(cfg Config, local map[string]bool) {
+	var shards []string
+	for chain := range r.NAT.Chains {
+		if strings.HasPrefix(chain, shardPrefix) {
+			shards = append(shards, chain)
 		}
+	}
+	slices.Sort(shards)
+	jumps := make([]string, len(shards))
+	for i, chain := range shards {
+		jumps[i] = "-A " + chainServices + " -d " + shardCIDR(chain) + " -j " + chain
 	}
 	r.NAT.Chains[chainServices] = append(jumps, r.NAT.Chains[chainServices]...)
 	r.NAT.add(chainServices, "-m addrtype --dst-type LOCAL -j", chainNodePorts)
@@ -218,14 +245,6 @@ func (r Rules) finish(cfg Config, ports []servicePort) {
 	// A pod that reaches itself through a Service (hairpin) is
 	// masqueraded, so that its reply comes back through the node: only a
 	// pod of this node can, and only once translated to itself.
-	local := map[string]bool{}
-	for _, sp := range ports {
-		for _, e := range append(usable(sp.endpoints), usable(localOnly(sp.endpoints))...) {
-			if e.local {
-				local[e.ip] = true
-			}
-		}
-	}
 	for _, ip := range slices.Sorted(maps.Keys(local)) {
 		r.NAT.add(chainPostrouting, "-s", ip+"/32", "-d", ip+"/32", `-m comment --comment "hairpin"`, "-j MASQUERADE")
 	}
@@ -261,13 +280,9 @@ func shardChain(ip net.IP) string {
 	return fmt.Sprintf("%s%d-%d-%d", shardPrefix, v4[0], v4[1], v4[2])
 }
 
-// shardCIDR is the range of a shard chain, and whether chain is one.
-func shardCIDR(chain string) (string, bool) {
-	rest, ok := strings.CutPrefix(chain, shardPrefix)
-	if !ok {
-		return "", false
-	}
-	return strings.ReplaceAll(rest, "-", ".") + ".0/24", true
+// shardCIDR is the range of a shard chain.
+func shardCIDR(chain string) string {
+	return strings.ReplaceAll(strings.TrimPrefix(chain, shardPrefix), "-", ".") + ".0/24"
 }
 
 // portsOf are the ports of svc with their endpoints from its
