@@ -350,26 +350,20 @@ func (h *Handler) updateObject(ctx context.Context, req *request, minRev uint64,
 			return nil, err
 		}
 		out, err := h.storeUpdate(ctx, req, cur, obj, dry)
-		if (retry && apierrors.IsConflict(err) || errors.Is(err, errDependencyChanged)) && attempt < updateRetries {
-			if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
-				return nil, err
-			}
-			fresh = true
-			continue
-		}
+		lost := (retry && apierrors.IsConflict(err) || errors.Is(err, errDependencyChanged)) && attempt < updateRetries
 		// An update that changes nothing may only seem to because this
 		// server has not yet applied a write made through another (or
 		// through this one, by a client reading its own write): as
 		// kube-apiserver does when its cache served the object, it is
 		// judged again on the latest state before it is answered.
-		if err == nil && out == cur.obj && !fresh {
-			if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
-				return nil, err
-			}
-			fresh = true
-			continue
+		unchanged := err == nil && out == cur.obj && !fresh
+		if !lost && !unchanged {
+			return out, err
 		}
-		return out, err
+		if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
+			return nil, err
+		}
+		fresh = true
 	}
 }
 

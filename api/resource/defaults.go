@@ -541,10 +541,7 @@ func prepareServiceUpdate(s, old *corev1.Service) {
 		s.Spec.InternalTrafficPolicy = nil
 	}
 	if NeedsNodePorts(old) && !NeedsNodePorts(s) {
-		held := map[int32]bool{}
-		for _, p := range old.Spec.Ports {
-			held[p.NodePort] = p.NodePort != 0
-		}
+		held := NodePorts(old)
 		for i := range s.Spec.Ports {
 			if held[s.Spec.Ports[i].NodePort] {
 				s.Spec.Ports[i].NodePort = 0
