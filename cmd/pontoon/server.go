@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -341,8 +339,7 @@ func runServer(ctx context.Context, o serverOptions) error {
 		return fmt.Errorf("data dir %s: %w", o.dataDir, err)
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry()
 	node, err := raftstore.Open(raftstore.Config{
 		Identity: id, DataDir: o.dataDir, RaftAddr: o.raftAddr, AdvertiseRaft: advRaft, LocalIP: o.advertise,
 		BootstrapExpect: o.bootstrapExpect, Store: store, Members: pool, Logger: logger, Metrics: reg,
