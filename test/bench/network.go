@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,7 +32,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
-	"github.com/pontoon-dev/pontoon/node/localimage"
 	"github.com/pontoon-dev/pontoon/test/cluster"
 )
 
@@ -173,14 +173,12 @@ func buildCoreDNS(r *cluster.Runner) string {
 	return bin
 }
 
-// podSpecOn is a pod of the busybox image on node, running command.
+// podSpecOn is the benchmark's pod on node, running command.
 func podSpecOn(node string, command ...string) corev1.PodSpec {
-	return corev1.PodSpec{
-		NodeSelector:                  map[string]string{corev1.LabelHostname: node},
-		TerminationGracePeriodSeconds: ptr.To(int64(0)),
-		Containers: []corev1.Container{{Name: "c", Image: localimage.Busybox, ImagePullPolicy: corev1.PullIfNotPresent,
-			Command: command}},
-	}
+	spec := benchPodSpec()
+	spec.NodeSelector = map[string]string{corev1.LabelHostname: node}
+	spec.Containers[0].Command = command
+	return spec
 }
 
 // startPod runs a sleeping pod on node and returns it once Running.
@@ -443,21 +441,8 @@ func startCoreDNS(r *cluster.Runner, bin string, node *cluster.Agent, kubeconfig
 	if err := os.WriteFile(corefile, []byte(conf), 0o644); err != nil {
 		r.Fatalf("%v", err)
 	}
-	logFile, err := os.Create(filepath.Join(filepath.Dir(corefile), "coredns.log"))
-	if err != nil {
-		r.Fatalf("%v", err)
-	}
-	cmd := node.Netns.Command(bin, "-conf", corefile)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		r.Fatalf("start CoreDNS: %v", err)
-	}
-	r.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		logFile.Close()
-	})
+	p := cluster.StartProcess(r, node.Netns, filepath.Join(filepath.Dir(corefile), "coredns.log"), bin, "-conf", corefile)
+	r.Cleanup(func() { p.Stop(r, syscall.SIGTERM) })
 	return addr
 }
 
@@ -551,7 +536,7 @@ func dnsRound(r *cluster.Runner, ns *cluster.Netns, addr, name, want string) dns
 }
 
 func medianLoad(rounds []dnsLoad) dnsLoad {
-	slices.SortFunc(rounds, func(a, b dnsLoad) int { return int(a.qps - b.qps) })
+	slices.SortFunc(rounds, func(a, b dnsLoad) int { return cmp.Compare(a.qps, b.qps) })
 	return rounds[len(rounds)/2]
 }
 
@@ -624,7 +609,7 @@ func (p syncedProxy) scrape(r *cluster.Runner) proxyMetrics {
 // scrapes 2 s apart that agree.
 func (p syncedProxy) settle(r *cluster.Runner) proxyMetrics {
 	prev := p.scrape(r)
-	for {
+	for deadline := time.Now().Add(syncTimeout); time.Now().Before(deadline); {
 		time.Sleep(2 * time.Second)
 		m := p.scrape(r)
 		if m == prev {
@@ -632,6 +617,8 @@ func (p syncedProxy) settle(r *cluster.Runner) proxyMetrics {
 		}
 		prev = m
 	}
+	r.Fatalf("%s kept syncing for %v", p.name, syncTimeout)
+	return prev
 }
 
 // syncTimeout bounds the wait for a proxy's sync: kube-proxy's first sync
@@ -738,27 +725,21 @@ func measureProxySync(r *cluster.Runner, cs kubernetes.Interface, n2 *cluster.Ag
 type kubeProxy struct {
 	bin, kubeconfig string
 	ns              *cluster.Netns
-	cmd             *exec.Cmd
+	proc            *cluster.Process
 	log             string
 }
 
 func (k *kubeProxy) start(r *cluster.Runner) syncedProxy {
-	logFile, err := os.OpenFile(k.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		r.Fatalf("%v", err)
-	}
-	defer logFile.Close()
 	// Sysctls and conntrack left as they are; the periodic full sync
 	// an hour away.
-	k.cmd = k.ns.Command(k.bin, "--kubeconfig", k.kubeconfig, "--proxy-mode", "iptables", "--hostname-override", "kube-proxy",
+	k.proc = cluster.StartProcess(r, k.ns, k.log, k.bin, "--kubeconfig", k.kubeconfig, "--proxy-mode", "iptables", "--hostname-override", "kube-proxy",
 		"--cluster-cidr", "10.244.0.0/16", "--metrics-bind-address", "127.0.0.1:10249", "--healthz-bind-address", "127.0.0.1:10256",
 		"--conntrack-max-per-core", "0", "--conntrack-tcp-timeout-established", "0", "--conntrack-tcp-timeout-close-wait", "0",
 		"--iptables-sync-period", "1h")
-	k.cmd.Stdout, k.cmd.Stderr = logFile, logFile
-	k.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := k.cmd.Start(); err != nil {
-		r.Fatalf("start kube-proxy: %v", err)
-	}
+	// Stopped at the end of each size, and by the cleanup when the run
+	// fails before.
+	proc := k.proc
+	r.Cleanup(func() { proc.Stop(r, syscall.SIGTERM) })
 	p := syncedProxy{name: "kube-proxy", ns: k.ns, metrics: "127.0.0.1:10249",
 		full:    [2]string{"kubeproxy_sync_full_proxy_rules_duration_seconds", `{ip_family="IPv4"}`},
 		partial: [2]string{"kubeproxy_sync_partial_proxy_rules_duration_seconds", `{ip_family="IPv4"}`}}
@@ -772,10 +753,7 @@ func (k *kubeProxy) start(r *cluster.Runner) syncedProxy {
 	return p
 }
 
-func (k *kubeProxy) stop(r *cluster.Runner) {
-	k.cmd.Process.Signal(syscall.SIGTERM)
-	k.cmd.Wait()
-}
+func (k *kubeProxy) stop(r *cluster.Runner) { k.proc.Stop(r, syscall.SIGTERM) }
 
 // buildKubeProxy builds kube-proxy from the k8s.io/kubernetes module of
 // the Go module proxy into the user's cache, once: its go.mod points the

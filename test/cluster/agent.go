@@ -23,7 +23,7 @@ type Agent struct {
 	DataDir string
 	args    []string
 	logPath string
-	proc    *devProc
+	proc    *Process
 }
 
 // StartAgent starts an agent named name at Prefix+host that joins the
@@ -49,7 +49,7 @@ func (n *NodeNet) StartAgent(bin, name string, host int, join []string, cs kuber
 // Start starts the agent (again).
 func (a *Agent) Start() {
 	a.t.Helper()
-	a.proc = startProc(a.t, a.Netns, a.logPath, a.bin, a.args)
+	a.proc = StartProcess(a.t, a.Netns, a.logPath, a.bin, a.args...)
 }
 
 // WaitReady waits until the agent's node is Ready.
@@ -68,7 +68,7 @@ func (a *Agent) Kill() { a.halt(syscall.SIGKILL) }
 func (a *Agent) halt(sig syscall.Signal) {
 	a.t.Helper()
 	if a.proc != nil {
-		a.proc.stop(a.t, sig)
+		a.proc.Stop(a.t, sig)
 		a.proc = nil
 	}
 }

@@ -29,11 +29,12 @@ type Dev struct {
 	Args    []string
 	split   bool
 	logPath string
-	procs   []*devProc
+	procs   []*Process
 }
 
-// devProc is one process of a Dev.
-type devProc struct {
+// Process is a process the harness started in a network namespace: one
+// of a Dev, an agent, or a program a benchmark compares with.
+type Process struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 }
@@ -92,19 +93,20 @@ func (d *Dev) Start() {
 		}
 	}
 	for _, args := range runs {
-		d.procs = append(d.procs, startProc(d.t, d.Netns, d.logPath, d.bin, args))
+		d.procs = append(d.procs, StartProcess(d.t, d.Netns, d.logPath, d.bin, args...))
 	}
 }
 
-// startProc starts bin with args in ns, its output appended to logPath.
-func startProc(t TB, ns *Netns, logPath, bin string, args []string) *devProc {
+// StartProcess starts bin with args in ns, its output appended to
+// logPath.
+func StartProcess(t TB, ns *Netns, logPath, bin string, args ...string) *Process {
 	t.Helper()
 	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
 	defer log.Close()
-	p := &devProc{cmd: ns.Command(bin, args...), exited: make(chan struct{})}
+	p := &Process{cmd: ns.Command(bin, args...), exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = log, log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("%v", err)
@@ -116,9 +118,9 @@ func startProc(t TB, ns *Netns, logPath, bin string, args []string) *devProc {
 	return p
 }
 
-// stop stops the process with sig and waits for it; one that has not
+// Stop stops the process with sig and waits for it; one that has not
 // exited 30 s after is killed, and the test fails.
-func (p *devProc) stop(t TB, sig syscall.Signal) {
+func (p *Process) Stop(t TB, sig syscall.Signal) {
 	t.Helper()
 	p.cmd.Process.Signal(sig)
 	select {
@@ -135,7 +137,7 @@ func (p *devProc) stop(t TB, sig syscall.Signal) {
 func (d *Dev) Stop() {
 	d.t.Helper()
 	for i := len(d.procs) - 1; i >= 0; i-- {
-		d.procs[i].stop(d.t, syscall.SIGINT)
+		d.procs[i].Stop(d.t, syscall.SIGINT)
 	}
 	d.procs = nil
 }
