@@ -126,10 +126,11 @@ func TestTwoNodes(t *testing.T) {
 	unchanged(t, cs, spread)
 
 	// n2's agent dies: its node goes NotReady, and its pods leave the
-	// spread Service's endpoints, so that connections through it from
-	// n1 all go to n1's pods; the spread pods on n2 are evicted after
-	// their 5 s and replaced on n1; the churn pods tolerate 300 s, and
-	// run on.
+	// spread Service's endpoints (marked not Ready, which
+	// TestNodeLifecycle checks comes before eviction; then evicted), so
+	// that connections through it from n1 all go to n1's pods; the
+	// spread pods on n2 are evicted after their 5 s and replaced on n1;
+	// the churn pods tolerate 300 s, and run on.
 	spreadSvc, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "spread"},
 		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "spread"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}, metav1.CreateOptions{})
 	if err != nil {
