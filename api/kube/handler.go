@@ -54,6 +54,8 @@ type Handler struct {
 	openapi  *openAPI
 	events   *eventCache
 	patches  *patcher
+	// podTransport reaches pods for pods/proxy and services/proxy.
+	podTransport *http.Transport
 	// versionInfo is what /version answers, read from the build once.
 	versionInfo version.Info
 }
@@ -76,6 +78,7 @@ func New(cfg Config) (*Handler, error) {
 	h.ips = newIPAllocator(cfg.ServiceCIDR, cfg.Store)
 	h.events = newEventCache()
 	h.patches = newPatcher()
+	h.podTransport = newPodTransport()
 	return h, nil
 }
 
@@ -99,7 +102,7 @@ type request struct {
 	namespace string
 	name      string
 	sub       string
-	// proxyPath is the path after nodes/NAME/proxy/ or pods/NAME/proxy/.
+	// proxyPath is the path after nodes/, pods/ or services/NAME/proxy/.
 	proxyPath string
 	out       output
 	// applied says the update function has merged managedFields itself
@@ -191,12 +194,15 @@ func (h *Handler) route(w http.ResponseWriter, req *request) error {
 		return err
 	}
 	if slices.Contains(req.res.Streams, req.sub) && req.name != "" {
-		if req.sub == "proxy" && req.res.Name == "pods" {
+		switch {
+		case req.sub != "proxy":
+			return h.podStream(w, req)
+		case req.res.Name == "pods":
 			return h.podProxy(w, req)
-		} else if req.sub == "proxy" {
-			return h.nodeProxy(w, req)
+		case req.res.Name == "services":
+			return h.serviceProxy(w, req)
 		}
-		return h.podStream(w, req)
+		return h.nodeProxy(w, req)
 	}
 	allowed := []outputKind{asPartialMetadata}
 	if req.Method == http.MethodGet {

@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"strconv"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -118,99 +116,6 @@ func streamOptions(sub string, q url.Values) (apiproxy.Options, error) {
 		return opts, apierrors.NewBadRequest("you must specify at least one command for the container")
 	}
 	return opts, nil
-}
-
-// nodeProxy proxies nodes/NAME/proxy/PATH to PATH on the node's kubelet,
-// as kube-apiserver does (`kubectl get --raw
-// /api/v1/nodes/NAME/proxy/stats/summary`).
-func (h *Handler) nodeProxy(w http.ResponseWriter, req *request) error {
-	if err := h.objects.sync(req.Context(), consistency{linearizable: true}); err != nil {
-		return err
-	}
-	cur, err := h.objects.get(req.res, "", req.name)
-	if err != nil {
-		return err
-	}
-	return h.proxyToKubelet(w, req, cur.obj.(*corev1.Node), "/"+req.proxyPath)
-}
-
-// podProxy proxies pods/[SCHEME:]NAME[:PORT]/proxy/PATH to PATH on the
-// pod's IP, as kube-apiserver does: the server reaches pods directly.
-func (h *Handler) podProxy(w http.ResponseWriter, req *request) error {
-	scheme, name, port := "http", req.name, ""
-	if parts := strings.Split(req.name, ":"); len(parts) == 3 {
-		scheme, name, port = parts[0], parts[1], parts[2]
-	} else if len(parts) == 2 {
-		name, port = parts[0], parts[1]
-	}
-	if scheme != "http" && scheme != "https" {
-		return apierrors.NewBadRequest(fmt.Sprintf("invalid scheme %q in %q", scheme, req.name))
-	}
-	if err := h.objects.sync(req.Context(), consistency{linearizable: true}); err != nil {
-		return err
-	}
-	cur, err := h.objects.get(req.res, req.namespace, name)
-	if err != nil {
-		return err
-	}
-	pod := cur.obj.(*corev1.Pod)
-	if pod.Status.PodIP == "" {
-		return apierrors.NewServiceUnavailable(fmt.Sprintf("pod %s has no IP yet", name))
-	}
-	if port == "" {
-		// The first port a container declares, as kube-apiserver picks.
-		for _, c := range pod.Spec.Containers {
-			if len(c.Ports) > 0 && port == "" {
-				port = strconv.Itoa(int(c.Ports[0].ContainerPort))
-			}
-		}
-	}
-	if port == "" {
-		port = "80"
-	} else if _, err := strconv.Atoi(port); err != nil {
-		// A named port of one of its containers.
-		named := ""
-		for _, c := range pod.Spec.Containers {
-			for _, p := range c.Ports {
-				if p.Name == port {
-					named = strconv.Itoa(int(p.ContainerPort))
-				}
-			}
-		}
-		if named == "" {
-			return apierrors.NewBadRequest(fmt.Sprintf("pod %s has no port named %q", name, port))
-		}
-		port = named
-	}
-	host := net.JoinHostPort(pod.Status.PodIP, port)
-	return h.proxyTo(w, req, &url.URL{Scheme: scheme, Host: host, Path: "/" + req.proxyPath, RawQuery: req.URL.RawQuery},
-		fmt.Sprintf("pod %s", name))
-}
-
-// proxyToKubelet proxies the request to path on the node's kubelet:
-// upgrades (SPDY, WebSocket) pass through, and so does its answer.
-func (h *Handler) proxyToKubelet(w http.ResponseWriter, req *request, node *corev1.Node, path string) error {
-	host, err := kubeletAddress(node)
-	if err != nil {
-		return err
-	}
-	return h.proxyTo(w, req, &url.URL{Scheme: "http", Host: host, Path: path, RawQuery: req.URL.RawQuery}, "the kubelet of node "+node.Name)
-}
-
-// proxyTo proxies the request to target; what names it in an error.
-func (h *Handler) proxyTo(w http.ResponseWriter, req *request, target *url.URL, what string) error {
-	proxy := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL = target
-			pr.Out.Host = target.Host
-		},
-		FlushInterval: -1,
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			h.writeError(w, r, apierrors.NewServiceUnavailable(fmt.Sprintf("%s does not answer: %v", what, err)))
-		},
-	}
-	proxy.ServeHTTP(w, req.Request)
-	return nil
 }
 
 // streamContainer is the container a request names, or the pod's only

@@ -56,7 +56,7 @@ func Builtin() *Registry {
 			New: func() runtime.Object { return &corev1.Node{} }, NewList: func() runtime.Object { return &corev1.NodeList{} },
 			Validate: typedValidate(validateNode), Columns: nodeColumns, Fields: typedFields(nodeFields)},
 		&Resource{GroupVersion: core, Name: "services", SingularName: "service", Kind: "Service", Namespaced: true, ShortNames: []string{"svc"}, Categories: []string{"all"},
-			Names:  validation.NameIsDNS1035Label,
+			Names: validation.NameIsDNS1035Label, Streams: []string{"proxy"},
 			Status: true, New: func() runtime.Object { return &corev1.Service{} }, NewList: func() runtime.Object { return &corev1.ServiceList{} },
 			Default: typed(defaultService), PrepareUpdate: typedUpdate(prepareServiceUpdate), Validate: typedValidate(validateService), Columns: serviceColumns,
 			Fields: typedFields(serviceFields)},

@@ -58,8 +58,8 @@ type Resource struct {
 	// Parts are subresources that read the object and write one part of
 	// its spec, and nothing else (pods/ephemeralcontainers).
 	Parts []string
-	// Streams are the subresources a node's kubelet serves (pods/log,
-	// pods/exec…, nodes/proxy), proxied to it.
+	// Streams are the subresources proxied to a node's kubelet (pods/log,
+	// pods/exec…, nodes/proxy) or to pods (pods/proxy, services/proxy).
 	Streams []string
 
 	// New returns an empty object of the kind; NewList an empty list (nil

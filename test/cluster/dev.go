@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -63,6 +64,14 @@ func startDev(t TB, bin, ns string, split bool, args []string) *Dev {
 	dir := t.TempDir()
 	d := &Dev{t: t, bin: bin, Netns: NewNetns(t, ns), DataDir: filepath.Join(dir, "data"), Args: args, split: split, logPath: filepath.Join(dir, "dev.log")}
 	t.Cleanup(d.cleanup)
+	// A --node-ip is the node's address: it is put on the namespace's lo,
+	// where pods reach it as their node's, as on a machine whose address
+	// is on an interface.
+	if i := slices.Index(args, "--node-ip"); i >= 0 && i+1 < len(args) {
+		if out, err := d.Netns.Command("ip", "addr", "add", args[i+1]+"/32", "dev", "lo").CombinedOutput(); err != nil {
+			t.Fatalf("node address %s on lo: %v: %s", args[i+1], err, out)
+		}
+	}
 	d.Start()
 	d.WaitReady(60 * time.Second)
 	return d

@@ -14,9 +14,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"log"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -53,7 +61,9 @@ func main() {
 		<-interrupted
 		r.Fatalf("interrupted")
 	}()
-	d := cluster.StartDev(r, bin, "pontoon-conformance")
+	// The node has an address of its own, which pods reach as their
+	// node's (HostPort and NodePort tests); 127.0.0.1 would be theirs.
+	d := cluster.StartDev(r, bin, "pontoon-conformance", "--node-ip", conformanceNodeIP)
 	ctx := context.Background()
 	curl := filepath.Join(r.TempDir(), "curl")
 	if err := os.WriteFile(curl, []byte(curlScript), 0o755); err != nil {
@@ -71,7 +81,11 @@ func main() {
 	if out, err := build.CombinedOutput(); err != nil {
 		r.Fatalf("build netutils: %v: %s", err, out)
 	}
-	for _, img := range images(filepath.Join(*binDir, "agnhost"), curl, netutils, bashStatic) {
+	cert, key, err := porterCert(r.TempDir())
+	if err != nil {
+		r.Fatalf("agnhost porter's certificate: %v", err)
+	}
+	for _, img := range images(filepath.Join(*binDir, "agnhost"), curl, netutils, bashStatic, cert, key) {
 		var b bytes.Buffer
 		if err := localimage.Write(ctx, &b, img, localimage.BusyboxPath); err != nil {
 			r.Fatalf("image %s: %v", img.Name, err)
@@ -103,6 +117,9 @@ func main() {
 	summarize(*logPath)
 }
 
+// conformanceNodeIP is the node's address, on its namespace's lo.
+const conformanceNodeIP = "10.252.0.1"
+
 // bashStatic is Debian's statically linked bash (bash-static).
 const bashStatic = "/bin/bash-static"
 
@@ -116,13 +133,14 @@ exec wget -q -O - "$url"
 
 // images are the images the suite runs, as busybox images with the
 // names it asks for.
-func images(agnhost, curl, netutils, sh string) []localimage.Image {
+func images(agnhost, curl, netutils, sh, cert, key string) []localimage.Image {
 	web := []string{"httpd", "-f", "-p", "80", "-h", "/var/www"}
 	pause, _ := localimage.Lookup(localimage.Pause)
 	return []localimage.Image{
 		{Name: "registry.k8s.io/e2e-test-images/agnhost:2.53", Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"},
 			Files: map[string]string{"agnhost": agnhost, "agnhost-2": agnhost, "bin/sh": sh, "usr/bin/curl": curl,
-				"usr/local/bin/dig": netutils, "usr/local/bin/getent": netutils, "usr/local/bin/nc": netutils}},
+				"usr/local/bin/dig": netutils, "usr/local/bin/getent": netutils, "usr/local/bin/nc": netutils,
+				"localhost.crt": cert, "localhost.key": key}},
 		{Name: "registry.k8s.io/e2e-test-images/busybox:1.36.1-1", Cmd: []string{"sh"}, Files: map[string]string{"usr/bin/curl": curl}},
 		{Name: "registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7", Cmd: []string{"sh"},
 			Files: map[string]string{"bin/sh": sh, "usr/local/bin/dig": netutils, "usr/local/bin/getent": netutils}},
@@ -132,6 +150,32 @@ func images(agnhost, curl, netutils, sh string) []localimage.Image {
 		{Name: "registry.k8s.io/e2e-test-images/nginx:1.14-4", Cmd: web},
 		{Name: "registry.k8s.io/e2e-test-images/nginx:1.15-4", Cmd: web},
 	}
+}
+
+// porterCert writes the self-signed certificate and key for 127.0.0.1
+// that agnhost's image holds for `porter`'s TLS ports, and returns their
+// paths.
+func porterCert(dir string) (certPath, keyPath string, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	certPath, keyPath = filepath.Join(dir, "localhost.crt"), filepath.Join(dir, "localhost.key")
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", "", err
+	}
+	return certPath, keyPath, os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o644)
 }
 
 // summarize prints the tests that passed and failed, from ginkgo's

@@ -115,6 +115,28 @@ func TestDevRunsPods(t *testing.T) {
 	if out := kubectl("get", "--raw", "/api/v1/namespaces/default/pods/web:8080/proxy/"); out != "hello from web\n" {
 		t.Fatalf("through pods/proxy: %q", out)
 	}
+	// Links in HTML come back rewritten to go through the proxy again.
+	kubectl("exec", "web", "--", "sh", "-c", `echo '<a href="/next">next</a>' > /links.html`)
+	if out := kubectl("get", "--raw", "/api/v1/namespaces/default/pods/web:8080/proxy/links.html"); out != `<a href="/api/v1/namespaces/default/pods/web:8080/proxy/next">next</a>`+"\n" {
+		t.Fatalf("an HTML link through pods/proxy: %q", out)
+	}
+	// services/proxy picks one of the Service's endpoints, by port number
+	// or name.
+	kubectl("expose", "pod", "web", "--name=web-svc", "--port=80", "--target-port=8080")
+	cluster.Eventually(t, 20*time.Second, func() error {
+		out, errOut, code := d.Kubectl("", "get", "--raw", "/api/v1/namespaces/default/services/http:web-svc:80/proxy/")
+		if code != 0 || out != "hello from web\n" {
+			return fmt.Errorf("through services/proxy: %q %s", out, errOut)
+		}
+		return nil
+	})
+	kubectl("create", "service", "clusterip", "nobody", "--tcp=80")
+	cluster.Eventually(t, 20*time.Second, func() error {
+		if _, errOut, code := d.Kubectl("", "get", "--raw", "/api/v1/namespaces/default/services/nobody/proxy/"); code == 0 || !strings.Contains(errOut, "ServiceUnavailable") || !strings.Contains(errOut, "no endpoints available for service") {
+			return fmt.Errorf("services/proxy to a Service without endpoints: %d %s", code, errOut)
+		}
+		return nil
+	})
 
 	kubectl("run", "hello", "--image="+busybox, "--restart=Never", "--", "sh", "-c", "echo hello; echo to stderr >&2")
 	waitPod(t, cs, "hello", "Succeeded", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
