@@ -133,6 +133,7 @@ func New(cfg Config) (*Controllers, error) {
 		newDeploymentController(cfg),
 		gc,
 		newEndpointsController(cfg),
+		newEndpointMirrorController(cfg),
 		newNodeLifecycleController(cfg),
 		newNodeIPAMController(cfg),
 		newPodGCController(cfg),

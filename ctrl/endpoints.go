@@ -242,29 +242,44 @@ func (c *endpointsController) syncSlices(ctx context.Context, svc *corev1.Servic
 	sliceLabels := endpointLabels(svc)
 	sliceLabels[discoveryv1.LabelServiceName] = svc.Name
 	sliceLabels[discoveryv1.LabelManagedBy] = managedBy
-	slices := c.client.DiscoveryV1().EndpointSlices(svc.Namespace)
+	return writeSlices(ctx, c.client, mine, want, metav1.ObjectMeta{Namespace: svc.Namespace, GenerateName: svc.Name + "-", Labels: sliceLabels,
+		OwnerReferences: []metav1.OwnerReference{controllerRef(svc, corev1.SchemeGroupVersion.WithKind("Service"))}})
+}
+
+// writeSlices makes the slices have (in order) want's address types,
+// ports and endpoints, and meta's labels and annotations: it updates
+// those of have that differ, replaces one of another address type,
+// creates what is missing from meta (a namespace, a generated name, an
+// owner), and deletes the rest.
+func writeSlices(ctx context.Context, client kubernetes.Interface, have []*discoveryv1.EndpointSlice, want []discoveryv1.EndpointSlice, meta metav1.ObjectMeta) error {
+	slices := client.DiscoveryV1().EndpointSlices(meta.Namespace)
 	for i, w := range want {
-		w.Labels = sliceLabels
-		if i < len(mine) {
-			cur := mine[i]
+		w.Labels, w.Annotations = meta.Labels, meta.Annotations
+		if i < len(have) && have[i].AddressType == w.AddressType {
+			cur := have[i]
 			if equality.Semantic.DeepEqual(cur.Endpoints, w.Endpoints) && equality.Semantic.DeepEqual(cur.Ports, w.Ports) &&
-				equality.Semantic.DeepEqual(cur.Labels, w.Labels) && cur.AddressType == w.AddressType {
+				equality.Semantic.DeepEqual(cur.Labels, w.Labels) && equality.Semantic.DeepEqual(cur.Annotations, w.Annotations) {
 				continue
 			}
 			next := cur.DeepCopy()
-			next.Endpoints, next.Ports, next.Labels = w.Endpoints, w.Ports, w.Labels
+			next.Endpoints, next.Ports, next.Labels, next.Annotations = w.Endpoints, w.Ports, w.Labels, w.Annotations
 			if _, err := slices.Update(ctx, next, metav1.UpdateOptions{}); err != nil {
 				return fmt.Errorf("update endpoint slice %s: %w", cur.Name, err)
 			}
 			continue
 		}
-		w.GenerateName = svc.Name + "-"
-		w.OwnerReferences = []metav1.OwnerReference{controllerRef(svc, corev1.SchemeGroupVersion.WithKind("Service"))}
+		if i < len(have) {
+			// A slice's address type never changes: a new one replaces it.
+			if err := slices.Delete(ctx, have[i].Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("delete endpoint slice %s: %w", have[i].Name, err)
+			}
+		}
+		w.Namespace, w.GenerateName, w.OwnerReferences = meta.Namespace, meta.GenerateName, meta.OwnerReferences
 		if _, err := slices.Create(ctx, &w, metav1.CreateOptions{}); err != nil {
-			return fmt.Errorf("create an endpoint slice of %s: %w", svc.Name, err)
+			return fmt.Errorf("create an endpoint slice %s: %w", meta.GenerateName, err)
 		}
 	}
-	for _, extra := range mine[min(len(want), len(mine)):] {
+	for _, extra := range have[min(len(want), len(have)):] {
 		if err := slices.Delete(ctx, extra.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete endpoint slice %s: %w", extra.Name, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -103,6 +104,8 @@ func (h *Handler) admitCreate(ctx context.Context, r *resource.Resource, obj run
 		}
 		priority, err := h.admitPriority(ctx, o)
 		return append(sa, priority...), err
+	case *networkingv1.Ingress:
+		return nil, h.admitIngressClass(ctx, o)
 	}
 	return nil, nil
 }

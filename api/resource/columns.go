@@ -1,7 +1,9 @@
 package resource
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -514,4 +517,58 @@ var priorityClassColumns = []Column{
 		}
 		return string(*pc.PreemptionPolicy)
 	})),
+}
+
+var ingressColumns = []Column{
+	col("Class", "string", "The name of the IngressClass resource that should be used for ingress.", cell(func(i *networkingv1.Ingress) any {
+		return orNone(ptr.Deref(i.Spec.IngressClassName, ""))
+	})),
+	col("Hosts", "string", "Hosts that incoming requests are matched against before the ingress rule", cell(func(i *networkingv1.Ingress) any {
+		var hosts []string
+		for _, r := range i.Spec.Rules {
+			if r.Host != "" {
+				hosts = append(hosts, r.Host)
+			}
+		}
+		switch {
+		case len(hosts) == 0:
+			return "*"
+		case len(hosts) > 3:
+			return fmt.Sprintf("%s + %d more...", strings.Join(hosts[:3], ","), len(i.Spec.Rules)-3)
+		}
+		return strings.Join(hosts, ",")
+	})),
+	col("Address", "string", "Address is a list containing ingress points for the load-balancer", cell(func(i *networkingv1.Ingress) any {
+		var addrs []string
+		for _, in := range i.Status.LoadBalancer.Ingress {
+			if a := cmp.Or(in.IP, in.Hostname); a != "" && !slices.Contains(addrs, a) {
+				addrs = append(addrs, a)
+			}
+		}
+		sort.Strings(addrs)
+		return strings.Join(addrs, ",")
+	})),
+	col("Ports", "string", "Ports of TLS configurations that open", cell(func(i *networkingv1.Ingress) any {
+		if len(i.Spec.TLS) > 0 {
+			return "80, 443"
+		}
+		return "80"
+	})),
+	ageColumn,
+}
+
+var ingressClassColumns = []Column{
+	col("Controller", "string", "Controller that is responsible for handling this class", cell(func(c *networkingv1.IngressClass) any { return c.Spec.Controller })),
+	col("Parameters", "string", "A reference to a resource with additional parameters", cell(func(c *networkingv1.IngressClass) any {
+		p := c.Spec.Parameters
+		if p == nil {
+			return "<none>"
+		}
+		kind := p.Kind
+		if p.APIGroup != nil {
+			kind += "." + *p.APIGroup
+		}
+		return kind + "/" + p.Name
+	})),
+	ageColumn,
 }

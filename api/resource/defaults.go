@@ -9,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -596,5 +597,13 @@ func prepareJob(j *batchv1.Job) {
 func defaultPriorityClass(pc *schedulingv1.PriorityClass) {
 	if pc.PreemptionPolicy == nil {
 		pc.PreemptionPolicy = ptr.To(corev1.PreemptLowerPriority)
+	}
+}
+
+// defaultIngressClass scopes parameters to the cluster unless they say
+// otherwise.
+func defaultIngressClass(c *networkingv1.IngressClass) {
+	if p := c.Spec.Parameters; p != nil && p.Scope == nil {
+		p.Scope = ptr.To(networkingv1.IngressClassParametersReferenceScopeCluster)
 	}
 }

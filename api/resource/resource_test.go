@@ -9,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -514,5 +515,70 @@ func TestEphemeralContainersUpdateValidation(t *testing.T) {
 		if errs := ValidateEphemeralContainersUpdate(pod, old); len(errs) == 0 {
 			t.Errorf("%s: accepted", what)
 		}
+	}
+}
+
+func TestIngressValidation(t *testing.T) {
+	ing := func(host, path string, pathType networkingv1.PathType) *networkingv1.Ingress {
+		backend := networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "web", Port: networkingv1.ServiceBackendPort{Number: 80}}}
+		return &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: "site"}, Spec: networkingv1.IngressSpec{Rules: []networkingv1.IngressRule{{Host: host,
+			IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{Paths: []networkingv1.HTTPIngressPath{{Path: path, PathType: &pathType, Backend: backend}}}}}}}}
+	}
+	for _, tc := range []struct {
+		ing   *networkingv1.Ingress
+		field string
+	}{
+		{ing("shop.example", "/cart", networkingv1.PathTypePrefix), ""},
+		{ing("*.shop.example", "", networkingv1.PathTypeImplementationSpecific), ""},
+		{ing("10.0.0.1", "/", networkingv1.PathTypeExact), "spec.rules[0].host"},
+		{ing("shop..example", "/", networkingv1.PathTypeExact), "spec.rules[0].host"},
+		{ing("", "cart", networkingv1.PathTypePrefix), "spec.rules[0].http.paths[0].path"},
+		{ing("", "/a/../b", networkingv1.PathTypeExact), "spec.rules[0].http.paths[0].path"},
+		{ing("", "/", "Regex"), "spec.rules[0].http.paths[0].pathType"},
+		{&networkingv1.Ingress{}, "spec"},
+	} {
+		errs := validateIngress(tc.ing, nil)
+		if (tc.field == "") != (len(errs) == 0) || (len(errs) > 0 && errs[0].Field != tc.field) {
+			t.Errorf("%+v: %v, want an error at %q", tc.ing.Spec, errs, tc.field)
+		}
+	}
+	both := ing("", "/", networkingv1.PathTypePrefix)
+	both.Spec.Rules[0].HTTP.Paths[0].Backend.Service.Port.Name = "http"
+	if errs := validateIngress(both, nil); len(errs) != 1 || !strings.Contains(errs[0].Detail, "cannot set both port name & port number") {
+		t.Errorf("a port by name and number: %v", errs)
+	}
+	classed := ing("", "/", networkingv1.PathTypePrefix)
+	classed.Spec.IngressClassName = ptr.To("edge")
+	classed.Annotations = map[string]string{"kubernetes.io/ingress.class": "nginx"}
+	if errs := validateIngress(classed, nil); len(errs) != 1 || errs[0].Field != "annotations.kubernetes.io/ingress.class" {
+		t.Errorf("a class name that disagrees with the annotation: %v", errs)
+	}
+	if got := ingressColumns[1].Cell(ing("", "/", networkingv1.PathTypePrefix)); got != "*" {
+		t.Errorf("hosts of a rule without one: %q", got)
+	}
+}
+
+func TestIngressClassValidation(t *testing.T) {
+	c := &networkingv1.IngressClass{ObjectMeta: metav1.ObjectMeta{Name: "edge"}, Spec: networkingv1.IngressClassSpec{Controller: "example.com/edge",
+		Parameters: &networkingv1.IngressClassParametersReference{Kind: "Config", Name: "edge"}}}
+	defaultIngressClass(c)
+	if s := ptr.Deref(c.Spec.Parameters.Scope, ""); s != "Cluster" {
+		t.Fatalf("parameters' scope defaulted to %q", s)
+	}
+	if errs := validateIngressClass(c, nil); len(errs) != 0 {
+		t.Fatalf("valid class: %v", errs)
+	}
+	changed := c.DeepCopy()
+	changed.Spec.Controller = "example.com/other"
+	if errs := validateIngressClass(changed, c); len(errs) != 1 || errs[0].Field != "spec.controller" {
+		t.Fatalf("a changed controller: %v", errs)
+	}
+	namespaced := c.DeepCopy()
+	namespaced.Spec.Parameters.Scope = ptr.To("Namespace")
+	if errs := validateIngressClass(namespaced, nil); len(errs) != 1 || errs[0].Field != "spec.parameters.namespace" {
+		t.Fatalf("namespace-scoped parameters without a namespace: %v", errs)
+	}
+	if errs := validateIngressClass(&networkingv1.IngressClass{}, nil); len(errs) == 0 {
+		t.Fatal("a class without a controller was accepted")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"net"
 	"reflect"
 	"regexp"
 	"slices"
@@ -15,9 +16,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	pathvalidation "k8s.io/apimachinery/pkg/api/validation/path"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/labels"
@@ -25,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 )
 
 // The checks below are the part of kube-apiserver's validation that keeps
@@ -997,6 +1001,210 @@ func ValidateEphemeralContainersUpdate(pod *corev1.Pod, old []corev1.EphemeralCo
 				errs = append(errs, field.Forbidden(p.Child(f.name), "cannot be set for an Ephemeral Container"))
 			}
 		}
+	}
+	return errs
+}
+
+// validateIngress checks an Ingress as kube-apiserver does: rules or a
+// default backend, hosts that are DNS names (a leading wildcard allowed),
+// absolute paths with a path type, backends that name exactly one Service
+// port or resource, TLS hosts and Secret names, and an ingress class name
+// that agrees with the legacy annotation.
+func validateIngress(ing, old *networkingv1.Ingress) field.ErrorList {
+	spec := field.NewPath("spec")
+	var errs field.ErrorList
+	if len(ing.Spec.Rules) == 0 && ing.Spec.DefaultBackend == nil {
+		errs = append(errs, field.Invalid(spec, ing.Spec.Rules, "either `defaultBackend` or `rules` must be specified"))
+	}
+	if b := ing.Spec.DefaultBackend; b != nil {
+		errs = append(errs, validateIngressBackend(b, spec.Child("defaultBackend"))...)
+	}
+	for i, rule := range ing.Spec.Rules {
+		p := spec.Child("rules").Index(i)
+		if rule.Host != "" {
+			if net.ParseIP(rule.Host) != nil {
+				errs = append(errs, field.Invalid(p.Child("host"), rule.Host, "must be a DNS name, not an IP address"))
+			}
+			errs = append(errs, ingressHost(rule.Host, p.Child("host"))...)
+		}
+		if rule.HTTP == nil {
+			continue
+		}
+		if len(rule.HTTP.Paths) == 0 {
+			errs = append(errs, field.Required(p.Child("http", "paths"), ""))
+		}
+		for j, path := range rule.HTTP.Paths {
+			errs = append(errs, validateIngressPath(path, p.Child("http", "paths").Index(j))...)
+		}
+	}
+	for i, tls := range ing.Spec.TLS {
+		p := spec.Child("tls").Index(i)
+		for j, host := range tls.Hosts {
+			errs = append(errs, ingressHost(host, p.Child("hosts").Index(j))...)
+		}
+		if tls.SecretName != "" {
+			for _, msg := range validation.IsDNS1123Subdomain(tls.SecretName) {
+				errs = append(errs, field.Invalid(p.Child("secretName"), tls.SecretName, msg))
+			}
+		}
+	}
+	if name := ing.Spec.IngressClassName; name != nil {
+		for _, msg := range validation.IsDNS1123Subdomain(*name) {
+			errs = append(errs, field.Invalid(spec.Child("ingressClassName"), *name, msg))
+		}
+		if a, ok := ing.Annotations[ingressClassAnnotation]; ok && old == nil && a != *name {
+			errs = append(errs, field.Invalid(field.NewPath("annotations").Child(ingressClassAnnotation), a, "must match `ingressClassName` when both are specified"))
+		}
+	}
+	return errs
+}
+
+// ingressClassAnnotation names an Ingress's class before
+// spec.ingressClassName did.
+const ingressClassAnnotation = "kubernetes.io/ingress.class"
+
+// ingressHost checks a host of an Ingress rule or TLS entry: a DNS name,
+// or one whose first label is "*".
+func ingressHost(host string, p *field.Path) field.ErrorList {
+	check := validation.IsDNS1123Subdomain
+	if strings.Contains(host, "*") {
+		check = validation.IsWildcardDNS1123Subdomain
+	}
+	var errs field.ErrorList
+	for _, msg := range check(host) {
+		errs = append(errs, field.Invalid(p, host, msg))
+	}
+	return errs
+}
+
+// validateIngressPath checks one path of an HTTP rule: Exact and Prefix
+// paths are absolute and free of sequences a proxy would reinterpret.
+func validateIngressPath(path networkingv1.HTTPIngressPath, p *field.Path) field.ErrorList {
+	if path.PathType == nil {
+		return field.ErrorList{field.Required(p.Child("pathType"), "pathType must be specified")}
+	}
+	var errs field.ErrorList
+	switch *path.PathType {
+	case networkingv1.PathTypeExact, networkingv1.PathTypePrefix:
+		if !strings.HasPrefix(path.Path, "/") {
+			errs = append(errs, field.Invalid(p.Child("path"), path.Path, "must be an absolute path"))
+		}
+		for _, seq := range []string{"//", "/./", "/../", "%2f", "%2F"} {
+			if strings.Contains(path.Path, seq) {
+				errs = append(errs, field.Invalid(p.Child("path"), path.Path, fmt.Sprintf("must not contain '%s'", seq)))
+			}
+		}
+		for _, suffix := range []string{"/..", "/."} {
+			if strings.HasSuffix(path.Path, suffix) {
+				errs = append(errs, field.Invalid(p.Child("path"), path.Path, fmt.Sprintf("cannot end with '%s'", suffix)))
+			}
+		}
+	case networkingv1.PathTypeImplementationSpecific:
+		if path.Path != "" && !strings.HasPrefix(path.Path, "/") {
+			errs = append(errs, field.Invalid(p.Child("path"), path.Path, "must be an absolute path"))
+		}
+	default:
+		errs = append(errs, field.NotSupported(p.Child("pathType"), *path.PathType,
+			[]string{string(networkingv1.PathTypeExact), string(networkingv1.PathTypeImplementationSpecific), string(networkingv1.PathTypePrefix)}))
+	}
+	return append(errs, validateIngressBackend(&path.Backend, p.Child("backend"))...)
+}
+
+// validateIngressBackend checks that a backend is a Service port (by
+// name or number, not both) or a typed reference to a resource.
+func validateIngressBackend(b *networkingv1.IngressBackend, p *field.Path) field.ErrorList {
+	switch {
+	case b.Service != nil && b.Resource != nil:
+		return field.ErrorList{field.Invalid(p, "", "cannot set both resource and service backends")}
+	case b.Resource != nil:
+		return validateTypedReference(b.Resource.APIGroup, b.Resource.Kind, b.Resource.Name, p.Child("resource"))
+	case b.Service == nil:
+		return field.ErrorList{field.Invalid(p, "", "resource or service backend is required")}
+	}
+	var errs field.ErrorList
+	svc := p.Child("service")
+	if b.Service.Name == "" {
+		errs = append(errs, field.Required(svc.Child("name"), ""))
+	} else {
+		for _, msg := range validation.IsDNS1035Label(b.Service.Name) {
+			errs = append(errs, field.Invalid(svc.Child("name"), b.Service.Name, msg))
+		}
+	}
+	port := b.Service.Port
+	switch {
+	case port.Name != "" && port.Number != 0:
+		errs = append(errs, field.Invalid(p, "", "cannot set both port name & port number"))
+	case port.Name != "":
+		for _, msg := range validation.IsValidPortName(port.Name) {
+			errs = append(errs, field.Invalid(svc.Child("port", "name"), port.Name, msg))
+		}
+	case port.Number != 0:
+		for _, msg := range validation.IsValidPortNum(int(port.Number)) {
+			errs = append(errs, field.Invalid(svc.Child("port", "number"), port.Number, msg))
+		}
+	default:
+		errs = append(errs, field.Required(p, "port name or number is required"))
+	}
+	return errs
+}
+
+// validateTypedReference checks a reference to an object of a kind:
+// an optional API group, and a kind and a name that fit in a path.
+func validateTypedReference(group *string, kind, name string, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if group != nil {
+		for _, msg := range validation.IsDNS1123Subdomain(*group) {
+			errs = append(errs, field.Invalid(p.Child("apiGroup"), *group, msg))
+		}
+	}
+	for _, f := range []struct{ name, value string }{{"kind", kind}, {"name", name}} {
+		if f.value == "" {
+			errs = append(errs, field.Required(p.Child(f.name), f.name+" is required"))
+		}
+		for _, msg := range pathvalidation.IsValidPathSegmentName(f.value) {
+			errs = append(errs, field.Invalid(p.Child(f.name), f.value, msg))
+		}
+	}
+	return errs
+}
+
+// validateIngressClass checks an IngressClass: a controller named by a
+// domain-prefixed path, which never changes, and parameters whose scope
+// says where they live.
+func validateIngressClass(c, old *networkingv1.IngressClass) field.ErrorList {
+	spec := field.NewPath("spec")
+	var errs field.ErrorList
+	if len(c.Spec.Controller) > 250 {
+		errs = append(errs, field.TooLong(spec.Child("controller"), "", 250))
+	}
+	errs = append(errs, validation.IsDomainPrefixedPath(spec.Child("controller"), c.Spec.Controller)...)
+	if old != nil {
+		errs = append(errs, apivalidation.ValidateImmutableField(c.Spec.Controller, old.Spec.Controller, spec.Child("controller"))...)
+	}
+	params := c.Spec.Parameters
+	if params == nil {
+		return errs
+	}
+	p := spec.Child("parameters")
+	errs = append(errs, validateTypedReference(params.APIGroup, params.Kind, params.Name, p)...)
+	switch scope := ptr.Deref(params.Scope, ""); scope {
+	case networkingv1.IngressClassParametersReferenceScopeNamespace:
+		if params.Namespace == nil {
+			errs = append(errs, field.Required(p.Child("namespace"), "`parameters.scope` is set to 'Namespace'"))
+		} else {
+			for _, msg := range apivalidation.ValidateNamespaceName(*params.Namespace, false) {
+				errs = append(errs, field.Invalid(p.Child("namespace"), *params.Namespace, msg))
+			}
+		}
+	case networkingv1.IngressClassParametersReferenceScopeCluster:
+		if params.Namespace != nil {
+			errs = append(errs, field.Forbidden(p.Child("namespace"), "`parameters.scope` is set to 'Cluster'"))
+		}
+	case "":
+		errs = append(errs, field.Required(p.Child("scope"), ""))
+	default:
+		errs = append(errs, field.NotSupported(p.Child("scope"), scope,
+			[]string{networkingv1.IngressClassParametersReferenceScopeCluster, networkingv1.IngressClassParametersReferenceScopeNamespace}))
 	}
 	return errs
 }

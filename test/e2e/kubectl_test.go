@@ -57,6 +57,25 @@ spec:
   ports: [{port: 80, targetPort: 8080}]
 `
 
+const ingressClassManifest = `apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: edge
+  annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
+spec:
+  controller: example.com/edge
+`
+
+const badIngressManifest = `apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: bad}
+spec:
+  rules:
+  - http:
+      paths:
+      - {path: cart, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+`
+
 func requireKubectl(t *testing.T) {
 	if _, err := exec.LookPath("kubectl"); err != nil {
 		t.Skip("kubectl is not installed")
@@ -183,6 +202,20 @@ func TestKubectlAcrossServers(t *testing.T) {
 		t.Fatalf("create a List:\n%s", out)
 	}
 	kubectl(t, c, w, "", "delete", "configmap", "listed-1", "listed-2")
+
+	// Ingresses: one that names no class gets the default IngressClass;
+	// one whose path is not absolute is refused.
+	kubectl(t, c, w, ingressClassManifest, "apply", "-f", "-")
+	kubectl(t, c, w, "", "create", "ingress", "site", "--rule=shop.example/cart*=web:80,tls=shop-cert")
+	if out := kubectl(t, c, r, "", "get", "ingress", "site", "-o", "jsonpath={.spec.ingressClassName}"); out != "edge" {
+		t.Fatalf("the ingress's class: %q", out)
+	}
+	if out := kubectl(t, c, r, "", "get", "ingress", "site", "--no-headers"); len(strings.Fields(out)) != 6 || !strings.Contains(out, " shop.example ") || !strings.Contains(out, " 80, 443 ") {
+		t.Fatalf("get ingress:\n%s", out)
+	}
+	kubectlFails(t, c, w, `spec.rules[0].http.paths[0].path: Invalid value: "cart": must be an absolute path`, "create", "-f", writeTemp(t, badIngressManifest))
+	kubectl(t, c, w, "", "delete", "ingress", "site")
+	kubectl(t, c, w, "", "delete", "ingressclass", "edge")
 
 	kubectlFails(t, c, w, `deployments.apps "web" already exists`, "create", "deployment", "web", "--image=busybox")
 	kubectlFails(t, c, w, "NotFound", "get", "deployment", "nosuch")
