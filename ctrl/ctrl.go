@@ -134,6 +134,8 @@ func New(cfg Config) (*Controllers, error) {
 		gc,
 		newEndpointsController(cfg),
 		newEndpointMirrorController(cfg),
+		newServiceCIDRController(cfg),
+		newClusterIPRepairController(cfg),
 		newNodeLifecycleController(cfg),
 		newNodeIPAMController(cfg),
 		newPodGCController(cfg),

@@ -75,7 +75,7 @@ func New(cfg Config) (*Handler, error) {
 	if h.fields, err = newFieldManagers(schemas, scheme, h.registry); err != nil {
 		return nil, err
 	}
-	h.ips = newIPAllocator(cfg.ServiceCIDR, cfg.Store)
+	h.ips = newIPAllocator(cfg.ServiceCIDR, cfg.Store, h.registry, h.objects)
 	h.events = newEventCache()
 	h.patches = newPatcher()
 	h.podTransport = newPodTransport()

@@ -10,11 +10,16 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 
@@ -22,26 +27,37 @@ import (
 	"github.com/pontoon-dev/pontoon/fsm"
 )
 
-// A service's ClusterIP and node ports are allocated by writing a key per
-// address in the same transaction as the service, with a must-not-exist
-// precondition: two services can never get the same address, even when
-// created at once through different servers. An update that changes the
-// service's type or ports takes and gives back keys in its transaction,
-// and deleting the service deletes them in its own.
+// A service's ClusterIP and node ports are allocated by writing a record
+// per address in the same transaction as the service, with a
+// must-not-exist precondition: two services can never get the same
+// address, even when created at once through different servers. An
+// update that changes the service's type or ports takes and gives back
+// records in its transaction, and deleting the service deletes them in
+// its own. A ClusterIP's record is an IPAddress object named by the
+// address, as kube-apiserver keeps them (so an IPAddress a user creates
+// reserves its address); a node port's is an internal key.
 const (
-	serviceIPPrefix   = registryPrefix + "ranges/serviceips/"
 	nodePortPrefix    = registryPrefix + "ranges/servicenodeports/"
 	nodePortBase      = 30000
 	nodePortRangeSize = 2768
+	// ipAllocatorName marks the IPAddresses the allocator writes, as
+	// kube-apiserver's.
+	ipAllocatorName = "ipallocator.k8s.io"
 )
 
 type ipAllocator struct {
-	cidr  *net.IPNet
-	store *fsm.Store
+	// cidr is the range of --service-cidr, the default ServiceCIDR's.
+	cidr        *net.IPNet
+	store       *fsm.Store
+	addresses   *resource.Resource
+	serviceCIDR *resource.Resource
+	objects     *objects
 }
 
-func newIPAllocator(cidr *net.IPNet, store *fsm.Store) *ipAllocator {
-	return &ipAllocator{cidr: cidr, store: store}
+func newIPAllocator(cidr *net.IPNet, store *fsm.Store, reg *resource.Registry, o *objects) *ipAllocator {
+	addresses, _ := reg.Lookup(networkingv1.SchemeGroupVersion.WithResource("ipaddresses"))
+	serviceCIDR, _ := reg.Lookup(networkingv1.SchemeGroupVersion.WithResource("servicecidrs"))
+	return &ipAllocator{cidr: cidr, store: store, addresses: addresses, serviceCIDR: serviceCIDR, objects: o}
 }
 
 func ipToUint(ip net.IP) uint32 { return binary.BigEndian.Uint32(ip.To4()) }
@@ -52,10 +68,13 @@ func uintToIP(n uint32) net.IP {
 	return ip
 }
 
-// size is the number of usable addresses: the network and broadcast
-// addresses are not handed out.
-func (a *ipAllocator) size() uint32 {
-	ones, bits := a.cidr.Mask.Size()
+// usable is the number of addresses of cidr a Service may get: not the
+// network and broadcast addresses.
+func usable(cidr *net.IPNet) uint32 {
+	ones, bits := cidr.Mask.Size()
+	if bits-ones < 2 {
+		return 0
+	}
 	return uint32(1)<<(bits-ones) - 2
 }
 
@@ -64,9 +83,102 @@ func (a *ipAllocator) taken(key string) bool {
 	return err != nil || found
 }
 
+// addressKey is the key of the IPAddress object of ip.
+func (a *ipAllocator) addressKey(ip string) string { return key(a.addresses, "", ip) }
+
+// ranges are the ranges ClusterIPs come from: --service-cidr's, then
+// those of the other ServiceCIDRs that are not being deleted, in name
+// order.
+func (a *ipAllocator) ranges(ctx context.Context) ([]*net.IPNet, error) {
+	out := []*net.IPNet{a.cidr}
+	res, err := a.store.List(ctx, fsm.ListOptions{Prefix: prefix(a.serviceCIDR, "")})
+	if err != nil {
+		return nil, err
+	}
+	for _, kv := range res.KVs {
+		obj, err := a.objects.decodeShared(a.serviceCIDR, kv)
+		if err != nil {
+			return nil, err
+		}
+		c := obj.(*networkingv1.ServiceCIDR)
+		if c.DeletionTimestamp != nil {
+			continue
+		}
+		for _, s := range c.Spec.CIDRs {
+			if _, n, err := net.ParseCIDR(s); err == nil && n.IP.To4() != nil && n.String() != a.cidr.String() {
+				out = append(out, n)
+			}
+		}
+	}
+	return out, nil
+}
+
+// pick returns a free ClusterIP of the first range that has one. The
+// first address of --service-cidr is never picked: it is the kubernetes
+// Service's, which the leader creates (a service may still ask for it by
+// name).
+func (a *ipAllocator) pick(ranges []*net.IPNet) (net.IP, error) {
+	for i, r := range ranges {
+		first, n := ipToUint(r.IP)+1, usable(r)
+		if i == 0 && n > 0 {
+			first, n = first+1, n-1
+		}
+		ipOf := func(slot uint32) net.IP { return uintToIP(first + slot) }
+		if slot, ok := free(n, func(slot uint32) bool { return a.taken(a.addressKey(ipOf(slot).String())) }); ok {
+			return ipOf(slot), nil
+		}
+	}
+	return nil, apierrors.NewInternalError(fmt.Errorf("no ClusterIP left in %s", joinRanges(ranges)))
+}
+
+func joinRanges(ranges []*net.IPNet) string {
+	var s []string
+	for _, r := range ranges {
+		s = append(s, r.String())
+	}
+	return strings.Join(s, ", ")
+}
+
+// takeAddress returns the operation that records ip as svc's: its
+// IPAddress object, which must not exist.
+func (a *ipAllocator) takeAddress(svc *corev1.Service, ip string) (fsm.Op, error) {
+	addr := &networkingv1.IPAddress{
+		ObjectMeta: metav1.ObjectMeta{Name: ip, UID: types.UID(uuid.NewString()), CreationTimestamp: metav1.Now(),
+			Labels: map[string]string{networkingv1.LabelIPAddressFamily: string(corev1.IPv4Protocol), networkingv1.LabelManagedBy: ipAllocatorName}},
+		Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{Resource: "services", Namespace: svc.Namespace, Name: svc.Name}},
+	}
+	value, err := a.objects.encode(a.addresses, addr)
+	if err != nil {
+		return fsm.Op{}, err
+	}
+	return fsm.Put(a.addressKey(ip), value, string(addr.UID), fsm.Cond{MustNotExist: true}), nil
+}
+
+// releaseAddress returns the operation that gives back svc's ip: the
+// deletion of its IPAddress, unless that is gone or another object's
+// (the address was given back another way and taken since).
+func (a *ipAllocator) releaseAddress(svc *corev1.Service, ip string) []fsm.Op {
+	kv, found, _, err := a.store.Get(a.addressKey(ip))
+	if err != nil || !found {
+		return nil
+	}
+	obj, err := a.objects.decodeShared(a.addresses, kv)
+	if err != nil {
+		return nil
+	}
+	if ref := obj.(*networkingv1.IPAddress).Spec.ParentRef; ref == nil || ref.Group != "" || ref.Resource != "services" ||
+		ref.Namespace != svc.Namespace || ref.Name != svc.Name {
+		return nil
+	}
+	return []fsm.Op{fsm.Delete(kv.Key, fsm.Cond{ModRevision: kv.ModRevision})}
+}
+
 // free returns a free slot of n, one that taken says nothing of: random,
 // as kube-apiserver's allocators, then the next free one after it.
 func free(n uint32, taken func(slot uint32) bool) (uint32, bool) {
+	if n == 0 {
+		return 0, false
+	}
 	start := rand.Uint32N(n)
 	for i := range n {
 		if slot := (start + i) % n; !taken(slot) {
@@ -74,18 +186,6 @@ func free(n uint32, taken func(slot uint32) bool) (uint32, bool) {
 		}
 	}
 	return 0, false
-}
-
-// pick returns a free ClusterIP. The first address of the range is never
-// picked: it is the kubernetes Service's, which the leader creates (a
-// service may still ask for it by name).
-func (a *ipAllocator) pick() (net.IP, error) {
-	ipOf := func(slot uint32) net.IP { return uintToIP(ipToUint(a.cidr.IP) + 2 + slot) }
-	slot, ok := free(a.size()-1, func(slot uint32) bool { return a.taken(serviceIPPrefix + ipOf(slot).String()) })
-	if !ok {
-		return nil, apierrors.NewInternalError(fmt.Errorf("no ClusterIP left in %s", a.cidr))
-	}
-	return ipOf(slot), nil
 }
 
 func nodePortKey(port int32) string { return nodePortPrefix + strconv.Itoa(int(port)) }
@@ -149,23 +249,47 @@ func (h *Handler) allocateAddresses(ctx context.Context, r *resource.Resource, o
 		}
 		heldPorts = resource.NodePorts(old)
 	}
+	takeIP := func(ip string) error {
+		op, err := a.takeAddress(svc, ip)
+		ops = append(ops, op)
+		return err
+	}
 	switch ip := svc.Spec.ClusterIP; {
 	case !resource.NeedsClusterIP(svc), ip == corev1.ClusterIPNone, ip != "" && ip == heldIP:
 		// None needed, headless, or kept.
 	case ip == "":
-		picked, err := a.pick()
+		ranges, err := a.ranges(ctx)
+		if err != nil {
+			return nil, err
+		}
+		picked, err := a.pick(ranges)
 		if err != nil {
 			return nil, err
 		}
 		svc.Spec.ClusterIP = picked.String()
-		take(serviceIPPrefix + svc.Spec.ClusterIP)
+		if err := takeIP(svc.Spec.ClusterIP); err != nil {
+			return nil, err
+		}
 	default:
 		parsed := net.ParseIP(ip)
-		if parsed == nil || parsed.To4() == nil || !a.cidr.Contains(parsed) {
-			return nil, invalid(r, svc.Name, field.ErrorList{field.Invalid(spec.Child("clusterIPs").Index(0), ip,
-				fmt.Sprintf("failed to allocate IP %s: the provided IP (%s) is not in the valid range. The range of valid IPs is %s", ip, ip, a.cidr))})
+		inRange := func(r *net.IPNet) bool { return parsed != nil && r.Contains(parsed) }
+		ranges, err := a.ranges(ctx)
+		if err == nil && !slices.ContainsFunc(ranges, inRange) {
+			// A ServiceCIDR created through another server a moment ago
+			// may not have reached this one yet.
+			if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
+				return nil, err
+			}
+			ranges, err = a.ranges(ctx)
 		}
-		taken, err := takenNow(serviceIPPrefix + parsed.String())
+		if err != nil {
+			return nil, err
+		}
+		if parsed == nil || parsed.To4() == nil || !slices.ContainsFunc(ranges, inRange) {
+			return nil, invalid(r, svc.Name, field.ErrorList{field.Invalid(spec.Child("clusterIPs").Index(0), ip,
+				fmt.Sprintf("failed to allocate IP %s: the provided IP (%s) is not in the valid range. The range of valid IPs is %s", ip, ip, joinRanges(ranges)))})
+		}
+		taken, err := takenNow(a.addressKey(parsed.String()))
 		if err != nil {
 			return nil, err
 		}
@@ -174,10 +298,12 @@ func (h *Handler) allocateAddresses(ctx context.Context, r *resource.Resource, o
 				fmt.Sprintf("failed to allocate IP %s: provided IP is already allocated", ip))})
 		}
 		svc.Spec.ClusterIP = parsed.String()
-		take(serviceIPPrefix + svc.Spec.ClusterIP)
+		if err := takeIP(svc.Spec.ClusterIP); err != nil {
+			return nil, err
+		}
 	}
 	if heldIP != "" && heldIP != svc.Spec.ClusterIP {
-		ops = append(ops, fsm.Delete(serviceIPPrefix+heldIP, fsm.Cond{}))
+		ops = append(ops, a.releaseAddress(old, heldIP)...)
 	}
 	if svc.Spec.ClusterIP != "" {
 		svc.Spec.ClusterIPs = []string{svc.Spec.ClusterIP}
@@ -252,7 +378,7 @@ func (h *Handler) releaseOnDelete(_ *resource.Resource, obj runtime.Object) []fs
 	}
 	var ops []fsm.Op
 	if ip := svc.Spec.ClusterIP; ip != "" && ip != corev1.ClusterIPNone {
-		ops = append(ops, fsm.Delete(serviceIPPrefix+ip, fsm.Cond{}))
+		ops = append(ops, h.ips.releaseAddress(svc, ip)...)
 	}
 	for _, port := range slices.Sorted(maps.Keys(resource.NodePorts(svc))) {
 		ops = append(ops, fsm.Delete(nodePortKey(port), fsm.Cond{}))

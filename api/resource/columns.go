@@ -572,3 +572,23 @@ var ingressClassColumns = []Column{
 	})),
 	ageColumn,
 }
+
+var serviceCIDRColumns = []Column{
+	col("CIDRs", "string", "The IP ranges of the ServiceCIDR.", cell(func(c *networkingv1.ServiceCIDR) any { return strings.Join(c.Spec.CIDRs, ",") })),
+	ageColumn,
+}
+
+var ipAddressColumns = []Column{
+	col("ParentRef", "string", "The object that holds the address.", cell(func(ip *networkingv1.IPAddress) any {
+		ref := ip.Spec.ParentRef
+		if ref == nil {
+			return "<none>"
+		}
+		out := strings.ToLower(schema.GroupResource{Group: ref.Group, Resource: ref.Resource}.String())
+		if ref.Namespace != "" {
+			out += "/" + ref.Namespace
+		}
+		return out + "/" + ref.Name
+	})),
+	ageColumn,
+}

@@ -1208,3 +1208,59 @@ func validateIngressClass(c, old *networkingv1.IngressClass) field.ErrorList {
 	}
 	return errs
 }
+
+// validateServiceCIDR checks a ServiceCIDR: one IPv4 range (Pontoon's
+// Services are IPv4 only), which never changes.
+func validateServiceCIDR(c, old *networkingv1.ServiceCIDR) field.ErrorList {
+	p := field.NewPath("spec", "cidrs")
+	if old != nil {
+		return apivalidation.ValidateImmutableField(c.Spec.CIDRs, old.Spec.CIDRs, p)
+	}
+	if len(c.Spec.CIDRs) != 1 {
+		return field.ErrorList{field.Invalid(p, c.Spec.CIDRs, "must hold one IPv4 range: Services are IPv4 only")}
+	}
+	errs := validation.IsValidCIDR(p.Index(0), c.Spec.CIDRs[0])
+	if ip, _, err := net.ParseCIDR(c.Spec.CIDRs[0]); err == nil && ip.To4() == nil {
+		errs = append(errs, field.Invalid(p.Index(0), c.Spec.CIDRs[0], "must be an IPv4 range: Services are IPv4 only"))
+	}
+	return errs
+}
+
+// validateIPAddress checks an IPAddress: named by an IP in canonical form
+// (IPAddressNames), with a reference to the object that holds it, which
+// never changes.
+func validateIPAddress(ip, old *networkingv1.IPAddress) field.ErrorList {
+	p := field.NewPath("spec", "parentRef")
+	if old != nil {
+		return apivalidation.ValidateImmutableField(ip.Spec.ParentRef, old.Spec.ParentRef, p)
+	}
+	ref := ip.Spec.ParentRef
+	if ref == nil {
+		return field.ErrorList{field.Required(p, "")}
+	}
+	var errs field.ErrorList
+	if ref.Group != "" {
+		for _, msg := range validation.IsDNS1123Subdomain(ref.Group) {
+			errs = append(errs, field.Invalid(p.Child("group"), ref.Group, msg))
+		}
+	}
+	for _, f := range []struct{ name, value string }{{"resource", ref.Resource}, {"name", ref.Name}, {"namespace", ref.Namespace}} {
+		if f.value == "" && f.name != "namespace" {
+			errs = append(errs, field.Required(p.Child(f.name), ""))
+		}
+		for _, msg := range pathvalidation.IsValidPathSegmentName(f.value) {
+			errs = append(errs, field.Invalid(p.Child(f.name), f.value, msg))
+		}
+	}
+	return errs
+}
+
+// IPAddressNames accepts the name of an IPAddress: an IP written as Go
+// (and kube-apiserver) writes it, so one address has one name.
+func IPAddressNames(name string, _ bool) []string {
+	var msgs []string
+	for _, err := range validation.IsValidIP(field.NewPath("metadata", "name"), name) {
+		msgs = append(msgs, err.Detail)
+	}
+	return msgs
+}

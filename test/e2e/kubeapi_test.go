@@ -18,9 +18,11 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -867,6 +869,100 @@ func TestKubeAPI(t *testing.T) {
 		if err != nil || len(np2.Items) != 2 {
 			t.Fatalf("NodePort services by field selector: %v %d", err, len(np2.Items))
 		}
+	})
+
+	t.Run("ClusterIPs are IPAddresses from ServiceCIDRs", func(t *testing.T) {
+		cluster.Eventually(t, 10*time.Second, func() error {
+			sc, err := rcs.NetworkingV1().ServiceCIDRs().Get(ctx, "kubernetes", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if !slices.Equal(sc.Spec.CIDRs, []string{"10.96.0.0/16"}) || !apimeta.IsStatusConditionTrue(sc.Status.Conditions, "Ready") ||
+				!slices.Contains(sc.Finalizers, "networking.k8s.io/service-cidr-finalizer") {
+				return fmt.Errorf("the default ServiceCIDR: %+v %+v %v", sc.Spec, sc.Status, sc.Finalizers)
+			}
+			return nil
+		})
+		svc, err := wcs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "recorded"},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ip := svc.Spec.ClusterIP
+		addr, err := rcs.NetworkingV1().IPAddresses().Get(ctx, ip, metav1.GetOptions{})
+		if err != nil || addr.Spec.ParentRef == nil || *addr.Spec.ParentRef != (networkingv1.ParentReference{Resource: "services", Namespace: ns, Name: "recorded"}) ||
+			addr.Labels["ipaddress.kubernetes.io/managed-by"] != "ipallocator.k8s.io" {
+			t.Fatalf("the IPAddress of %s: %v %+v", ip, err, addr)
+		}
+		// One deleted by hand comes back; one a user writes reserves its
+		// address.
+		if err := wcs.NetworkingV1().IPAddresses().Delete(ctx, ip, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		cluster.Eventually(t, 10*time.Second, func() error {
+			_, err := rcs.NetworkingV1().IPAddresses().Get(ctx, ip, metav1.GetOptions{})
+			return err
+		})
+		reserved := &networkingv1.IPAddress{ObjectMeta: metav1.ObjectMeta{Name: "10.96.250.250"},
+			Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{Group: "example.com", Resource: "gateways", Name: "edge"}}}
+		if _, err := wcs.NetworkingV1().IPAddresses().Create(ctx, reserved, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = wcs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "on-reserved"},
+			Spec: corev1.ServiceSpec{ClusterIP: "10.96.250.250", Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{})
+		wantReason(t, err, 422, metav1.StatusReasonInvalid)
+		_, err = wcs.NetworkingV1().IPAddresses().Create(ctx, &networkingv1.IPAddress{ObjectMeta: metav1.ObjectMeta{Name: "10.096.1.1"},
+			Spec: reserved.Spec}, metav1.CreateOptions{})
+		wantReason(t, err, 422, metav1.StatusReasonInvalid)
+
+		// Another ServiceCIDR widens what Services may ask for; it is not
+		// deleted while a Service holds one of its addresses.
+		extra := &networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: "extra"}, Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.97.0.0/24"}}}
+		if _, err := wcs.NetworkingV1().ServiceCIDRs().Create(ctx, extra, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = wcs.NetworkingV1().ServiceCIDRs().Create(ctx, &networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: "six"},
+			Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"fd00::/112"}}}, metav1.CreateOptions{})
+		wantReason(t, err, 422, metav1.StatusReasonInvalid)
+		_, err = wcs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "out-of-range"},
+			Spec: corev1.ServiceSpec{ClusterIP: "10.98.0.10", Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{})
+		wantReason(t, err, 422, metav1.StatusReasonInvalid)
+		if _, err := wcs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "in-extra"},
+			Spec: corev1.ServiceSpec{ClusterIP: "10.97.0.10", Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("a ClusterIP of another ServiceCIDR: %v", err)
+		}
+		cluster.Eventually(t, 10*time.Second, func() error {
+			sc, err := rcs.NetworkingV1().ServiceCIDRs().Get(ctx, "extra", metav1.GetOptions{})
+			if err != nil || !slices.Contains(sc.Finalizers, "networking.k8s.io/service-cidr-finalizer") {
+				return fmt.Errorf("ServiceCIDR extra has no finalizer yet: %v", err)
+			}
+			return nil
+		})
+		if err := wcs.NetworkingV1().ServiceCIDRs().Delete(ctx, "extra", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		cluster.Eventually(t, 10*time.Second, func() error {
+			sc, err := rcs.NetworkingV1().ServiceCIDRs().Get(ctx, "extra", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if c := apimeta.FindStatusCondition(sc.Status.Conditions, "Ready"); c == nil || c.Status != metav1.ConditionFalse || c.Reason != "Terminating" {
+				return fmt.Errorf("ServiceCIDR extra being deleted while in use: %+v", sc.Status)
+			}
+			return nil
+		})
+		if err := wcs.CoreV1().Services(ns).Delete(ctx, "in-extra", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rcs.NetworkingV1().IPAddresses().Get(ctx, "10.97.0.10", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("the IPAddress of a deleted Service: %v", err)
+		}
+		cluster.Eventually(t, 30*time.Second, func() error {
+			if _, err := rcs.NetworkingV1().ServiceCIDRs().Get(ctx, "extra", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("ServiceCIDR extra not gone: %v", err)
+			}
+			return nil
+		})
 	})
 
 	t.Run("watch", func(t *testing.T) {
