@@ -23,6 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apiserver/pkg/storage/value"
 
 	"github.com/pontoon-dev/pontoon/api/kube"
 	"github.com/pontoon-dev/pontoon/fsm"
@@ -48,6 +50,8 @@ type Config struct {
 	ServiceCIDR *net.IPNet
 	// EventTTL is how long events are kept after their last write.
 	EventTTL time.Duration
+	// AtRest encrypts what an EncryptionConfiguration names (kube.Config).
+	AtRest map[schema.GroupResource]value.Transformer
 	// Limits bound requests' time and number.
 	Limits Limits
 }
@@ -64,7 +68,7 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
 	m := s.mux
-	k, err := kube.New(kube.Config{Node: cfg.Node, Store: cfg.Store, ServiceCIDR: cfg.ServiceCIDR, EventTTL: cfg.EventTTL, Logger: cfg.Logger.With("component", "kube-api"), StatusFor: statusFor})
+	k, err := kube.New(kube.Config{Node: cfg.Node, Store: cfg.Store, ServiceCIDR: cfg.ServiceCIDR, EventTTL: cfg.EventTTL, AtRest: cfg.AtRest, Logger: cfg.Logger.With("component", "kube-api"), StatusFor: statusFor})
 	if err != nil {
 		return nil, err
 	}

@@ -61,19 +61,23 @@ func (h *Handler) encodedEvent(r *resource.Resource, info runtime.SerializerInfo
 	if b, ok := h.events.get(k); ok {
 		return b, nil
 	}
-	value := ev.Value
+	kv := fsm.KV{Key: ev.Key, Value: ev.Value, ModRevision: ev.Revision}
 	if ev.Type == fsm.EventDelete {
-		value = ev.Prev.Value
+		kv.Value = ev.Prev.Value
 	}
 	if info.MediaType == mediaProtobuf {
-		b, err := protoObject(r.GroupVersionKind(), value, ev.Revision)
+		plain, err := h.objects.open(r, kv)
+		if err != nil {
+			return nil, err
+		}
+		b, err := protoObject(r.GroupVersionKind(), plain, ev.Revision)
 		if err != nil {
 			return nil, err
 		}
 		h.events.put(k, b)
 		return b, nil
 	}
-	obj, err := h.objects.decode(r, value, ev.Revision)
+	obj, err := h.objects.decode(r, kv)
 	if err != nil {
 		return nil, err
 	}

@@ -47,7 +47,7 @@ func (h *Handler) expireEvents(ctx context.Context, before time.Time) error {
 	}
 	var ops []fsm.Op
 	for _, kv := range res.KVs {
-		obj, err := h.objects.decode(r, kv.Value, kv.ModRevision)
+		obj, err := h.objects.decode(r, kv)
 		if err != nil {
 			return err
 		}

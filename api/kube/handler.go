@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/apiserver/pkg/storage/value"
 	"k8s.io/kube-openapi/pkg/validation/spec"
 
 	"github.com/pontoon-dev/pontoon/api/resource"
@@ -40,6 +41,10 @@ type Config struct {
 	// EventTTL is how long an event is kept after its last write; zero
 	// keeps events for ever.
 	EventTTL time.Duration
+	// AtRest are the transformers of an EncryptionConfiguration by
+	// resource (encryptionconfig.LoadEncryptionConfig); none stores every
+	// object as it is encoded.
+	AtRest map[schema.GroupResource]value.Transformer
 }
 
 // Handler serves /api, /apis, /version and /openapi.
@@ -67,7 +72,7 @@ func New(cfg Config) (*Handler, error) {
 		return nil, fmt.Errorf("kube: scheme: %w", err)
 	}
 	h := &Handler{cfg: cfg, registry: resource.Builtin(), scheme: scheme, codecs: newCodecs(scheme), versionInfo: kubeversion.Info()}
-	h.objects = newObjects(cfg.Node, cfg.Store, scheme)
+	h.objects = newObjects(cfg.Node, cfg.Store, scheme, atRestTransformers(h.registry, cfg.AtRest))
 	var schemas map[string]*spec.Schema
 	if h.openapi, schemas, err = loadOpenAPI(h.registry); err != nil {
 		return nil, err

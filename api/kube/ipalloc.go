@@ -147,11 +147,15 @@ func (a *ipAllocator) takeAddress(svc *corev1.Service, ip string) (fsm.Op, error
 			Labels: map[string]string{networkingv1.LabelIPAddressFamily: string(corev1.IPv4Protocol), networkingv1.LabelManagedBy: ipAllocatorName}},
 		Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{Resource: "services", Namespace: svc.Namespace, Name: svc.Name}},
 	}
+	k := a.addressKey(ip)
 	value, err := a.objects.encode(a.addresses, addr)
+	if err == nil {
+		value, err = a.objects.seal(a.addresses, k, value)
+	}
 	if err != nil {
 		return fsm.Op{}, err
 	}
-	return fsm.Put(a.addressKey(ip), value, string(addr.UID), fsm.Cond{MustNotExist: true}), nil
+	return fsm.Put(k, value, string(addr.UID), fsm.Cond{MustNotExist: true}), nil
 }
 
 // releaseAddress returns the operation that gives back svc's ip: the

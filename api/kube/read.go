@@ -253,7 +253,7 @@ func (h *Handler) listKeys(req *request, sel selector, add func(fsm.KV, runtime.
 			after = kv.Key
 			var obj runtime.Object
 			if decode {
-				if obj, err = h.objects.decode(req.res, kv.Value, kv.ModRevision); err != nil {
+				if obj, err = h.objects.decode(req.res, kv); err != nil {
 					bad.add(kv.Key, err)
 					continue
 				}
@@ -324,14 +324,19 @@ func (h *Handler) listProtobuf(w http.ResponseWriter, req *request, sel selector
 	var keys []string
 	var values [][]byte
 	var revs []uint64
+	var bad unreadable
 	lm, err := h.listKeys(req, sel, func(kv fsm.KV, _ runtime.Object) error {
-		keys, values, revs = append(keys, kv.Key), append(values, kv.Value), append(revs, kv.ModRevision)
+		plain, err := h.objects.open(req.res, kv)
+		if err != nil {
+			bad.add(kv.Key, err)
+			return nil
+		}
+		keys, values, revs = append(keys, kv.Key), append(values, plain), append(revs, kv.ModRevision)
 		return nil
 	}, false)
 	if err != nil {
 		return err
 	}
-	var bad unreadable
 	b, err := protoList(req.res.GroupVersion.WithKind(req.res.Kind+"List"), lm, values, revs, func(i int, err error) { bad.add(keys[i], err) })
 	if err == nil {
 		err = bad.err(req.res, prefix(req.res, req.namespace))

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
+	"k8s.io/apiserver/pkg/storage/value"
 
 	"github.com/pontoon-dev/pontoon/api/resource"
 	"github.com/pontoon-dev/pontoon/fsm"
@@ -34,10 +35,12 @@ type objects struct {
 	store  *fsm.Store
 	codec  runtime.Serializer
 	shared sharedObjects
+	// atRest encrypts the resources that have a transformer (atrest.go).
+	atRest map[*resource.Resource]value.Transformer
 }
 
-func newObjects(node *raftstore.Node, store *fsm.Store, scheme *runtime.Scheme) *objects {
-	return &objects{node: node, store: store, codec: protobuf.NewSerializer(scheme, scheme)}
+func newObjects(node *raftstore.Node, store *fsm.Store, scheme *runtime.Scheme, atRest map[*resource.Resource]value.Transformer) *objects {
+	return &objects{node: node, store: store, codec: protobuf.NewSerializer(scheme, scheme), atRest: atRest}
 }
 
 // sharedObjects keeps decoded the few objects that admission reads on
@@ -49,7 +52,14 @@ func newObjects(node *raftstore.Node, store *fsm.Store, scheme *runtime.Scheme) 
 // seen before), and is shared: whoever gets one only reads it.
 type sharedObjects struct {
 	mu sync.Mutex
-	m  map[string]stored
+	m  map[string]sharedObject
+}
+
+// sharedObject is an object decoded from raw, the value stored at rev.
+type sharedObject struct {
+	obj runtime.Object
+	rev uint64
+	raw []byte
 }
 
 // maxSharedObjects bounds the cache; it starts over when full (namespaces
@@ -62,18 +72,18 @@ func (o *objects) decodeShared(r *resource.Resource, kv fsm.KV) (runtime.Object,
 	o.shared.mu.Lock()
 	s, ok := o.shared.m[kv.Key]
 	o.shared.mu.Unlock()
-	if ok && s.rev == kv.ModRevision && bytes.Equal(s.value, kv.Value) {
+	if ok && s.rev == kv.ModRevision && bytes.Equal(s.raw, kv.Value) {
 		return s.obj, nil
 	}
-	obj, err := o.decode(r, kv.Value, kv.ModRevision)
+	obj, err := o.decode(r, kv)
 	if err != nil {
 		return nil, err
 	}
 	o.shared.mu.Lock()
 	if o.shared.m == nil || len(o.shared.m) >= maxSharedObjects {
-		o.shared.m = map[string]stored{}
+		o.shared.m = map[string]sharedObject{}
 	}
-	o.shared.m[kv.Key] = stored{obj: obj, rev: kv.ModRevision, value: kv.Value}
+	o.shared.m[kv.Key] = sharedObject{obj: obj, rev: kv.ModRevision, raw: kv.Value}
 	o.shared.mu.Unlock()
 	return obj, nil
 }
@@ -96,8 +106,8 @@ func key(r *resource.Resource, ns, name string) string {
 	return prefix(r, ns) + name
 }
 
-// encode returns the stored form of obj: Protobuf, without
-// resourceVersion.
+// encode returns the encoded form of obj: Protobuf, without
+// resourceVersion. It is stored as seal makes it.
 func (o *objects) encode(r *resource.Resource, obj runtime.Object) ([]byte, error) {
 	m, err := meta.Accessor(obj)
 	if err != nil {
@@ -114,17 +124,21 @@ func (o *objects) encode(r *resource.Resource, obj runtime.Object) ([]byte, erro
 	return b, nil
 }
 
-// decode returns the object stored in value, with its resourceVersion.
-func (o *objects) decode(r *resource.Resource, value []byte, rev uint64) (runtime.Object, error) {
+// decode returns the object kv holds, with its resourceVersion.
+func (o *objects) decode(r *resource.Resource, kv fsm.KV) (runtime.Object, error) {
+	plain, err := o.open(r, kv)
+	if err != nil {
+		return nil, err
+	}
 	obj := r.New()
-	if _, _, err := o.codec.Decode(value, nil, obj); err != nil {
+	if _, _, err := o.codec.Decode(plain, nil, obj); err != nil {
 		return nil, fmt.Errorf("decode stored %s: %w", r.Kind, err)
 	}
 	m, err := meta.Accessor(obj)
 	if err != nil {
 		return nil, err
 	}
-	m.SetResourceVersion(strconv.FormatUint(rev, 10))
+	m.SetResourceVersion(strconv.FormatUint(kv.ModRevision, 10))
 	return obj, nil
 }
 
@@ -207,19 +221,19 @@ func (o *objects) current(ctx context.Context, minRev uint64, get func() (stored
 }
 
 // stored is an object as the store holds it: decoded, with the revision
-// that last wrote it and its bytes, which tell an update that changes
-// nothing.
+// that last wrote it and its encoding (decrypted), which tells an update
+// that changes nothing, unless it is stale (encrypted with a key that is
+// no longer the first).
 type stored struct {
 	obj   runtime.Object
 	rev   uint64
 	value []byte
+	stale bool
 }
 
 // get reads one object from the local store.
 func (o *objects) get(r *resource.Resource, ns, name string) (stored, error) {
-	return o.read(r, ns, name, func(r *resource.Resource, kv fsm.KV) (runtime.Object, error) {
-		return o.decode(r, kv.Value, kv.ModRevision)
-	})
+	return o.read(r, ns, name, o.decode)
 }
 
 func (o *objects) read(r *resource.Resource, ns, name string, decode func(*resource.Resource, fsm.KV) (runtime.Object, error)) (stored, error) {
@@ -231,12 +245,17 @@ func (o *objects) read(r *resource.Resource, ns, name string, decode func(*resou
 		return stored{}, apierrors.NewNotFound(r.GroupVersionResource().GroupResource(), name)
 	}
 	obj, err := decode(r, kv)
+	var plain []byte
+	var stale bool
+	if err == nil {
+		plain, stale, err = o.openStale(r, kv)
+	}
 	if err != nil {
 		var u unreadable
 		u.add(kv.Key, err)
 		return stored{}, u.err(r, prefix(r, ns))
 	}
-	return stored{obj: obj, rev: kv.ModRevision, value: kv.Value}, nil
+	return stored{obj: obj, rev: kv.ModRevision, value: plain, stale: stale}, nil
 }
 
 // unreadable collects stored objects that cannot be decoded. Its err is

@@ -23,7 +23,7 @@ func storelessObjects(t *testing.T, gvr schema.GroupVersionResource) (*objects, 
 	if !ok {
 		t.Fatalf("%s is not served", gvr)
 	}
-	return newObjects(nil, nil, scheme), r
+	return newObjects(nil, nil, scheme, nil), r
 }
 
 // A shared object is decoded once per stored version: the same revision

@@ -172,7 +172,7 @@ func (h *Handler) watch(w http.ResponseWriter, req *request) error {
 		}
 		rev = res.Revision
 		for _, kv := range res.KVs {
-			obj, err := h.objects.decode(req.res, kv.Value, kv.ModRevision)
+			obj, err := h.objects.decode(req.res, kv)
 			if err != nil {
 				return err
 			}
@@ -281,7 +281,7 @@ func (h *Handler) eventObject(req *request, sel selector, ev fsm.Event) (watch.E
 	prevMatched := ev.Prev.ModRevision != 0
 	if ev.Prev.ModRevision != 0 && (filtered || ev.Type == fsm.EventDelete) {
 		var err error
-		if prev, err = h.objects.decode(req.res, ev.Prev.Value, ev.Revision); err != nil {
+		if prev, err = h.objects.decode(req.res, fsm.KV{Key: ev.Key, Value: ev.Prev.Value, ModRevision: ev.Revision}); err != nil {
 			return "", nil, err
 		}
 		prevMatched = sel.matches(req.res, prev)
@@ -292,7 +292,7 @@ func (h *Handler) eventObject(req *request, sel selector, ev fsm.Event) (watch.E
 		}
 		return watch.Deleted, prev, nil
 	}
-	obj, err := h.objects.decode(req.res, ev.Value, ev.Revision)
+	obj, err := h.objects.decode(req.res, fsm.KV{Key: ev.Key, Value: ev.Value, ModRevision: ev.Revision})
 	if err != nil {
 		return "", nil, err
 	}

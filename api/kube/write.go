@@ -272,11 +272,15 @@ func (h *Handler) createObject(ctx context.Context, req *request, obj runtime.Ob
 		if dry {
 			return out, nil
 		}
+		k := key(r, m.GetNamespace(), m.GetName())
 		value, err := h.objects.encode(r, out)
+		if err == nil {
+			value, err = h.objects.seal(r, k, value)
+		}
 		if err != nil {
 			return nil, err
 		}
-		txn := &fsm.Txn{Ops: append(append([]fsm.Op{fsm.Put(key(r, m.GetNamespace(), m.GetName()), value, string(m.GetUID()), fsm.Cond{MustNotExist: true})}, ops...), allocated...)}
+		txn := &fsm.Txn{Ops: append(append([]fsm.Op{fsm.Put(k, value, string(m.GetUID()), fsm.Cond{MustNotExist: true})}, ops...), allocated...)}
 		rev, err := h.objects.apply(ctx, r, m.GetName(), txn)
 		if errors.Is(err, errDependencyChanged) && attempt < updateRetries {
 			if err := h.objects.sync(ctx, consistency{linearizable: true}); err != nil {
@@ -459,20 +463,24 @@ func (h *Handler) storeUpdate(ctx context.Context, req *request, cur stored, obj
 // writeUpdate stores obj as the version after cur, with the operations
 // that take and give back what it allocates. As in kube-apiserver, an
 // update that would store the bytes already stored writes nothing and
-// keeps the resourceVersion.
+// keeps the resourceVersion, unless they are stored stale.
 func (h *Handler) writeUpdate(ctx context.Context, r *resource.Resource, cur stored, obj runtime.Object, allocated []fsm.Op, dry bool) (runtime.Object, error) {
 	value, err := h.objects.encode(r, obj)
 	if err != nil {
 		return nil, err
 	}
-	if bytes.Equal(value, cur.value) {
+	if bytes.Equal(value, cur.value) && !cur.stale {
 		return cur.obj, nil
 	}
 	if dry {
 		return obj, nil
 	}
 	om := accessor(cur.obj)
-	txn := &fsm.Txn{Ops: append([]fsm.Op{fsm.Put(key(r, om.GetNamespace(), om.GetName()), value, string(om.GetUID()), fsm.Cond{ModRevision: cur.rev})}, allocated...)}
+	k := key(r, om.GetNamespace(), om.GetName())
+	if value, err = h.objects.seal(r, k, value); err != nil {
+		return nil, err
+	}
+	txn := &fsm.Txn{Ops: append([]fsm.Op{fsm.Put(k, value, string(om.GetUID()), fsm.Cond{ModRevision: cur.rev})}, allocated...)}
 	newRev, err := h.objects.apply(ctx, r, om.GetName(), txn)
 	if err != nil {
 		return nil, err

@@ -16,7 +16,10 @@ import (
 	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apiserver/pkg/server/options/encryptionconfig"
+	"k8s.io/apiserver/pkg/storage/value"
 	"k8s.io/client-go/rest"
 
 	"github.com/pontoon-dev/pontoon/api"
@@ -52,6 +55,7 @@ type serverOptions struct {
 	terminatedPodGCThreshold       int
 	eviction                       ctrl.EvictionRates
 	eventTTL                       time.Duration
+	encryptionConfig               string
 	// kubeconfig, when set, is written for the local API once it listens.
 	kubeconfig string
 }
@@ -89,6 +93,7 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.IntVar(&o.eviction.LargeClusterSizeThreshold, "large-cluster-size-threshold", 50, "a zone of no more nodes than this gets no NoExecute taints while it is partly down")
 	f.Float32Var(&o.eviction.UnhealthyZoneThreshold, "unhealthy-zone-threshold", 0.55, "the share of not-Ready nodes (more than two) that makes a zone partly down")
 	f.DurationVar(&o.eventTTL, "event-ttl", time.Hour, "how long events are kept after their last write (as kube-apiserver)")
+	f.StringVar(&o.encryptionConfig, "encryption-provider-config", "", "an EncryptionConfiguration file (apiserver.config.k8s.io/v1, as kube-apiserver's): the resources it names, Secrets usually, are encrypted in the store, its log and its snapshots; every server needs the same one")
 	f.DurationVar(&o.limits.RequestTimeout, "request-timeout", api.DefaultLimits.RequestTimeout, "longest a request may take, but watches and streams; a request's ?timeout= may shorten it (as kube-apiserver)")
 	f.IntVar(&o.limits.MaxInFlight, "max-requests-inflight", api.DefaultLimits.MaxInFlight, "reads served at once; more are refused with 429 and Retry-After (0: no limit)")
 	f.IntVar(&o.limits.MaxMutatingInFlight, "max-mutating-requests-inflight", api.DefaultLimits.MaxMutatingInFlight, "writes served at once; more are refused with 429 and Retry-After (0: no limit)")
@@ -288,6 +293,15 @@ func runServer(ctx context.Context, o serverOptions) error {
 	if err != nil || segment.Value() < 1<<20 || segment.Value() > 1<<30 {
 		return fmt.Errorf("--raft-wal-segment-size %q: want a size between 1Mi and 1Gi", o.walSegmentSize)
 	}
+	var atRest map[schema.GroupResource]value.Transformer
+	if o.encryptionConfig != "" {
+		// KMS providers' connections live as long as the server.
+		enc, err := encryptionconfig.LoadEncryptionConfig(ctx, o.encryptionConfig, false, o.name)
+		if err != nil {
+			return fmt.Errorf("--encryption-provider-config %s: %w", o.encryptionConfig, err)
+		}
+		atRest = enc.Transformers
+	}
 	// Flags are checked before this process-wide setting: a refused
 	// start changes nothing.
 	setMemoryLimit(logger)
@@ -353,7 +367,7 @@ func runServer(ctx context.Context, o serverOptions) error {
 	}
 
 	apiServer, err := api.New(api.Config{Node: node, Store: store, Members: pool, Metrics: reg, TempDir: o.dataDir, Logger: logger,
-		Pprof: o.pprof, ServiceCIDR: serviceCIDR, EventTTL: o.eventTTL, Limits: o.limits})
+		Pprof: o.pprof, ServiceCIDR: serviceCIDR, EventTTL: o.eventTTL, AtRest: atRest, Limits: o.limits})
 	if err != nil {
 		node.Shutdown(context.Background())
 		return err

@@ -23,6 +23,7 @@ func TestServerRefusesBadFlags(t *testing.T) {
 		{"--data-dir-reserve lots", `--data-dir-reserve "lots"`},
 		{"--raft-wal-segment-size 1Ki", `--raft-wal-segment-size "1Ki"`},
 		{"--max-requests-inflight -1", "--request-timeout 1m0s, --max-requests-inflight -1"},
+		{"--encryption-provider-config /nonexistent.yaml", "--encryption-provider-config /nonexistent.yaml: error while parsing file"},
 	} {
 		dataDir := filepath.Join(t.TempDir(), "data")
 		cmd := serverCommand()

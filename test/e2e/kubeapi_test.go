@@ -72,6 +72,10 @@ func waitSystemObjects(t *testing.T, s *cluster.Server) {
 		if _, err := cs.DiscoveryV1().EndpointSlices("default").Get(context.Background(), "kubernetes", metav1.GetOptions{}); err != nil {
 			return err
 		}
+		// The default ServiceCIDR.
+		if _, err := cs.NetworkingV1().ServiceCIDRs().Get(context.Background(), "kubernetes", metav1.GetOptions{}); err != nil {
+			return err
+		}
 		// The kube-dns Service, which the agents serve.
 		_, err := cs.CoreV1().Services("kube-system").Get(context.Background(), "kube-dns", metav1.GetOptions{})
 		return err

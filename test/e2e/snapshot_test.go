@@ -1,18 +1,23 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/pontoon-dev/pontoon/api/client"
@@ -47,11 +52,11 @@ func TestSnapshotSaveInspectRestore(t *testing.T) {
 	}
 	// a, b, c, the cluster ID, the leader marker, the four system
 	// namespaces and their default service accounts, the two system
-	// priority classes, the kubernetes Service with its ClusterIP's
-	// allocation, Endpoints and EndpointSlice, the kube-dns Service with
-	// its ClusterIP's allocation.
-	if f := strings.Fields(lines[1]); f[3] != "21" {
-		t.Fatalf("inspect counts %s objects, want 21: %q", f[3], out)
+	// priority classes, the default ServiceCIDR, the kubernetes Service
+	// with its ClusterIP's IPAddress, Endpoints and EndpointSlice, the
+	// kube-dns Service with its ClusterIP's IPAddress.
+	if f := strings.Fields(lines[1]); f[3] != "22" {
+		t.Fatalf("inspect counts %s objects, want 22: %q", f[3], out)
 	}
 
 	// Change everything, then restore through another follower.
@@ -290,5 +295,108 @@ func TestRestoreKilledAnyMomentConverges(t *testing.T) {
 			}
 			t.Logf("every server on the %s state", states[0])
 		})
+	}
+}
+
+// TestSecretsEncryptedAtRest: with an EncryptionConfiguration, a Secret
+// is ciphertext in the Raft log and in `snapshot save` files, reads back
+// as written through every server, and moves to a new key as
+// kube-apiserver's documentation rotates one: the new key first on every
+// server, then every Secret rewritten by an update that changes nothing,
+// then the old key dropped.
+func TestSecretsEncryptedAtRest(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "encryption.yaml")
+	keys := map[string]string{"key1": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32)),
+		"key2": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{2}, 32))}
+	writeConfig := func(names ...string) {
+		y := "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys:\n"
+		for _, n := range names {
+			y += fmt.Sprintf("      - {name: %s, secret: %s}\n", n, keys[n])
+		}
+		if err := os.WriteFile(conf, []byte(y+"  - identity: {}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConfig("key1")
+	c := newCluster(t, 3, 21, "--encryption-provider-config", conf)
+	c.Start()
+	leader := c.Leader(20 * time.Second)
+	waitSystemObjects(t, leader)
+	ctx := context.Background()
+	const plain = "s3cret-at-rest"
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db"}, Data: map[string][]byte{"password": []byte(plain)}}
+	if _, err := leader.Clientset().CoreV1().Secrets("default").Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	readsBack := func() {
+		t.Helper()
+		for _, s := range c.Servers {
+			cluster.Eventually(t, 10*time.Second, func() error {
+				got, err := s.Clientset().CoreV1().Secrets("default").Get(ctx, "db", metav1.GetOptions{})
+				if err != nil || string(got.Data["password"]) != plain {
+					return fmt.Errorf("%s reads the secret as %v (%v)", s.Name, got, err)
+				}
+				return nil
+			})
+		}
+	}
+	readsBack()
+	// A snapshot saved through a follower does not show the value.
+	file := filepath.Join(t.TempDir(), "snap.db")
+	if out, stderr, code := c.CLI(c.Others(leader)[0], "snapshot", "save", file); code != 0 {
+		t.Fatalf("save: exit %d: %s %s", code, out, stderr)
+	}
+	if b, err := os.ReadFile(file); err != nil || bytes.Contains(b, []byte(plain)) || !bytes.Contains(b, []byte("k8s:enc:aescbc:v1:key1:")) {
+		t.Fatalf("the snapshot (%v) holds the Secret's value, or nothing encrypted with key1", err)
+	}
+
+	restartAll := func() {
+		t.Helper()
+		for _, s := range c.Servers {
+			s.Stop()
+		}
+		for _, s := range c.Servers {
+			s.Start()
+		}
+		leader = c.Leader(20 * time.Second)
+	}
+	writeConfig("key2", "key1")
+	restartAll()
+	readsBack()
+	// An update that changes nothing rewrites a Secret stored with a key
+	// that is no longer the first.
+	cur, err := leader.Clientset().CoreV1().Secrets("default").Get(ctx, "db", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leader.Clientset().CoreV1().Secrets("default").Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	writeConfig("key2")
+	restartAll()
+	readsBack()
+
+	// The Raft log never held the value: the Secret was written with
+	// key1, then rewritten with key2.
+	for _, s := range c.Servers {
+		s.Stop()
+	}
+	cmds, err := c.Servers[0].Commands(math.MaxUint64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var writes []string
+	for _, cmd := range cmds {
+		for _, op := range cmd.Txn.Ops {
+			if bytes.Contains(op.Value, []byte(plain)) {
+				t.Fatalf("log entry %d holds the Secret's value in plain text at %s", cmd.Index, op.Key)
+			}
+			if op.Key == "/registry/core/secrets/default/db" {
+				writes = append(writes, string(op.Value[:min(len(op.Value), len("k8s:enc:aescbc:v1:key1:"))]))
+			}
+		}
+	}
+	if !slices.Equal(writes, []string{"k8s:enc:aescbc:v1:key1:", "k8s:enc:aescbc:v1:key2:"}) {
+		t.Fatalf("the Secret was written as %q, want with key1 then key2", writes)
 	}
 }
