@@ -10,7 +10,8 @@
 # No namespace has a route out. kubectl reaches the servers through the
 # wrapper DATA/kubectl.
 #
-# Data and logs go under DATA (default ./.pontoon-cluster). Ctrl-C stops
+# Data and logs go under DATA (default ./.pontoon-cluster), and the
+# cluster's join token in DATA/token. Ctrl-C stops
 # everything, removes the agents' pods, containers and mounts with
 # `pontoon agent cleanup`, and deletes the namespaces.
 set -euo pipefail
@@ -21,6 +22,11 @@ dir=$(realpath -m "${DATA:-./.pontoon-cluster}")
 net=pontoon-lc
 prefix=10.250.0.
 mkdir -p "$dir"
+# The cluster's join token: every server and agent is given it.
+if [ ! -s "$dir/token" ]; then
+  (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/token")
+fi
+token=(--token-file "$dir/token")
 
 if [ "$agents" -eq 0 ]; then
   joins=()
@@ -30,7 +36,7 @@ if [ "$agents" -eq 0 ]; then
   for i in $(seq 1 "$servers"); do
     ip=127.0.0.$((20 + i))
     "$bin" server --name "s$i" --data-dir "$dir/s$i" --api-addr "$ip:6443" --raft-addr "$ip:6444" \
-      --gossip-addr "$ip:7946" --bootstrap-expect "$servers" "${joins[@]}" >"$dir/s$i.log" 2>&1 &
+      --gossip-addr "$ip:7946" --bootstrap-expect "$servers" "${joins[@]}" "${token[@]}" >"$dir/s$i.log" 2>&1 &
     pids+=($!)
     echo "s$i: http://$ip:6443 (log: $dir/s$i.log)"
   done
@@ -79,7 +85,7 @@ for i in $(seq 1 "$servers"); do
   # nsenter itself in the background (not a shell function, which would
   # run in a subshell): $! is then the server, which nsenter becomes.
   nsenter --net="/run/netns/$net" "$bin" server --name "s$i" --data-dir "$dir/s$i" --api-addr "$ip:6443" --raft-addr "$ip:6444" \
-    --gossip-addr "$ip:7946" --bootstrap-expect "$servers" "${joins[@]}" >"$dir/s$i.log" 2>&1 &
+    --gossip-addr "$ip:7946" --bootstrap-expect "$servers" "${joins[@]}" "${token[@]}" >"$dir/s$i.log" 2>&1 &
   server_pids+=($!)
   echo "s$i: http://$ip:6443 (log: $dir/s$i.log)"
 done
@@ -97,7 +103,7 @@ for i in $(seq 1 "$agents"); do
   ip -n "$ns" link set "eth$i" name eth0
   ip -n "$ns" addr add "$ip/24" dev eth0
   ip -n "$ns" link set eth0 up
-  nsenter --net="/run/netns/$ns" "$bin" agent --name "n$i" --data-dir "$dir/n$i" --node-ip "$ip" "${joins[@]}" >"$dir/n$i.log" 2>&1 &
+  nsenter --net="/run/netns/$ns" "$bin" agent --name "n$i" --data-dir "$dir/n$i" --node-ip "$ip" "${joins[@]}" "${token[@]}" >"$dir/n$i.log" 2>&1 &
   agent_pids+=($!)
   echo "n$i: node IP $ip, namespace $ns (log: $dir/n$i.log)"
 done

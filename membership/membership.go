@@ -18,6 +18,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -87,6 +88,10 @@ type Config struct {
 	AdvertiseAddr string
 	Meta          Meta
 	Logger        *slog.Logger
+	// SecretKey encrypts and authenticates every gossip message (AES-GCM,
+	// memberlist's keyring): a process without it can neither read the
+	// pool nor join it. Nil gossips in the clear.
+	SecretKey []byte
 }
 
 // Pool is this process's membership in the gossip pool.
@@ -134,6 +139,7 @@ func Create(cfg Config) (*Pool, error) {
 	mc.Merge = (*delegate)(p)
 	mc.Alive = (*delegate)(p)
 	mc.Logger = newStdLogger(cfg.Logger)
+	mc.SecretKey = cfg.SecretKey
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("start gossip on %s: %w", cfg.BindAddr, err)
@@ -211,12 +217,18 @@ func (p *Pool) TryJoin(addrs []string) (bool, error) {
 // It fails at once with ErrOtherCluster when they belong to another cluster.
 func (p *Pool) Join(ctx context.Context, addrs []string) error {
 	delay := 100 * time.Millisecond
+	var warned time.Time
 	for {
 		joined, err := p.TryJoin(addrs)
 		if joined || errors.Is(err, ErrOtherCluster) {
 			return err
 		}
-		p.logger.Debug("gossip join failed, retrying", "addrs", addrs, "err", err)
+		if wrongKey(err) && time.Since(warned) > 30*time.Second {
+			p.logger.Warn("cannot join the gossip pool: its members do not take this process's messages; they have another --token (or --gossip-key)", "addrs", addrs, "err", err)
+			warned = time.Now()
+		} else {
+			p.logger.Debug("gossip join failed, retrying", "addrs", addrs, "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("join %v: %w (last error: %v)", addrs, ctx.Err(), err)
@@ -224,6 +236,18 @@ func (p *Pool) Join(ctx context.Context, addrs []string) error {
 		}
 		delay = min(2*delay, 2*time.Second)
 	}
+}
+
+// wrongKey says whether a failed join looks like one to members with
+// another gossip key: a member that cannot decrypt a message closes the
+// connection without an answer, and one that answers in another key
+// cannot be read.
+func wrongKey(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "EOF") || strings.Contains(msg, "decrypt") || strings.Contains(msg, "encrypt")
 }
 
 func (p *Pool) mismatchErr() error {

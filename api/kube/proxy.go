@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 	upgradeproxy "k8s.io/apimachinery/pkg/util/proxy"
 )
@@ -46,23 +47,33 @@ func (h *Handler) nodeProxy(w http.ResponseWriter, req *request) error {
 	return h.proxyTo(w, req, &url.URL{Scheme: "http", Host: host, Path: "/" + req.proxyPath, RawQuery: req.URL.RawQuery}, "the kubelet of node "+node.Name)
 }
 
+// proxied reads the object a pods/ or services/ proxy request names as
+// [SCHEME:]NAME[:PORT], after a linearizable sync.
+func (h *Handler) proxied(req *request) (scheme, name, port string, obj runtime.Object, err error) {
+	scheme, name, port, valid := utilnet.SplitSchemeNamePort(req.name)
+	if !valid {
+		return "", "", "", nil, apierrors.NewBadRequest(fmt.Sprintf("invalid %s request %q", req.res.SingularName, req.name))
+	}
+	if err := h.objects.sync(req.Context(), consistency{linearizable: true}); err != nil {
+		return "", "", "", nil, err
+	}
+	cur, err := h.objects.get(req.res, req.namespace, name)
+	if err != nil {
+		return "", "", "", nil, err
+	}
+	return scheme, name, port, cur.obj, nil
+}
+
 // podProxy proxies pods/[SCHEME:]NAME[:PORT]/proxy/PATH to PATH on the
 // pod's IP, as kube-apiserver does: the server reaches pods directly, at
 // the port given (a number, or the name of one of its containers' ports)
 // or else the first port its containers declare, or the scheme's.
 func (h *Handler) podProxy(w http.ResponseWriter, req *request) error {
-	scheme, name, port, valid := utilnet.SplitSchemeNamePort(req.name)
-	if !valid {
-		return apierrors.NewBadRequest(fmt.Sprintf("invalid pod request %q", req.name))
-	}
-	if err := h.objects.sync(req.Context(), consistency{linearizable: true}); err != nil {
-		return err
-	}
-	cur, err := h.objects.get(req.res, req.namespace, name)
+	scheme, name, port, obj, err := h.proxied(req)
 	if err != nil {
 		return err
 	}
-	pod := cur.obj.(*corev1.Pod)
+	pod := obj.(*corev1.Pod)
 	if pod.Status.PodIP == "" {
 		return apierrors.NewServiceUnavailable(fmt.Sprintf("pod %s has no IP yet", name))
 	}
@@ -93,18 +104,11 @@ func (h *Handler) podProxy(w http.ResponseWriter, req *request) error {
 // unnamed port), and only endpoints that are pods of the namespace are
 // taken.
 func (h *Handler) serviceProxy(w http.ResponseWriter, req *request) error {
-	scheme, name, port, valid := utilnet.SplitSchemeNamePort(req.name)
-	if !valid {
-		return apierrors.NewBadRequest(fmt.Sprintf("invalid service request %q", req.name))
-	}
-	if err := h.objects.sync(req.Context(), consistency{linearizable: true}); err != nil {
-		return err
-	}
-	cur, err := h.objects.get(req.res, req.namespace, name)
+	scheme, name, port, obj, err := h.proxied(req)
 	if err != nil {
 		return err
 	}
-	svc := cur.obj.(*corev1.Service)
+	svc := obj.(*corev1.Service)
 	if n, err := strconv.Atoi(port); err == nil {
 		i := slices.IndexFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return int(p.Port) == n })
 		if i < 0 {

@@ -55,6 +55,8 @@ type agentOptions struct {
 	// clusterCIDR and serviceCIDR are the servers' (`pontoon dev` takes
 	// them from its server's flags).
 	clusterCIDR, serviceCIDR string
+	// tokens give a standalone agent the cluster's token.
+	tokens tokenOptions
 }
 
 // flags adds the agent's flags to cmd; standalone adds those that `pontoon
@@ -71,6 +73,7 @@ func (o *agentOptions) flags(cmd *cobra.Command, standalone bool) {
 		f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 		f.StringVar(&o.clusterCIDR, "cluster-cidr", "10.244.0.0/16", "the servers' --cluster-cidr: every pod's address is in it")
 		f.StringVar(&o.serviceCIDR, "service-cidr", "10.96.0.0/16", "the servers' --service-cidr: every ClusterIP is in it")
+		o.tokens.flags(f, "required")
 	}
 	f.StringVar(&o.nodeIP, "node-ip", "", "the node's IP, which the servers reach its kubelet at (default: the address of the interface of the default route)")
 	f.StringVar(&o.runtimeEndpoint, "container-runtime-endpoint", "", "CRI v1 socket of a container runtime (default: a containerd the agent starts itself under its data dir)")
@@ -215,6 +218,17 @@ func agentCommand() *cobra.Command {
 			if len(o.join) == 0 {
 				return errors.New("--join is required: the gossip address of any member of the cluster")
 			}
+			token, err := o.tokens.given()
+			if err != nil {
+				return err
+			}
+			if token == "" && o.tokens.gossipKey == "" {
+				return fmt.Errorf("--token or --token-file is required: the cluster's token is in the data dir of any of its servers (%s)", tokenFileName)
+			}
+			gossipKey, err := o.tokens.secretKey(token)
+			if err != nil {
+				return err
+			}
 			logger, err := newLogger(o.logLevel)
 			if err != nil {
 				return err
@@ -224,7 +238,7 @@ func agentCommand() *cobra.Command {
 			if gossip == "" {
 				gossip = net.JoinHostPort(s.nodeIP, "7946")
 			}
-			pool, err := membership.Create(membership.Config{Name: s.name, BindAddr: gossip, Logger: logger,
+			pool, err := membership.Create(membership.Config{Name: s.name, BindAddr: gossip, Logger: logger, SecretKey: gossipKey,
 				Meta: membership.Meta{Role: membership.RoleAgent}})
 			if err != nil {
 				return err

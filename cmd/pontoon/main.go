@@ -23,7 +23,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serverCommand(), agentCommand(), devCommand(), imageCommand(), operatorCommand(), membersCommand(), snapshotCommand(), kubeconfigCommand())
+	root.AddCommand(serverCommand(), agentCommand(), devCommand(), imageCommand(), operatorCommand(), membersCommand(), snapshotCommand(), kubeconfigCommand(), tokenCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "pontoon: %v\n", err)
 		os.Exit(1)

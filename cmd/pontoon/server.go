@@ -25,6 +25,7 @@ import (
 	"github.com/pontoon-dev/pontoon/api"
 	"github.com/pontoon-dev/pontoon/ctrl"
 	"github.com/pontoon-dev/pontoon/fsm"
+	"github.com/pontoon-dev/pontoon/jointoken"
 	"github.com/pontoon-dev/pontoon/membership"
 	"github.com/pontoon-dev/pontoon/raftstore"
 )
@@ -56,6 +57,7 @@ type serverOptions struct {
 	eviction                       ctrl.EvictionRates
 	eventTTL                       time.Duration
 	encryptionConfig               string
+	tokens                         tokenOptions
 	// kubeconfig, when set, is written for the local API once it listens.
 	kubeconfig string
 }
@@ -93,6 +95,7 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.IntVar(&o.eviction.LargeClusterSizeThreshold, "large-cluster-size-threshold", 50, "a zone of no more nodes than this gets no NoExecute taints while it is partly down")
 	f.Float32Var(&o.eviction.UnhealthyZoneThreshold, "unhealthy-zone-threshold", 0.55, "the share of not-Ready nodes (more than two) that makes a zone partly down")
 	f.DurationVar(&o.eventTTL, "event-ttl", time.Hour, "how long events are kept after their last write (as kube-apiserver)")
+	o.tokens.flags(f, "one that bootstraps a cluster alone makes one")
 	f.StringVar(&o.encryptionConfig, "encryption-provider-config", "", "an EncryptionConfiguration file (apiserver.config.k8s.io/v1, as kube-apiserver's): the resources it names, Secrets usually, are encrypted in the store, its log and its snapshots; every server needs the same one")
 	f.DurationVar(&o.limits.RequestTimeout, "request-timeout", api.DefaultLimits.RequestTimeout, "longest a request may take, but watches and streams; a request's ?timeout= may shorten it (as kube-apiserver)")
 	f.IntVar(&o.limits.MaxInFlight, "max-requests-inflight", api.DefaultLimits.MaxInFlight, "reads served at once; more are refused with 429 and Retry-After (0: no limit)")
@@ -293,6 +296,14 @@ func runServer(ctx context.Context, o serverOptions) error {
 	if err != nil || segment.Value() < 1<<20 || segment.Value() > 1<<30 {
 		return fmt.Errorf("--raft-wal-segment-size %q: want a size between 1Mi and 1Gi", o.walSegmentSize)
 	}
+	token, keepToken, err := serverToken(o.tokens, o.dataDir, o.bootstrapExpect)
+	if err != nil {
+		return err
+	}
+	gossipKey, err := o.tokens.secretKey(token)
+	if err != nil {
+		return err
+	}
 	var atRest map[schema.GroupResource]value.Transformer
 	if o.encryptionConfig != "" {
 		// KMS providers' connections live as long as the server.
@@ -335,8 +346,15 @@ func runServer(ctx context.Context, o serverOptions) error {
 		}
 	}()
 
+	if keepToken {
+		path := filepath.Join(o.dataDir, tokenFileName)
+		if err := jointoken.Write(path, token); err != nil {
+			return fmt.Errorf("keep the cluster's token: %w", err)
+		}
+		logger.Info("the cluster's token is kept in the data dir: servers and agents join with it", "file", path)
+	}
 	pool, err := membership.Create(membership.Config{
-		Name: o.name, BindAddr: o.gossipAddr, AdvertiseAddr: advGossip, Logger: logger,
+		Name: o.name, BindAddr: o.gossipAddr, AdvertiseAddr: advGossip, Logger: logger, SecretKey: gossipKey,
 		Meta: membership.Meta{
 			Role: membership.RoleServer, APIAddr: advAPI, RaftAddr: advRaft, NodeID: id.NodeID,
 			ClusterID: raftstore.StoredClusterID(store), Expect: o.bootstrapExpect,

@@ -111,8 +111,8 @@ func measureNetwork(r *cluster.Runner, bin string) networkResult {
 	if err := os.WriteFile(resolvConf, []byte("nameserver "+nn.Prefix+"1\n"), 0o644); err != nil {
 		r.Fatalf("%v", err)
 	}
-	n1 := nn.StartAgent(bin, "n1", 11, []string{srv.GossipAddr()}, cs, "--resolv-conf", resolvConf, "--max-pods", "200", "--log-level", "warn")
-	n2 := nn.StartAgent(bin, "n2", 12, []string{srv.GossipAddr()}, cs, "--resolv-conf", resolvConf, "--log-level", "warn")
+	n1 := nn.StartAgent(bin, "n1", 11, c, []string{srv.GossipAddr()}, cs, "--resolv-conf", resolvConf, "--max-pods", "200", "--log-level", "warn")
+	n2 := nn.StartAgent(bin, "n2", 12, c, []string{srv.GossipAddr()}, cs, "--resolv-conf", resolvConf, "--log-level", "warn")
 	cluster.Eventually(r, 30*time.Second, func() error {
 		_, err := cs.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
 		return err

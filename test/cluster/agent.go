@@ -26,16 +26,16 @@ type Agent struct {
 	proc    *Process
 }
 
-// StartAgent starts an agent named name at Prefix+host that joins the
-// cluster through the gossip addresses join, and waits until its node is
-// Ready as cs sees it.
-func (n *NodeNet) StartAgent(bin, name string, host int, join []string, cs kubernetes.Interface, args ...string) *Agent {
+// StartAgent starts an agent named name at Prefix+host that joins c
+// through the gossip addresses join, and waits until its node is Ready
+// as cs sees it.
+func (n *NodeNet) StartAgent(bin, name string, host int, c *Cluster, join []string, cs kubernetes.Interface, args ...string) *Agent {
 	n.t.Helper()
 	ns, ip := n.AddNode("pontoon-"+name, host)
 	dir := n.t.TempDir()
 	a := &Agent{t: n.t, bin: bin, Name: name, IP: ip, Netns: ns, DataDir: filepath.Join(dir, "data"),
 		logPath: filepath.Join(dir, "agent.log")}
-	a.args = []string{"agent", "--name", name, "--data-dir", a.DataDir, "--node-ip", ip}
+	a.args = []string{"agent", "--name", name, "--data-dir", a.DataDir, "--node-ip", ip, "--token-file", c.TokenFile()}
 	for _, j := range join {
 		a.args = append(a.args, "--join", j)
 	}

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/pontoon-dev/pontoon/api/client"
+	"github.com/pontoon-dev/pontoon/jointoken"
 )
 
 // ClientIP is the source address of every client the harness makes, so
@@ -79,6 +80,26 @@ type Options struct {
 	// bridge's addresses Net.Prefix+BaseIP…, where its nodes reach them;
 	// the test's clients and kubectl run in the hub too.
 	Net *NodeNet
+	// TokenFile holds the cluster's join token, which every server and
+	// agent is given; empty makes a new one.
+	TokenFile string
+}
+
+// TokenFile is the file of the cluster's join token.
+func (c *Cluster) TokenFile() string { return c.opts.TokenFile }
+
+// NewTokenFile writes a new join token to a file in dir.
+func NewTokenFile(t TB, dir string) string {
+	t.Helper()
+	token, err := jointoken.Generate()
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	path := filepath.Join(dir, "token")
+	if err := jointoken.Write(path, token); err != nil {
+		t.Fatalf("%v", err)
+	}
+	return path
 }
 
 // Cluster is a set of servers.
@@ -115,6 +136,9 @@ func New(t TB, opts Options) *Cluster {
 	}
 	c := &Cluster{t: t, opts: opts}
 	dir := t.TempDir()
+	if c.opts.TokenFile == "" {
+		c.opts.TokenFile = NewTokenFile(t, dir)
+	}
 	for i := range opts.Servers {
 		c.Servers = append(c.Servers, c.newServer(dir, i))
 	}
@@ -231,7 +255,7 @@ func (s *Server) Start() {
 	}
 	args := []string{"server", "--name", s.Name, "--data-dir", s.DataDir,
 		"--api-addr", s.IP + ":6443", "--raft-addr", s.RaftAddr(), "--gossip-addr", s.GossipAddr(),
-		"--bootstrap-expect", strconv.Itoa(c.opts.Expect), "--log-level", "debug"}
+		"--bootstrap-expect", strconv.Itoa(c.opts.Expect), "--log-level", "debug", "--token-file", c.opts.TokenFile}
 	for _, o := range c.Servers {
 		if o != s {
 			args = append(args, "--join", o.GossipAddr())

@@ -30,7 +30,9 @@ type Dev struct {
 	Args    []string
 	split   bool
 	logPath string
-	procs   []*Process
+	// tokenFile is the join token of the split server and agent.
+	tokenFile string
+	procs     []*Process
 }
 
 // Process is a process the harness started in a network namespace: one
@@ -62,7 +64,8 @@ func StartSplitDev(t TB, bin, ns string, args ...string) *Dev {
 func startDev(t TB, bin, ns string, split bool, args []string) *Dev {
 	t.Helper()
 	dir := t.TempDir()
-	d := &Dev{t: t, bin: bin, Netns: NewNetns(t, ns), DataDir: filepath.Join(dir, "data"), Args: args, split: split, logPath: filepath.Join(dir, "dev.log")}
+	d := &Dev{t: t, bin: bin, Netns: NewNetns(t, ns), DataDir: filepath.Join(dir, "data"), Args: args, split: split, logPath: filepath.Join(dir, "dev.log"),
+		tokenFile: NewTokenFile(t, dir)}
 	t.Cleanup(d.cleanup)
 	// A --node-ip is the node's address: it is put on the namespace's lo,
 	// where pods reach it as their node's, as on a machine whose address
@@ -84,9 +87,9 @@ func (d *Dev) Start() {
 	if d.split {
 		// The layout of pontoon dev's data dir, so cleanup is the same.
 		runs = [][]string{
-			{"server", "--name", "dev-server", "--data-dir", filepath.Join(d.DataDir, "server"), "--bootstrap-expect", "1"},
+			{"server", "--name", "dev-server", "--data-dir", filepath.Join(d.DataDir, "server"), "--bootstrap-expect", "1", "--token-file", d.tokenFile},
 			append([]string{"agent", "--name", "dev", "--data-dir", filepath.Join(d.DataDir, "agent"), "--node-ip", "127.0.0.1",
-				"--gossip-addr", "127.0.0.1:7947", "--join", "127.0.0.1:7946"}, d.Args...),
+				"--gossip-addr", "127.0.0.1:7947", "--join", "127.0.0.1:7946", "--token-file", d.tokenFile}, d.Args...),
 		}
 	}
 	if d.split {

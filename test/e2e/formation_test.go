@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -189,7 +190,8 @@ func startFails(t *testing.T, s *cluster.Server, want string) {
 
 func TestRefusesDataDirOfAnotherCluster(t *testing.T) {
 	a := cluster.New(t, cluster.Options{Bin: bin, Servers: 1, BaseIP: 41})
-	b := cluster.New(t, cluster.Options{Bin: bin, Servers: 1, BaseIP: 42})
+	// The same token: what refuses the join is the data.
+	b := cluster.New(t, cluster.Options{Bin: bin, Servers: 1, BaseIP: 42, TokenFile: a.TokenFile()})
 	a.Start()
 	b.Start()
 	a.Leader(20 * time.Second)
@@ -211,6 +213,48 @@ func TestRefusesDataDirOfAnotherCluster(t *testing.T) {
 	}
 }
 
+// TestWrongTokenNeverJoins: a server with another token than the
+// cluster's cannot enter its gossip pool, so autopilot never sees it and
+// it never becomes a voter; it says why. A server whose data dir belongs
+// to a cluster with another token refuses to start.
+func TestWrongTokenNeverJoins(t *testing.T) {
+	a := cluster.New(t, cluster.Options{Bin: bin, Servers: 1, BaseIP: 41})
+	a.Start()
+	leader := a.Leader(20 * time.Second)
+	stranger := cluster.New(t, cluster.Options{Bin: bin, Servers: 1, BaseIP: 42, Expect: 1})
+	x := stranger.Servers[0]
+	x.Name = "x1"
+	x.Args = []string{"--bootstrap-expect", "0", "--join", leader.GossipAddr()}
+	x.Start()
+	cluster.Eventually(t, 20*time.Second, func() error {
+		if !strings.Contains(x.Log(), "another --token") {
+			return errors.New("the stranger does not say why it cannot join")
+		}
+		return nil
+	})
+	peers, err := leader.Client().Peers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(peers) != 1 {
+		t.Fatalf("the stranger entered the Raft configuration: %+v", peers)
+	}
+	members, err := leader.Client().Members(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		if m.Name == "x1" {
+			t.Fatalf("the stranger is in the gossip pool: %+v", m)
+		}
+	}
+	x.Stop()
+	// Its data dir now keeps its own token: given the cluster's (the
+	// last --token-file counts), it refuses to start.
+	x.Args = append(x.Args, "--token-file", a.TokenFile())
+	startFails(t, x, "not the one of the cluster this data dir belongs to")
+}
+
 func TestRefusesCorruptOrForeignDataDir(t *testing.T) {
 	c := newCluster(t, 1, 43)
 	s := c.Servers[0]
@@ -228,7 +272,8 @@ func TestRefusesCorruptOrForeignDataDir(t *testing.T) {
 	}
 	os.WriteFile(fsmPath, good, 0o600)
 
-	other := newCluster(t, 1, 44)
+	// The same token: what refuses the start is the server's identity.
+	other := cluster.New(t, cluster.Options{Bin: bin, Servers: 1, BaseIP: 44, TokenFile: c.TokenFile()})
 	other.Servers[0].Name = "x1"
 	other.Servers[0].DataDir = s.DataDir
 	startFails(t, other.Servers[0], `belongs to server "s1"`)

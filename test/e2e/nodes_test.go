@@ -47,7 +47,7 @@ func TestTwoNodes(t *testing.T) {
 	resolvConf := startUpstreamDNS(t, net.Hub, net.Prefix+"1")
 	agents := map[string]*cluster.Agent{}
 	for i, name := range []string{"n1", "n2"} {
-		agents[name] = net.StartAgent(bin, name, 11+i, joins, cs, "--resolv-conf", resolvConf)
+		agents[name] = net.StartAgent(bin, name, 11+i, c, joins, cs, "--resolv-conf", resolvConf)
 	}
 
 	// The agents talk to followers: the leader has the scheduler and the
