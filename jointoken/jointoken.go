@@ -67,6 +67,12 @@ func GossipKey(token string) ([]byte, error) {
 	return hkdf.Key(sha256.New, []byte(token), nil, "pontoon gossip key v1", 32)
 }
 
+// InternalKey is the key that servers show one another on the internal
+// endpoints (forwarded writes and read barriers), derived from token.
+func InternalKey(token string) ([]byte, error) {
+	return hkdf.Key(sha256.New, []byte(token), nil, "pontoon internal key v1", 32)
+}
+
 // ParseGossipKey decodes a gossip key given as base64 (as Nomad's and
 // Consul's): 16, 24 or 32 bytes, for AES-128, -192 or -256.
 func ParseGossipKey(s string) ([]byte, error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -291,6 +292,7 @@ func (n *Node) post(ctx context.Context, api, path string, body []byte) (*http.R
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set(InternalAuthHeader, hex.EncodeToString(n.cfg.InternalKey))
 	if d, ok := ctx.Deadline(); ok {
 		req.Header.Set("Pontoon-Timeout", strconv.FormatInt(time.Until(d).Milliseconds(), 10))
 	}
@@ -377,10 +379,29 @@ func (n *Node) forwardReadIndex(ctx context.Context, api string) (uint64, error)
 // Handler serves the internal endpoints other servers forward to.
 func (n *Node) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+pathApply, n.serveApply)
-	mux.HandleFunc("POST "+pathReadIndex, n.serveReadIndex)
+	mux.HandleFunc("POST "+pathApply, n.fromServer(n.serveApply))
+	mux.HandleFunc("POST "+pathReadIndex, n.fromServer(n.serveReadIndex))
 	mux.HandleFunc("GET "+pathStatus, n.serveStatus)
 	return mux
+}
+
+// InternalAuthHeader carries the cluster's internal key, hex, on a forwarded
+// request.
+const InternalAuthHeader = "Pontoon-Internal-Key"
+
+// fromServer lets through only the requests of the cluster's servers:
+// those that carry its internal key (Config.InternalKey), which is
+// derived from the join token. Anyone else would otherwise write raw
+// entries into the log.
+func (n *Node) fromServer(h http.HandlerFunc) http.HandlerFunc {
+	want := []byte(hex.EncodeToString(n.cfg.InternalKey))
+	return func(w http.ResponseWriter, r *http.Request) {
+		if len(n.cfg.InternalKey) == 0 || subtle.ConstantTimeCompare([]byte(r.Header.Get(InternalAuthHeader)), want) != 1 {
+			http.Error(w, "internal endpoint: only the cluster's servers may call it", http.StatusForbidden)
+			return
+		}
+		h(w, r)
+	}
 }
 
 // requestContext bounds a forwarded request by the sender's remaining time.

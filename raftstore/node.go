@@ -64,6 +64,10 @@ const (
 type Config struct {
 	Identity Identity
 	DataDir  string
+	// InternalKey is the cluster's key for the forwarding between its
+	// servers (jointoken.InternalKey): a forwarded write or read barrier
+	// without it is refused. Empty refuses every one.
+	InternalKey []byte
 	// RaftAddr is where Raft listens; AdvertiseRaft is the address others
 	// dial (and the source address of this server's own dials).
 	RaftAddr, AdvertiseRaft string

@@ -304,6 +304,10 @@ func runServer(ctx context.Context, o serverOptions) error {
 	if err != nil {
 		return err
 	}
+	internalKey, err := jointoken.InternalKey(token)
+	if err != nil {
+		return err
+	}
 	var atRest map[schema.GroupResource]value.Transformer
 	if o.encryptionConfig != "" {
 		// KMS providers' connections live as long as the server.
@@ -373,7 +377,7 @@ func runServer(ctx context.Context, o serverOptions) error {
 
 	reg := newRegistry()
 	node, err := raftstore.Open(raftstore.Config{
-		Identity: id, DataDir: o.dataDir, RaftAddr: o.raftAddr, AdvertiseRaft: advRaft, LocalIP: o.advertise,
+		Identity: id, DataDir: o.dataDir, InternalKey: internalKey, RaftAddr: o.raftAddr, AdvertiseRaft: advRaft, LocalIP: o.advertise,
 		BootstrapExpect: o.bootstrapExpect, Store: store, Members: pool, Logger: logger, Metrics: reg,
 		HeartbeatTimeout: o.heartbeatTimeout, SnapshotThreshold: o.snapshotThreshold, TrailingLogs: o.trailingLog,
 		SnapshotInterval: o.snapshotInterval, LogStore: logStore, LogVerifyInterval: o.logVerifyInterval,

@@ -9,6 +9,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -87,6 +88,21 @@ type Options struct {
 
 // TokenFile is the file of the cluster's join token.
 func (c *Cluster) TokenFile() string { return c.opts.TokenFile }
+
+// InternalKey is the key its servers show one another on the internal
+// endpoints, as the header raftstore.InternalAuthHeader carries it.
+func (c *Cluster) InternalKey() string {
+	c.t.Helper()
+	token, err := jointoken.Read(c.opts.TokenFile)
+	if err == nil {
+		var key []byte
+		if key, err = jointoken.InternalKey(token); err == nil {
+			return hex.EncodeToString(key)
+		}
+	}
+	c.t.Fatalf("the cluster's internal key: %v", err)
+	return ""
+}
 
 // NewTokenFile writes a new join token to a file in dir.
 func NewTokenFile(t TB, dir string) string {

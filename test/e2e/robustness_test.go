@@ -29,6 +29,7 @@ import (
 
 	"github.com/pontoon-dev/pontoon/api/client"
 	"github.com/pontoon-dev/pontoon/fsm"
+	"github.com/pontoon-dev/pontoon/raftstore"
 	"github.com/pontoon-dev/pontoon/test/cluster"
 )
 
@@ -66,6 +67,17 @@ func TestOversizedEntriesRefused(t *testing.T) {
 	if len(replies) != 3 || !strings.Contains(replies[0].Error.Message, "over 2097152 bytes") ||
 		!strings.Contains(replies[1].Error.Message, "the limit is 4096") || replies[2].Error != nil || replies[2].Revision == 0 {
 		t.Fatalf("forwarded batch answered %+v", replies)
+	}
+	// Only the cluster's servers may forward: a batch without the
+	// internal key, or with another cluster's, is refused and writes
+	// nothing.
+	for _, key := range []string{"", strings.Repeat("00", 32)} {
+		if code, body := postBatchWithKey(c.Leader(10*time.Second), key, &fsm.Txn{Ops: []fsm.Op{fsm.Put("/kv/forged", []byte("v"), "", fsm.Cond{})}}); code != http.StatusForbidden {
+			t.Fatalf("a batch with key %q answered %d: %s", key, code, body)
+		}
+	}
+	if _, err := c.Leader(10*time.Second).Client().Get(context.Background(), "forged", true); client.Reason(err) != "NotFound" {
+		t.Fatalf("a forged batch was written: %v", err)
 	}
 	// A batch larger than any follower sends is refused whole.
 	var huge []*fsm.Txn
@@ -120,15 +132,28 @@ func forwardBatch(t *testing.T, c *cluster.Cluster, txns ...*fsm.Txn) []forwardR
 }
 
 // postBatch posts txns to the leader's forwarding endpoint as a follower
-// does; code 0 means the server closed the connection instead.
+// does, with the cluster's internal key; code 0 means the server closed
+// the connection instead.
 func postBatch(leader *cluster.Server, txns ...*fsm.Txn) (int, []byte) {
+	return postBatchWithKey(leader, leader.Cluster().InternalKey(), txns...)
+}
+
+func postBatchWithKey(leader *cluster.Server, key string, txns ...*fsm.Txn) (int, []byte) {
 	var body []byte
 	for _, txn := range txns {
 		b := txn.Marshal()
 		body = binary.AppendUvarint(body, uint64(len(b)))
 		body = append(body, b...)
 	}
-	resp, err := cluster.HTTPClient().Post(leader.API()+"/pontoon/internal/apply", "application/octet-stream", bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, leader.API()+"/pontoon/internal/apply", bytes.NewReader(body))
+	if err != nil {
+		return 0, nil
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	if key != "" {
+		req.Header.Set(raftstore.InternalAuthHeader, key)
+	}
+	resp, err := cluster.HTTPClient().Do(req)
 	if err != nil {
 		return 0, nil
 	}
