@@ -92,16 +92,26 @@ func (c *Cluster) TokenFile() string { return c.opts.TokenFile }
 // InternalKey is the key its servers show one another on the internal
 // endpoints, as the header raftstore.InternalAuthHeader carries it.
 func (c *Cluster) InternalKey() string {
+	return hex.EncodeToString(c.tokenKey("internal", jointoken.InternalKey))
+}
+
+// GossipKey is the key of its gossip pool, for a member the test makes.
+func (c *Cluster) GossipKey() []byte {
+	return c.tokenKey("gossip", jointoken.GossipKey)
+}
+
+// tokenKey derives a key from the cluster's token.
+func (c *Cluster) tokenKey(what string, derive func(string) ([]byte, error)) []byte {
 	c.t.Helper()
 	token, err := jointoken.Read(c.opts.TokenFile)
 	if err == nil {
 		var key []byte
-		if key, err = jointoken.InternalKey(token); err == nil {
-			return hex.EncodeToString(key)
+		if key, err = derive(token); err == nil {
+			return key
 		}
 	}
-	c.t.Fatalf("the cluster's internal key: %v", err)
-	return ""
+	c.t.Fatalf("the cluster's %s key: %v", what, err)
+	return nil
 }
 
 // NewTokenFile writes a new join token to a file in dir.

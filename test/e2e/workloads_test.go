@@ -1525,7 +1525,7 @@ func TestNodeDeathFromGossip(t *testing.T) {
 	var agents []*membership.Pool
 	for i := range 2 {
 		agent, err := membership.Create(membership.Config{Name: fmt.Sprintf("node-%d", i), BindAddr: fmt.Sprintf("127.0.0.%d:7946", 96+i),
-			Meta: membership.Meta{Role: membership.RoleAgent}, Logger: slog.New(slog.DiscardHandler)})
+			Meta: membership.Meta{Role: membership.RoleAgent}, Logger: slog.New(slog.DiscardHandler), SecretKey: c.GossipKey()})
 		if err != nil {
 			t.Fatal(err)
 		}
