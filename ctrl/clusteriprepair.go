@@ -13,6 +13,8 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/pontoon-dev/pontoon/api/resource"
 )
 
 // clusterIPRepairController keeps the IPAddress objects that record
@@ -86,11 +88,7 @@ func (c *clusterIPRepairController) syncService(ctx context.Context, key string)
 	if _, err := c.addresses.Get(ip); !apierrors.IsNotFound(err) {
 		return err
 	}
-	addr := &networkingv1.IPAddress{
-		ObjectMeta: metav1.ObjectMeta{Name: ip, Labels: map[string]string{
-			networkingv1.LabelIPAddressFamily: string(corev1.IPv4Protocol), networkingv1.LabelManagedBy: ipAllocatorName}},
-		Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{Resource: "services", Namespace: ns, Name: name}},
-	}
+	addr := resource.ServiceIPAddress(ns, name, ip)
 	_, err = c.client.NetworkingV1().IPAddresses().Create(ctx, addr, metav1.CreateOptions{})
 	switch {
 	case apierrors.IsAlreadyExists(err):
@@ -114,14 +112,14 @@ func (c *clusterIPRepairController) syncAddress(ctx context.Context, ip string) 
 	if err != nil {
 		return err
 	}
-	ref := addr.Spec.ParentRef
-	if addr.Labels[networkingv1.LabelManagedBy] != ipAllocatorName || ref == nil || ref.Group != "" || ref.Resource != "services" {
+	ns, name, ok := resource.AddressService(addr)
+	if !ok {
 		return nil
 	}
-	if svc, err := c.services.Services(ref.Namespace).Get(ref.Name); err == nil && svc.Spec.ClusterIP == ip {
+	if svc, err := c.services.Services(ns).Get(name); err == nil && svc.Spec.ClusterIP == ip {
 		return nil
 	}
-	svc, err := c.client.CoreV1().Services(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	svc, err := c.client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
@@ -132,6 +130,6 @@ func (c *clusterIPRepairController) syncAddress(ctx context.Context, ip string) 
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return fmt.Errorf("delete IPAddress %s that no Service holds: %w", ip, err)
 	}
-	c.logger.Info("deleted an IPAddress that no Service holds", "ip", ip, "service", ref.Namespace+"/"+ref.Name)
+	c.logger.Info("deleted an IPAddress that no Service holds", "ip", ip, "service", ns+"/"+name)
 	return nil
 }

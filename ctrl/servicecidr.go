@@ -16,6 +16,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/pontoon-dev/pontoon/api/resource"
 )
 
 const (
@@ -26,9 +28,6 @@ const (
 	// last of its addresses was given back: a Service's allocation that
 	// read the range before it was deleted has committed by then.
 	serviceCIDRGrace = 10 * time.Second
-	// ipAllocatorName marks the IPAddresses the API server's allocator
-	// writes for ClusterIPs.
-	ipAllocatorName = "ipallocator.k8s.io"
 )
 
 // serviceCIDRController keeps every ServiceCIDR Ready, which tells the
@@ -122,7 +121,7 @@ func (c *serviceCIDRController) heldOnlyBy(sc *networkingv1.ServiceCIDR) string 
 			}
 		}
 	}
-	addrs, err := c.addresses.List(labels.SelectorFromSet(labels.Set{networkingv1.LabelManagedBy: ipAllocatorName}))
+	addrs, err := c.addresses.List(labels.SelectorFromSet(labels.Set{networkingv1.LabelManagedBy: resource.IPAllocatorName}))
 	if err != nil {
 		return ""
 	}

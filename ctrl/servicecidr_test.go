@@ -11,6 +11,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/pontoon-dev/pontoon/api/resource"
 )
 
 // TestServiceCIDRHeldOnlyBy: a ServiceCIDR being deleted is held by an
@@ -31,7 +33,7 @@ func TestServiceCIDRHeldOnlyBy(t *testing.T) {
 	client := fake.NewClientset(
 		cidr("kubernetes", "10.96.0.0/16", false), cidr("inside", "10.96.5.0/24", true),
 		cidr("alone", "10.97.0.0/24", true), cidr("also-gone", "10.98.0.0/16", true), cidr("gone", "10.98.1.0/24", true),
-		addr("10.96.5.7", ipAllocatorName), addr("10.97.0.9", ipAllocatorName), addr("10.98.1.1", ipAllocatorName), addr("10.97.0.200", "someone-else"))
+		addr("10.96.5.7", resource.IPAllocatorName), addr("10.97.0.9", resource.IPAllocatorName), addr("10.98.1.1", resource.IPAllocatorName), addr("10.97.0.200", "someone-else"))
 	factory := informers.NewSharedInformerFactory(client, 0)
 	c := newServiceCIDRController(Config{Client: client, Informers: factory, Events: record.NewBroadcaster(), Logger: slog.Default()})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -224,7 +224,7 @@ func (p *Pool) Join(ctx context.Context, addrs []string) error {
 			return err
 		}
 		if wrongKey(err) && time.Since(warned) > 30*time.Second {
-			p.logger.Warn("cannot join the gossip pool: its members do not take this process's messages; they have another --token (or --gossip-key)", "addrs", addrs, "err", err)
+			p.logger.Warn("cannot join the gossip pool: its members do not take this process's messages; they likely have another --token (or --gossip-key)", "addrs", addrs, "err", err)
 			warned = time.Now()
 		} else {
 			p.logger.Debug("gossip join failed, retrying", "addrs", addrs, "err", err)

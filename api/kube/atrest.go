@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/server/options/encryptionconfig"
 	"k8s.io/apiserver/pkg/storage/value"
@@ -51,6 +52,15 @@ func atRestTransformers(reg *resource.Registry, config map[schema.GroupResource]
 		}
 	}
 	return out
+}
+
+// encodeSealed returns what is stored at key for obj: encode, then seal.
+func (o *objects) encodeSealed(r *resource.Resource, key string, obj runtime.Object) ([]byte, error) {
+	plain, err := o.encode(r, obj)
+	if err != nil {
+		return nil, err
+	}
+	return o.seal(r, key, plain)
 }
 
 // seal returns what is stored at key for an object of r encoded as

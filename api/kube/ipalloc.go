@@ -40,9 +40,6 @@ const (
 	nodePortPrefix    = registryPrefix + "ranges/servicenodeports/"
 	nodePortBase      = 30000
 	nodePortRangeSize = 2768
-	// ipAllocatorName marks the IPAddresses the allocator writes, as
-	// kube-apiserver's.
-	ipAllocatorName = "ipallocator.k8s.io"
 )
 
 type ipAllocator struct {
@@ -142,16 +139,10 @@ func joinRanges(ranges []*net.IPNet) string {
 // takeAddress returns the operation that records ip as svc's: its
 // IPAddress object, which must not exist.
 func (a *ipAllocator) takeAddress(svc *corev1.Service, ip string) (fsm.Op, error) {
-	addr := &networkingv1.IPAddress{
-		ObjectMeta: metav1.ObjectMeta{Name: ip, UID: types.UID(uuid.NewString()), CreationTimestamp: metav1.Now(),
-			Labels: map[string]string{networkingv1.LabelIPAddressFamily: string(corev1.IPv4Protocol), networkingv1.LabelManagedBy: ipAllocatorName}},
-		Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{Resource: "services", Namespace: svc.Namespace, Name: svc.Name}},
-	}
+	addr := resource.ServiceIPAddress(svc.Namespace, svc.Name, ip)
+	addr.UID, addr.CreationTimestamp = types.UID(uuid.NewString()), metav1.Now()
 	k := a.addressKey(ip)
-	value, err := a.objects.encode(a.addresses, addr)
-	if err == nil {
-		value, err = a.objects.seal(a.addresses, k, value)
-	}
+	value, err := a.objects.encodeSealed(a.addresses, k, addr)
 	if err != nil {
 		return fsm.Op{}, err
 	}
@@ -170,8 +161,7 @@ func (a *ipAllocator) releaseAddress(svc *corev1.Service, ip string) []fsm.Op {
 	if err != nil {
 		return nil
 	}
-	if ref := obj.(*networkingv1.IPAddress).Spec.ParentRef; ref == nil || ref.Group != "" || ref.Resource != "services" ||
-		ref.Namespace != svc.Namespace || ref.Name != svc.Name {
+	if ns, name, ok := resource.AddressService(obj.(*networkingv1.IPAddress)); !ok || ns != svc.Namespace || name != svc.Name {
 		return nil
 	}
 	return []fsm.Op{fsm.Delete(kv.Key, fsm.Cond{ModRevision: kv.ModRevision})}

@@ -126,20 +126,27 @@ func (o *objects) encode(r *resource.Resource, obj runtime.Object) ([]byte, erro
 
 // decode returns the object kv holds, with its resourceVersion.
 func (o *objects) decode(r *resource.Resource, kv fsm.KV) (runtime.Object, error) {
-	plain, err := o.open(r, kv)
+	obj, _, _, err := o.decodeStored(r, kv)
+	return obj, err
+}
+
+// decodeStored is decode that also returns the object's encoding
+// (decrypted) and whether it is stored stale (openStale).
+func (o *objects) decodeStored(r *resource.Resource, kv fsm.KV) (runtime.Object, []byte, bool, error) {
+	plain, stale, err := o.openStale(r, kv)
 	if err != nil {
-		return nil, err
+		return nil, nil, false, err
 	}
 	obj := r.New()
 	if _, _, err := o.codec.Decode(plain, nil, obj); err != nil {
-		return nil, fmt.Errorf("decode stored %s: %w", r.Kind, err)
+		return nil, nil, false, fmt.Errorf("decode stored %s: %w", r.Kind, err)
 	}
 	m, err := meta.Accessor(obj)
 	if err != nil {
-		return nil, err
+		return nil, nil, false, err
 	}
 	m.SetResourceVersion(strconv.FormatUint(kv.ModRevision, 10))
-	return obj, nil
+	return obj, plain, stale, nil
 }
 
 // maxWaitApplied bounds the wait for this server to apply a revision a
@@ -201,9 +208,15 @@ func (o *objects) getCurrent(ctx context.Context, r *resource.Resource, ns, name
 }
 
 // getShared is getCurrent at no particular revision for an object the
-// caller only reads: it may be shared with other callers (sharedObjects).
+// caller only reads: it may be shared with other callers (sharedObjects),
+// and its encoding is not kept.
 func (o *objects) getShared(ctx context.Context, r *resource.Resource, ns, name string) (stored, error) {
-	return o.current(ctx, 0, func() (stored, error) { return o.read(r, ns, name, o.decodeShared) })
+	return o.current(ctx, 0, func() (stored, error) {
+		return o.read(r, ns, name, func(r *resource.Resource, kv fsm.KV) (runtime.Object, []byte, bool, error) {
+			obj, err := o.decodeShared(r, kv)
+			return obj, nil, false, err
+		})
+	})
 }
 
 func (o *objects) current(ctx context.Context, minRev uint64, get func() (stored, error)) (stored, error) {
@@ -233,10 +246,10 @@ type stored struct {
 
 // get reads one object from the local store.
 func (o *objects) get(r *resource.Resource, ns, name string) (stored, error) {
-	return o.read(r, ns, name, o.decode)
+	return o.read(r, ns, name, o.decodeStored)
 }
 
-func (o *objects) read(r *resource.Resource, ns, name string, decode func(*resource.Resource, fsm.KV) (runtime.Object, error)) (stored, error) {
+func (o *objects) read(r *resource.Resource, ns, name string, decode func(*resource.Resource, fsm.KV) (runtime.Object, []byte, bool, error)) (stored, error) {
 	kv, found, _, err := o.store.Get(key(r, ns, name))
 	if err != nil {
 		return stored{}, err
@@ -244,12 +257,7 @@ func (o *objects) read(r *resource.Resource, ns, name string, decode func(*resou
 	if !found {
 		return stored{}, apierrors.NewNotFound(r.GroupVersionResource().GroupResource(), name)
 	}
-	obj, err := decode(r, kv)
-	var plain []byte
-	var stale bool
-	if err == nil {
-		plain, stale, err = o.openStale(r, kv)
-	}
+	obj, plain, stale, err := decode(r, kv)
 	if err != nil {
 		var u unreadable
 		u.add(kv.Key, err)

@@ -273,10 +273,7 @@ func (h *Handler) createObject(ctx context.Context, req *request, obj runtime.Ob
 			return out, nil
 		}
 		k := key(r, m.GetNamespace(), m.GetName())
-		value, err := h.objects.encode(r, out)
-		if err == nil {
-			value, err = h.objects.seal(r, k, value)
-		}
+		value, err := h.objects.encodeSealed(r, k, out)
 		if err != nil {
 			return nil, err
 		}
